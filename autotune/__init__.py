@@ -1,0 +1,1 @@
+"""Simulator-guided Optuna search over kernel configs, validated by running the real kernels."""

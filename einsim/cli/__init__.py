@@ -1,0 +1,67 @@
+"""The `einsim` command: one entry point, one subcommand module per job.
+
+Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand(s) and
+sets `handler` (a function taking the parsed args and returning an exit status). Handlers are
+thin shells over the Python API. Bad input (any EinsimError) is printed as one clear message and
+exits with status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from einsim.errors import EinsimError
+
+# Order is the order of `einsim --help`.
+COMMAND_MODULES = (
+    "simulate",
+    "sweep",
+    "cascades",
+    "passes",
+    "targets",
+    "models",
+    "kernels",
+    "autotune",
+    "roofline",
+    "plot",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from einsim import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="einsim",
+        description="Attention as cascades of Einsums: analyse passes, simulate on hardware "
+        "targets, run and tune Triton kernels, plot rooflines.",
+    )
+    parser.add_argument("--version", action="version", version=f"einsim {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        # TODO(integration): drop this guard once every subcommand module exists.
+        if importlib.util.find_spec(f"einsim.cli.{name}") is None:
+            continue
+        module = importlib.import_module(f"einsim.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except EinsimError as error:
+        print(f"einsim {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"einsim {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,2 @@
+"""Hardware targets described in YAML (GPUs and spatial accelerators): the schema, the shipped
+presets and the validating loader."""
