@@ -1,2 +1,7 @@
 """Analytical model of a cascade on a hardware target: passes, buffer, traffic, compute, latency
 and energy per Einsum and for the whole cascade."""
+
+from einsim.simulator.estimate import EinsumEstimate, Estimate
+from einsim.simulator.workload import Workload
+
+__all__ = ["EinsumEstimate", "Estimate", "Workload"]
