@@ -1,0 +1,420 @@
+"""The expression language inside one Einsum line: tokens, the syntax tree, and the parser that
+turns `RM[m1+1,p] = max(RM[m1,p], LM[m1,p])` into it, with columns for error messages."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Union
+
+from einsim.errors import SpecError
+
+# --- syntax tree ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Index:
+    """One position of a tensor access.
+
+    kind "var": an index variable (`m1`, with offset 1 for `m1+1`); "final": a rank name in
+    capitals (`M1`), the last state of an iterative tensor; "const": an integer coordinate.
+    """
+
+    kind: str
+    name: str = ""
+    offset: int = 0
+    value: int = 0
+
+    def __str__(self) -> str:
+        if self.kind == "var":
+            return self.name + (f"+{self.offset}" if self.offset > 0 else f"{self.offset}" if self.offset else "")
+        if self.kind == "final":
+            return self.name
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Access:
+    tensor: str
+    indices: tuple[Index, ...]
+    column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.tensor}[{','.join(map(str, self.indices))}]"
+
+
+@dataclass(frozen=True)
+class Number:
+    value: float
+
+    def __str__(self) -> str:
+        if math.isinf(self.value):
+            return "inf" if self.value > 0 else "-inf"
+        return repr(int(self.value)) if float(self.value).is_integer() else repr(self.value)
+
+
+@dataclass(frozen=True)
+class Name:
+    """A bare name: an index variable or a rank size in a filter, a size symbol elsewhere."""
+
+    name: str
+    column: int = 0
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str  # "-"
+    operand: "Expr"
+
+    def __str__(self) -> str:
+        return f"-{_wrap(self.operand, 3)}"
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str  # + - * /
+    left: "Expr"
+    right: "Expr"
+
+    def __str__(self) -> str:
+        level = _PRECEDENCE[self.op]
+        # left-associative: the right operand needs parentheses at equal precedence
+        return f"{_wrap(self.left, level)} {self.op} {_wrap(self.right, level + 1)}"
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple["Expr", ...]
+    column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.func}({', '.join(map(str, self.args))})"
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str  # <= < >= > == !=
+    left: "Expr"
+    right: "Expr"
+
+    def __str__(self) -> str:
+        return f"{self.left} {self.op} {self.right}"
+
+
+Expr = Union[Access, Number, Name, Unary, Binary, Call]
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+# Functions the map may use: name -> (arity, operation counted per application, see
+# Einsum.operation_counts). max/min of two values count one "max"/"min".
+FUNCTIONS = {
+    "exp": 1, "log": 1, "sqrt": 1, "abs": 1, "relu": 1, "gelu": 1, "silu": 1, "sigmoid": 1,
+    "elu1": 1, "max": 2, "min": 2, "ceil": 1,
+}
+# ceil only makes sense in rank-size expressions such as ceil(M/M0).
+SIZE_ONLY_FUNCTIONS = ("ceil",)
+REDUCTIONS = ("sum", "max", "min")
+
+
+def _wrap(expr: Expr, level: int) -> str:
+    if isinstance(expr, Binary) and _PRECEDENCE[expr.op] < level:
+        return f"({expr})"
+    if isinstance(expr, Unary) and level > 3:
+        return f"({expr})"
+    return str(expr)
+
+
+def walk(expr: Expr):
+    """Every node of an expression, parents before children."""
+    yield expr
+    if isinstance(expr, Unary):
+        yield from walk(expr.operand)
+    elif isinstance(expr, (Binary, Compare)):
+        yield from walk(expr.left)
+        yield from walk(expr.right)
+    elif isinstance(expr, Call):
+        for arg in expr.args:
+            yield from walk(arg)
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<number>\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
+    r"|(?P<op><=|>=|==|!=|[-+*/()\[\],=<>]))"
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # number, name, op, end
+    text: str
+    column: int  # 0-based within the parsed text
+
+
+class Location:
+    """Where parsed text sits in its file: `file:line:column` for error messages."""
+
+    def __init__(self, source: str = "<string>", line: int = 1, column: int = 1):
+        self.source, self.line, self.column = source, line, column
+
+    def at(self, offset: int) -> str:
+        return f"{self.source}:{self.line}:{self.column + offset}"
+
+
+def tokenize(text: str, where: Location) -> list[Token]:
+    tokens, position = [], 0
+    stripped = text.rstrip()
+    while position < len(stripped):
+        match = _TOKEN.match(stripped, position)
+        if not match or match.end() == position:
+            column = len(stripped) - len(stripped[position:].lstrip()) if match is None else position
+            column = position + (len(stripped[position:]) - len(stripped[position:].lstrip()))
+            raise SpecError(f"{where.at(column)}: unexpected character {stripped[column]!r} in {text.strip()!r}")
+        kind = match.lastgroup
+        tokens.append(Token(kind, match.group(kind), match.start(kind)))
+        position = match.end()
+    tokens.append(Token("end", "", len(stripped)))
+    return tokens
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedEinsum:
+    output: Access
+    reduce_op: str | None
+    reduce_vars: tuple[str, ...] | None  # as written in `max(m)`, None when implicit
+    expression: Expr
+    conditions: tuple[Compare, ...]
+
+
+class Parser:
+    """Recursive descent over one line; every error names file:line:column and what was expected."""
+
+    def __init__(self, text: str, where: Location):
+        self.text, self.where = text, where
+        self.tokens = tokenize(text, where)
+        self.position = 0
+
+    # helpers
+    @property
+    def token(self) -> Token:
+        return self.tokens[self.position]
+
+    def peek(self, ahead: int = 1) -> Token:
+        return self.tokens[min(self.position + ahead, len(self.tokens) - 1)]
+
+    def advance(self) -> Token:
+        token = self.token
+        self.position = min(self.position + 1, len(self.tokens) - 1)
+        return token
+
+    def fail(self, expected: str, token: Token | None = None) -> SpecError:
+        token = token or self.token
+        got = "end of line" if token.kind == "end" else repr(token.text)
+        return SpecError(f"{self.where.at(token.column)}: expected {expected}, got {got} in {self.text.strip()!r}")
+
+    def expect(self, text: str, expected: str | None = None) -> Token:
+        if self.token.text != text or self.token.kind not in ("op", "name"):
+            raise self.fail(expected or repr(text))
+        return self.advance()
+
+    # grammar
+    def einsum(self) -> ParsedEinsum:
+        output = self.access(lhs=True)
+        self.expect("=", "'=' after the output tensor")
+        reduce_op, reduce_vars = None, None
+        if self.at_reduction():
+            reduce_op = self.advance().text
+            self.advance()  # (
+            names = [self.advance().text]
+            while self.token.text == ",":
+                self.advance()
+                names.append(self.advance().text)
+            self.advance()  # )
+            reduce_vars = tuple(names)
+        expression = self.expression()
+        conditions = []
+        if self.token.kind == "name" and self.token.text == "where":
+            self.advance()
+            conditions.append(self.comparison())
+            while self.token.kind == "name" and self.token.text == "and":
+                self.advance()
+                conditions.append(self.comparison())
+        if self.token.kind != "end":
+            raise self.fail("an operator (+ - * /), 'where' or the end of the Einsum")
+        return ParsedEinsum(output, reduce_op, reduce_vars, expression, tuple(conditions))
+
+    def at_reduction(self) -> bool:
+        """`max(m) X[...]`: a reduction prefix; `max(a, b)` alone is the two-argument map."""
+        if not (self.token.kind == "name" and self.token.text in REDUCTIONS and self.peek().text == "("):
+            return False
+        ahead = 2
+        while True:
+            if self.peek(ahead).kind != "name" or not self.peek(ahead).text.islower():
+                return False
+            following = self.peek(ahead + 1).text
+            if following == ")":
+                nxt = self.peek(ahead + 2)
+                return nxt.kind in ("name", "number") or nxt.text in ("(", "-")
+            if following != ",":
+                return False
+            ahead += 2
+
+    def access(self, lhs: bool = False) -> Access:
+        token = self.token
+        if token.kind != "name":
+            raise self.fail("a tensor name such as QK[m,p]")
+        self.advance()
+        self.expect("[", f"'[' and the indices of {token.text}")
+        indices: list[Index] = []
+        if self.token.text != "]":
+            indices.append(self.index())
+            while self.token.text == ",":
+                self.advance()
+                indices.append(self.index())
+        self.expect("]", "',' or ']' closing the indices")
+        return Access(token.text, tuple(indices), token.column)
+
+    def index(self) -> Index:
+        token = self.token
+        if token.kind == "number" and token.text.isdigit():
+            self.advance()
+            return Index("const", value=int(token.text))
+        if token.kind != "name":
+            raise self.fail("an index: a lower-case variable (m, m1+1), a rank name for the final state (M1) or an integer")
+        self.advance()
+        if token.text[0].isupper():
+            return Index("final", token.text)
+        offset = 0
+        if self.token.text in ("+", "-"):
+            sign = 1 if self.advance().text == "+" else -1
+            if self.token.kind != "number" or not self.token.text.isdigit():
+                raise self.fail("an integer offset such as the 1 in m1+1")
+            offset = sign * int(self.advance().text)
+        return Index("var", token.text, offset)
+
+    def expression(self) -> Expr:
+        left = self.term()
+        while self.token.text in ("+", "-") and self.token.kind == "op":
+            op = self.advance().text
+            left = Binary(op, left, self.term())
+        return left
+
+    def term(self) -> Expr:
+        left = self.unary()
+        while self.token.text in ("*", "/") and self.token.kind == "op":
+            op = self.advance().text
+            left = Binary(op, left, self.unary())
+        return left
+
+    def unary(self) -> Expr:
+        if self.token.text == "-" and self.token.kind == "op":
+            self.advance()
+            operand = self.unary()
+            if isinstance(operand, Number):
+                return Number(-operand.value)
+            return Unary("-", operand)
+        return self.primary()
+
+    def primary(self) -> Expr:
+        token = self.token
+        if token.kind == "number":
+            self.advance()
+            return Number(float(token.text))
+        if token.text == "(":
+            self.advance()
+            inner = self.expression()
+            self.expect(")", "')' closing the parenthesis")
+            return inner
+        if token.kind == "name":
+            if token.text == "inf":
+                self.advance()
+                return Number(math.inf)
+            following = self.peek().text
+            if following == "[":
+                return self.access()
+            if following == "(":
+                if token.text not in FUNCTIONS:
+                    raise self.fail(f"a function ({', '.join(sorted(FUNCTIONS))})")
+                self.advance()
+                self.advance()
+                args = [self.expression()]
+                while self.token.text == ",":
+                    self.advance()
+                    args.append(self.expression())
+                self.expect(")", f"',' or ')' closing {token.text}(")
+                if len(args) != FUNCTIONS[token.text]:
+                    raise SpecError(
+                        f"{self.where.at(token.column)}: {token.text} takes {FUNCTIONS[token.text]} "
+                        f"argument(s), got {len(args)} in {self.text.strip()!r}"
+                    )
+                return Call(token.text, tuple(args), token.column)
+            self.advance()
+            return Name(token.text, token.column)
+        raise self.fail("a tensor access, a number, a function call or '('")
+
+    def comparison(self) -> Compare:
+        left = self.expression()
+        if self.token.text not in ("<=", "<", ">=", ">", "==", "!="):
+            raise self.fail("a comparison (<=, <, >=, >, ==, !=)")
+        op = self.advance().text
+        return Compare(op, left, self.expression())
+
+    def conditions(self) -> tuple[Compare, ...]:
+        found = [self.comparison()]
+        while self.token.kind == "name" and self.token.text == "and":
+            self.advance()
+            found.append(self.comparison())
+        if self.token.kind != "end":
+            raise self.fail("'and' or the end of the filter")
+        return tuple(found)
+
+    def size_expression(self) -> Expr:
+        expr = self.expression()
+        if self.token.kind != "end":
+            raise self.fail("an operator or the end of the size expression")
+        return expr
+
+
+def parse_einsum_text(text: str, where: Location | None = None) -> ParsedEinsum:
+    return Parser(text, where or Location()).einsum()
+
+
+def parse_conditions(text: str, where: Location | None = None) -> tuple[Compare, ...]:
+    return Parser(text, where or Location()).conditions()
+
+
+def parse_size(text: str, where: Location | None = None) -> Expr:
+    return Parser(text, where or Location()).size_expression()
+
+
+def evaluate_scalar(expr: Expr, lookup) -> float:
+    """Evaluate an expression of names and numbers (sizes, filters) with `lookup(name)`."""
+    if isinstance(expr, Number):
+        return expr.value
+    if isinstance(expr, Name):
+        return lookup(expr.name)
+    if isinstance(expr, Unary):
+        return -evaluate_scalar(expr.operand, lookup)
+    if isinstance(expr, Binary):
+        a, b = evaluate_scalar(expr.left, lookup), evaluate_scalar(expr.right, lookup)
+        if expr.op == "/":
+            if b == 0:
+                raise SpecError(f"division by zero in {expr}")
+            return a / b
+        return {"+": a + b, "-": a - b, "*": a * b}[expr.op]
+    if isinstance(expr, Call):
+        values = [evaluate_scalar(arg, lookup) for arg in expr.args]
+        if expr.func == "ceil":
+            return math.ceil(values[0])
+        return {"max": max, "min": min, "abs": lambda x: abs(x)}[expr.func](*values)
+    raise SpecError(f"cannot evaluate {expr} as a number")

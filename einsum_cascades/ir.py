@@ -1,0 +1,175 @@
+"""The cascade IR: tensors with named ranks, Einsums (a map, an optional reduction, filters,
+an iterative rank) and the Cascade that orders them; frozen dataclasses built by the loader."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from einsim.einsum_cascades.expr import Access, Binary, Call, Compare, Expr, Index, Name, Unary, walk
+from einsim.einsum_cascades.space import Space, evaluate_condition, index_var
+from einsim.errors import SpecError
+
+# The operation a map node counts as (Einsum.operation_counts); relu is max(x, 0).
+_BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+_CALL_OPS = {"exp": "exp", "max": "max", "min": "min", "relu": "max"}
+_REDUCE_OPS = {"sum": "add", "max": "max", "min": "min"}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Coordinate conditions joined by `and`, e.g. `m <= p + M - P` (causal, bottom-right)."""
+
+    text: str
+    conditions: tuple[Compare, ...]
+    ranks: tuple[str, ...]  # the ranks whose index variables it reads, e.g. ("M", "P")
+    line: int = 0
+
+    def evaluate(self, coords, sizes):
+        mask = True
+        for condition in self.conditions:
+            mask = mask & evaluate_condition(condition, coords, sizes)
+        return mask
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Einsum:
+    """One line of a cascade: `output[output_indices] = reduce(reduced_ranks) map(operands)`."""
+
+    output: str
+    output_ranks: tuple[str, ...]  # rank names of the output, in order (M1 for RM[m1+1,p])
+    output_indices: tuple[Index, ...]
+    expression: Expr  # the map, without the reduction
+    operands: tuple[Access, ...]  # every tensor access of the map, in reading order
+    map_ops: tuple[str, ...]  # one entry per map operation applied at each point
+    reduce_op: str | None  # "sum", "max", "min" or None
+    reduced_ranks: tuple[str, ...]
+    iteration_ranks: tuple[str, ...]  # output ranks, then reduced ranks
+    filters: tuple[Filter, ...]  # its own `where` conditions plus the cascade's that apply
+    iterative_rank: str | None  # M1 when the output is written at [m1+1]
+    init: float | None  # the iterative output's value at [0]
+    text: str
+    line: int
+    source: str = "<string>"
+    space: Space = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    @property
+    def operand_tensors(self) -> tuple[str, ...]:
+        """Distinct tensors read, in first-read order."""
+        return tuple(dict.fromkeys(a.tensor for a in self.operands))
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(index_var(r) for r in self.iteration_ranks)
+
+    def iteration_points(self, sizes: Mapping[str, int]) -> int:
+        """Points of the iteration space that are real positions and pass every filter."""
+        return self.space.count_points(self.iteration_ranks, self.filters, sizes)
+
+    def operation_counts(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Operations by kind (mul, add, sub, div, exp, max, ...), counted after filters.
+
+        Each point applies the map once and, when reducing, one reduction operation
+        (sum: "add", max: "max"), so Q[e,p]*K[e,m] summed over e counts E*M*P adds, not
+        (E-1)*M*P: accumulation starts from the identity (0 or -inf).
+        """
+        points = self.iteration_points(sizes)
+        counts = Counter({op: points for op in ()})
+        for op in self.map_ops:
+            counts[op] += points
+        if self.reduce_op is not None:
+            counts[_REDUCE_OPS[self.reduce_op]] += points
+        return dict(counts)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """A named cascade of Einsums over ranks; sizes may be symbols bound at simulation time."""
+
+    name: str
+    description: str
+    ranks: Mapping[str, int | str]  # every rank: an int, a symbol, or a size expression (ceil(M/M0))
+    inputs: Mapping[str, tuple[str, ...]]  # input tensor -> its ranks
+    outputs: tuple[str, ...]
+    einsums: tuple[Einsum, ...]
+    partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # M -> (M1, M0)
+    filters: tuple[Filter, ...] = ()  # cascade-wide filters (copied into each Einsum they apply to)
+    symbols: Mapping[str, int] = field(default_factory=dict)  # default values of size symbols
+    represents: tuple[str, ...] = ()  # published algorithms this cascade stands for (taxonomy)
+    source: str = "<string>"
+    space: Space = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def bind(self, sizes: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Every rank (and symbol) as an int, from symbol values such as kv_len, q_len, block_m.
+
+        Rank names override: bind({"M": 4096}) works as well as bind({"kv_len": 4096}).
+        """
+        return self.space.bind(sizes)
+
+    def einsum(self, output: str) -> Einsum:
+        for einsum in self.einsums:
+            if einsum.output == output:
+                return einsum
+        raise SpecError(f"{self.name}: no Einsum produces {output!r}")
+
+    @property
+    def tensors(self) -> dict[str, tuple[str, ...]]:
+        """Every tensor (inputs, then Einsum outputs) -> its ranks."""
+        found = dict(self.inputs)
+        for einsum in self.einsums:
+            found[einsum.output] = einsum.output_ranks
+        return found
+
+    @property
+    def iterative_tensors(self) -> dict[str, str]:
+        """Tensors written at [r+1] -> the iterative rank."""
+        return {e.output: e.iterative_rank for e in self.einsums if e.iterative_rank}
+
+    def tensor_shape(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        """Extent along each rank; an iterative tensor holds M1 + 1 states along its rank."""
+        if name not in self.tensors:
+            raise SpecError(f"{self.name}: no tensor named {name!r}")
+        bound = self.space.bound(sizes)
+        iterative = self.iterative_tensors.get(name)
+        return tuple(bound[r] + (1 if r == iterative else 0) for r in self.tensors[name])
+
+    def tensor_elements(self, name: str, sizes: Mapping[str, int]) -> int:
+        """Number of elements of a tensor under bound sizes."""
+        return math.prod(self.tensor_shape(name, sizes))
+
+    def tensor_sizes(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Element count of every tensor."""
+        bound = self.space.bound(sizes)
+        return {name: self.tensor_elements(name, bound) for name in self.tensors}
+
+    def __str__(self) -> str:
+        return "\n".join(e.text for e in self.einsums)
+
+
+def map_operations(expr: Expr) -> tuple[str, ...]:
+    """The operations a map applies at each point, e.g. exp(QK - GM) -> ("sub", "exp")."""
+    ops = []
+    for node in walk(expr):
+        if isinstance(node, Binary):
+            ops.append(_BINARY_OPS[node.op])
+        elif isinstance(node, Unary):
+            ops.append("sub")
+        elif isinstance(node, Call):
+            ops.append(_CALL_OPS.get(node.func, node.func))
+    return tuple(reversed(ops))
+
+
+def accesses(expr: Expr) -> tuple[Access, ...]:
+    return tuple(node for node in walk(expr) if isinstance(node, Access))
+
+
+def names(expr: Expr) -> tuple[Name, ...]:
+    return tuple(node for node in walk(expr) if isinstance(node, Name))

@@ -1,0 +1,440 @@
+"""Cascade YAML -> Cascade: the one loader, which checks every field and every Einsum and names the
+file, line and column (syntax) or the Einsum (meaning) of whatever is wrong."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import networkx as nx
+import yaml
+
+from einsim.einsum_cascades.expr import (
+    SIZE_ONLY_FUNCTIONS, Access, Call, Index, Location, Name, Number, parse_conditions, parse_einsum_text,
+    parse_size, walk,
+)
+from einsim.einsum_cascades.ir import Cascade, Einsum, Filter, accesses, map_operations
+from einsim.einsum_cascades.space import Space, index_var
+from einsim.errors import SpecError
+
+_RANK = re.compile(r"^[A-Z][A-Z0-9]*$")
+_TENSOR = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_SYMBOL = re.compile(r"^[a-z_][a-z0-9_]*$")
+_KEYS = ("name", "description", "represents", "ranks", "symbols", "partitions", "inputs", "init",
+         "filters", "einsums", "outputs")
+
+
+def library_dir() -> Path:
+    return Path(str(resources.files("einsim.einsum_cascades") / "library"))
+
+
+def library_names() -> list[str]:
+    """Names of the cascades shipped in einsum_cascades/library/, sorted."""
+    return sorted(path.stem for path in library_dir().glob("*.yaml"))
+
+
+def load_cascade(name_or_path: str | Path) -> Cascade:
+    """A library cascade by name (`fusemax`) or any cascade YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") or not path.exists():
+        candidate = library_dir() / f"{name_or_path}.yaml"
+        if not candidate.exists():
+            if path.suffix in (".yaml", ".yml"):
+                raise SpecError(f"{name_or_path}: no such file")
+            raise SpecError(
+                f"no cascade named {str(name_or_path)!r}; library cascades: {', '.join(library_names())}"
+            )
+        path = candidate
+    return parse_cascade(path.read_text(), source=str(path))
+
+
+def parse_cascade(text: str, source: str = "<string>") -> Cascade:
+    """A cascade from YAML text; `source` names it in error messages."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise SpecError(f"{where}: not valid YAML: {error.problem}") from None
+    if root is None or not isinstance(root, yaml.MappingNode):
+        raise SpecError(f"{source}:1:1: expected a mapping with name, ranks, inputs, einsums, outputs")
+    return _Builder(source, text).build(root)
+
+
+class _Builder:
+    def __init__(self, source: str, text: str):
+        self.source, self.text = source, text
+        self.constructor = yaml.SafeLoader("")
+
+    # --- YAML helpers -----------------------------------------------------------------------
+    def at(self, node) -> str:
+        return f"{self.source}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+    def value(self, node):
+        return self.constructor.construct_object(node, deep=True)
+
+    def mapping(self, node, field: str) -> dict[str, tuple]:
+        if not isinstance(node, yaml.MappingNode):
+            raise SpecError(f"{self.at(node)}: {field}: expected a mapping, got {self.value(node)!r}")
+        found = {}
+        for key, value in node.value:
+            name = self.value(key)
+            if not isinstance(name, str):
+                raise SpecError(f"{self.at(key)}: {field}: expected names as keys, got {name!r}")
+            if name in found:
+                raise SpecError(f"{self.at(key)}: {field}: {name} appears twice")
+            found[name] = (key, value)
+        return found
+
+    def sequence(self, node, field: str) -> list:
+        if not isinstance(node, yaml.SequenceNode):
+            raise SpecError(f"{self.at(node)}: {field}: expected a list, got {self.value(node)!r}")
+        return list(node.value)
+
+    def string(self, node, field: str) -> str:
+        value = self.value(node)
+        if not isinstance(value, str):
+            raise SpecError(f"{self.at(node)}: {field}: expected text, got {value!r}")
+        return value
+
+    def location(self, node) -> Location:
+        # Column of the first character of the scalar's text (after an opening quote).
+        offset = 1 if getattr(node, "style", None) in ("'", '"') else 0
+        return Location(self.source, node.start_mark.line + 1, node.start_mark.column + 1 + offset)
+
+    # --- the document -----------------------------------------------------------------------
+    def build(self, root) -> Cascade:
+        fields = self.mapping(root, "cascade")
+        for key, (key_node, _) in fields.items():
+            if key not in _KEYS:
+                raise SpecError(f"{self.at(key_node)}: unknown field {key!r}; expected one of {', '.join(_KEYS)}")
+        for required in ("name", "ranks", "inputs", "einsums", "outputs"):
+            if required not in fields:
+                raise SpecError(f"{self.source}:1:1: missing field {required!r}")
+        self.name = self.string(fields["name"][1], "name")
+        description = self.string(fields["description"][1], "description").strip() if "description" in fields else ""
+        represents = ()
+        if "represents" in fields:
+            represents = tuple(self.string(n, "represents[]") for n in self.sequence(fields["represents"][1], "represents"))
+
+        self.ranks, self.size_exprs = self.read_ranks(fields["ranks"][1])
+        self.symbols = self.read_symbols(fields["symbols"][1]) if "symbols" in fields else {}
+        self.partitions = self.read_partitions(fields["partitions"][1]) if "partitions" in fields else {}
+        self.known_symbols = set(self.symbols)
+        for expr in self.size_exprs.values():
+            self.known_symbols |= {n.name for n in walk(expr) if isinstance(n, Name) and n.name not in self.ranks}
+        self.space = Space(self.name, dict(self.ranks), dict(self.partitions), dict(self.symbols), dict(self.size_exprs))
+        self.inputs = self.read_inputs(fields["inputs"][1])
+        self.init = self.read_init(fields["init"][1]) if "init" in fields else {}
+        filters = ()
+        if "filters" in fields:
+            filters = tuple(self.read_filter(n, None) for n in self.sequence(fields["filters"][1], "filters"))
+        self.cascade_filters = filters
+
+        einsum_nodes = self.sequence(fields["einsums"][1], "einsums")
+        if not einsum_nodes:
+            raise SpecError(f"{self.at(fields['einsums'][1])}: einsums: expected at least one Einsum")
+        parsed = [self.parse_einsum(node) for node in einsum_nodes]
+        self.tensor_ranks = dict(self.inputs)
+        producers: dict[str, tuple] = {}
+        for node, einsum in zip(einsum_nodes, parsed):
+            name = einsum[0].output.tensor
+            if name in self.inputs:
+                raise SpecError(f"{self.where(einsum)}: {name} is an input and cannot be produced by an Einsum")
+            if name in producers:
+                raise SpecError(
+                    f"{self.where(einsum)}: {name} is already produced at line {producers[name][2].line}"
+                )
+            producers[name] = einsum
+            self.tensor_ranks[name] = tuple(i.name.upper() for i in einsum[0].output.indices)
+        self.iterative = {}
+        for einsum in parsed:
+            out = einsum[0].output
+            offsets = [i for i in out.indices if i.offset]
+            if offsets:
+                self.iterative[out.tensor] = offsets[0].name.upper()
+        einsums = tuple(self.check_einsum(p) for p in parsed)
+        for name in self.init:
+            if name not in self.iterative:
+                raise SpecError(f"{self.source}: init: {name} is not an iterative tensor (written at [r+1])")
+
+        outputs_node = fields["outputs"][1]
+        outputs = tuple(self.string(n, "outputs[]") for n in self.sequence(outputs_node, "outputs"))
+        for node, name in zip(outputs_node.value, outputs):
+            if name not in producers:
+                raise SpecError(f"{self.at(node)}: outputs: {name} is never produced by an Einsum")
+        self.check_cycles(einsums)
+        return Cascade(
+            name=self.name, description=description, ranks=dict(self.ranks), inputs=self.inputs,
+            outputs=outputs, einsums=einsums, partitions=dict(self.partitions), filters=filters,
+            symbols=dict(self.symbols), represents=represents, source=self.source, space=self.space,
+        )
+
+    def read_ranks(self, node):
+        ranks, exprs = {}, {}
+        for name, (key, value_node) in self.mapping(node, "ranks").items():
+            if not _RANK.match(name):
+                raise SpecError(f"{self.at(key)}: ranks: expected a rank name in capitals (M, M1, E), got {name!r}")
+            value = self.value(value_node)
+            if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, int) and value <= 0):
+                raise SpecError(f"{self.at(value_node)}: ranks.{name}: expected a positive integer, a symbol or a size expression, got {value!r}")
+            ranks[name] = value
+            if isinstance(value, str):
+                exprs[name] = parse_size(value, self.location(value_node))
+        lowered = {}
+        for name in ranks:
+            if name.lower() in lowered:
+                raise SpecError(f"{self.source}: ranks: {name} and {lowered[name.lower()]} share the index variable {name.lower()}")
+            lowered[name.lower()] = name
+        return ranks, exprs
+
+    def read_symbols(self, node):
+        symbols = {}
+        for name, (key, value_node) in self.mapping(node, "symbols").items():
+            value = self.value(value_node)
+            if not _SYMBOL.match(name):
+                raise SpecError(f"{self.at(key)}: symbols: expected a lower-case symbol name, got {name!r}")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpecError(f"{self.at(value_node)}: symbols.{name}: expected an integer default, got {value!r}")
+            symbols[name] = value
+        return symbols
+
+    def read_partitions(self, node):
+        partitions = {}
+        for parent, (key, value_node) in self.mapping(node, "partitions").items():
+            if parent not in self.ranks:
+                raise SpecError(f"{self.at(key)}: partitions: {parent} is not a declared rank")
+            parts = [self.string(n, f"partitions.{parent}[]") for n in self.sequence(value_node, f"partitions.{parent}")]
+            if len(parts) < 2:
+                raise SpecError(f"{self.at(value_node)}: partitions.{parent}: expected at least two parts, e.g. [{parent}1, {parent}0]")
+            missing = [p for p in parts if p not in self.ranks]
+            for part in parts:
+                if not _RANK.match(part):
+                    raise SpecError(f"{self.at(value_node)}: partitions.{parent}: expected rank names in capitals, got {part!r}")
+                if any(part in other for other in partitions.values()) or part == parent:
+                    raise SpecError(f"{self.at(value_node)}: partitions.{parent}: {part} is already part of another partition")
+            if len(missing) > 1:
+                raise SpecError(
+                    f"{self.at(value_node)}: partitions.{parent}: give the size of all parts but one in ranks "
+                    f"(the tile size, e.g. M0: block_m); {', '.join(missing)} have none"
+                )
+            if missing:
+                derived = missing[0]
+                others = [p for p in parts if p != derived]
+                text = f"ceil({parent}/{'/'.join(others)})" if len(others) == 1 else f"ceil({parent}/({'*'.join(others)}))"
+                self.ranks[derived] = text
+                self.size_exprs[derived] = parse_size(text)
+            partitions[parent] = tuple(parts)
+        return partitions
+
+    def read_inputs(self, node):
+        inputs = {}
+        for name, (key, value_node) in self.mapping(node, "inputs").items():
+            if not _TENSOR.match(name):
+                raise SpecError(f"{self.at(key)}: inputs: expected a tensor name, got {name!r}")
+            ranks = tuple(self.string(n, f"inputs.{name}[]") for n in self.sequence(value_node, f"inputs.{name}"))
+            for rank in ranks:
+                if rank not in self.ranks:
+                    raise SpecError(f"{self.at(value_node)}: inputs.{name}: unknown rank {rank!r}; declared: {', '.join(self.ranks)}")
+            if len(set(ranks)) != len(ranks):
+                raise SpecError(f"{self.at(value_node)}: inputs.{name}: a rank appears twice")
+            inputs[name] = ranks
+        return inputs
+
+    def read_init(self, node):
+        init = {}
+        for name, (key, value_node) in self.mapping(node, "init").items():
+            value = self.value(value_node)
+            if isinstance(value, str):
+                try:
+                    value = float(value.replace("inf", "inf"))
+                except ValueError:
+                    value = None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"{self.at(value_node)}: init.{name}: expected a number (or -inf), got {self.value(value_node)!r}")
+            init[name] = float(value)
+        return init
+
+    def read_filter(self, node, einsum_vars) -> Filter:
+        text = self.string(node, "filters[]")
+        conditions = parse_conditions(text, self.location(node))
+        return self.make_filter(text, conditions, node.start_mark.line + 1, None)
+
+    def make_filter(self, text, conditions, line, where) -> Filter:
+        ranks = []
+        for condition in conditions:
+            for node in walk(condition.left):
+                self.check_filter_node(node, text, line, where, ranks)
+            for node in walk(condition.right):
+                self.check_filter_node(node, text, line, where, ranks)
+        return Filter(text.strip(), tuple(conditions), tuple(dict.fromkeys(ranks)), line)
+
+    def check_filter_node(self, node, text, line, where, ranks):
+        prefix = where or f"{self.source}:{line}: filter {text.strip()!r}"
+        if isinstance(node, Access):
+            raise SpecError(f"{prefix}: filters test coordinates, not tensor values ({node})")
+        if isinstance(node, Call) and node.func not in ("abs", "max", "min"):
+            raise SpecError(f"{prefix}: {node.func}() cannot be used in a filter (abs, max, min can)")
+        if isinstance(node, Name):
+            if node.name.islower() and node.name.upper() in self.ranks:
+                ranks.append(node.name.upper())
+            elif node.name in self.ranks or node.name in self.known_symbols:
+                pass
+            else:
+                raise SpecError(f"{prefix}: unknown name {node.name!r}: not an index of a declared rank, a rank size or a symbol")
+
+    # --- one Einsum -------------------------------------------------------------------------
+    def parse_einsum(self, node):
+        text = self.string(node, "einsums[]")
+        location = self.location(node)
+        return (parse_einsum_text(text, location), text.strip(), location)
+
+    def where(self, parsed) -> str:
+        _, text, location = parsed
+        return f"{location.source}:{location.line}: Einsum {text!r}"
+
+    def check_einsum(self, parsed) -> Einsum:
+        ast, text, location = parsed
+        where = self.where(parsed)
+        out = ast.output
+        output_ranks = []
+        iterative_rank = None
+        for index in out.indices:
+            if index.kind != "var":
+                raise SpecError(f"{where}: output indices must be lower-case variables, got {index}")
+            rank = self.rank_of(index.name, where)
+            if rank in output_ranks:
+                raise SpecError(f"{where}: index {index.name} appears twice on the output")
+            if index.offset:
+                if index.offset != 1 or iterative_rank:
+                    raise SpecError(f"{where}: an iterative output is written at [r+1] along one rank, got {index}")
+                iterative_rank = rank
+            output_ranks.append(rank)
+        if iterative_rank and out.tensor not in self.init:
+            raise SpecError(f"{where}: {out.tensor} is iterative (written at [{index_var(iterative_rank)}+1]); give its initial value in init: {{{out.tensor}: ...}}")
+        variables = list(output_ranks)
+        operands = accesses(ast.expression)
+        for access in operands:
+            if access.tensor not in self.tensor_ranks:
+                raise SpecError(f"{where}: tensor {access.tensor} is not an input and no Einsum produces it")
+            for rank in self.match_access(access, where):
+                if rank not in variables:
+                    variables.append(rank)
+        for node in walk(ast.expression):
+            if isinstance(node, Call) and node.func in SIZE_ONLY_FUNCTIONS:
+                raise SpecError(f"{where}: {node.func}() is for rank sizes, not for maps")
+            if isinstance(node, Name) and node.name not in self.ranks and node.name not in self.known_symbols:
+                raise SpecError(f"{where}: unknown name {node.name!r}: a tensor needs [indices]; a size symbol must be declared in symbols")
+        reduced = [r for r in variables if r not in output_ranks]
+        reduce_op = ast.reduce_op
+        if ast.reduce_vars is not None:
+            written = [self.rank_of(v, where) for v in ast.reduce_vars]
+            if set(written) != set(reduced):
+                raise SpecError(
+                    f"{where}: {reduce_op}({','.join(ast.reduce_vars)}) must list exactly the indices absent from "
+                    f"the output ({','.join(index_var(r) for r in reduced) or 'none'})"
+                )
+        elif reduced:
+            reduce_op = "sum"
+        own_filters = ()
+        if ast.conditions:
+            where_text = text.split(" where ", 1)[1] if " where " in text else ""
+            own_filters = (self.make_filter(where_text, ast.conditions, location.line, where),)
+            for rank in own_filters[0].ranks:
+                if rank not in self.space.determined(set(variables)):
+                    raise SpecError(f"{where}: the filter uses {index_var(rank)}, which this Einsum does not iterate")
+        determined = self.space.determined(set(variables))
+        applicable = tuple(f for f in self.cascade_filters if f.ranks and all(r in determined for r in f.ranks))
+        return Einsum(
+            output=out.tensor, output_ranks=tuple(output_ranks), output_indices=out.indices,
+            expression=ast.expression, operands=operands, map_ops=map_operations(ast.expression),
+            reduce_op=reduce_op, reduced_ranks=tuple(reduced), iteration_ranks=tuple(variables),
+            filters=own_filters + applicable, iterative_rank=iterative_rank,
+            init=self.init.get(out.tensor) if iterative_rank else None, text=text, line=location.line,
+            source=self.source, space=self.space,
+        )
+
+    def rank_of(self, variable: str, where: str) -> str:
+        rank = variable.upper()
+        if rank not in self.ranks or not variable.islower() and not variable[0].islower():
+            raise SpecError(f"{where}: index {variable} names no rank; declared ranks: {', '.join(self.ranks)}")
+        return rank
+
+    def match_access(self, access: Access, where: str) -> list[str]:
+        """Check an access against its tensor's ranks; return the ranks its variables iterate."""
+        declared = self.tensor_ranks[access.tensor]
+        iterative = self.iterative.get(access.tensor)
+        position, found = 0, []
+        for rank in declared:
+            chosen = None
+            for spelling in self.space.expansions(rank):
+                window = access.indices[position:position + len(spelling)]
+                if len(window) == len(spelling) and all(self.index_fits(i, r, where) for i, r in zip(window, spelling)):
+                    chosen = spelling
+                    break
+            if chosen is None:
+                got = access.indices[position] if position < len(access.indices) else None
+                if got is None:
+                    raise SpecError(f"{where}: {access} has too few indices: {access.tensor} has ranks [{', '.join(declared)}]")
+                spelled = " or ".join("[" + ",".join(index_var(r) for r in s) + "]" for s in self.space.expansions(rank))
+                raise SpecError(
+                    f"{where}: {access}: position {position + 1} of {access.tensor} is rank {rank} "
+                    f"(spelled {spelled}), but index {got} ranges over "
+                    f"{got.name.upper() if got.kind == 'var' else got}"
+                )
+            for index, part in zip(access.indices[position:position + len(chosen)], chosen):
+                if index.kind == "var":
+                    if index.offset and part != iterative:
+                        raise SpecError(f"{where}: {access}: only an iterative tensor's own rank takes an offset")
+                    if index.offset not in (0, 1):
+                        raise SpecError(f"{where}: {access}: read the state at [{index.name}] (before) or [{index.name}+1] (after), not {index}")
+                    found.append(part)
+                elif index.kind == "final" and part != iterative:
+                    raise SpecError(f"{where}: {access}: {index.name} as an index means the final state of an iterative tensor; {access.tensor} is not iterative over {part}")
+            position += len(chosen)
+        if position != len(access.indices):
+            raise SpecError(f"{where}: {access} has too many indices: {access.tensor} has ranks [{', '.join(declared)}]")
+        return found
+
+    def index_fits(self, index: Index, rank: str, where: str) -> bool:
+        if index.kind == "var":
+            self.rank_of(index.name, where)
+            return index.name.upper() == rank
+        if index.kind == "final":
+            return index.name == rank
+        return True
+
+    def check_cycles(self, einsums: tuple[Einsum, ...]) -> None:
+        graph = nx.DiGraph()
+        by_output = {e.output: e for e in einsums}
+        for einsum in einsums:
+            graph.add_node(einsum.output)
+            for access in einsum.operands:
+                if access.tensor in by_output and not is_previous_state(access, by_output[access.tensor]):
+                    graph.add_edge(access.tensor, einsum.output)
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            return
+        first = by_output[cycle[0][1]]
+        path = " -> ".join([cycle[0][0]] + [v for _, v in cycle])
+        raise SpecError(
+            f"{first.source}:{first.line}: Einsum {first.text!r}: the cascade has a cycle {path}; "
+            "a running state reads its previous value at [r] and is written at [r+1]"
+        )
+
+
+def is_previous_state(access: Access, producer: Einsum) -> bool:
+    """A read of an iterative tensor's state before the current step (RM[m1,p]): loop-carried."""
+    if producer.iterative_rank is None:
+        return False
+    position = producer.output_ranks.index(producer.iterative_rank)
+    index = access.indices[position] if position < len(access.indices) else None
+    return index is not None and ((index.kind == "var" and index.offset == 0) or index.kind == "const")
