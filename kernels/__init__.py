@@ -2,5 +2,20 @@
 
 Importing this package needs neither torch nor triton: the registry, config spaces and resource
 models are plain Python so that the simulator and autotuner can reason about kernels on machines
-without a GPU stack. Launchers import torch and triton when first called.
+without a GPU stack. Launchers import torch and triton when first called; `attention` (the
+autograd-aware front door) is resolved on first access.
 """
+
+from einsim.kernels.problem import AttentionProblem, DeviceLimits
+from einsim.kernels.registry import KERNELS, KernelSpec, get_kernel, register
+
+__all__ = ["AttentionProblem", "DeviceLimits", "KERNELS", "KernelSpec", "attention",
+           "get_kernel", "register"]
+
+
+def __getattr__(name):
+    if name == "attention":
+        from einsim.kernels.interface import attention
+
+        return attention
+    raise AttributeError(f"module 'einsim.kernels' has no attribute {name!r}")

@@ -1,0 +1,219 @@
+"""Every Triton kernel einsim has, by name, with its cascade, config type, search space, resource
+model and (lazily imported) launcher: what the CLI, the simulator and the autotuner read.
+
+Plain Python: importing this module needs neither torch nor triton. Each kernel family registers
+its kernels from its own torch-free `kernels/<family>/config.py` (see `_FAMILY_MODULES`), which
+this module imports at the end, so `KERNELS` is complete whichever module is imported first.
+
+Adding a kernel (docs/kernels.md § Registry):
+
+    from einsim.kernels.registry import KernelSpec, register
+    register(KernelSpec(
+        name="attention-2pass-fwd", cascade="attention-2pass", config_type=MultipassConfig,
+        default_config=default_config, search_space=search_space, check_config=check_config,
+        shared_memory_bytes=shared_memory_bytes,
+        launcher="einsim.kernels.multipass.forward:launch_2pass",  # fn(config, inputs) -> outputs
+        description="..."))
+
+`flops`, `min_bytes` and `make_inputs` default to the forward attention ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from einsim.errors import ConfigError
+from einsim.kernels.problem import AttentionProblem, DeviceLimits
+
+# Kernel families, each a folder with a torch-free config.py that calls register().
+_FAMILY_MODULES = (
+    "einsim.kernels.flash.config",
+    "einsim.kernels.multipass.config",
+    "einsim.kernels.decode.config",
+)
+TUNED_DIR = Path(__file__).resolve().parent / "tuned"
+
+
+def _forward_flops(problem: AttentionProblem) -> float:
+    return problem.forward_flops()
+
+
+def _forward_min_bytes(problem: AttentionProblem) -> int:
+    return problem.forward_min_bytes()
+
+
+def make_attention_inputs(problem: AttentionProblem, dtype: str | None = None, device: str = "cuda",
+                          seed: int = 0, *, requires_grad: bool = False,
+                          scale: float | None = None) -> dict[str, Any]:
+    """Random q, k, v (standard normal) for `problem`, plus the options every launcher reads.
+
+    Returns {"q", "k", "v", "causal", "window", "scale"}; with requires_grad also "do" (the
+    output gradient, for backward kernels). Imports torch.
+    """
+    import torch
+
+    dtype = dtype or problem.dtype
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    if torch_dtype is None:
+        raise ConfigError(f"make_inputs: dtype must be 'bf16' or 'fp16', got {dtype!r}")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device=device,
+                                                                               dtype=torch_dtype)
+
+    p = problem
+    inputs: dict[str, Any] = {
+        "q": randn(p.batch, p.q_heads, p.q_len, p.head_dim),
+        "k": randn(p.batch, p.kv_heads, p.kv_len, p.head_dim),
+        "v": randn(p.batch, p.kv_heads, p.kv_len, p.value_dim),
+        "causal": p.causal,
+        "window": p.window,
+        "scale": scale,
+    }
+    if requires_grad:
+        for name in ("q", "k", "v"):
+            inputs[name].requires_grad_(True)
+        inputs["do"] = randn(p.batch, p.q_heads, p.q_len, p.value_dim)
+    return inputs
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel: its name, the library cascade it implements, and how to configure and run it.
+
+    The callables are plain Python (no torch/triton); `launcher` is a "module:function" path
+    imported on first launch. Launchers take (config, inputs) with inputs as `make_inputs`
+    returns them and return the kernel's outputs (for forward kernels (out, lse)).
+    """
+
+    name: str
+    cascade: str
+    config_type: type
+    default_config: Callable[[AttentionProblem], Any]
+    search_space: Callable[..., list]
+    check_config: Callable[..., list[str]]
+    shared_memory_bytes: Callable[[Any, AttentionProblem], int]
+    launcher: str
+    flops: Callable[[AttentionProblem], float] = _forward_flops
+    min_bytes: Callable[[AttentionProblem], int] = _forward_min_bytes
+    make_inputs: Callable[..., dict] = make_attention_inputs
+    description: str = ""
+    direction: str = "forward"  # "forward" | "backward": what `launch` times
+
+    def launch(self, config, inputs: dict[str, Any]):
+        """Run the kernel with an explicit config (imports torch/triton on first call)."""
+        module_name, _, function = self.launcher.partition(":")
+        return getattr(importlib.import_module(module_name), function)(config, inputs)
+
+    def config_reasons(self, config, problem: AttentionProblem,
+                       limits: DeviceLimits | None = None) -> list[str]:
+        """check_config plus the checks every kernel shares (right config type)."""
+        if not isinstance(config, self.config_type):
+            return [f"expected a {self.config_type.__name__}, got {type(config).__name__}"]
+        return list(self.check_config(config, problem, limits))
+
+    def validate(self, config, problem: AttentionProblem, limits: DeviceLimits | None = None) -> None:
+        """Raise ConfigError naming every reason `config` cannot run `problem`."""
+        reasons = self.config_reasons(config, problem, limits)
+        if reasons:
+            raise ConfigError(f"{self.name}: config {config} cannot run {problem.describe()}: "
+                              + "; ".join(reasons))
+
+    def resolve_config(self, config, problem: AttentionProblem, limits: DeviceLimits | None = None):
+        """`config` if given, else a tuned one from the cache, else the family's default."""
+        if config is None:
+            config = tuned_config(self, problem, limits) or self.default_config(problem)
+        return config
+
+
+KERNELS: dict[str, KernelSpec] = {}
+
+
+def register(spec: KernelSpec) -> KernelSpec:
+    """Add (or replace, on module reload) a kernel in KERNELS."""
+    if not isinstance(spec, KernelSpec):
+        raise TypeError(f"register() takes a KernelSpec, got {type(spec).__name__}")
+    KERNELS[spec.name] = spec
+    return spec
+
+
+def get_kernel(name: str) -> KernelSpec:
+    """The spec of kernel `name`, or a ConfigError naming the kernels there are."""
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown kernel {name!r}; known: {', '.join(sorted(KERNELS))}") from None
+
+
+def config_from_dict(spec: KernelSpec, values: dict[str, Any]):
+    """A config of `spec` from a JSON-like dict (unknown keys are an error)."""
+    names = {f.name for f in dataclasses.fields(spec.config_type)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{spec.name}: unknown config fields {unknown}; expected {sorted(names)}")
+    return spec.config_type(**values)
+
+
+# -- tuned defaults ----------------------------------------------------------------------------
+# kernels/tuned/<kernel>.json: {"kernel": name, "entries": [{"device": "NVIDIA H100 ...",
+# "problem": {AttentionProblem fields}, "config": {config fields}}, ...]}. The autotuner writes
+# them; a launcher given no config takes the entry for the same problem (device name matched
+# when known), else the family's default_config.
+_tuned_cache: dict[str, list] = {}
+
+
+def _tuned_entries(name: str) -> list:
+    if name not in _tuned_cache:
+        path = TUNED_DIR / f"{name}.json"
+        entries = []
+        if path.is_file():
+            try:
+                entries = json.loads(path.read_text()).get("entries", [])
+            except (OSError, ValueError):
+                entries = []
+        _tuned_cache[name] = entries
+    return _tuned_cache[name]
+
+
+def tuned_config(spec: KernelSpec, problem: AttentionProblem, limits: DeviceLimits | None = None):
+    """The tuned config for exactly this problem from kernels/tuned/, or None."""
+    wanted = dataclasses.asdict(problem)
+    wanted["window"] = list(problem.window) if problem.window is not None else None
+    for entry in _tuned_entries(spec.name):
+        stored = dict(entry.get("problem", {}))
+        if stored.get("window") is not None:
+            stored["window"] = list(stored["window"])
+        if any(stored.get(k, wanted[k] if k == "v_head_dim" else object()) != v
+               for k, v in wanted.items()):
+            continue
+        device = entry.get("device")
+        if limits is not None and device and limits.name != "generic" and device != limits.name:
+            continue
+        try:
+            config = config_from_dict(spec, entry.get("config", {}))
+        except (ConfigError, TypeError):
+            continue
+        if not spec.config_reasons(config, problem, limits):
+            return config
+    return None
+
+
+def _load_families() -> None:
+    for module in _FAMILY_MODULES:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # the family's folder is not there (yet)
+            found = False
+        if found:
+            importlib.import_module(module)
+
+
+_load_families()
