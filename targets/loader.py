@@ -11,15 +11,15 @@ import yaml
 
 from einsim.errors import SpecError
 from einsim.targets import units
-from einsim.targets.spec import COMPUTE_KINDS, TARGET_KINDS, ComputeUnit, MemoryLevel, Target
+from einsim.targets.spec import COMPUTE_KINDS, DATAFLOWS, OP_KINDS, TARGET_KINDS, ComputeUnit, MemoryLevel, Target
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 _TOP_REQUIRED = ("name", "kind", "clock", "word_size", "parallel_units", "compute", "memory")
-_TOP_OPTIONAL = ("description", "default_dtype", "launch_overhead", "sources")
+_TOP_OPTIONAL = ("description", "default_dtype", "launch_overhead", "dataflow", "sources")
 _PARALLEL_KEYS = ("name", "count")
 _UNIT_REQUIRED = ("kind",)
-_UNIT_OPTIONAL = ("count", "shape", "ops_per_cycle", "via", "ops_per_exp", "datasheet_peak", "measured_peak", "energy_per_op", "notes")
+_UNIT_OPTIONAL = ("count", "shape", "ops_per_cycle", "via", "ops_per_exp", "datasheet_peak", "measured_peak", "energy_per_op", "energy_per_op_kind", "notes")
 _MEMORY_REQUIRED = ("name", "capacity", "instances", "bandwidth", "read_energy", "write_energy")
 _MEMORY_OPTIONAL = ("measured_bandwidth", "notes")
 _DTYPES = ("fp8", "int8", "fp16", "bf16", "tf32", "fp32", "fp64")
@@ -103,6 +103,9 @@ def parse_target(document: Any, source: str = "<target>") -> Target:
     if not isinstance(sources_doc, list) or not all(isinstance(s, str) for s in sources_doc):
         check.fail("sources", "a list of strings (citations)", sources_doc)
     description = check.string(top.get("description", ""), "description", allow_empty=True)
+    dataflow = check.choice(top["dataflow"], "dataflow", DATAFLOWS) if "dataflow" in top else None
+    if dataflow is not None and kind != "spatial":
+        check.fail("dataflow", "no dataflow on a GPU target (only spatial designs have one)", dataflow)
     return Target(
         name=name,
         kind=kind,
@@ -115,6 +118,7 @@ def parse_target(document: Any, source: str = "<target>") -> Target:
         description=description,
         default_dtype=default_dtype,
         launch_overhead_s=launch_overhead,
+        dataflow=dataflow,
         sources=tuple(sources_doc),
         source_path=source,
     )
@@ -129,7 +133,7 @@ def _compute_unit(check: "_Checker", name: str, doc: Any, word_bytes: int) -> Co
         via = check.string(via, f"{path}.via")
         if kind != "exp":
             check.fail(f"{path}.via", "no 'via' (only an exp unit may be computed on another unit)", via)
-        for forbidden in ("ops_per_cycle", "count", "shape", "datasheet_peak", "measured_peak", "energy_per_op"):
+        for forbidden in ("ops_per_cycle", "count", "shape", "datasheet_peak", "measured_peak", "energy_per_op", "energy_per_op_kind"):
             if forbidden in unit:
                 check.fail(f"{path}.{forbidden}", f"nothing: a 'via' unit takes its figures from {via!r} and ops_per_exp", unit[forbidden])
         ops_per_exp = check.positive_number(unit.get("ops_per_exp", 1), f"{path}.ops_per_exp")
@@ -156,6 +160,14 @@ def _compute_unit(check: "_Checker", name: str, doc: Any, word_bytes: int) -> Co
     datasheet = check.dtype_table(unit.get("datasheet_peak", {}), f"{path}.datasheet_peak", lambda v, p: _peak(check, v, p, kind), allow_empty=True)
     measured = check.dtype_table(unit.get("measured_peak", {}), f"{path}.measured_peak", lambda v, p: _peak(check, v, p, kind), allow_empty=True)
     energy = check.dtype_table(unit.get("energy_per_op", {}), f"{path}.energy_per_op", lambda v, p: check.quantity(v, p, "energy"), allow_empty=True)
+    by_kind_doc = unit.get("energy_per_op_kind", {})
+    if not isinstance(by_kind_doc, dict):
+        check.fail(f"{path}.energy_per_op_kind", "a mapping of op kind (" + ", ".join(OP_KINDS) + ") -> energy", by_kind_doc)
+    by_kind = {}
+    for op_kind, value in by_kind_doc.items():
+        if op_kind not in OP_KINDS:
+            check.fail(f"{path}.energy_per_op_kind.{op_kind}", "an op kind (" + ", ".join(OP_KINDS) + ")", op_kind)
+        by_kind[op_kind] = check.quantity(value, f"{path}.energy_per_op_kind.{op_kind}", "energy")
     return ComputeUnit(
         name=name,
         kind=kind,
@@ -165,6 +177,7 @@ def _compute_unit(check: "_Checker", name: str, doc: Any, word_bytes: int) -> Co
         datasheet_peak=datasheet,
         measured_peak=measured,
         energy_per_op=energy,
+        energy_per_op_kind=by_kind,
         notes=str(unit.get("notes", "")),
     )
 

@@ -14,6 +14,8 @@ from typing import Mapping
 
 COMPUTE_KINDS = ("matrix", "vector", "exp")
 TARGET_KINDS = ("gpu", "spatial")
+DATAFLOWS = ("unfused", "flat", "fusemax")
+OP_KINDS = ("mac", "mul", "add", "sub", "max", "min", "div", "exp")
 PEAK_SOURCES = ("measured", "datasheet", "derived")
 
 
@@ -31,6 +33,7 @@ class ComputeUnit:
     datasheet_peak: Mapping[str, float] = field(default_factory=dict)  # ops/s, whole target
     measured_peak: Mapping[str, float] = field(default_factory=dict)  # ops/s, whole target
     energy_per_op: Mapping[str, float] = field(default_factory=dict)  # joules per op, by dtype
+    energy_per_op_kind: Mapping[str, float] = field(default_factory=dict)  # joules by op kind (mac, add, max, div, exp, ...)
     notes: str = ""
 
     def __hash__(self) -> int:
@@ -79,6 +82,7 @@ class Target:
     description: str = ""
     default_dtype: str = "bf16"
     launch_overhead_s: float = 0.0  # fixed cost per kernel launch (GPU) or per invocation
+    dataflow: str | None = None  # spatial designs: "unfused" | "flat" | "fusemax" (None: derived by the model)
     sources: tuple[str, ...] = ()
     source_path: str = ""  # the file it was loaded from
 
@@ -137,13 +141,16 @@ class Target:
             return unit.datasheet_peak[dtype], "datasheet" + suffix
         return self.derived_peak(unit, dtype), "derived" + suffix
 
-    def energy_per_op(self, unit: ComputeUnit | str, dtype: str | None = None) -> float:
-        """Joules per operation of `unit` (an exp via another unit costs ops_per_exp of its ops)."""
+    def energy_per_op(self, unit: ComputeUnit | str, dtype: str | None = None, op_kind: str | None = None) -> float:
+        """Joules per operation of `unit`: its energy_per_op_kind[op_kind] when given and listed,
+        else energy_per_op[dtype]; an exp via another unit costs ops_per_exp of that unit's MACs."""
         if isinstance(unit, str):
             unit = self.compute_units[unit]
         dtype = dtype or self.default_dtype
         if unit.via is not None:
-            return self.energy_per_op(self.compute_units[unit.via], dtype) * unit.ops_per_exp
+            return self.energy_per_op(self.compute_units[unit.via], dtype, "mac") * unit.ops_per_exp
+        if op_kind is not None and op_kind in unit.energy_per_op_kind:
+            return unit.energy_per_op_kind[op_kind]
         if dtype in unit.energy_per_op:
             return unit.energy_per_op[dtype]
         if unit.energy_per_op:

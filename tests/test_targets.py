@@ -200,3 +200,24 @@ def test_cli_lists_and_shows_targets():
     assert shown.returncode == 0 and "tensor_core" in shown.stdout and "228 KiB" in shown.stdout
     bad = run("targets", "show", "h1000")
     assert bad.returncode == 2 and "unknown target" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_spatial_presets_carry_dataflow_and_per_kind_energies():
+    flat, fusemax = load_target("flat-cloud"), load_target("fusemax-cloud")
+    assert flat.dataflow == "flat" and fusemax.dataflow == "fusemax" and load_target("h100-sxm").dataflow is None
+    assert flat.unit("exp").via is None and flat.unit("exp").shape == (256,)
+    assert flat.energy_per_op("pe_1d", op_kind="max") == pytest.approx(0.028e-12)
+    assert flat.energy_per_op("pe_1d", op_kind="div") == pytest.approx(36.25e-12)
+    assert flat.energy_per_op("pe_1d") == pytest.approx(17.16e-12)  # kinds not listed: energy_per_op
+    assert fusemax.energy_per_op("exp") == pytest.approx(6 * 17.16e-12)
+
+
+def test_per_kind_energy_and_dataflow_are_validated():
+    document = yaml.safe_load((PRESET_DIR / "flat-cloud.yaml").read_text())
+    document["compute"]["pe_1d"]["energy_per_op_kind"]["sqrt"] = "1 pJ"
+    with pytest.raises(SpecError, match=r"f.yaml: compute.pe_1d.energy_per_op_kind.sqrt: expected an op kind"):
+        parse_target(document, "f.yaml")
+    document = yaml.safe_load((PRESET_DIR / "flat-cloud.yaml").read_text())
+    document["dataflow"] = "tileflow"
+    with pytest.raises(SpecError, match=r"f.yaml: dataflow: expected one of 'unfused', 'flat', 'fusemax', got 'tileflow'"):
+        parse_target(document, "f.yaml")
