@@ -1,0 +1,232 @@
+"""Config, split-count choice, resource model and HBM traffic of the split-KV decode kernel.
+
+Plain Python (no torch, no triton). docs/kernels.md § Decode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from einsim.kernels.multipass.config import PassTraffic, TrafficKernelSpec
+from einsim.kernels.problem import AttentionProblem, DeviceLimits, next_power_of_two, padded_head_dim
+from einsim.kernels.registry import register
+
+STATS_BYTES = 4  # partial max, sum and numerator are fp32 in HBM
+MIN_TILES_PER_SPLIT = 4  # below this a split spends more on its prologue and partials than on keys
+MAX_SPLITS = 256
+WAVE_TOLERANCE = 0.9  # take the fewest splits within this fraction of the best wave efficiency
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """One launch configuration of the decode kernel.
+
+    BLOCK_M rows of a tile are the packed (query head of one KV group, query position) pairs;
+    NUM_SPLITS chunks of the KV sequence are reduced in parallel (None: chosen by wave
+    efficiency over the device's SMs, `choose_num_splits`).
+    """
+
+    BLOCK_M: int = 16
+    BLOCK_N: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+    NUM_SPLITS: int | None = None
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    num_splits: int
+    split_len: int  # keys per split, a multiple of BLOCK_N
+    kv_lo: int  # first key any query row sees
+    kv_hi: int  # one past the last
+
+
+def packed_rows(problem) -> int:
+    """Rows of the packed tile: the query heads sharing one KV head times the query positions."""
+    return (problem.q_heads // problem.kv_heads) * problem.q_len
+
+
+def row_tiles(problem: AttentionProblem, config: DecodeConfig) -> int:
+    return -(-packed_rows(problem) // config.BLOCK_M)
+
+
+def key_range(problem) -> tuple[int, int]:
+    """Keys [lo, hi) that at least one query row sees (bottom-right aligned masks).
+
+    The last query row sits at the end of the cache, so hi is always kv_len; a window's left
+    edge, seen from the first row, is the lowest key anyone needs.
+    """
+    lo = 0
+    if problem.window is not None:
+        lo = max(0, problem.kv_len - problem.q_len - problem.window[0])
+    return lo, problem.kv_len
+
+
+def padded_dims(problem) -> tuple[int, int]:
+    return padded_head_dim(problem.head_dim), padded_head_dim(problem.value_dim)
+
+
+def shared_memory_bytes(config: DecodeConfig, problem) -> int:
+    """The Q tile plus a ring of `num_stages` K and V tiles (Triton's software pipeline)."""
+    s = problem.dtype_bytes
+    block_d, block_dv = padded_dims(problem)
+    return s * (config.BLOCK_M * block_d + config.num_stages * config.BLOCK_N * (block_d + block_dv))
+
+
+def programs_per_sm(config: DecodeConfig, problem: AttentionProblem,
+                    limits: DeviceLimits | None = None) -> int:
+    """Resident programs per SM, limited by shared memory, threads and (assumed) registers."""
+    limits = limits or DeviceLimits.h100()
+    threads = config.num_warps * 32
+    # Triton reserves about 1 KiB per program besides the tiles.
+    by_smem = limits.shared_memory_per_sm // max(1, shared_memory_bytes(config, problem) + 1024)
+    by_threads = limits.max_threads_per_sm // threads
+    by_registers = limits.registers_per_sm // (threads * 128)  # assume 128 registers a thread
+    return max(1, min(by_smem, by_threads, by_registers, 32))
+
+
+def wave_efficiency(programs: int, slots: int) -> float:
+    """Fraction of the program slots busy, averaged over the waves the grid needs."""
+    return programs / (math.ceil(programs / slots) * slots)
+
+
+def _plan(problem: AttentionProblem, config: DecodeConfig, splits: int) -> SplitPlan:
+    lo, hi = key_range(problem)
+    keys = max(1, hi - lo)
+    split_len = -(-(-(-keys // splits)) // config.BLOCK_N) * config.BLOCK_N
+    return SplitPlan(num_splits=-(-keys // split_len), split_len=split_len, kv_lo=lo, kv_hi=hi)
+
+
+def choose_num_splits(problem: AttentionProblem, config: DecodeConfig, limits: DeviceLimits | None = None) -> int:
+    """The fewest splits whose wave efficiency is within WAVE_TOLERANCE of the best.
+
+    Programs = batch · KV heads · row tiles · splits; slots = SMs · programs_per_sm. Each split
+    keeps at least MIN_TILES_PER_SPLIT key tiles, so short caches are not split at all.
+    """
+    lo, hi = key_range(problem)
+    tiles = -(-max(1, hi - lo) // config.BLOCK_N)
+    base = problem.batch * problem.kv_heads * row_tiles(problem, config)
+    slots = (limits or DeviceLimits.h100()).sm_count * programs_per_sm(config, problem, limits)
+    most = max(1, min(MAX_SPLITS, tiles // MIN_TILES_PER_SPLIT))
+    efficiency = {}
+    for splits in range(1, most + 1):
+        actual = _plan(problem, config, splits).num_splits
+        efficiency.setdefault(actual, wave_efficiency(base * actual, slots))
+    best = max(efficiency.values())
+    return min(s for s, e in efficiency.items() if e >= WAVE_TOLERANCE * best)
+
+
+def split_plan(problem: AttentionProblem, config: DecodeConfig, limits: DeviceLimits | None = None) -> SplitPlan:
+    splits = config.NUM_SPLITS or choose_num_splits(problem, config, limits)
+    return _plan(problem, config, splits)
+
+
+def pass_traffic(problem: AttentionProblem, config: DecodeConfig,
+                 limits: DeviceLimits | None = None) -> tuple[PassTraffic, PassTraffic]:
+    """HBM bytes of the split pass and of the merge, by tensor (the decode-splitkv cascade).
+
+    The split pass reads Q once and every visible key/value once per row tile (once when the
+    packed rows fit one tile, the usual case), and writes per split and row the partial max,
+    sum (fp32) and numerator (fp32, Dv wide); the merge reads those back and writes O and lse.
+    """
+    s = problem.dtype_bytes
+    d, dv = problem.head_dim, problem.value_dim
+    plan = split_plan(problem, config, limits)
+    keys = plan.kv_hi - plan.kv_lo
+    kv_groups = problem.batch * problem.kv_heads
+    rows = packed_rows(problem)
+    reread = row_tiles(problem, config)
+    partial_rows = kv_groups * plan.num_splits * rows
+    q_rows = problem.batch * problem.q_heads * problem.q_len
+    return (
+        PassTraffic("split: partial (max, sum, numerator) of each KV chunk",
+                    reads={"Q": q_rows * d * s, "K": reread * kv_groups * keys * d * s,
+                           "V": reread * kv_groups * keys * dv * s},
+                    writes={"partial max": partial_rows * STATS_BYTES,
+                            "partial sum": partial_rows * STATS_BYTES,
+                            "partial numerator": partial_rows * dv * STATS_BYTES}),
+        PassTraffic("merge: rescale to the global max, sum, divide",
+                    reads={"partial max": partial_rows * STATS_BYTES,
+                           "partial sum": partial_rows * STATS_BYTES,
+                           "partial numerator": partial_rows * dv * STATS_BYTES},
+                    writes={"O": q_rows * dv * s, "lse": q_rows * STATS_BYTES}),
+    )
+
+
+def hbm_bytes(problem: AttentionProblem, config: DecodeConfig, limits: DeviceLimits | None = None) -> int:
+    return sum(p.total for p in pass_traffic(problem, config, limits))
+
+
+def min_bytes(problem: AttentionProblem) -> int:
+    """Compulsory traffic: read Q and the visible K/V once, write O and lse (peers' TB/s count
+    the same bytes, less the lse)."""
+    return problem.forward_min_bytes()
+
+
+def default_config(problem: AttentionProblem) -> DecodeConfig:
+    """Packs the whole GQA group when it has at most 64 rows; BLOCK_N from the sweep in
+    docs/performance.md § Decode."""
+    rows = packed_rows(problem)
+    block_m = min(64, max(16, next_power_of_two(rows)))
+    block_d, _ = padded_dims(problem)
+    block_n = 64 if block_d <= 128 else 32
+    return DecodeConfig(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, num_stages=3)
+
+
+def check_config(config: DecodeConfig, problem: AttentionProblem,
+                 limits: DeviceLimits | None = None) -> list[str]:
+    """Why `config` cannot run `problem` (empty list: it can)."""
+    if not isinstance(config, DecodeConfig):
+        return [f"expected a DecodeConfig, got {type(config).__name__}"]
+    reasons = []
+    if config.BLOCK_M not in (16, 32, 64, 128):
+        reasons.append(f"BLOCK_M={config.BLOCK_M}: expected 16, 32, 64 or 128")
+    if config.BLOCK_N not in (16, 32, 64, 128, 256):
+        reasons.append(f"BLOCK_N={config.BLOCK_N}: expected a power of two from 16 to 256")
+    if config.num_warps not in (1, 2, 4, 8, 16):
+        reasons.append(f"num_warps={config.num_warps}: expected a power of two from 1 to 16")
+    if not 1 <= config.num_stages <= 8:
+        reasons.append(f"num_stages={config.num_stages}: expected 1 to 8")
+    if config.NUM_SPLITS is not None and not 1 <= config.NUM_SPLITS <= 4096:
+        reasons.append(f"NUM_SPLITS={config.NUM_SPLITS}: expected None (automatic) or 1 to 4096")
+    if problem.q_len > 128:
+        reasons.append(f"q_len={problem.q_len}: the decode kernel takes at most 128 query rows; "
+                       "use attention-fwd")
+    if not 16 <= problem.head_dim <= 256 or not 16 <= problem.value_dim <= 256:
+        reasons.append(f"head dims {problem.head_dim}/{problem.value_dim}: expected 16 to 256")
+    if not reasons:
+        limit = (limits or DeviceLimits.h100()).shared_memory_per_block
+        need = shared_memory_bytes(config, problem)
+        if need > limit:
+            reasons.append(f"needs {need} bytes of shared memory per program, the device has "
+                           f"{limit} (lower BLOCK_N or num_stages)")
+    return reasons
+
+
+def search_space(problem: AttentionProblem, limits: DeviceLimits | None = None) -> list[DecodeConfig]:
+    block_m = default_config(problem).BLOCK_M
+    configs = [
+        DecodeConfig(BLOCK_M=block_m, BLOCK_N=bn, num_warps=w, num_stages=st, NUM_SPLITS=None)
+        for bn in (32, 64, 128, 256)
+        for w in (2, 4, 8)
+        for st in (2, 3, 4, 5)
+    ]
+    return [c for c in configs if not check_config(c, problem, limits)]
+
+
+DECODE = register(TrafficKernelSpec(
+    name="decode",
+    cascade="decode-splitkv",
+    config_type=DecodeConfig,
+    default_config=default_config,
+    search_space=search_space,
+    check_config=check_config,
+    shared_memory_bytes=shared_memory_bytes,
+    launcher="einsim.kernels.decode.forward:launch",
+    min_bytes=min_bytes,
+    description="split-KV decode (flash-decoding): GQA group packed in one tile, KV chunks "
+                "reduced in parallel to partial (max, sum, numerator) in HBM, then merged",
+    hbm_bytes=hbm_bytes,
+    pass_traffic=pass_traffic,
+    passes=1,
+))

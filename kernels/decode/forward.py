@@ -1,0 +1,39 @@
+"""Front door of the split-KV decode kernel: check inputs, config and split plan, then launch
+the split pass and the merge. Returns (out, lse) like the fused forward."""
+
+from __future__ import annotations
+
+from einsim.kernels.decode import config as cfg
+from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
+                                             interpreting, patch_interpreter, raise_if_unfit)
+from einsim.kernels.registry import get_kernel
+
+
+def decode_attention(q, k, v, *, causal: bool = False, window=None, scale=None,
+                     config: cfg.DecodeConfig | None = None, limits=None):
+    """Attention of a few query rows (q [B, Hq, Nq, D], Nq small) against a KV cache
+    (k/v [B, Hkv, Nk, D|Dv]) by the `decode-splitkv` cascade.
+
+    `limits` (a DeviceLimits) drives the automatic split count; None reads the tensors' GPU
+    (an H100's numbers on the interpreter). config None takes the tuned config for this
+    problem, else `default_config`. Returns (out [B, Hq, Nq, Dv] in q's dtype, lse [B, Hq, Nq]
+    fp32, natural log; -inf for rows that see no key).
+    """
+    spec = get_kernel("decode")
+    problem = check_tensors(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
+    limits = limits or device_limits(q)
+    config = spec.resolve_config(config, problem, limits)
+    raise_if_unfit(spec.config_reasons(config, problem, limits), spec.name, config, problem)
+    plan = cfg.split_plan(problem, config, limits)
+    if interpreting():
+        patch_interpreter()
+    from einsim.kernels.decode import splitkv
+
+    return splitkv.launch(q, k, v, scale=scale, config=config, plan=plan, problem=problem,
+                          dot_fp32=dot_in_fp32(problem))
+
+
+def launch(config, inputs):
+    """Registry launcher: inputs as KernelSpec.make_inputs returns them."""
+    return decode_attention(inputs["q"], inputs["k"], inputs["v"], causal=inputs.get("causal", False),
+                            window=inputs.get("window"), scale=inputs.get("scale"), config=config)

@@ -1,0 +1,208 @@
+"""The split-KV decode kernel: the `decode-splitkv` cascade (flash-decoding) on the GPU.
+
+Split pass: one program per (KV chunk, row tile, batch·KV head). Its tile packs the query heads
+that share the KV head with the query positions (rows = group · q_len), so K and V are read
+once for the whole group. It walks its chunk with the 1-pass online softmax (running max RM,
+running sum RD, running numerator RNV) and writes the chunk's (max, sum, numerator) to HBM.
+Merge: one program per (batch·KV head, row) rescales the partials to the global max, sums them,
+divides, and writes the output and the log-sum-exp. docs/kernels.md § Decode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import triton
+import triton.language as tl
+
+from einsim.kernels.multipass import inputs
+from einsim.kernels.decode.config import DecodeConfig, SplitPlan, padded_dims
+
+LOG2_E = 1.4426950408889634
+LN_2 = 0.6931471805599453
+MERGE_BLOCK_S = 16
+
+
+@triton.jit
+def _attend_tile(q, k_base, v_base, start_n, end, qi, m_i, l_i, acc,
+                 offs_n, offs_d, offs_dv, stride_kn, stride_kd, stride_vn, stride_vd,
+                 q_len, kv_len, head_dim, v_head_dim, scale_log2, window_left, window_right,
+                 MASKED: tl.constexpr, EVEN_D: tl.constexpr, IS_CAUSAL: tl.constexpr,
+                 HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr):
+    """One key tile of the online softmax; MASKED tiles check lengths, causality and windows."""
+    cols = start_n + offs_n
+    k_ptrs = k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd
+    v_ptrs = v_base + cols[:, None] * stride_vn + offs_dv[None, :] * stride_vd
+    if MASKED:
+        kt = tl.load(k_ptrs, mask=(cols[None, :] < end) & (offs_d[:, None] < head_dim), other=0.0)
+        v = tl.load(v_ptrs, mask=(cols[:, None] < end) & (offs_dv[None, :] < v_head_dim), other=0.0)
+    elif EVEN_D:
+        kt = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    else:
+        kt = tl.load(k_ptrs, mask=offs_d[:, None] < head_dim, other=0.0)
+        v = tl.load(v_ptrs, mask=offs_dv[None, :] < v_head_dim, other=0.0)
+    if DOT_FP32:
+        qk = tl.dot(q.to(tl.float32), kt.to(tl.float32))
+    else:
+        qk = tl.dot(q, kt)
+    qk = qk * scale_log2
+    if MASKED:
+        query_pos = qi[:, None] + (kv_len - q_len)
+        visible = (cols[None, :] < end) & (qi[:, None] >= 0)
+        if IS_CAUSAL:
+            visible = visible & (cols[None, :] <= query_pos)
+        if HAS_WINDOW:
+            visible = visible & (cols[None, :] >= query_pos - window_left)
+            visible = visible & (cols[None, :] <= query_pos + window_right)
+        qk = tl.where(visible, qk, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(qk - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    if DOT_FP32:
+        acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc)
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _decode_split(
+    Q, K, V, PM, PL, PACC,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    kv_heads, group, q_len, kv_len, rows_total, head_dim, v_head_dim,
+    kv_lo, kv_hi, split_len, num_splits, scale_log2, window_left, window_right,
+    IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    split = tl.program_id(0)
+    pid_r = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    batch = pid_bh // kv_heads
+    kv_head = pid_bh % kv_heads
+    rows = pid_r * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < rows_total
+    qg = rows // q_len  # query head inside the group
+    qi = rows % q_len  # query position
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    q_ptrs = (Q + batch * stride_qb + (kv_head * group + qg)[:, None] * stride_qh
+              + qi[:, None] * stride_qm + offs_d[None, :] * stride_qd)
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+    k_base = K + batch * stride_kb + kv_head * stride_kh
+    v_base = V + batch * stride_vb + kv_head * stride_vh
+
+    start = kv_lo + split * split_len
+    end = tl.minimum(start + split_len, kv_hi)
+    # Keys below mask_from are visible to every row: those tiles need no mask at all.
+    mask_from = end
+    if IS_CAUSAL:
+        mask_from = tl.minimum(mask_from, kv_len - q_len + 1)
+    if HAS_WINDOW:
+        mask_from = start
+    full_end = start + (tl.maximum(mask_from - start, 0) // BLOCK_N) * BLOCK_N
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    for start_n in range(start, full_end, BLOCK_N):
+        m_i, l_i, acc = _attend_tile(
+            q, k_base, v_base, start_n, end, qi, m_i, l_i, acc, offs_n, offs_d, offs_dv,
+            stride_kn, stride_kd, stride_vn, stride_vd, q_len, kv_len, head_dim, v_head_dim,
+            scale_log2, window_left, window_right,
+            False, EVEN_D, IS_CAUSAL, HAS_WINDOW, DOT_FP32)
+    for start_n in range(full_end, end, BLOCK_N):
+        m_i, l_i, acc = _attend_tile(
+            q, k_base, v_base, start_n, end, qi, m_i, l_i, acc, offs_n, offs_d, offs_dv,
+            stride_kn, stride_kd, stride_vn, stride_vd, q_len, kv_len, head_dim, v_head_dim,
+            scale_log2, window_left, window_right,
+            True, EVEN_D, IS_CAUSAL, HAS_WINDOW, DOT_FP32)
+
+    partial = (pid_bh * num_splits + split) * rows_total + rows
+    tl.store(PM + partial, m_i, mask=row_ok)
+    tl.store(PL + partial, l_i, mask=row_ok)
+    tl.store(PACC + partial[:, None] * v_head_dim + offs_dv[None, :], acc,
+             mask=row_ok[:, None] & (offs_dv[None, :] < v_head_dim))
+
+
+@triton.jit
+def _decode_merge(
+    PM, PL, PACC, Out, Lse,
+    stride_ob, stride_oh, stride_om, stride_od,
+    kv_heads, group, q_len, rows_total, v_head_dim, num_splits,
+    BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    row = pid % rows_total
+    pid_bh = pid // rows_total
+    batch = pid_bh // kv_heads
+    head = (pid_bh % kv_heads) * group + row // q_len
+    position = row % q_len
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    dv_ok = offs_dv < v_head_dim
+    # Lane s merges splits s, s + BLOCK_S, ...; the lanes are merged at the end.
+    m_s = tl.full([BLOCK_S], float("-inf"), tl.float32)
+    l_s = tl.zeros([BLOCK_S], tl.float32)
+    acc_s = tl.zeros([BLOCK_S, BLOCK_DV], tl.float32)
+    for s0 in range(0, num_splits, BLOCK_S):
+        splits = s0 + offs_s
+        ok = splits < num_splits
+        partial = (pid_bh * num_splits + splits) * rows_total + row
+        pm = tl.load(PM + partial, mask=ok, other=float("-inf"))
+        pl = tl.load(PL + partial, mask=ok, other=0.0)
+        pacc = tl.load(PACC + partial[:, None] * v_head_dim + offs_dv[None, :],
+                       mask=ok[:, None] & dv_ok[None, :], other=0.0)
+        m_new = tl.maximum(m_s, pm)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_s - m_safe)
+        weight = tl.exp2(pm - m_safe)
+        l_s = l_s * alpha + weight * pl
+        acc_s = acc_s * alpha[:, None] + weight[:, None] * pacc
+        m_s = m_new
+    m = tl.max(m_s, 0)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    weight = tl.exp2(m_s - m_safe)
+    total = tl.sum(weight * l_s, 0)
+    acc = tl.sum(weight[:, None] * acc_s, 0)
+    empty = total == 0.0
+    out = acc / tl.where(empty, 1.0, total)
+    lse = tl.where(empty, float("-inf"), (m_safe + tl.log2(tl.where(empty, 1.0, total))) * LN_2)
+    o_ptrs = Out + batch * stride_ob + head * stride_oh + position * stride_om + offs_dv * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=dv_ok)
+    tl.store(Lse + (batch * kv_heads * group + head) * q_len + position, lse)
+
+
+def launch(q, k, v, *, scale, config: DecodeConfig, plan: SplitPlan,
+           problem, dot_fp32: bool):
+    """Split pass then merge on checked inputs. Returns (out, lse)."""
+    block_d, block_dv = padded_dims(problem)
+    b, hkv, nq, nk = problem.batch, problem.kv_heads, problem.q_len, problem.kv_len
+    rows = problem.group * nq
+    partial_shape = (b * hkv, plan.num_splits, rows)
+    pm = inputs.scratch(partial_shape, q.device)
+    pl = inputs.scratch(partial_shape, q.device)
+    pacc = inputs.scratch((*partial_shape, problem.value_dim), q.device)
+    out = inputs.empty_output((b, problem.q_heads, nq, problem.value_dim), q.device, q.dtype)
+    lse = inputs.empty_output((b, problem.q_heads, nq), q.device)
+    scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
+    left, right = problem.window or (0, 0)
+    even_d = problem.head_dim == block_d and problem.value_dim == block_dv
+    grid = (plan.num_splits, triton.cdiv(rows, config.BLOCK_M), b * hkv)
+    _decode_split[grid](
+        q, k, v, pm, pl, pacc, *q.stride(), *k.stride(), *v.stride(),
+        hkv, problem.group, nq, nk, rows, problem.head_dim, problem.value_dim,
+        plan.kv_lo, plan.kv_hi, plan.split_len, plan.num_splits, scale * LOG2_E, left, right,
+        IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32, EVEN_D=even_d,
+        BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
+        num_warps=config.num_warps, num_stages=config.num_stages)
+    _decode_merge[(b * hkv * rows,)](
+        pm, pl, pacc, out, lse, *out.stride(), hkv, problem.group, nq, rows, problem.value_dim,
+        plan.num_splits, BLOCK_S=MERGE_BLOCK_S, BLOCK_DV=block_dv, num_warps=4 if block_dv >= 128 else 2)
+    return out, lse

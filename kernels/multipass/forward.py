@@ -1,0 +1,52 @@
+"""Front doors of the 2-pass and 3-pass forward kernels: check inputs and config, then launch
+every pass. Same call style as the fused forward; returns (out, lse)."""
+
+from __future__ import annotations
+
+from einsim.kernels.multipass import config as cfg
+from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
+                                             interpreting, patch_interpreter, raise_if_unfit)
+from einsim.kernels.registry import get_kernel
+
+
+def _run(passes: int, q, k, v, causal, window, scale, config, limits=None):
+    spec = get_kernel(f"attention-{passes}pass-fwd")
+    problem = check_tensors(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
+    limits = limits or device_limits(q)
+    config = spec.resolve_config(config, problem, limits)
+    raise_if_unfit(spec.config_reasons(config, problem, limits), spec.name, config, problem)
+    if interpreting():
+        patch_interpreter()
+    if passes == 2:
+        from einsim.kernels.multipass import two_pass as module
+    else:
+        from einsim.kernels.multipass import three_pass as module
+    return module.launch(q, k, v, scale=scale, config=config, problem=problem,
+                         dot_fp32=dot_in_fp32(problem))
+
+
+def attention_2pass(q, k, v, *, causal: bool = False, window=None, scale=None,
+                    config: cfg.MultipassConfig | None = None, limits=None):
+    """Attention by the `attention-2pass` cascade. q [B, Hq, Nq, D], k/v [B, Hkv, Nk, D|Dv].
+
+    config None takes the tuned config for this problem, else `default_config`. Returns
+    (out [B, Hq, Nq, Dv] in q's dtype, lse [B, Hq, Nq] fp32, natural log; -inf for empty rows).
+    """
+    return _run(2, q, k, v, causal, window, scale, config, limits)
+
+
+def attention_3pass(q, k, v, *, causal: bool = False, window=None, scale=None,
+                    config: cfg.MultipassConfig | None = None, limits=None):
+    """Attention by the `attention-3pass` cascade; same arguments and results as attention_2pass."""
+    return _run(3, q, k, v, causal, window, scale, config, limits)
+
+
+def launch_2pass(config, inputs):
+    """Registry launcher: inputs as KernelSpec.make_inputs returns them."""
+    return attention_2pass(inputs["q"], inputs["k"], inputs["v"], causal=inputs.get("causal", False),
+                           window=inputs.get("window"), scale=inputs.get("scale"), config=config)
+
+
+def launch_3pass(config, inputs):
+    return attention_3pass(inputs["q"], inputs["k"], inputs["v"], causal=inputs.get("causal", False),
+                           window=inputs.get("window"), scale=inputs.get("scale"), config=config)

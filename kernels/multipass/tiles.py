@@ -1,0 +1,70 @@
+"""Triton helpers every pass of the multi-pass kernels shares: the visited key range of a query
+tile and one masked tile of scores QK (base-2 units), so that all passes see identical tiles."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2_E = 1.4426950408889634
+LN_2 = 0.6931471805599453
+
+
+@triton.jit
+def key_range(start_m, q_len, kv_len, window_left, window_right,
+              IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Keys [lo, hi) of the query tile at start_m; twin of config.key_range (keep them equal)."""
+    offset = kv_len - q_len
+    last_row = tl.minimum(start_m + BLOCK_M, q_len) - 1
+    lo = 0
+    hi = kv_len
+    if IS_CAUSAL:
+        hi = tl.minimum(hi, last_row + offset + 1)
+    if HAS_WINDOW:
+        lo = tl.maximum(0, start_m + offset - window_left)
+        hi = tl.minimum(hi, last_row + offset + window_right + 1)
+    lo = (lo // BLOCK_N) * BLOCK_N
+    return lo, hi
+
+
+@triton.jit
+def load_q(Q, rows, offs_d, stride_qm, stride_qd, q_len, head_dim):
+    mask = (rows[:, None] < q_len) & (offs_d[None, :] < head_dim)
+    return tl.load(Q + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=mask, other=0.0)
+
+
+@triton.jit
+def load_v(V, cols, offs_dv, stride_vn, stride_vd, kv_len, v_head_dim):
+    mask = (cols[:, None] < kv_len) & (offs_dv[None, :] < v_head_dim)
+    return tl.load(V + cols[:, None] * stride_vn + offs_dv[None, :] * stride_vd, mask=mask, other=0.0)
+
+
+@triton.jit
+def tile_scores(q, K, rows, cols, offs_d, stride_kn, stride_kd, q_len, kv_len, head_dim,
+                scale_log2, window_left, window_right,
+                IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr):
+    """QK of one tile times scale·log2(e), with invisible keys set to -inf."""
+    k_mask = (cols[None, :] < kv_len) & (offs_d[:, None] < head_dim)
+    kt = tl.load(K + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd, mask=k_mask, other=0.0)
+    if DOT_FP32:
+        qk = tl.dot(q.to(tl.float32), kt.to(tl.float32))
+    else:
+        qk = tl.dot(q, kt)
+    qk = qk * scale_log2
+    query_pos = rows[:, None] + (kv_len - q_len)
+    visible = (cols[None, :] < kv_len) & (rows[:, None] >= 0)
+    if IS_CAUSAL:
+        visible = visible & (cols[None, :] <= query_pos)
+    if HAS_WINDOW:
+        visible = visible & (cols[None, :] >= query_pos - window_left)
+        visible = visible & (cols[None, :] <= query_pos + window_right)
+    return tl.where(visible, qk, float("-inf"))
+
+
+@triton.jit
+def dot_pv(p, v, acc, DOT_FP32: tl.constexpr):
+    """acc + p·V with p rounded to V's dtype, as every fused kernel does."""
+    if DOT_FP32:
+        return tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc)
+    return tl.dot(p.to(v.dtype), v, acc)
