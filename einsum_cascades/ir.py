@@ -173,3 +173,75 @@ def accesses(expr: Expr) -> tuple[Access, ...]:
 
 def names(expr: Expr) -> tuple[Name, ...]:
     return tuple(node for node in walk(expr) if isinstance(node, Name))
+
+
+@dataclass(frozen=True)
+class AxisRead:
+    """How one axis of a stored tensor is indexed by an access.
+
+    kind "coord": the coordinate of rank `source` (iterated, or derived: m from m1 and m0),
+    plus `offset`; "part": the coordinate of partition part `rank` taken from the coordinate of
+    `source` (p1 from p); "const": the integer `value`; "final": the last state of an iterative
+    tensor along `rank`.
+    """
+
+    rank: str
+    kind: str
+    source: str = ""
+    offset: int = 0
+    value: int = 0
+
+
+def resolve_access(space: Space, declared: tuple[str, ...], access: Access, where: str = "") -> tuple[AxisRead, ...]:
+    """Match an access against its tensor's ranks, allowing a partitioned spelling either way:
+    K[e,m1,m0] for K declared [E, M], and OI[f,p] for OI declared [F, P1, P0]."""
+    reads: list[AxisRead] = []
+    indices = access.indices
+    d_pos = i_pos = 0
+    prefix = f"{where}: " if where else ""
+    while d_pos < len(declared):
+        rank = declared[d_pos]
+        if i_pos >= len(indices):
+            raise SpecError(f"{prefix}{access} has too few indices: {access.tensor} has ranks [{', '.join(declared)}]")
+        index = indices[i_pos]
+        if index.kind == "const":
+            reads.append(AxisRead(rank, "const", value=index.value))
+            d_pos, i_pos = d_pos + 1, i_pos + 1
+            continue
+        if index.kind == "final":
+            if index.name != rank:
+                raise SpecError(f"{prefix}{access}: position {i_pos + 1} of {access.tensor} is rank {rank}, not {index.name}")
+            reads.append(AxisRead(rank, "final"))
+            d_pos, i_pos = d_pos + 1, i_pos + 1
+            continue
+        source = index.name.upper()
+        if source not in space.sizes:
+            raise SpecError(f"{prefix}index {index.name} names no rank; declared ranks: {', '.join(space.sizes)}")
+        if source == rank:
+            reads.append(AxisRead(rank, "coord", source=rank, offset=index.offset))
+            d_pos, i_pos = d_pos + 1, i_pos + 1
+            continue
+        matched = False
+        for spelling in space.expansions(rank)[1:]:  # K[e,m1,m0] for K[E,M]
+            window = indices[i_pos:i_pos + len(spelling)]
+            if len(window) == len(spelling) and all(
+                i.kind == "var" and not i.offset and i.name.upper() == r for i, r in zip(window, spelling)
+            ):
+                reads.append(AxisRead(rank, "coord", source=rank))
+                d_pos, i_pos, matched = d_pos + 1, i_pos + len(spelling), True
+                break
+        if not matched and not index.offset:
+            for spelling in space.expansions(source)[1:]:  # OI[f,p] for OI[F,P1,P0]
+                if tuple(declared[d_pos:d_pos + len(spelling)]) == spelling:
+                    reads += [AxisRead(part, "part", source=source) for part in spelling]
+                    d_pos, i_pos, matched = d_pos + len(spelling), i_pos + 1, True
+                    break
+        if not matched:
+            spelled = " or ".join("[" + ",".join(index_var(r) for r in s) + "]" for s in space.expansions(rank))
+            raise SpecError(
+                f"{prefix}{access}: position {i_pos + 1} of {access.tensor} is rank {rank} (spelled {spelled}), "
+                f"but index {index} ranges over {source}"
+            )
+    if i_pos != len(indices):
+        raise SpecError(f"{prefix}{access} has too many indices: {access.tensor} has ranks [{', '.join(declared)}]")
+    return tuple(reads)

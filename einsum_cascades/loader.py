@@ -16,7 +16,7 @@ from einsim.einsum_cascades.expr import (
     SIZE_ONLY_FUNCTIONS, Access, Call, Index, Location, Name, Number, parse_conditions, parse_einsum_text,
     parse_size, walk,
 )
-from einsim.einsum_cascades.ir import Cascade, Einsum, Filter, accesses, map_operations
+from einsim.einsum_cascades.ir import Cascade, Einsum, Filter, accesses, map_operations, resolve_access
 from einsim.einsum_cascades.space import Space, index_var
 from einsim.errors import SpecError
 
@@ -369,47 +369,22 @@ class _Builder:
 
     def match_access(self, access: Access, where: str) -> list[str]:
         """Check an access against its tensor's ranks; return the ranks its variables iterate."""
-        declared = self.tensor_ranks[access.tensor]
+        for index in access.indices:
+            if index.kind == "var":
+                self.rank_of(index.name, where)
+        reads = resolve_access(self.space, self.tensor_ranks[access.tensor], access, where)
         iterative = self.iterative.get(access.tensor)
-        position, found = 0, []
-        for rank in declared:
-            chosen = None
-            for spelling in self.space.expansions(rank):
-                window = access.indices[position:position + len(spelling)]
-                if len(window) == len(spelling) and all(self.index_fits(i, r, where) for i, r in zip(window, spelling)):
-                    chosen = spelling
-                    break
-            if chosen is None:
-                got = access.indices[position] if position < len(access.indices) else None
-                if got is None:
-                    raise SpecError(f"{where}: {access} has too few indices: {access.tensor} has ranks [{', '.join(declared)}]")
-                spelled = " or ".join("[" + ",".join(index_var(r) for r in s) + "]" for s in self.space.expansions(rank))
+        for read in reads:
+            if read.offset and read.rank != iterative:
+                raise SpecError(f"{where}: {access}: only an iterative tensor's own rank takes an offset")
+            if read.offset not in (0, 1):
+                raise SpecError(f"{where}: {access}: read a running state at [r] (before) or [r+1] (after), not with offset {read.offset}")
+            if read.kind == "final" and read.rank != iterative:
                 raise SpecError(
-                    f"{where}: {access}: position {position + 1} of {access.tensor} is rank {rank} "
-                    f"(spelled {spelled}), but index {got} ranges over "
-                    f"{got.name.upper() if got.kind == 'var' else got}"
+                    f"{where}: {access}: {read.rank} as an index means the final state of an iterative tensor; "
+                    f"{access.tensor} is not iterative over {read.rank}"
                 )
-            for index, part in zip(access.indices[position:position + len(chosen)], chosen):
-                if index.kind == "var":
-                    if index.offset and part != iterative:
-                        raise SpecError(f"{where}: {access}: only an iterative tensor's own rank takes an offset")
-                    if index.offset not in (0, 1):
-                        raise SpecError(f"{where}: {access}: read the state at [{index.name}] (before) or [{index.name}+1] (after), not {index}")
-                    found.append(part)
-                elif index.kind == "final" and part != iterative:
-                    raise SpecError(f"{where}: {access}: {index.name} as an index means the final state of an iterative tensor; {access.tensor} is not iterative over {part}")
-            position += len(chosen)
-        if position != len(access.indices):
-            raise SpecError(f"{where}: {access} has too many indices: {access.tensor} has ranks [{', '.join(declared)}]")
-        return found
-
-    def index_fits(self, index: Index, rank: str, where: str) -> bool:
-        if index.kind == "var":
-            self.rank_of(index.name, where)
-            return index.name.upper() == rank
-        if index.kind == "final":
-            return index.name == rank
-        return True
+        return [i.name.upper() for i in access.indices if i.kind == "var"]
 
     def check_cycles(self, einsums: tuple[Einsum, ...]) -> None:
         graph = nx.DiGraph()
@@ -432,9 +407,11 @@ class _Builder:
 
 
 def is_previous_state(access: Access, producer: Einsum) -> bool:
-    """A read of an iterative tensor's state before the current step (RM[m1,p]): loop-carried."""
+    """A read of an iterative tensor's state before the current step (RM[m1,p]) or its initial
+    state (RM[0,p]): loop-carried, it orders nothing within the loop."""
     if producer.iterative_rank is None:
         return False
-    position = producer.output_ranks.index(producer.iterative_rank)
-    index = access.indices[position] if position < len(access.indices) else None
-    return index is not None and ((index.kind == "var" and index.offset == 0) or index.kind == "const")
+    for read in resolve_access(producer.space, producer.output_ranks, access):
+        if read.rank == producer.iterative_rank:
+            return (read.kind == "coord" and read.offset == 0) or read.kind == "const"
+    return False

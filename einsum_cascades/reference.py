@@ -81,3 +81,25 @@ def attention_reference(
     out[empty] = 0.0
     lse[empty] = -np.inf
     return out, lse
+
+
+def elu_feature_map(x: np.ndarray) -> np.ndarray:
+    """phi(x) = elu(x) + 1, the positive feature map of linear attention (Katharopoulos et al.)."""
+    return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
+
+
+def linear_attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Causal, unnormalised linear attention in float64, the obvious quadratic way:
+    out[i] = sum over j <= i of (phi(q_i) . phi(k_j)) v_j, with phi = elu + 1.
+
+    Layout [B, H, N, D] for q and k, [B, H, N, Dv] for v (self-attention: one length N).
+    Returns [B, H, N, Dv]. Lightning-style block/recurrent kernels compute the same function.
+    """
+    q, k, v = (np.asarray(t, dtype=np.float64) for t in (q, k, v))
+    if q.ndim != 4 or q.shape != k.shape or k.shape[:3] != v.shape[:3]:
+        raise ShapeError(f"linear attention needs q, k [B, H, N, D] of one shape and v [B, H, N, Dv]; "
+                         f"got {q.shape}, {k.shape}, {v.shape}")
+    scores = np.einsum("bhpe,bhme->bhpm", elu_feature_map(q), elu_feature_map(k))
+    length = q.shape[2]
+    scores = np.where(visible_keys(length, length, causal=True), scores, 0.0)
+    return np.einsum("bhpm,bhmf->bhpf", scores, v)

@@ -35,6 +35,7 @@ class Space:
     partitions: Mapping[str, tuple[str, ...]]
     symbols: Mapping[str, int]  # default values of size symbols
     size_exprs: Mapping[str, Expr] = field(default_factory=dict, repr=False, compare=False)
+    _counts: dict = field(default_factory=dict, repr=False, compare=False)  # count_points memo
 
     # --- binding ----------------------------------------------------------------------------
     def bind(self, given: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -166,6 +167,12 @@ class Space:
     def count_points(self, ranks: tuple[str, ...], filters, sizes: Mapping[str, int]) -> int:
         """Exact number of real, unfiltered points of the iteration space over `ranks`."""
         sizes = self.bound(sizes)
+        key = (tuple(ranks), tuple(filters), tuple(sorted(sizes.items())))
+        if key not in self._counts:
+            self._counts[key] = self._count_points(tuple(ranks), tuple(filters), sizes)
+        return self._counts[key]
+
+    def _count_points(self, ranks: tuple[str, ...], filters, sizes: Mapping[str, int]) -> int:
         filter_ranks = {r for f in filters for r in f.ranks}
         # Collapse a fully iterated split (m1, m0) into its parent m unless a filter names a
         # part: the real points of (m1, m0) are exactly the positions of m.

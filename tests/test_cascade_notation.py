@@ -21,7 +21,7 @@ def cascade_with(*lines: str, outputs: str = "QK"):
 @pytest.mark.parametrize("name", library_names())
 def test_every_library_cascade_loads_and_binds(name):
     cascade = load_cascade(name)
-    sizes = cascade.bind({"kv_len": 100, "q_len": 30})
+    sizes = cascade.bind({"kv_len": 100, "q_len": 30, "seq_len": 50})
     assert cascade.name == name
     for einsum in cascade.einsums:
         assert einsum.iteration_points(sizes) > 0

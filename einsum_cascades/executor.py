@@ -1,0 +1,214 @@
+"""The float64 reference executor: evaluates any cascade numerically, honouring filters,
+partitions with tail tiles, and iterative ranks; the oracle kernels are tested against."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import networkx as nx
+import numpy as np
+from scipy.special import erf
+
+from einsim.einsum_cascades.expr import Access, Binary, Call, Expr, Name, Number, Unary
+from einsim.einsum_cascades.ir import Cascade, Einsum, resolve_access
+from einsim.einsum_cascades.passes import dependency_graph
+from einsim.errors import ShapeError, SpecError
+
+_IDENTITY = {"sum": 0.0, "max": -np.inf, "min": np.inf}
+
+
+def execute(
+    cascade: Cascade,
+    inputs: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int] | None = None,
+    *,
+    intermediates: bool = False,
+) -> dict[str, np.ndarray]:
+    """Evaluate `cascade` on `inputs` (arrays laid out in each input's declared rank order).
+
+    Rank sizes come from the inputs' shapes, then `sizes` (symbols such as block_m, or rank
+    names), then the cascade's defaults. Returns the outputs (every tensor with
+    `intermediates=True`); an iterative tensor holds its M1 + 1 states.
+
+    Conventions that make empty sets behave (a tile or a whole row masked by a filter):
+    max over nothing is -inf, sum over nothing is 0, (-inf) - (-inf) is -inf (so exp gives 0),
+    and x / 0 is 0 — the oracle's empty rows return 0.
+    """
+    arrays = {}
+    inferred: dict[str, int] = {}
+    for name, ranks in cascade.inputs.items():
+        if name not in inputs:
+            raise ShapeError(f"{cascade.name}: missing input {name} (ranks [{', '.join(ranks)}])")
+        array = np.asarray(inputs[name], dtype=np.float64)
+        if array.ndim != len(ranks):
+            raise ShapeError(f"{cascade.name}: input {name} has ranks [{', '.join(ranks)}] but shape {array.shape}")
+        for rank, extent in zip(ranks, array.shape):
+            if inferred.setdefault(rank, extent) != extent:
+                raise ShapeError(f"{cascade.name}: rank {rank} is {inferred[rank]} in one input and {extent} in {name}")
+        arrays[name] = array
+    unknown = set(inputs) - set(cascade.inputs)
+    if unknown:
+        raise ShapeError(f"{cascade.name}: unknown inputs {', '.join(sorted(unknown))}; inputs: {', '.join(cascade.inputs)}")
+    for rank, extent in (sizes or {}).items():
+        if rank in inferred and inferred[rank] != extent:
+            raise ShapeError(f"{cascade.name}: sizes give {rank} = {extent} but the inputs have {inferred[rank]}")
+    bound = cascade.bind({**inferred, **(sizes or {})})
+    for name, array in arrays.items():
+        expected = cascade.tensor_shape(name, bound)
+        if array.shape != expected:
+            raise ShapeError(f"{cascade.name}: input {name} should have shape {expected}, got {array.shape}")
+
+    run = _Run(cascade, bound, arrays)
+    graph = dependency_graph(cascade)
+    condensed = nx.condensation(graph)
+    with np.errstate(all="ignore"):
+        for component in nx.topological_sort(condensed):
+            members = condensed.nodes[component]["members"]
+            if len(members) == 1 and not graph.has_edge(next(iter(members)), next(iter(members))):
+                run.einsum(graph.nodes[next(iter(members))]["einsum"])
+            else:
+                run.loop(graph, members)
+    if intermediates:
+        return dict(run.store)
+    return {name: run.store[name] for name in cascade.outputs}
+
+
+class _Run:
+    def __init__(self, cascade: Cascade, sizes: dict[str, int], inputs: dict[str, np.ndarray]):
+        self.cascade, self.sizes, self.space = cascade, sizes, cascade.space
+        self.store: dict[str, np.ndarray] = dict(inputs)
+        for einsum in cascade.einsums:
+            shape = cascade.tensor_shape(einsum.output, sizes)
+            fill = einsum.init if einsum.iterative_rank else 0.0
+            self.store[einsum.output] = np.full(shape, fill, dtype=np.float64)
+
+    def loop(self, graph: nx.DiGraph, members: set[str]) -> None:
+        """A running state and the Einsums of its recurrence: step along the iterative rank,
+        evaluating each at one coordinate in dependency order."""
+        einsums = [graph.nodes[m]["einsum"] for m in members]
+        ranks = {e.iterative_rank for e in einsums if e.iterative_rank}
+        if len(ranks) != 1:
+            names = ", ".join(sorted(members))
+            raise SpecError(f"{self.cascade.name}: Einsums {names} depend on each other without one iterative rank")
+        rank = ranks.pop()
+        for einsum in einsums:
+            if rank not in einsum.iteration_ranks:
+                raise SpecError(
+                    f"{einsum.source}:{einsum.line}: Einsum {einsum.text!r}: it is part of the recurrence over "
+                    f"{rank} but does not iterate {rank.lower()}"
+                )
+        inner = nx.DiGraph()
+        inner.add_nodes_from(members)
+        inner.add_edges_from((u, v) for u, v, d in graph.subgraph(members).edges(data=True) if not d["carried"])
+        order = list(nx.topological_sort(inner))
+        for step in range(self.sizes[rank]):
+            for name in order:
+                self.einsum(graph.nodes[name]["einsum"], fixed=(rank, step))
+
+    def einsum(self, einsum: Einsum, fixed: tuple[str, int] | None = None) -> None:
+        ranks = einsum.iteration_ranks
+        extents = [1 if fixed and r == fixed[0] else self.sizes[r] for r in ranks]
+        axes = {}
+        for axis, rank in enumerate(ranks):
+            shape = [1] * len(ranks)
+            shape[axis] = extents[axis]
+            start = fixed[1] if fixed and rank == fixed[0] else 0
+            axes[rank] = (np.arange(extents[axis]) + start).reshape(shape)
+        coords, mask = self.space.coordinates(axes, self.sizes)
+        for flt in einsum.filters:
+            mask = mask & flt.evaluate(coords, self.sizes)
+        value = np.broadcast_to(self.evaluate(einsum.expression, coords), extents)
+        mask = np.broadcast_to(mask, extents)
+        if einsum.reduce_op is not None:
+            reduced_axes = tuple(range(len(einsum.output_ranks), len(ranks)))
+            masked = np.where(mask, value, _IDENTITY[einsum.reduce_op])
+            result = {"sum": np.sum, "max": np.max, "min": np.min}[einsum.reduce_op](masked, axis=reduced_axes)
+        else:
+            result = value
+        out = self.store[einsum.output]
+        target = []
+        for rank, index in zip(einsum.output_ranks, einsum.output_indices):
+            offset = index.offset
+            if fixed and rank == fixed[0]:
+                target.append(slice(fixed[1] + offset, fixed[1] + offset + 1))
+            else:
+                target.append(slice(offset, offset + self.sizes[rank]))
+        target = tuple(target)
+        if einsum.reduce_op is None and not (mask is True or np.all(mask)):
+            result = np.where(mask, result, out[target])
+        out[target] = result
+
+    def evaluate(self, expr: Expr, coords):
+        if isinstance(expr, Access):
+            return self.gather(expr, coords)
+        if isinstance(expr, Number):
+            return expr.value
+        if isinstance(expr, Name):
+            return float(self.sizes[expr.name])
+        if isinstance(expr, Unary):
+            return -self.evaluate(expr.operand, coords)
+        if isinstance(expr, Binary):
+            a, b = self.evaluate(expr.left, coords), self.evaluate(expr.right, coords)
+            if expr.op == "+":
+                return a + b
+            if expr.op == "*":
+                return a * b
+            if expr.op == "-":
+                # the max of an empty set minus itself stays -inf, so that exp() of it is 0
+                return np.where(np.isneginf(a) & np.isneginf(b), -np.inf, np.subtract(a, b))
+            return np.where(np.equal(b, 0), 0.0, np.divide(a, np.where(np.equal(b, 0), 1.0, b)))
+        if isinstance(expr, Call):
+            args = [self.evaluate(arg, coords) for arg in expr.args]
+            return _FUNCTIONS[expr.func](*args)
+        raise SpecError(f"cannot evaluate {expr}")
+
+    def gather(self, access: Access, coords):
+        array = self.store[access.tensor]
+        declared = self.cascade.tensors[access.tensor]
+        index = []
+        for axis, read in enumerate(resolve_access(self.space, declared, access)):
+            extent = array.shape[axis]
+            if read.kind == "const":
+                position = read.value
+            elif read.kind == "final":
+                position = extent - 1
+            elif read.kind == "coord":
+                position = coords[read.source] + read.offset
+            else:  # part of a partitioned coordinate, e.g. p1 from p
+                position = self._part(read.source, read.rank, coords[read.source])
+            # tail positions past the end are masked; clip so that the read itself is legal
+            index.append(np.clip(position, 0, extent - 1))
+        return array[tuple(index)]
+
+    def _part(self, parent: str, part: str, coordinate):
+        path = []
+        rank = part
+        while rank != parent:
+            owner = self.space.parent(rank)
+            path.append((owner, rank))
+            rank = owner
+        for owner, child in reversed(path):
+            stride = self.space.strides(owner, self.sizes)[child]
+            coordinate = coordinate // stride
+            if child != self.space.partitions[owner][0]:
+                coordinate = coordinate % self.sizes[child]
+        return coordinate
+
+
+def _elu1(x):
+    return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+_FUNCTIONS = {
+    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "max": np.maximum, "min": np.minimum,
+    "relu": lambda x: np.maximum(x, 0.0), "gelu": _gelu, "sigmoid": _sigmoid,
+    "silu": lambda x: x * _sigmoid(x), "elu1": _elu1,
+}
