@@ -1,0 +1,154 @@
+"""The GPU model is physically sane: more tokens take longer, causal masks do about half the
+work, multi-pass cascades move more bytes than the 1-pass one, decode is bandwidth-bound, and the
+roofs are the target's."""
+
+from __future__ import annotations
+
+import pytest
+
+from einsim.errors import ConfigError
+from einsim.simulator import load_model
+from einsim.simulator.gpu import GpuMapping, gpu_mapping, gpu_roofs, simulate_gpu, tile_visits
+from einsim.simulator.workload import Workload
+from einsim.targets import load_target
+
+H100 = load_target("h100-sxm")
+
+
+def layer(n=4096, d=128, heads=16, batch=1, **kw):
+    return Workload(batch=batch, heads=heads, q_len=n, kv_len=n, head_dim=d, **kw)
+
+
+def test_roofs_are_the_targets_measured_or_datasheet_figures():
+    measured = gpu_roofs(H100)
+    assert measured.matmul_flops == pytest.approx(798e12) and measured.matmul_source == "measured"
+    assert measured.hbm_bytes_per_s == pytest.approx(3.0e12) and measured.hbm_source == "measured"
+    assert measured.exp_per_s == pytest.approx(16 * 132 * 1.98e9)
+    assert measured.sm_count == 132 and measured.smem_bytes_per_sm == 228 * 1024
+    datasheet = gpu_roofs(H100, source="datasheet")
+    assert datasheet.matmul_flops == pytest.approx(989.4e12) and datasheet.hbm_bytes_per_s == pytest.approx(3.35e12)
+    assert gpu_roofs("a100-80gb").matmul_source == "datasheet"  # nothing measured on an A100 here
+    with pytest.raises(Exception, match="gpu"):
+        gpu_roofs("fusemax-cloud")
+
+
+@pytest.mark.parametrize("cascade", ["fusemax", "attention-3pass"])
+def test_more_tokens_take_more_time(cascade):
+    times = [simulate_gpu(cascade, layer(n), H100).latency_s for n in (1024, 2048, 4096, 8192, 16384)]
+    assert all(b > a for a, b in zip(times, times[1:]))
+    # prefill is quadratic: doubling N roughly quadruples the time once the GPU is full
+    assert 3.5 < times[-1] / times[-2] < 4.5
+
+
+def test_causal_does_about_half_the_matmul_work():
+    full = simulate_gpu("fusemax", layer(8192), H100)
+    causal = simulate_gpu("fusemax", layer(8192, causal=True), H100)
+    ratio = causal.compute_ops["mac"] / full.compute_ops["mac"]
+    assert 0.5 <= ratio < 0.52  # whole tiles on the diagonal are computed
+    assert 0.45 < causal.latency_s / full.latency_s < 0.6
+
+
+def test_a_sliding_window_bounds_the_work():
+    w = layer(32768, causal=True, window=(4096, 0))
+    est = simulate_gpu("fusemax", w, H100)
+    full = simulate_gpu("fusemax", layer(32768, causal=True), H100)
+    assert est.compute_ops["mac"] < 0.3 * full.compute_ops["mac"]
+
+
+def test_multipass_cascades_move_more_bytes_than_fusemax():
+    w = layer(8192, heads=32)
+    one = simulate_gpu("fusemax", w, H100)
+    recompute = simulate_gpu("attention-3pass", w, H100)
+    materialize = simulate_gpu("attention-3pass", w, H100, {"multipass": "materialize"})
+    assert (one.passes, recompute.passes) == (1, 3)
+    assert one.traffic_bytes < recompute.traffic_bytes < materialize.traffic_bytes
+    # 1-pass: Q, K, V read and O written once (the compulsory 4 x B*H*N*D words)
+    assert one.traffic_bytes == pytest.approx(4 * 32 * 8192 * 128 * 2)
+    # recompute re-reads K in passes 2 and 3; materialize writes QK and SN and reads them back
+    assert recompute.traffic_bytes == pytest.approx(one.traffic_bytes + 2 * 32 * 8192 * 128 * 2)
+    assert materialize.traffic_bytes > one.traffic_bytes + 4 * 32 * 8192 * 8192 * 2 * 0.99
+    assert materialize.bound == "hbm" and materialize.latency_s > one.latency_s
+    assert recompute.compute_ops["mac"] == pytest.approx(2 * one.compute_ops["mac"], rel=0.01)
+
+
+def test_decode_is_bandwidth_bound_and_reads_the_kv_cache_once():
+    model = load_model("llama3-8b")
+    for n in (4096, 32768, 131072):
+        est = simulate_gpu("fusemax", model.workload(n, "decode", batch=8), H100)
+        assert est.bound == "hbm"
+        kv_cache = 2 * 8 * 8 * n * 128 * 2
+        assert kv_cache <= est.traffic_bytes < 1.1 * kv_cache + 1e6
+        assert est.utilization["hbm"] > 0.6
+        assert est.utilization["tensor_core"] < 0.1
+
+
+def test_gqa_reads_kv_heads_not_query_heads():
+    mha = simulate_gpu("fusemax", Workload(batch=4, heads=32, q_len=1, kv_len=16384, head_dim=128), H100)
+    gqa = simulate_gpu("fusemax", Workload(batch=4, heads=32, kv_heads=8, q_len=1, kv_len=16384, head_dim=128), H100)
+    assert gqa.traffic_bytes < 0.3 * mha.traffic_bytes and gqa.latency_s < 0.4 * mha.latency_s
+
+
+def test_compute_goes_to_the_right_units():
+    est = simulate_gpu("fusemax", layer(4096, d=64, heads=32), H100)
+    units = {row.einsum: row.unit for row in est.per_einsum}
+    assert units["QK"] == units["SLNV"] == "tensor_core"
+    assert units["SLN"] == units["PRM"] == "sfu"
+    assert units["LM"] == units["RM"] == units["RD"] == units["AV"] == "cuda_core"
+    # at head dim 64 the SFUs (16 ex2/clk/SM) are the bottleneck on an H100, at 128 the tensor cores
+    assert est.bound == "sfu"
+    assert simulate_gpu("fusemax", layer(4096, d=128), H100).bound == "tensor_core"
+    assert set(est.utilization) >= {"tensor_core", "sfu", "cuda_core", "hbm", "l2"}
+    assert all(0.0 <= value <= 1.0 + 1e-9 for value in est.utilization.values())
+
+
+def test_estimate_is_complete_and_consistent():
+    est = simulate_gpu("fusemax", layer(4096), H100)
+    assert est.fits and est.buffer_bytes <= est.buffer_capacity_bytes
+    assert est.traffic_by_level["hbm"] == est.traffic_bytes
+    assert est.energy_j == pytest.approx(sum(est.energy_by_component.values()))
+    assert est.energy_j > 0 and est.latency_s > H100.launch_overhead_s
+    assert sum(row.traffic_bytes for row in est.per_einsum) == pytest.approx(est.traffic_bytes)
+    json = est.to_json()
+    assert {"passes", "buffer_bytes", "fits", "traffic_bytes", "latency_s", "energy_j", "utilization", "per_einsum"} <= set(json)
+
+
+def test_small_problems_pay_wave_quantisation_and_launch():
+    tiny = simulate_gpu("fusemax", Workload(batch=1, heads=1, q_len=128, kv_len=128, head_dim=64), H100)
+    assert tiny.bound == "launch" or tiny.latency_s < 10e-6
+    assert any("CTAs for 132 SMs" in note for note in tiny.notes)
+    # 133 CTAs need two waves: about twice the time of 132 (one K/V head, so compute-bound)
+    no_split = {"kv_splits": 1}
+    one_wave = simulate_gpu("fusemax", Workload(batch=1, heads=132, kv_heads=1, q_len=128, kv_len=32768, head_dim=128), H100, no_split)
+    two_waves = simulate_gpu("fusemax", Workload(batch=1, heads=133, kv_heads=1, q_len=128, kv_len=32768, head_dim=128), H100, no_split)
+    assert one_wave.bound == "tensor_core"
+    assert two_waves.latency_s > 1.8 * one_wave.latency_s
+
+
+def test_a_mapping_that_overflows_shared_memory_does_not_fit():
+    est = simulate_gpu("fusemax", layer(4096, d=256), H100, {"block_m": 256, "block_n": 256, "num_stages": 4})
+    assert not est.fits and any("does not fit" in note for note in est.notes)
+
+
+def test_kernel_styles_order_as_on_hopper():
+    w = layer(16384, d=128)
+    times = {style: simulate_gpu("fusemax", w, H100, {"kernel_style": style}).latency_s for style in ("hopper", "triton", "ampere")}
+    assert times["hopper"] < times["triton"] < times["ampere"]
+
+
+def test_bad_mapping_is_a_config_error():
+    with pytest.raises(ConfigError, match="block_m"):
+        gpu_mapping({"block_m": 0})
+    with pytest.raises(ConfigError, match="unknown key"):
+        gpu_mapping({"blockm": 64})
+    with pytest.raises(ConfigError, match="kernel_style"):
+        GpuMapping(kernel_style="volta")
+
+
+def test_tile_visits_count_causal_and_window_tiles():
+    causal = tile_visits(1024, 1024, 128, 128, causal=True, window=None)
+    assert list(causal.tiles_per_row_tile) == list(range(1, 9))
+    assert causal.partial_tiles == 8 and causal.exact_pairs == 1024 * 1025 / 2
+    full = tile_visits(1024, 1024, 128, 128, causal=False, window=None)
+    assert full.partial_tiles == 0 and full.exact_pairs == 1024 * 1024
+    decode = tile_visits(1, 65536, 1, 128, causal=True, window=(4096, 0))
+    assert decode.tiles_per_row_tile[0] in (33, 34) and decode.kv_visited_fraction == 33 / 512
