@@ -53,6 +53,15 @@ def test_decode_kernel_equals_softmax_attention(poisoned, batch, q_heads, kv_hea
     assert_matches_reference(out, lse, q, k, v, causal=causal, window=window)
 
 
+@pytest.mark.parametrize("q_len,head_dim,causal", [(1, 80, False), (3, 64, True)])
+def test_decode_through_tensor_descriptors_equals_softmax_attention(poisoned, q_len, head_dim, causal):
+    q, k, v = make_qkv(1, 4, 1, q_len, 100, head_dim, "fp16", seed=2)
+    config = cfg.DecodeConfig(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=2, NUM_SPLITS=2,
+                              USE_TMA=True)
+    out, lse = decode_attention(q, k, v, causal=causal, config=config)
+    assert_matches_reference(out, lse, q, k, v, causal=causal)
+
+
 def test_decode_packs_a_gqa_group_into_one_tile_with_the_default_config():
     q, k, v = make_qkv(1, 8, 2, 2, 100, 64, "fp16", seed=3)
     p = decode_problem(batch=1, q_heads=8, kv_heads=2, q_len=2, kv_len=100, head_dim=64)
@@ -163,6 +172,10 @@ def test_bad_input_raises_before_launch():
         decode_attention(q[:, :3], k, v)
     with pytest.raises(ShapeError, match="dtype"):
         decode_attention(q.float(), k.float(), v.float())
+    shifted = torch.empty(k.numel() + 1, dtype=k.dtype, device=k.device)[1:].view(k.shape)
+    shifted.copy_(k)  # same values, address 2 bytes off the 16-byte grid
+    with pytest.raises(ConfigError, match="16-byte aligned"):
+        decode_attention(q, shifted, v, config=cfg.DecodeConfig(USE_TMA=True))
     with pytest.raises(ConfigError, match="NUM_SPLITS"):
         decode_attention(q, k, v, config=cfg.DecodeConfig(NUM_SPLITS=0))
     long_q, k2, v2 = make_qkv(1, 1, 1, 200, 8, 64, "fp16")

@@ -5,6 +5,7 @@ Plain Python (no torch, no triton). docs/kernels.md § Decode.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ class DecodeConfig:
 
     BLOCK_M rows of a tile are the packed (query head of one KV group, query position) pairs;
     NUM_SPLITS chunks of the KV sequence are reduced in parallel (None: chosen by wave
-    efficiency over the device's SMs, `choose_num_splits`).
+    efficiency over the device's SMs, `choose_num_splits`). USE_TMA loads K/V tiles with
+    tensor descriptors (sm_90+, K/V rows 16-byte aligned) instead of pointer arithmetic.
     """
 
     BLOCK_M: int = 16
@@ -31,6 +33,7 @@ class DecodeConfig:
     num_warps: int = 4
     num_stages: int = 3
     NUM_SPLITS: int | None = None
+    USE_TMA: bool = False  # K/V tiles through tensor descriptors (Hopper's copy engine)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ def _plan(problem: AttentionProblem, config: DecodeConfig, splits: int) -> Split
     return SplitPlan(num_splits=-(-keys // split_len), split_len=split_len, kv_lo=lo, kv_hi=hi)
 
 
-def choose_num_splits(problem: AttentionProblem, config: DecodeConfig, limits: DeviceLimits | None = None) -> int:
+def choose_num_splits(problem: AttentionProblem, config: DecodeConfig,
+                      limits: DeviceLimits | None = None) -> int:
     """The fewest splits whose wave efficiency is within WAVE_TOLERANCE of the best.
 
     Programs = batch · KV heads · row tiles · splits; slots = SMs · programs_per_sm. Each split
@@ -116,7 +120,10 @@ def choose_num_splits(problem: AttentionProblem, config: DecodeConfig, limits: D
     return min(s for s, e in efficiency.items() if e >= WAVE_TOLERANCE * best)
 
 
-def split_plan(problem: AttentionProblem, config: DecodeConfig, limits: DeviceLimits | None = None) -> SplitPlan:
+@functools.lru_cache(maxsize=4096)
+def split_plan(problem: AttentionProblem, config: DecodeConfig,
+               limits: DeviceLimits | None = None) -> SplitPlan:
+    """How the visible keys are cut into splits (cached: decode steps repeat the same shapes)."""
     splits = config.NUM_SPLITS or choose_num_splits(problem, config, limits)
     return _plan(problem, config, splits)
 
@@ -153,7 +160,9 @@ def pass_traffic(problem: AttentionProblem, config: DecodeConfig,
     )
 
 
-def hbm_bytes(problem: AttentionProblem, config: DecodeConfig, limits: DeviceLimits | None = None) -> int:
+def hbm_bytes(problem: AttentionProblem, config: DecodeConfig,
+              limits: DeviceLimits | None = None) -> int:
+    """All bytes of the split pass and the merge (pass_traffic)."""
     return sum(p.total for p in pass_traffic(problem, config, limits))
 
 
@@ -189,6 +198,14 @@ def check_config(config: DecodeConfig, problem: AttentionProblem,
         reasons.append(f"num_stages={config.num_stages}: expected 1 to 8")
     if config.NUM_SPLITS is not None and not 1 <= config.NUM_SPLITS <= 4096:
         reasons.append(f"NUM_SPLITS={config.NUM_SPLITS}: expected None (automatic) or 1 to 4096")
+    if config.USE_TMA:
+        capability = (limits or DeviceLimits.h100()).compute_capability
+        if tuple(capability) < (9, 0):
+            reasons.append(f"USE_TMA needs tensor descriptors (sm_90 or newer), the device is "
+                           f"sm_{capability[0]}{capability[1]}")
+        if (problem.head_dim * problem.dtype_bytes) % 16 or (problem.value_dim * problem.dtype_bytes) % 16:
+            reasons.append(f"USE_TMA needs 16-byte aligned K/V rows, head dims "
+                           f"{problem.head_dim}/{problem.value_dim} are not")
     if problem.q_len > 128:
         reasons.append(f"q_len={problem.q_len}: the decode kernel takes at most 128 query rows; "
                        "use attention-fwd")

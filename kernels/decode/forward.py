@@ -24,6 +24,8 @@ def decode_attention(q, k, v, *, causal: bool = False, window=None, scale=None,
     limits = limits or device_limits(q)
     config = spec.resolve_config(config, problem, limits)
     raise_if_unfit(spec.config_reasons(config, problem, limits), spec.name, config, problem)
+    if config.USE_TMA:
+        _check_descriptor_alignment(k, v, config, problem)
     plan = cfg.split_plan(problem, config, limits)
     if interpreting():
         patch_interpreter()
@@ -31,6 +33,16 @@ def decode_attention(q, k, v, *, causal: bool = False, window=None, scale=None,
 
     return splitkv.launch(q, k, v, scale=scale, config=config, plan=plan, problem=problem,
                           dot_fp32=dot_in_fp32(problem))
+
+
+def _check_descriptor_alignment(k, v, config, problem) -> None:
+    """Tensor descriptors need 16-byte aligned base addresses and strides (but the last)."""
+    for name, tensor in (("k", k), ("v", v)):
+        size = tensor.element_size()
+        if tensor.data_ptr() % 16 or any(stride * size % 16 for stride in tensor.stride()[:-1]):
+            raise_if_unfit([f"USE_TMA needs {name} 16-byte aligned (address and strides "
+                            f"{tuple(tensor.stride())}); pass USE_TMA=False or a contiguous copy"],
+                           "decode", config, problem)
 
 
 def launch(config, inputs):

@@ -24,24 +24,34 @@ MERGE_BLOCK_S = 16
 
 
 @triton.jit
-def _attend_tile(q, k_base, v_base, start_n, end, qi, m_i, l_i, acc,
+def _attend_tile(q, k_base, v_base, batch, kv_head, start_n, end, qi, m_i, l_i, acc,
                  offs_n, offs_d, offs_dv, stride_kn, stride_kd, stride_vn, stride_vd,
                  q_len, kv_len, head_dim, v_head_dim, scale_log2, window_left, window_right,
                  MASKED: tl.constexpr, EVEN_D: tl.constexpr, IS_CAUSAL: tl.constexpr,
-                 HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr):
-    """One key tile of the online softmax; MASKED tiles check lengths, causality and windows."""
+                 HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """One key tile of the online softmax; MASKED tiles check lengths, causality and windows.
+
+    With USE_TMA, k_base and v_base are 4-D tensor descriptors over [B, Hkv, Nk, D]: the copy
+    engine fills out-of-range keys and head-dim columns with zeros, so no load needs a mask.
+    """
     cols = start_n + offs_n
-    k_ptrs = k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd
-    v_ptrs = v_base + cols[:, None] * stride_vn + offs_dv[None, :] * stride_vd
-    if MASKED:
+    if USE_TMA:
+        kt = tl.trans(tl.reshape(k_base.load([batch, kv_head, start_n, 0]), [BLOCK_N, BLOCK_D]))
+        v = tl.reshape(v_base.load([batch, kv_head, start_n, 0]), [BLOCK_N, BLOCK_DV])
+    elif MASKED:
+        k_ptrs = k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd
+        v_ptrs = v_base + cols[:, None] * stride_vn + offs_dv[None, :] * stride_vd
         kt = tl.load(k_ptrs, mask=(cols[None, :] < end) & (offs_d[:, None] < head_dim), other=0.0)
         v = tl.load(v_ptrs, mask=(cols[:, None] < end) & (offs_dv[None, :] < v_head_dim), other=0.0)
     elif EVEN_D:
-        kt = tl.load(k_ptrs)
-        v = tl.load(v_ptrs)
+        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd)
+        v = tl.load(v_base + cols[:, None] * stride_vn + offs_dv[None, :] * stride_vd)
     else:
-        kt = tl.load(k_ptrs, mask=offs_d[:, None] < head_dim, other=0.0)
-        v = tl.load(v_ptrs, mask=offs_dv[None, :] < v_head_dim, other=0.0)
+        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                     mask=offs_d[:, None] < head_dim, other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
+                    mask=offs_dv[None, :] < v_head_dim, other=0.0)
     if DOT_FP32:
         qk = tl.dot(q.to(tl.float32), kt.to(tl.float32))
     else:
@@ -78,11 +88,12 @@ def _decode_split(
     kv_heads, group, q_len, kv_len, rows_total, head_dim, v_head_dim,
     kv_lo, kv_hi, split_len, num_splits, scale_log2, window_left, window_right,
     IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr,
+    USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     split = tl.program_id(0)
     pid_r = tl.program_id(1)
-    pid_bh = tl.program_id(2)
+    pid_bh = tl.program_id(2).to(tl.int64)  # 64-bit batch and head offsets
     batch = pid_bh // kv_heads
     kv_head = pid_bh % kv_heads
     rows = pid_r * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -95,8 +106,12 @@ def _decode_split(
     q_ptrs = (Q + batch * stride_qb + (kv_head * group + qg)[:, None] * stride_qh
               + qi[:, None] * stride_qm + offs_d[None, :] * stride_qd)
     q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-    k_base = K + batch * stride_kb + kv_head * stride_kh
-    v_base = V + batch * stride_vb + kv_head * stride_vh
+    if USE_TMA:
+        k_base = K
+        v_base = V
+    else:
+        k_base = K + batch * stride_kb + kv_head * stride_kh
+        v_base = V + batch * stride_vb + kv_head * stride_vh
 
     start = kv_lo + split * split_len
     end = tl.minimum(start + split_len, kv_hi)
@@ -113,16 +128,16 @@ def _decode_split(
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start_n in range(start, full_end, BLOCK_N):
         m_i, l_i, acc = _attend_tile(
-            q, k_base, v_base, start_n, end, qi, m_i, l_i, acc, offs_n, offs_d, offs_dv,
+            q, k_base, v_base, batch.to(tl.int32), kv_head.to(tl.int32), start_n, end, qi, m_i, l_i, acc, offs_n, offs_d, offs_dv,
             stride_kn, stride_kd, stride_vn, stride_vd, q_len, kv_len, head_dim, v_head_dim,
             scale_log2, window_left, window_right,
-            False, EVEN_D, IS_CAUSAL, HAS_WINDOW, DOT_FP32)
+            False, EVEN_D, IS_CAUSAL, HAS_WINDOW, DOT_FP32, USE_TMA, BLOCK_N, BLOCK_D, BLOCK_DV)
     for start_n in range(full_end, end, BLOCK_N):
         m_i, l_i, acc = _attend_tile(
-            q, k_base, v_base, start_n, end, qi, m_i, l_i, acc, offs_n, offs_d, offs_dv,
+            q, k_base, v_base, batch.to(tl.int32), kv_head.to(tl.int32), start_n, end, qi, m_i, l_i, acc, offs_n, offs_d, offs_dv,
             stride_kn, stride_kd, stride_vn, stride_vd, q_len, kv_len, head_dim, v_head_dim,
             scale_log2, window_left, window_right,
-            True, EVEN_D, IS_CAUSAL, HAS_WINDOW, DOT_FP32)
+            True, EVEN_D, IS_CAUSAL, HAS_WINDOW, DOT_FP32, USE_TMA, BLOCK_N, BLOCK_D, BLOCK_DV)
 
     partial = (pid_bh * num_splits + split) * rows_total + rows
     tl.store(PM + partial, m_i, mask=row_ok)
@@ -138,7 +153,7 @@ def _decode_merge(
     kv_heads, group, q_len, rows_total, v_head_dim, num_splits,
     BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    pid = tl.program_id(0).to(tl.int64)
     row = pid % rows_total
     pid_bh = pid // rows_total
     batch = pid_bh // kv_heads
@@ -195,11 +210,19 @@ def launch(q, k, v, *, scale, config: DecodeConfig, plan: SplitPlan,
     left, right = problem.window or (0, 0)
     even_d = problem.head_dim == block_d and problem.value_dim == block_dv
     grid = (plan.num_splits, triton.cdiv(rows, config.BLOCK_M), b * hkv)
+    if config.USE_TMA:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        k_arg = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, 1, config.BLOCK_N, block_d])
+        v_arg = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, 1, config.BLOCK_N, block_dv])
+    else:
+        k_arg, v_arg = k, v
     _decode_split[grid](
-        q, k, v, pm, pl, pacc, *q.stride(), *k.stride(), *v.stride(),
+        q, k_arg, v_arg, pm, pl, pacc, *q.stride(), *k.stride(), *v.stride(),
         hkv, problem.group, nq, nk, rows, problem.head_dim, problem.value_dim,
         plan.kv_lo, plan.kv_hi, plan.split_len, plan.num_splits, scale * LOG2_E, left, right,
         IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32, EVEN_D=even_d,
+        USE_TMA=config.USE_TMA,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
         num_warps=config.num_warps, num_stages=config.num_stages)
     _decode_merge[(b * hkv * rows,)](

@@ -35,7 +35,7 @@ def _three_pass_statistics(
 ):
     """PASS == 1: GM = max QK. PASS == 2: SD = Σ exp(QK - GM)."""
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit batch and head offsets
     batch = pid_bh // q_heads
     head = pid_bh % q_heads
     start_m = pid_m * BLOCK_M
@@ -80,7 +80,7 @@ def _three_pass_output(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit batch and head offsets
     batch = pid_bh // q_heads
     head = pid_bh % q_heads
     start_m = pid_m * BLOCK_M
