@@ -1,0 +1,125 @@
+"""`einsim cascades list|show|graph`: the library of cascades, one cascade's Einsums with the pass
+each runs in, and its dependency graph drawn to a PNG."""
+
+from __future__ import annotations
+
+import argparse
+
+from einsim.cli.output import print_json, render_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("cascades", help="list, show and draw Einsum cascades")
+    actions = parser.add_subparsers(dest="cascades_action", metavar="ACTION")
+    listing = actions.add_parser("list", help="the cascades shipped in the library, with their passes")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=_list)
+    show = actions.add_parser("show", help="a cascade's ranks, inputs and Einsums with their pass numbers")
+    show.add_argument("name", help="library name (einsim cascades list) or path to a cascade YAML")
+    show.add_argument("--rank", default=None, help="rank whose passes are numbered (default M)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_show)
+    graph = actions.add_parser("graph", help="draw the dependency graph, Einsums coloured by pass")
+    graph.add_argument("name", help="library name or path to a cascade YAML")
+    graph.add_argument("-o", "--output", default=None, help="PNG to write (default NAME.png)")
+    graph.add_argument("--rank", default=None, help="rank whose passes colour the graph (default M)")
+    graph.set_defaults(handler=_graph)
+    parser.set_defaults(handler=_list, json=False)
+
+
+def default_rank(cascade, rank: str | None) -> str | None:
+    """M, the K/V sequence rank, when the cascade has it; otherwise no pass numbering."""
+    if rank is not None:
+        return rank
+    return "M" if "M" in cascade.ranks else None
+
+
+def _list(args: argparse.Namespace) -> int:
+    from einsim.einsum_cascades import analyze_passes, library_names, load_cascade
+
+    rows = []
+    for name in library_names():
+        cascade = load_cascade(name)
+        report = analyze_passes(cascade) if "M" in cascade.ranks else None
+        rows.append({
+            "name": name,
+            "passes_over_M": report.passes if report else None,
+            "passes_within": report.passes_within if report else {},
+            "einsums": len(cascade.einsums),
+            "represents": list(cascade.represents),
+            "description": cascade.description,
+        })
+    if args.json:
+        print_json(rows)
+        return 0
+    table = []
+    for row in rows:
+        passes = "-" if row["passes_over_M"] is None else str(row["passes_over_M"])
+        if row["passes_within"]:
+            passes += " (" + ", ".join(f"{v} per {k}" for k, v in row["passes_within"].items()) + ")"
+        table.append([row["name"], passes, row["einsums"], ", ".join(row["represents"])])
+    print(render_table(["cascade", "passes over M", "einsums", "represents"], table))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from einsim.einsum_cascades import analyze_passes, load_cascade
+
+    cascade = load_cascade(args.name)
+    rank = default_rank(cascade, args.rank)
+    report = analyze_passes(cascade, rank) if rank else None
+    if args.json:
+        data = {
+            "name": cascade.name, "description": cascade.description, "represents": list(cascade.represents),
+            "ranks": dict(cascade.ranks), "partitions": {k: list(v) for k, v in cascade.partitions.items()},
+            "symbols": dict(cascade.symbols), "inputs": {k: list(v) for k, v in cascade.inputs.items()},
+            "filters": [f.text for f in cascade.filters], "outputs": list(cascade.outputs),
+            "einsums": [
+                {"output": e.output, "text": e.text, "pass": report.einsum_pass[e.output] if report else None,
+                 "reduce": e.reduce_op, "reduced_ranks": list(e.reduced_ranks), "map_ops": list(e.map_ops),
+                 "filters": [f.text for f in e.filters], "iterative_rank": e.iterative_rank}
+                for e in cascade.einsums
+            ],
+            "passes": report.to_json() if report else None,
+        }
+        print_json(data)
+        return 0
+    print(f"{cascade.name}: {cascade.description}")
+    if cascade.represents:
+        print(f"represents: {', '.join(cascade.represents)}")
+    print("ranks: " + ", ".join(f"{r}={v}" for r, v in cascade.ranks.items()))
+    if cascade.partitions:
+        print("partitions: " + ", ".join(f"{p} -> {' x '.join(parts)}" for p, parts in cascade.partitions.items()))
+    if cascade.symbols:
+        print("defaults: " + ", ".join(f"{s}={v}" for s, v in cascade.symbols.items()))
+    print("inputs: " + ", ".join(f"{t}[{','.join(r)}]" for t, r in cascade.inputs.items()))
+    if cascade.filters:
+        print("filters: " + "; ".join(f.text for f in cascade.filters))
+    init = {e.output: e.init for e in cascade.einsums if e.iterative_rank}
+    if init:
+        print("init: " + ", ".join(f"{t}={v:g}" for t, v in init.items()))
+    print(f"outputs: {', '.join(cascade.outputs)}")
+    if report:
+        within = "".join(f"; {v} within each {k}" for k, v in report.passes_within.items())
+        print(f"passes over {report.rank}: {report.passes}{within}")
+    print()
+    header = ["pass", "einsum"] if report else ["einsum"]
+    rows = []
+    for einsum in cascade.einsums:
+        text = einsum.text + "".join(f"  [{f.text}]" for f in einsum.filters if f in cascade.filters)
+        rows.append([report.einsum_pass[einsum.output], text] if report else [text])
+    print(render_table(header, rows))
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from einsim.einsum_cascades import analyze_passes, load_cascade
+    from einsim.einsum_cascades.graph import draw_cascade
+
+    cascade = load_cascade(args.name)
+    rank = default_rank(cascade, args.rank)
+    report = analyze_passes(cascade, rank) if rank else None
+    path = args.output or f"{cascade.name}.png"
+    draw_cascade(cascade, path, report)
+    print(f"wrote {path}")
+    return 0

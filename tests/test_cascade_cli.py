@@ -1,0 +1,45 @@
+"""`einsim cascades list|show|graph` and `einsim passes`: thin shells over the Python API."""
+
+import json
+
+from einsim.cli import main
+
+
+def test_cascades_list_names_every_library_cascade(capsys):
+    assert main(["cascades", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "fusemax" in out and "attention-3pass" in out and "decode-splitkv" in out
+
+
+def test_cascades_show_prints_einsums_with_pass_numbers(capsys):
+    assert main(["cascades", "show", "attention-3pass"]) == 0
+    out = capsys.readouterr().out
+    assert "passes over M: 3" in out
+    assert any(line.split()[:2] == ["3", "A[b,h,m,p]"] for line in out.splitlines())
+
+
+def test_cascades_graph_writes_a_png(tmp_path, capsys):
+    path = tmp_path / "graph.png"
+    assert main(["cascades", "graph", "fusemax", "-o", str(path)]) == 0
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_passes_json(capsys):
+    assert main(["passes", "attention-3pass", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["cascade"] == "attention-3pass" and data["rank"] == "M" and data["passes"] == 3
+    assert data["einsum_pass"]["SN"] == 2
+    assert {"tensor": "QK", "elements": "B*H*M*P"}.items() <= data["live_across_passes"][0].items()
+
+
+def test_passes_over_a_chunk(capsys):
+    assert main(["passes", "decode-splitkv", "--rank", "MT", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["passes"] == 1
+
+
+def test_bad_cascade_exits_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nranks: {M: 4}\ninputs: {X: [M]}\neinsums:\n  - Y[m] = X[m] +\noutputs: [Y]\n")
+    assert main(["passes", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:5:18: expected" in err and "Traceback" not in err
