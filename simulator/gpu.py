@@ -250,7 +250,9 @@ MASK_OPS_PER_ELEMENT = 2.0  # compare + select on tiles the mask cuts
 DIV_SFU_OPS = 1.0  # a division is MUFU.RCP + one FMUL
 SPLIT_PARTIAL_BYTES = 4  # split-KV partial outputs and statistics are fp32
 DECODE_MIN_MMA_ROWS = 16  # mma tiles are at least 16 rows: fewer rows are padded (decode)
-PER_SM_BANDWIDTH_SHARE = 2.0  # one SM can draw up to 2x its fair share of HBM bandwidth
+PER_SM_BANDWIDTH_SHARE = 2.0
+BASIC_OPS = ("mul", "add", "sub", "max", "min", "div", "exp")
+SPECIAL_FUNCTION_VECTOR_OPS = 4.0  # other transcendental functions: an SFU op plus ~4 FP32 ops  # one SM can draw up to 2x its fair share of HBM bandwidth
 
 
 def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = None) -> Estimate:
@@ -261,6 +263,9 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     roofs = gpu_roofs(target, _dtype_name(workload, target), plan.roofs)
     levels = _gpu_levels(target)
     notes: list[str] = []
+    if not _is_attention(cascade):
+        return _simulate_unfused(cascade, workload, target, plan, roofs, levels)
+    causal, window = _cascade_mask(cascade, workload)
 
     from einsim.einsum_cascades.passes import analyze_passes
 
@@ -286,7 +291,7 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
         rows_per_cta = q_per_tile
         heads_of_ctas = H
     row_tiles = math.ceil(P / q_per_tile)
-    visit = tile_visits(P, M, q_per_tile, bn, workload.causal, workload.window)
+    visit = tile_visits(P, M, q_per_tile, bn, causal, window)
     base_ctas = B * heads_of_ctas * row_tiles
     kv_tiles_max = int(visit.tiles_per_row_tile.max()) if visit.tiles_per_row_tile.size else 0
     splits = plan.kv_splits
@@ -304,7 +309,7 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     if visit.exact_pairs == 0:
         notes.append("the mask leaves no (query, key) pair: only the launch is paid")
 
-    sizes = _bind(cascade, workload, bn)
+    sizes = _bind(cascade, workload, bn, splits, window)
     recompute: dict[int, list[str]] = {}
     materialized: list[Any] = []
     growing = [t for t in report.live_across_passes if t.grows_with_rank and t.produced_in > 0]
@@ -360,6 +365,11 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
                     ops["div"] = ops.get("div", 0.0) + count
                     exps += count * DIV_SFU_OPS
                     vector_ops += count
+                elif kind not in BASIC_OPS:  # gelu, elu1, tanh, ...: one SFU op and a few lane ops
+                    ops[kind] = ops.get(kind, 0.0) + count
+                    exps += count
+                    vector_ops += count * SPECIAL_FUNCTION_VECTOR_OPS
+                    unit = "sfu"
                 else:
                     ops[kind] = ops.get(kind, 0.0) + count
                     vector_ops += count
@@ -370,23 +380,37 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
         vector_ops += mask_ops
 
     # --- traffic (§ "Traffic") -----------------------------------------------------------------
-    kv_bytes = {"K": B * G * M * E * word * visit.kv_visited_fraction, "V": B * G * M * F * word * visit.kv_visited_fraction}
-    q_bytes = B * H * P * E * word
-    o_bytes = B * H * P * F * word
+    # inputs along M (K, V) are streamed, and with GQA read per K/V head; inputs along P (Q) are
+    # staged once per CTA; anything else (weights) is read once per pass that needs it
+    streamed, staged = {}, {}
+    per_key_bytes: dict[str, float] = {}
+    for name, ranks in cascade.inputs.items():
+        elements = float(cascade.tensor_elements(name, sizes))
+        ranks_set = set(ranks)
+        if ranks_set & family_m and not ranks_set & family_p:
+            share = G / H if "H" in ranks_set and "G" not in ranks_set and G < H else 1.0
+            streamed[name] = elements * word * share * visit.kv_visited_fraction
+            heads_in_tensor = G if "G" in ranks_set else (H if "H" in ranks_set else 1)
+            per_key_bytes[name] = elements * word / (B * heads_in_tensor * M)
+        else:
+            staged[name] = elements * word
+    q_bytes = sum(staged.values())
+    o_bytes = sum(float(cascade.tensor_elements(name, sizes)) * word for name in cascade.outputs)
     reads_per_pass = _inputs_per_pass(cascade, report, recompute)
-    hbm_read = q_bytes
+    hbm_read = 0.0
     hbm_write = o_bytes
-    input_bytes = {name: kv_bytes.get(name, _input_bytes(cascade, name, sizes, word)) for name in cascade.inputs}
-    input_bytes["Q"] = q_bytes
     attributed: dict[str, float] = {e.output: 0.0 for e in cascade.einsums}
-    for pass_index, names in reads_per_pass.items():
+    for pass_index, names in sorted(reads_per_pass.items()):
         for tensor, reader in names.items():
-            if tensor == "Q" and pass_index > 1:
-                continue  # Q stays in shared memory across passes
-            if tensor != "Q":
-                hbm_read += input_bytes[tensor]
-            attributed[reader] += input_bytes[tensor]
-    attributed[cascade.einsums[-1].output] += o_bytes
+            if tensor in staged and pass_index > min(reads_per_pass):
+                continue  # staged inputs stay in shared memory across passes
+            amount = streamed.get(tensor, staged.get(tensor, 0.0))
+            hbm_read += amount
+            attributed[reader] += amount
+    producers = {e.output for e in cascade.einsums}
+    for name in cascade.outputs:
+        if name in producers:
+            attributed[name] += float(cascade.tensor_elements(name, sizes)) * word
     for live in materialized:
         elements = cascade.tensor_elements(live.tensor, sizes) * tile_fraction
         hbm_write += elements * word
@@ -397,16 +421,16 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
         split_bytes = 2.0 * B * H * P * (F + 2) * SPLIT_PARTIAL_BYTES * splits  # write + read back
         hbm_read += split_bytes / 2
         hbm_write += split_bytes / 2
+        attributed[cascade.einsums[-1].output] += split_bytes
         notes.append(f"split-KV over {splits} CTAs per row tile; partial outputs combine through HBM ({split_bytes / 1e6:.3g} MB)")
     hbm_bytes = hbm_read + hbm_write
     # every CTA reads its visited K/V tiles through L2 (and Q once, O written once)
     tiles_total = float(np.sum(visit.tiles_per_row_tile)) * B * heads_of_ctas
-    kv_tile_bytes = bn * word
     l2_kv = 0.0
     for pass_index, names in reads_per_pass.items():
         for tensor in names:
-            if tensor in ("K", "V"):
-                l2_kv += tiles_total * kv_tile_bytes * (E if tensor == "K" else F)
+            if tensor in per_key_bytes:
+                l2_kv += tiles_total * bn * per_key_bytes[tensor]
     l2_bytes = l2_kv + q_bytes + o_bytes + split_bytes + sum(cascade.tensor_elements(t.tensor, sizes) * tile_fraction * word * (1 + len(t.consumed_in)) for t in materialized)
     smem_bytes = 2.0 * l2_kv + q_bytes  # K/V tiles written once, read once by the MMAs; Q staged once
 
@@ -542,6 +566,84 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     )
 
 
+def _simulate_unfused(cascade: Any, workload: Workload, target: Any, plan: GpuMapping, roofs: GpuRoofs, levels: dict) -> Estimate:
+    """Cascades without softmax-attention structure (GEMM, FFN, linear attention): one kernel per
+    Einsum, each reading its operands from HBM and writing its output there (§ "Other cascades")."""
+    from einsim.einsum_cascades.passes import analyze_passes
+
+    sizes = cascade.bind({rank: size for rank, size in workload.rank_sizes().items() if rank in cascade.ranks})
+    passes = analyze_passes(cascade, rank="M").passes if "M" in cascade.ranks else 1
+    word = workload.dtype_bytes
+    sms = roofs.sm_count
+    dtype = roofs.dtype
+    e_tc = target.energy_per_op(target.unit("matrix"), dtype, "mac")
+    e_vec = target.energy_per_op(target.unit("vector"), dtype)
+    e_sfu = target.energy_per_op(target.unit("exp"), dtype, "exp")
+    hbm = levels["hbm"]
+    rows, latency, hbm_total = [], 0.0, 0.0
+    totals = {"mac": 0.0, "exp": 0.0, "vector": 0.0}
+    busy = {"tensor_core": 0.0, "sfu": 0.0, "cuda_core": 0.0, "hbm": 0.0}
+    energy = {"tensor_core": 0.0, "cuda_core": 0.0, "sfu": 0.0, "hbm": 0.0}
+    for einsum in cascade.einsums:
+        counts = einsum.operation_counts(sizes)
+        macs = exps = vec = 0.0
+        if _is_matmul(einsum):
+            unit, macs = "tensor_core", float(counts.get("mul", 0))
+        else:
+            unit = "cuda_core"
+            for kind, count in counts.items():
+                if kind == "exp":
+                    exps += count
+                    unit = "sfu"
+                elif kind == "div":
+                    exps += count * DIV_SFU_OPS
+                    vec += count
+                elif kind not in BASIC_OPS:
+                    exps += count
+                    vec += count * SPECIAL_FUNCTION_VECTOR_OPS
+                    unit = "sfu"
+                else:
+                    vec += count
+        traffic = sum(float(cascade.tensor_elements(t, sizes)) for t in einsum.operand_tensors) * word
+        traffic += float(cascade.tensor_elements(einsum.output, sizes)) * word
+        t_tc = macs / (roofs.matmul_macs_per_s * plan.efficiency)
+        t_soft = exps / roofs.exp_per_s + vec / roofs.vector_ops_per_s
+        t_compute = max(t_tc, t_soft) + (1.0 - plan.overlap) * min(t_tc, t_soft)
+        t_mem = traffic / roofs.hbm_bytes_per_s
+        t = roofs.launch_overhead_s + max(t_compute, t_mem)
+        e = macs * e_tc + exps * e_sfu + vec * e_vec + traffic * hbm.read_energy_j_per_byte
+        latency += t
+        hbm_total += traffic
+        totals["mac"] += macs
+        totals["exp"] += exps
+        totals["vector"] += vec
+        busy["tensor_core"] += t_tc
+        busy["sfu"] += exps / roofs.exp_per_s
+        busy["cuda_core"] += vec / roofs.vector_ops_per_s
+        busy["hbm"] += t_mem
+        energy["tensor_core"] += macs * e_tc
+        energy["sfu"] += exps * e_sfu
+        energy["cuda_core"] += vec * e_vec
+        energy["hbm"] += traffic * hbm.read_energy_j_per_byte
+        ops = {k: float(v) for k, v in counts.items()}
+        rows.append(EinsumEstimate(einsum=einsum.output, pass_index=1, unit=unit, compute_ops=ops, traffic_bytes=traffic,
+                                   buffer_bytes=0.0, latency_s=t, energy_j=e))
+    utilization = {name: value / latency if latency else 0.0 for name, value in busy.items()}
+    utilization["l2"] = 0.0
+    bound = max(busy, key=busy.get) if max(busy.values()) > 0 else "launch"
+    if len(cascade.einsums) * roofs.launch_overhead_s > 0.5 * latency:
+        bound = "launch"
+    return Estimate(
+        cascade=cascade.name, target=target.name, workload=workload, passes=passes,
+        buffer_bytes=0.0, buffer_capacity_bytes=float(roofs.smem_bytes_per_sm), fits=True,
+        traffic_bytes=hbm_total, traffic_by_level={"hbm": hbm_total}, compute_ops=totals,
+        latency_s=latency, bound=bound, utilization=utilization, energy_j=sum(energy.values()),
+        energy_by_component=energy, per_einsum=tuple(rows),
+        notes=(f"{cascade.name} is not softmax attention over M and P: mapped unfused, one kernel per Einsum, "
+               f"every operand and result through HBM ({len(cascade.einsums)} launches)",),
+    )
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -568,10 +670,15 @@ def _dtype_name(workload: Workload, target: Any) -> str:
 
 
 def _family(cascade: Any, rank: str) -> set[str]:
+    """A rank and every part of its partitions (M -> M1, M0; M -> MC, MT -> M1, M0)."""
     family = {rank}
-    for parent, parts in getattr(cascade, "partitions", {}).items():
-        if parent == rank:
-            family.update(parts)
+    parts = getattr(cascade, "partitions", {})
+    stack = [rank]
+    while stack:
+        for part in parts.get(stack.pop(), ()):
+            if part not in family:
+                family.add(part)
+                stack.append(part)
     return family
 
 
@@ -579,12 +686,57 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(4, (n - 1).bit_length())
 
 
-def _bind(cascade: Any, workload: Workload, block_n: int) -> dict[str, int]:
-    given = {rank: size for rank, size in workload.rank_sizes().items() if rank in cascade.ranks}
-    for parent, parts in getattr(cascade, "partitions", {}).items():
-        if parent == "M" and len(parts) == 2:
-            given[parts[1]] = block_n
+def _bind(cascade: Any, workload: Workload, block_n: int, splits: int = 1, window: tuple[int, int] | None = None) -> dict[str, int]:
+    """Rank sizes for the cascade: the workload's, the K/V tile (innermost part of M) = block_n,
+    the outermost part of a two-level M partition (decode-splitkv's MC) = splits, the window."""
+    given: dict[str, int] = {rank: size for rank, size in workload.rank_sizes().items() if rank in cascade.ranks}
+    symbols = getattr(cascade, "symbols", {})
+    if window is not None and "window_left" in symbols:
+        given["window_left"], given["window_right"] = window
+    parts = dict(getattr(cascade, "partitions", {}))
+    if "M" in parts:
+        chain = parts["M"]
+        if chain[-1] in parts:  # two levels: M -> (MC, MT), MT -> (M1, M0)
+            _set_rank(cascade, given, chain[0], splits)
+            inner = parts[chain[-1]][-1]
+        else:
+            inner = chain[-1]
+        _set_rank(cascade, given, inner, block_n)
     return cascade.bind(given)
+
+
+def _set_rank(cascade: Any, given: dict[str, int], rank: str, value: int) -> None:
+    """Bind a rank through its symbol when it is a plain symbol (so ranks sharing it agree)."""
+    size = cascade.ranks.get(rank)
+    if isinstance(size, str) and size.isidentifier():
+        given[size] = value
+    else:
+        given[rank] = value
+
+
+def _cascade_mask(cascade: Any, workload: Workload) -> tuple[bool, tuple[int, int] | None]:
+    """The mask the GPU visits tiles for: the workload's, and the cascade's own causal or window
+    filter even when the workload does not ask for one (attention-causal, attention-window)."""
+    causal = workload.causal
+    window = workload.window
+    texts = {str(f).replace(" ", "") for f in getattr(cascade, "filters", ())}
+    if "m<=p+M-P" in texts:
+        causal = True
+    symbols = getattr(cascade, "symbols", {})
+    if window is None and "window_left" in symbols:
+        window = (int(symbols["window_left"]), int(symbols.get("window_right", 0)))
+    return causal, window
+
+
+def _is_attention(cascade: Any) -> bool:
+    """Softmax attention as the GPU mapping understands it: an exp over both the key (M) and the
+    query (P) ranks, and inputs streamed along M."""
+    family_m, family_p = _family(cascade, "M"), _family(cascade, "P")
+    if "M" not in cascade.ranks or "P" not in cascade.ranks:
+        return False
+    has_exp = any("exp" in e.map_ops and set(e.iteration_ranks) & family_m and set(e.iteration_ranks) & family_p for e in cascade.einsums)
+    streamed = any(set(ranks) & family_m and not set(ranks) & family_p for ranks in cascade.inputs.values())
+    return has_exp and streamed
 
 
 def _is_matmul(einsum: Any) -> bool:
