@@ -1,0 +1,169 @@
+"""The tuning cache: the best config per (kernel, shape bucket, GPU) as plain JSON, written by
+`einsim autotune` and read by the kernels' launchers for their default config.
+
+One file per kernel, `<dir>/<kernel>.json`, in the format einsim.kernels.registry already reads
+(`{"kernel", "entries": [{"device", "problem", "config", ...}]}`) plus `gpu` (a normalised GPU
+name), `bucket` and the measured numbers. Directories searched, first match wins: $EINSIM_TUNED_DIR,
+~/.cache/einsim/tuned (where `einsim autotune` exports by default), the package's kernels/tuned/
+(commit a file there to share it). No torch, no triton, no optuna.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from einsim.errors import ConfigError
+from einsim.kernels.problem import AttentionProblem
+from einsim.kernels.registry import TUNED_DIR, config_from_dict, get_kernel
+
+ENV_DIR = "EINSIM_TUNED_DIR"
+
+
+def gpu_key(name: str | None) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3'; 'h100-sxm' -> 'h100-sxm'."""
+    text = re.sub(r"[^a-z0-9]+", "-", str(name or "").lower()).strip("-")
+    text = re.sub(r"^(nvidia|amd)-", "", text)
+    return text or "unknown"
+
+
+def gpu_family(name: str | None) -> str:
+    """The first token of gpu_key: 'h100', 'h200', 'a100'."""
+    return gpu_key(name).split("-")[0]
+
+
+def _pow2_bucket(value: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, value))))
+
+
+def shape_bucket(problem: AttentionProblem) -> str:
+    """The shapes that share a tuned config: head dims, mask, GQA group and dtype exactly; the
+    query length, key length and batch x heads rounded up to a power of two."""
+    mask = "causal" if problem.causal else "full"
+    if problem.window is not None:
+        mask += f"-w{problem.window[0]}.{problem.window[1]}"
+    return (f"d{problem.head_dim}-dv{problem.value_dim}-{mask}-g{problem.group}-{problem.dtype}"
+            f"-q{_pow2_bucket(problem.q_len)}-kv{_pow2_bucket(problem.kv_len)}"
+            f"-bh{_pow2_bucket(problem.batch * problem.q_heads)}")
+
+
+def cache_dirs() -> list[Path]:
+    """Where tuned configs are looked up, first match wins."""
+    dirs = []
+    if os.environ.get(ENV_DIR):
+        dirs.append(Path(os.environ[ENV_DIR]).expanduser())
+    dirs.append(default_cache_dir())
+    dirs.append(TUNED_DIR)
+    return dirs
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(ENV_DIR):
+        return Path(os.environ[ENV_DIR]).expanduser()
+    return Path.home() / ".cache" / "einsim" / "tuned"
+
+
+def _problem_dict(problem: AttentionProblem) -> dict[str, Any]:
+    values = dataclasses.asdict(problem)
+    values["window"] = list(problem.window) if problem.window is not None else None
+    return values
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """Entries of one cache file; a missing or unreadable file has none (never raises)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+    entries = data.get("entries", []) if isinstance(data, dict) else []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("config"), dict)]
+
+
+def tuned_config(kernel: str, problem: AttentionProblem, gpu_name: str | None = None) -> Any | None:
+    """The tuned config of `kernel` for `problem` on `gpu_name`, or None.
+
+    Preference: the same problem exactly, then the same shape bucket; on the same GPU (normalised
+    name), then the same GPU family (an 'h100-sxm' target matches an 'NVIDIA H100 80GB HBM3'
+    device); a config the kernel rejects for this problem is skipped.
+    """
+    spec = get_kernel(kernel)
+    wanted_problem = _problem_dict(problem)
+    bucket = shape_bucket(problem)
+    best: tuple[int, Any] | None = None
+    for directory in cache_dirs():
+        for entry in read_entries(directory / f"{kernel}.json"):
+            stored_gpu = entry.get("gpu") or gpu_key(entry.get("device"))
+            if gpu_name is None:
+                gpu_rank = 1
+            elif stored_gpu == gpu_key(gpu_name):
+                gpu_rank = 0
+            elif stored_gpu.split("-")[0] == gpu_family(gpu_name):
+                gpu_rank = 1
+            else:
+                continue
+            if entry.get("problem") == wanted_problem:
+                shape_rank = 0
+            elif entry.get("bucket") == bucket:
+                shape_rank = 1
+            else:
+                continue
+            rank = 2 * shape_rank + gpu_rank
+            if best is not None and rank >= best[0]:
+                continue
+            try:
+                config = config_from_dict(spec, entry["config"])
+            except (ConfigError, TypeError, ValueError):
+                continue
+            if spec.check_config(config, problem, None):
+                continue
+            best = (rank, config)
+        if best is not None and best[0] == 0:
+            break
+    return best[1] if best else None
+
+
+def export_best(kernel: str, problem: AttentionProblem, gpu_name: str, config: Any, *, measured_s: float,
+                predicted_s: float | None = None, default_s: float | None = None, study: str = "",
+                storage: str = "", evaluations: int = 0, directory: str | Path | None = None) -> Path:
+    """Write (or replace) the entry for (kernel, shape bucket, GPU) and return the file's path.
+
+    The file is rewritten whole through a temporary file, so a reader never sees half of it.
+    """
+    directory = Path(directory).expanduser() if directory else default_cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{kernel}.json"
+    entries = read_entries(path)
+    entry = {
+        "device": gpu_name,
+        "gpu": gpu_key(gpu_name),
+        "bucket": shape_bucket(problem),
+        "problem": _problem_dict(problem),
+        "config": {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        if dataclasses.is_dataclass(config) else dict(config),
+        "measured_s": measured_s,
+        "predicted_s": predicted_s,
+        "default_s": default_s,
+        "study": study,
+        "storage": _redact(storage),
+        "evaluations": evaluations,
+        "tuned_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    entries = [e for e in entries if not (e.get("gpu", gpu_key(e.get("device"))) == entry["gpu"]
+                                          and e.get("bucket") == entry["bucket"])]
+    entries.append(entry)
+    entries.sort(key=lambda e: (str(e.get("gpu")), str(e.get("bucket"))))
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps({"kernel": kernel, "entries": entries}, indent=2) + "\n")
+    temporary.replace(path)
+    return path
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password (the cache may be committed and shared)."""
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", str(url))

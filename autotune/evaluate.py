@@ -1,0 +1,216 @@
+"""What one trial does with a config: run the real kernel on the GPU (compile, check against the
+reference, time with triton.testing.do_bench), or, for `--dry-run`, ask the simulator.
+
+A config that fails to compile, runs out of resources or gives a wrong answer comes back as a
+`Measurement` with `failure` set; it never raises, so the study goes on. torch and triton are
+imported only by `GpuEvaluator`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from einsim.kernels.problem import AttentionProblem
+from einsim.kernels.registry import KernelSpec, get_kernel
+
+# ‖out − ref‖ / ‖ref‖ a bf16/fp16 kernel must stay under (bf16 operands land between 1e-3 and
+# 1e-2 against a float32 reference; a wrong mask or a missing tile lands far above).
+RELATIVE_TOLERANCE = 2e-2
+# CUDA errors after which the context is unusable: every later launch would fail too.
+FATAL_CUDA_ERRORS = ("illegal memory access", "unspecified launch failure", "misaligned address",
+                     "device-side assert", "illegal instruction", "an illegal", "CUDA error: unknown error")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One config's outcome: its time, or why it could not be timed."""
+
+    time_s: float  # median kernel time (nan when failed)
+    first_call_s: float = 0.0  # the first launch: compilation (or a cache load) plus one run
+    bench_s: float = 0.0  # wall time of do_bench
+    error: float = 0.0  # ‖out − ref‖ / ‖ref‖
+    failure: str = ""  # empty when the config ran, was right and was timed
+    failure_kind: str = ""  # compile | out_of_resources | wrong_output | runtime | fatal
+    source: str = "gpu"  # gpu | simulator | replay
+
+    @property
+    def ok(self) -> bool:
+        return not self.failure and math.isfinite(self.time_s)
+
+
+class PredictionEvaluator:
+    """The `--dry-run` objective: the simulator's predicted time, no GPU."""
+
+    source = "simulator"
+    gpu_name = None
+
+    def __init__(self, space: Any) -> None:
+        self._by_key = space.by_key()
+
+    def __call__(self, config: Any) -> Measurement:
+        from einsim.autotune.space import config_key
+
+        found = self._by_key.get(config_key(config))
+        if found is None:
+            return Measurement(math.nan, failure="the simulator predicts this config does not fit",
+                               failure_kind="out_of_resources", source=self.source)
+        return Measurement(found[1].time_s, source=self.source)
+
+
+class ReplayEvaluator:
+    """Times measured earlier (config key -> seconds or a failure), replayed: used to run many
+    sampler seeds against one exhaustive measurement (benchmarks/validate_autotune.py)."""
+
+    source = "replay"
+
+    def __init__(self, measured: dict[str, Measurement], gpu_name: str | None = None) -> None:
+        self._measured = measured
+        self.gpu_name = gpu_name
+
+    def __call__(self, config: Any) -> Measurement:
+        from einsim.autotune.space import config_key
+
+        found = self._measured.get(config_key(config))
+        if found is None:
+            return Measurement(math.nan, failure="not measured in the replayed table", failure_kind="runtime",
+                               source=self.source)
+        return found
+
+
+def torch_reference(q, k, v, *, causal: bool = False, window: tuple[int, int] | None = None,
+                    scale: float | None = None, max_bytes: int = 1 << 30):
+    """einsim.einsum_cascades.reference.attention_reference in float32 on the inputs' device:
+    same layout, GQA, bottom-right masks, empty rows (0, -inf). Chunked over query rows so the
+    score matrix stays under `max_bytes`. Returns (out float32, lse float32)."""
+    import torch
+
+    batch, q_heads, q_len, head_dim = q.shape
+    kv_heads, kv_len = k.shape[1], k.shape[2]
+    group = q_heads // kv_heads
+    kf = k.float().repeat_interleave(group, dim=1)
+    vf = v.float().repeat_interleave(group, dim=1)
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    out = torch.empty(batch, q_heads, q_len, v.shape[3], device=q.device, dtype=torch.float32)
+    lse = torch.empty(batch, q_heads, q_len, device=q.device, dtype=torch.float32)
+    rows = max(1, min(q_len, max_bytes // max(1, batch * q_heads * kv_len * 4)))
+    keys = torch.arange(kv_len, device=q.device)[None, :]
+    for start in range(0, q_len, rows):
+        stop = min(q_len, start + rows)
+        scores = torch.matmul(q[:, :, start:stop].float(), kf.transpose(-1, -2)) * scale
+        position = torch.arange(start, stop, device=q.device)[:, None] + (kv_len - q_len)
+        visible = torch.ones(stop - start, kv_len, dtype=torch.bool, device=q.device)
+        if causal:
+            visible &= keys <= position
+        if window is not None:
+            visible &= (keys >= position - window[0]) & (keys <= position + window[1])
+        scores = scores.masked_fill(~visible, float("-inf"))
+        row_lse = torch.logsumexp(scores, dim=-1)
+        probabilities = torch.exp(scores - torch.where(torch.isfinite(row_lse), row_lse, 0.0)[..., None])
+        block = torch.matmul(probabilities, vf)
+        empty = ~torch.isfinite(row_lse)
+        out[:, :, start:stop] = torch.where(empty[..., None], 0.0, block)
+        lse[:, :, start:stop] = row_lse
+        del scores, probabilities, block
+    return out, lse
+
+
+def _failure_kind(error: BaseException) -> str:
+    name = type(error).__name__
+    text = str(error)
+    if name == "OutOfResources" or "out of resource" in text.lower():
+        return "out_of_resources"
+    if name in ("CompilationError", "CompileTimeAssertionFailure") or "compil" in name.lower():
+        return "compile"
+    if any(marker in text for marker in FATAL_CUDA_ERRORS):
+        return "fatal"
+    return "runtime"
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = f"{type(error).__name__}: {error}".strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:limit]
+
+
+class GpuEvaluator:
+    """Compile, check and time configs of one kernel on one problem on the current CUDA GPU."""
+
+    source = "gpu"
+
+    def __init__(self, kernel: str | KernelSpec, problem: AttentionProblem, *, seed: int = 0,
+                 warmup_ms: float = 25.0, rep_ms: float = 100.0, tolerance: float = RELATIVE_TOLERANCE,
+                 device: str = "cuda") -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            from einsim.errors import ConfigError
+
+            raise ConfigError("no CUDA GPU here: tune on a GPU machine, or pass --dry-run to rank configs "
+                              "with the simulator alone")
+        self.spec = kernel if isinstance(kernel, KernelSpec) else get_kernel(kernel)
+        self.problem = problem
+        self.warmup_ms, self.rep_ms, self.tolerance = warmup_ms, rep_ms, tolerance
+        self.gpu_name = torch.cuda.get_device_name()
+        self.inputs = self.spec.make_inputs(problem, problem.dtype, device, seed)
+        self.reference = torch_reference(self.inputs["q"], self.inputs["k"], self.inputs["v"],
+                                         causal=problem.causal, window=problem.window,
+                                         scale=self.inputs.get("scale"))
+        torch.cuda.synchronize()
+
+    def check(self, outputs: Any) -> tuple[float, str]:
+        """(relative error of O, failure text or '')."""
+        import torch
+
+        out = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+        ref_out, ref_lse = self.reference
+        if tuple(out.shape) != tuple(ref_out.shape):
+            return math.inf, f"output shape {tuple(out.shape)}, expected {tuple(ref_out.shape)}"
+        out = out.float()
+        if not torch.isfinite(out).all():
+            return math.inf, "output has NaN or Inf"
+        error = (torch.linalg.vector_norm(out - ref_out) / torch.linalg.vector_norm(ref_out).clamp_min(1e-30)).item()
+        if not error <= self.tolerance:
+            return error, f"‖out − ref‖/‖ref‖ = {error:.3g} > {self.tolerance:g}"
+        if isinstance(outputs, (tuple, list)) and len(outputs) > 1 and outputs[1] is not None:
+            lse = outputs[1].float()
+            if tuple(lse.shape) == tuple(ref_lse.shape):
+                finite = torch.isfinite(ref_lse)
+                if not torch.equal(torch.isfinite(lse), finite):
+                    return error, "lse is finite where the reference's is -inf, or the other way round"
+                if finite.any():
+                    lse_error = (lse[finite] - ref_lse[finite]).abs().max().item()
+                    if not lse_error <= 5e-2:
+                        return error, f"max |lse − ref| = {lse_error:.3g} > 0.05"
+        return error, ""
+
+    def __call__(self, config: Any) -> Measurement:
+        import torch
+        import triton.testing
+
+        started = time.perf_counter()
+        try:
+            outputs = self.spec.launch(config, self.inputs)
+            torch.cuda.synchronize()
+        except Exception as error:  # compile errors, out of resources, launch failures
+            return Measurement(math.nan, first_call_s=time.perf_counter() - started,
+                               failure=_first_line(error), failure_kind=_failure_kind(error))
+        first_call_s = time.perf_counter() - started
+        relative_error, failure = self.check(outputs)
+        del outputs
+        if failure:
+            return Measurement(math.nan, first_call_s=first_call_s, error=relative_error, failure=failure,
+                               failure_kind="wrong_output")
+        bench_started = time.perf_counter()
+        try:
+            milliseconds = triton.testing.do_bench(lambda: self.spec.launch(config, self.inputs),
+                                                   warmup=self.warmup_ms, rep=self.rep_ms, return_mode="median")
+        except Exception as error:
+            return Measurement(math.nan, first_call_s=first_call_s, error=relative_error,
+                               failure=_first_line(error), failure_kind=_failure_kind(error))
+        return Measurement(milliseconds * 1e-3, first_call_s=first_call_s,
+                           bench_s=time.perf_counter() - bench_started, error=relative_error)
+
+
+Evaluator = Callable[[Any], Measurement]

@@ -1,0 +1,167 @@
+"""`einsim autotune`: tune a kernel's config for one problem with an Optuna study guided by the
+simulator, show the best configs against the default (and exhaustive search), export the winner
+to the tuning cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from einsim.cli.output import print_json, render_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from einsim.simulator.shapes import add_workload_arguments
+
+    parser = subparsers.add_parser(
+        "autotune", help="tune a kernel's config on the GPU, guided by the simulator (Optuna)",
+        description="Run (or resume) an Optuna study over a kernel's configs: the default config and "
+        "the simulator's best predictions first, then TPE. Every trial is saved in the storage as it "
+        "finishes; rerunning the same command resumes. View with: optuna-dashboard <storage URL>.")
+    parser.add_argument("--kernel", required=True, help="kernel name (einsim kernels list): attention-fwd, decode, ...")
+    parser.add_argument("--target", default="h100-sxm", help="GPU target the simulator models (default h100-sxm)")
+    add_workload_arguments(parser)
+    parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16", help="element type (default bf16)")
+    parser.add_argument("--trials", type=int, help="configs to run in the whole study (default: a quarter of "
+                        "those that fit); a resumed study runs only the missing ones")
+    parser.add_argument("--storage", help="Optuna storage: sqlite:///file.db (default sqlite:///einsim-tuning.db), "
+                        "a file path, or postgresql+psycopg2://user:pass@host/db for many workers")
+    parser.add_argument("--study", help="study name (default: kernel/target/shape[/dry-run][/exhaustive])")
+    parser.add_argument("--dry-run", action="store_true", help="the simulator's prediction is the objective: no GPU")
+    parser.add_argument("--exhaustive", action="store_true", help="run every config that fits (the baseline)")
+    parser.add_argument("--seed", type=int, help="sampler seed (default: random; give one per worker if any)")
+    parser.add_argument("--seeds", type=int, help="how many best-predicted configs to enqueue first")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument("--export", metavar="DIR", help="tuning-cache directory to write the best config to "
+                        "(default $EINSIM_TUNED_DIR or ~/.cache/einsim/tuned)")
+    parser.add_argument("--no-export", action="store_true", help="do not write the tuning cache")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=run)
+
+
+def problem_from_args(args: argparse.Namespace):
+    """The AttentionProblem the workload arguments describe (decode kernels default to 1 query)."""
+    from einsim.errors import ShapeError
+    from einsim.kernels.problem import AttentionProblem
+    from einsim.simulator.shapes import workload_from_args
+
+    if not getattr(args, "shape", None) and not getattr(args, "model", None):
+        raise ShapeError("a problem is needed: --shape B,H,N,D (with --kv-heads, --causal, --q-len) or "
+                         "--model NAME --seq-len N")
+    if args.kernel == "decode" and args.q_len is None and getattr(args, "mode", "prefill") == "prefill":
+        args.q_len = 1
+    workload = workload_from_args(args)
+    return AttentionProblem(
+        batch=workload.batch, q_heads=workload.heads, kv_heads=workload.key_value_heads, q_len=workload.q_len,
+        kv_len=workload.kv_len, head_dim=workload.head_dim, causal=workload.causal, window=workload.window,
+        dtype=args.dtype, v_head_dim=workload.v_head_dim if workload.v_head_dim != workload.head_dim else None)
+
+
+def config_text(config: dict) -> str:
+    """{'BLOCK_M': 128, 'BLOCK_N': 64, 'num_warps': 8, 'num_stages': 3} -> 'M128 N64 w8 s3'."""
+    short = {"BLOCK_M": "M", "BLOCK_N": "N", "num_warps": "w", "num_stages": "s", "NUM_SPLITS": "splits",
+             "warp_specialize": "ws", "USE_TMA": "tma"}
+    parts = []
+    for name, value in config.items():
+        if value is None or value is False:
+            continue
+        label = short.get(name, name)
+        parts.append(label if value is True else f"{label}{value}")
+    return " ".join(parts)
+
+
+def _us(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1e6:.1f}"
+
+
+def summary_rows(result, top: int = 5) -> list[list]:
+    default = result.default
+    rows = []
+    for rank, trial in enumerate(result.completed[:top], start=1):
+        ratio = trial.predicted_s / trial.measured_s if trial.predicted_s and trial.measured_s else None
+        rows.append([
+            rank, trial.number, config_text(trial.config), _us(trial.measured_s), _us(trial.predicted_s),
+            "-" if ratio is None else f"{ratio:.2f}",
+            "-" if default is None else f"{default.measured_s / trial.measured_s:.2f}x",
+            "-" if result.exhaustive_best_s is None else f"{trial.measured_s / result.exhaustive_best_s:.3f}",
+        ])
+    return rows
+
+
+def print_summary(result, stream=None) -> None:
+    stream = stream or sys.stdout
+    objective = "simulated" if "dry-run" in result.mode else "measured"
+    print(f"{result.kernel} on {result.problem.describe()}  [{result.mode}, GPU {result.gpu}, target {result.target}]",
+          file=stream)
+    headers = ["rank", "trial", "config", f"{objective} us", "predicted us", "pred/meas", "vs default",
+               "vs exhaustive"]
+    print(render_table(headers, summary_rows(result)), file=stream)
+    failures: dict[str, int] = {}
+    for trial in result.failures:
+        failures[trial.failure_kind or "other"] = failures.get(trial.failure_kind or "other", 0) + 1
+    evaluated = len(result.evaluated)
+    print(f"\n{evaluated} of {result.space_size} configs run (budget {result.budget}; the simulator discarded "
+          f"{result.rejected} that cannot fit); {len(result.trials)} trials in study {result.study_name!r} "
+          f"at {result.storage}", file=stream)
+    if failures:
+        print("failed trials: " + ", ".join(f"{n} {kind}" for kind, n in sorted(failures.items())), file=stream)
+    best, default = result.best, result.default
+    if best is not None and default is not None:
+        print(f"best {_us(best.measured_s)} us vs default {config_text(default.config)} {_us(default.measured_s)} us: "
+              f"{default.measured_s / best.measured_s:.2f}x", file=stream)
+    if best is not None and result.exhaustive_best_s is not None:
+        print(f"exhaustive best {_us(result.exhaustive_best_s)} us: the tuned config is within "
+              f"{100 * (best.measured_s / result.exhaustive_best_s - 1):.1f} %", file=stream)
+    print(f"view: optuna-dashboard {result.storage}", file=stream)
+
+
+def result_json(result) -> dict:
+    from dataclasses import asdict
+
+    best, default = result.best, result.default
+    return {
+        "kernel": result.kernel, "problem": asdict(result.problem), "target": result.target, "gpu": result.gpu,
+        "study": result.study_name, "storage": result.storage, "mode": result.mode,
+        "space_size": result.space_size, "rejected": result.rejected, "budget": result.budget,
+        "evaluated": len(result.evaluated), "best": asdict(best) if best else None,
+        "default": asdict(default) if default else None, "exhaustive_best_s": result.exhaustive_best_s,
+        "trials": [asdict(t) for t in result.trials], "wall_s": result.wall_s,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from einsim.autotune import export_best
+    from einsim.autotune.study import TuningInterrupted, tune
+    from einsim.errors import ConfigError
+    from einsim.kernels.registry import get_kernel
+
+    get_kernel(args.kernel)  # unknown kernel: a clear error before anything else
+    problem = problem_from_args(args)
+    if args.trials is not None and args.trials <= 0:
+        raise ConfigError(f"--trials must be a positive number, got {args.trials}")
+    try:
+        result = tune(args.kernel, problem, args.target, trials=args.trials, storage=args.storage,
+                      study_name=args.study, dry_run=args.dry_run, exhaustive=args.exhaustive, seed=args.seed,
+                      seeds=args.seeds, progress=not args.no_progress and not args.json, timeout_s=args.timeout)
+    except TuningInterrupted as stop:
+        print_summary(stop.result, stream=sys.stderr)
+        print("interrupted: every finished trial is saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+    exported = None
+    if result.best is not None and not args.dry_run and not args.no_export:
+        best = result.best
+        default = result.default
+        exported = export_best(result.kernel, problem, result.gpu, best.config, measured_s=best.measured_s,
+                               predicted_s=best.predicted_s, default_s=default.measured_s if default else None,
+                               study=result.study_name, storage=result.storage, evaluations=len(result.evaluated),
+                               directory=args.export)
+    if args.json:
+        data = result_json(result)
+        data["exported"] = str(exported) if exported else None
+        print_json(data)
+    else:
+        print_summary(result)
+        if exported:
+            print(f"tuning cache: {exported} (launchers read it for this shape bucket on this GPU)")
+    return 0
