@@ -117,14 +117,15 @@ class _Run:
         coords, mask = self.space.coordinates(axes, self.sizes)
         for flt in einsum.filters:
             mask = mask & flt.evaluate(coords, self.sizes)
-        value = np.broadcast_to(self.evaluate(einsum.expression, coords), extents)
-        mask = np.broadcast_to(mask, extents)
-        if einsum.reduce_op is not None:
-            reduced_axes = tuple(range(len(einsum.output_ranks), len(ranks)))
-            masked = np.where(mask, value, _IDENTITY[einsum.reduce_op])
-            result = {"sum": np.sum, "max": np.max, "min": np.min}[einsum.reduce_op](masked, axis=reduced_axes)
-        else:
-            result = value
+        result = self._contract(einsum, coords, mask, extents)
+        if result is None:
+            value = np.broadcast_to(self.evaluate(einsum.expression, coords), extents)
+            if einsum.reduce_op is not None:
+                reduced_axes = tuple(range(len(einsum.output_ranks), len(ranks)))
+                masked = np.where(np.broadcast_to(mask, extents), value, _IDENTITY[einsum.reduce_op])
+                result = {"sum": np.sum, "max": np.max, "min": np.min}[einsum.reduce_op](masked, axis=reduced_axes)
+            else:
+                result = value
         out = self.store[einsum.output]
         target = []
         for rank, index in zip(einsum.output_ranks, einsum.output_indices):
@@ -134,9 +135,41 @@ class _Run:
             else:
                 target.append(slice(offset, offset + self.sizes[rank]))
         target = tuple(target)
-        if einsum.reduce_op is None and not (mask is True or np.all(mask)):
+        if einsum.reduce_op is None and not np.all(mask):
             result = np.where(mask, result, out[target])
         out[target] = result
+
+    def _contract(self, einsum: Einsum, coords, mask, extents):
+        """A summed product of tensors (QK = Q*K over e) through np.einsum, so that the whole
+        iteration space (E x M x P) is never materialised; None when the Einsum is not one."""
+        if einsum.reduce_op != "sum":
+            return None
+        factors, scale = [], 1.0
+        stack = [einsum.expression]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Binary) and node.op == "*":
+                stack += [node.left, node.right]
+            elif isinstance(node, Access):
+                factors.append(self.gather(node, coords))
+            elif isinstance(node, Number):
+                scale *= node.value
+            else:
+                return None
+        if mask is not True:
+            factors.append(np.asarray(mask, dtype=np.float64))
+        letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        operands, subscripts = [], []
+        for factor in factors:
+            factor = np.asarray(factor, dtype=np.float64)
+            if not np.all(np.isfinite(factor)):
+                return None  # 0 * inf at a masked point must not leak into the sum
+            keep = [i for i in range(len(extents)) if factor.shape[i] != 1 or extents[i] == 1]
+            operands.append(factor.reshape([factor.shape[i] for i in keep]))
+            subscripts.append("".join(letters[i] for i in keep))
+        output = letters[:len(einsum.output_ranks)]
+        result = np.einsum(",".join(subscripts) + "->" + output, *operands, optimize=True)
+        return np.broadcast_to(result * scale, extents[:len(einsum.output_ranks)])
 
     def evaluate(self, expr: Expr, coords):
         if isinstance(expr, Access):

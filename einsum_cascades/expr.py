@@ -174,8 +174,7 @@ def tokenize(text: str, where: Location) -> list[Token]:
     while position < len(stripped):
         match = _TOKEN.match(stripped, position)
         if not match or match.end() == position:
-            column = len(stripped) - len(stripped[position:].lstrip()) if match is None else position
-            column = position + (len(stripped[position:]) - len(stripped[position:].lstrip()))
+            column = position + len(stripped[position:]) - len(stripped[position:].lstrip())
             raise SpecError(f"{where.at(column)}: unexpected character {stripped[column]!r} in {text.strip()!r}")
         kind = match.lastgroup
         tokens.append(Token(kind, match.group(kind), match.start(kind)))

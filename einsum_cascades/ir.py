@@ -79,7 +79,7 @@ class Einsum:
         (E-1)*M*P: accumulation starts from the identity (0 or -inf).
         """
         points = self.iteration_points(sizes)
-        counts = Counter({op: points for op in ()})
+        counts: Counter[str] = Counter()
         for op in self.map_ops:
             counts[op] += points
         if self.reduce_op is not None:

@@ -3,9 +3,7 @@ file, line and column (syntax) or the Einsum (meaning) of whatever is wrong."""
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import networkx as nx
 import yaml
 
 from einsim.einsum_cascades.expr import (
-    SIZE_ONLY_FUNCTIONS, Access, Call, Index, Location, Name, Number, parse_conditions, parse_einsum_text,
+    SIZE_ONLY_FUNCTIONS, Access, Call, Location, Name, parse_conditions, parse_einsum_text,
     parse_size, walk,
 )
 from einsim.einsum_cascades.ir import Cascade, Einsum, Filter, accesses, map_operations, resolve_access
@@ -252,9 +250,9 @@ class _Builder:
         init = {}
         for name, (key, value_node) in self.mapping(node, "init").items():
             value = self.value(value_node)
-            if isinstance(value, str):
+            if isinstance(value, str):  # -inf is a string to YAML (its own spelling is -.inf)
                 try:
-                    value = float(value.replace("inf", "inf"))
+                    value = float(value)
                 except ValueError:
                     value = None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -363,7 +361,7 @@ class _Builder:
 
     def rank_of(self, variable: str, where: str) -> str:
         rank = variable.upper()
-        if rank not in self.ranks or not variable.islower() and not variable[0].islower():
+        if not variable.islower() or rank not in self.ranks:
             raise SpecError(f"{where}: index {variable} names no rank; declared ranks: {', '.join(self.ranks)}")
         return rank
 

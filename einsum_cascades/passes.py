@@ -168,7 +168,6 @@ def analyze_passes(cascade: Cascade, rank: str = "M") -> PassReport:
         while changed:
             changed = False
             for name in members:
-                einsum = graph.nodes[name]["einsum"]
                 new = level[name]
                 for producer_name in graph.predecessors(name):
                     if einsum_pass[producer_name] != current:
