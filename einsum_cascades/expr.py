@@ -343,7 +343,7 @@ class Parser:
                 return self.access()
             if following == "(":
                 if token.text not in FUNCTIONS:
-                    raise self.fail(f"a function ({', '.join(sorted(FUNCTIONS))})")
+                    raise self.fail(f"a function ({', '.join(sorted(set(FUNCTIONS) - set(SIZE_ONLY_FUNCTIONS)))})")
                 self.advance()
                 self.advance()
                 args = [self.expression()]

@@ -130,6 +130,7 @@ class _Builder:
             self.known_symbols |= {n.name for n in walk(expr) if isinstance(n, Name) and n.name not in self.ranks}
         self.space = Space(self.name, dict(self.ranks), dict(self.partitions), dict(self.symbols), dict(self.size_exprs))
         self.inputs = self.read_inputs(fields["inputs"][1])
+        self.init_nodes = {}
         self.init = self.read_init(fields["init"][1]) if "init" in fields else {}
         filters = ()
         if "filters" in fields:
@@ -159,9 +160,9 @@ class _Builder:
             if offsets:
                 self.iterative[out.tensor] = offsets[0].name.upper()
         einsums = tuple(self.check_einsum(p) for p in parsed)
-        for name in self.init:
+        for name, key_node in self.init_nodes.items():
             if name not in self.iterative:
-                raise SpecError(f"{self.source}: init: {name} is not an iterative tensor (written at [r+1])")
+                raise SpecError(f"{self.at(key_node)}: init.{name}: {name} is not written at [r+1] by any Einsum, so it has no initial state")
 
         outputs_node = fields["outputs"][1]
         outputs = tuple(self.string(n, "outputs[]") for n in self.sequence(outputs_node, "outputs"))
@@ -249,6 +250,7 @@ class _Builder:
     def read_init(self, node):
         init = {}
         for name, (key, value_node) in self.mapping(node, "init").items():
+            self.init_nodes[name] = key
             value = self.value(value_node)
             if isinstance(value, str):  # -inf is a string to YAML (its own spelling is -.inf)
                 try:
