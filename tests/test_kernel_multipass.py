@@ -4,6 +4,7 @@ TRITON_INTERPRET they run compiled at the same shapes plus one real size."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -72,12 +73,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("materialize", [False, True], ids=["recompute", "materialize"])
 @pytest.mark.parametrize("passes", [2, 3])
 @pytest.mark.parametrize("batch,q_heads,kv_heads,q_len,kv_len,head_dim,causal,window,dtype", CASES)
-def test_multipass_kernel_equals_softmax_attention(poisoned, passes, batch, q_heads, kv_heads, q_len,
-                                                   kv_len, head_dim, causal, window, dtype):
+def test_multipass_kernel_equals_softmax_attention(poisoned, passes, materialize, batch, q_heads,
+                                                   kv_heads, q_len, kv_len, head_dim, causal,
+                                                   window, dtype):
     q, k, v = make_qkv(batch, q_heads, kv_heads, q_len, kv_len, head_dim, dtype)
-    config = WIDE if kv_len > 64 else SMALL
+    config = dataclasses.replace(WIDE if kv_len > 64 else SMALL, MATERIALIZE=materialize)
     out, lse = KERNELS[passes](q, k, v, causal=causal, window=window, config=config)
     assert out.shape == q.shape and out.dtype == q.dtype and lse.shape == q.shape[:3]
     assert_matches_reference(out, lse, q, k, v, causal=causal, window=window)
@@ -92,11 +95,15 @@ def test_multipass_default_config_and_explicit_scale(passes):
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="real sizes need a GPU")
+@pytest.mark.parametrize("materialize", [False, True], ids=["recompute", "materialize"])
 @pytest.mark.parametrize("passes", [2, 3])
 @pytest.mark.parametrize("causal", [False, True])
-def test_multipass_kernel_at_real_size(passes, causal):
+def test_multipass_kernel_at_real_size(passes, causal, materialize):
     q, k, v = make_qkv(2, 8, 2, 1000, 1000, 128, "bf16")
-    out, lse = KERNELS[passes](q, k, v, causal=causal)
+    p = AttentionProblem(batch=2, q_heads=8, kv_heads=2, q_len=1000, kv_len=1000, head_dim=128,
+                         causal=causal)
+    config = dataclasses.replace(cfg.default_config(p), MATERIALIZE=materialize)
+    out, lse = KERNELS[passes](q, k, v, causal=causal, config=config)
     assert_matches_reference(out, lse, q, k, v, causal=causal)
 
 
@@ -109,7 +116,7 @@ def problem(**changes):
     return AttentionProblem(**fields)
 
 
-def test_each_pass_streams_k_once_and_the_last_pass_streams_v():
+def test_recompute_passes_stream_k_once_each_and_the_last_pass_streams_v():
     p = problem()
     config = cfg.MultipassConfig(BLOCK_M=64, BLOCK_N=64)
     k_bytes = p.batch * p.kv_heads * p.kv_len * p.head_dim * 2
@@ -121,13 +128,24 @@ def test_each_pass_streams_k_once_and_the_last_pass_streams_v():
         assert traffic[-1].writes["O"] == p.batch * p.q_heads * p.q_len * p.head_dim * 2
 
 
-def test_two_pass_statistics_are_written_once_and_read_once_per_key_tile():
+def test_materialized_two_pass_moves_per_tile_statistics_and_numerators_not_k():
     p = problem()
-    config = cfg.MultipassConfig(BLOCK_M=64, BLOCK_N=64)
+    config = cfg.MultipassConfig(BLOCK_M=64, BLOCK_N=64, MATERIALIZE=True)
     first, second = cfg.pass_traffic(p, config, 2)
     per_tile = p.batch * p.q_heads * p.q_len * (p.kv_len // 64) * cfg.STATS_BYTES
     assert first.writes["LM"] == first.writes["SLD"] == second.reads["LM"] == per_tile
-    assert cfg.hbm_bytes(p, config, 3) > cfg.hbm_bytes(p, config, 2) - 4 * per_tile
+    assert first.writes["SLNV"] == second.reads["SLNV"] == per_tile * p.head_dim
+    assert "K" in first.reads and "V" in first.reads and not {"Q", "K", "V"} & set(second.reads)
+
+
+def test_materialized_three_pass_reads_k_once_and_moves_scores_through_hbm():
+    p = problem(causal=True)
+    config = cfg.MultipassConfig(BLOCK_M=64, BLOCK_N=64, MATERIALIZE=True)
+    first, second, third = cfg.pass_traffic(p, config, 3)
+    assert "K" in first.reads and "K" not in second.reads and "K" not in third.reads
+    assert first.writes["QK"] == second.reads["QK"] == second.writes["SN"] == third.reads["SN"]
+    visited = p.batch * p.q_heads * p.visited_tiles(64, 64) * 64 * 64 * cfg.STATS_BYTES
+    assert first.writes["QK"] == visited
 
 
 def test_requested_bytes_count_k_once_per_query_tile_and_head():

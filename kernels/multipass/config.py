@@ -21,13 +21,17 @@ class MultipassConfig:
     """One launch configuration, shared by every pass of a multi-pass kernel.
 
     The passes must agree on BLOCK_M and BLOCK_N: pass k reads back the per-tile statistics
-    that pass k-1 wrote at tile granularity, and skips the same fully masked tiles.
+    that pass k-1 wrote at tile granularity, and skips the same fully masked tiles. MATERIALIZE
+    picks the mapping of the tensors that grow with M and live across passes (the simulator's
+    `multipass="materialize"`, else `"recompute"`): written to HBM in fp32 and read back, or
+    recomputed from K (and V) in each later pass.
     """
 
     BLOCK_M: int = 64
     BLOCK_N: int = 64
     num_warps: int = 4
     num_stages: int = 2
+    MATERIALIZE: bool = False  # intermediates that grow with M through HBM, else recomputed
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,14 @@ def _union_keys(problem: AttentionProblem, config: MultipassConfig) -> int:
 
 def pass_traffic(problem, config: MultipassConfig, passes: int, *,
                  reuse: bool = True) -> tuple[PassTraffic, ...]:
-    """Per-pass HBM traffic of the `passes`-pass kernel (2 or 3), by tensor.
+    """Per-pass HBM traffic of the `passes`-pass kernel (2 or 3) under `config`, by tensor.
 
-    reuse=True (the cascade's traffic, what `hbm_bytes` returns): each pass streams every K/V
-    element it needs once per key/value head, i.e. the query tiles and the GQA query heads that
-    share a key/value head find it in L2. reuse=False: every byte each program requests, with
-    K/V re-read by every query tile and every query head (an upper bound on DRAM traffic).
-    Q is read once per pass; statistics are fp32. Measured DRAM bytes lie between the two.
+    reuse=True (the cascade's traffic, what `hbm_bytes` returns): a pass streams each K/V
+    element it needs once per key/value head, i.e. the query tiles and GQA query heads sharing
+    it hit in L2. reuse=False: every byte the programs request, K/V again for every query tile
+    and query head (an upper bound on DRAM traffic). Q is read by every pass that computes QK.
+    Materialized intermediates and the statistics GM, SD, lse are fp32; only visited tiles of
+    them are written and read. Measured DRAM bytes lie between the two (docs/performance.md).
     """
     if passes not in (2, 3):
         raise ValueError(f"passes must be 2 or 3, got {passes}")
@@ -89,23 +94,45 @@ def pass_traffic(problem, config: MultipassConfig, passes: int, *,
     v_bytes = keys * dv * s
     row_stat = heads * problem.q_len * STATS_BYTES
     out_bytes = heads * problem.q_len * dv * s
+    # (query row, key tile) pairs visited, and (query row, key) elements of the visited tiles
+    row_tiles = heads * sum(rows * n_tiles for rows, _, n_tiles, _, _ in tiles)
+    row_keys = heads * sum(rows * n_keys for rows, n_keys, _, _, _ in tiles)
     if passes == 2:
-        tile_stats = heads * sum(rows * n_tiles for rows, _, n_tiles, _, _ in tiles) * STATS_BYTES
+        if config.MATERIALIZE:
+            tile_stat = row_tiles * STATS_BYTES
+            slnv = row_tiles * dv * STATS_BYTES
+            return (
+                PassTraffic("pass 1: per key tile LM, SLD, SLNV to HBM; global max GM",
+                            reads={"Q": q_bytes, "K": k_bytes, "V": v_bytes},
+                            writes={"LM": tile_stat, "SLD": tile_stat, "SLNV": slnv, "GM": row_stat}),
+                PassTraffic("pass 2: correct each tile by exp(LM - GM), SD, SNV, AV = SNV / SD",
+                            reads={"LM": tile_stat, "SLD": tile_stat, "SLNV": slnv, "GM": row_stat},
+                            writes={"O": out_bytes, "lse": row_stat}),
+            )
         return (
-            PassTraffic("pass 1: local max LM, local sum SLD per key tile; global max GM",
-                        reads={"Q": q_bytes, "K": k_bytes},
-                        writes={"LM": tile_stats, "SLD": tile_stats, "GM": row_stat}),
-            PassTraffic("pass 2: correct by exp(LM - GM), SD, output",
-                        reads={"Q": q_bytes, "K": k_bytes, "V": v_bytes, "LM": tile_stats,
-                               "SLD": tile_stats, "GM": row_stat},
+            PassTraffic("pass 1: QK, LM, global max GM",
+                        reads={"Q": q_bytes, "K": k_bytes}, writes={"GM": row_stat}),
+            PassTraffic("pass 2: QK, LM, SLN, SLD, SLNV recomputed; correction, SD, SNV, AV",
+                        reads={"Q": q_bytes, "K": k_bytes, "V": v_bytes, "GM": row_stat},
+                        writes={"O": out_bytes, "lse": row_stat}),
+        )
+    if config.MATERIALIZE:
+        scores = row_keys * STATS_BYTES
+        return (
+            PassTraffic("pass 1: QK to HBM, row max GM",
+                        reads={"Q": q_bytes, "K": k_bytes}, writes={"QK": scores, "GM": row_stat}),
+            PassTraffic("pass 2: SN = exp(QK - GM) over QK in HBM, SD",
+                        reads={"QK": scores, "GM": row_stat}, writes={"SN": scores, "SD": row_stat}),
+            PassTraffic("pass 3: A = SN / SD, AV = A V",
+                        reads={"SN": scores, "V": v_bytes, "GM": row_stat, "SD": row_stat},
                         writes={"O": out_bytes, "lse": row_stat}),
         )
     return (
         PassTraffic("pass 1: QK, row max GM",
                     reads={"Q": q_bytes, "K": k_bytes}, writes={"GM": row_stat}),
-        PassTraffic("pass 2: QK again, SD = sum exp(QK - GM)",
+        PassTraffic("pass 2: QK recomputed, SD = sum exp(QK - GM)",
                     reads={"Q": q_bytes, "K": k_bytes, "GM": row_stat}, writes={"SD": row_stat}),
-        PassTraffic("pass 3: QK again, A = exp(QK - GM) / SD, AV = A V",
+        PassTraffic("pass 3: QK recomputed, A = exp(QK - GM) / SD, AV = A V",
                     reads={"Q": q_bytes, "K": k_bytes, "V": v_bytes, "GM": row_stat, "SD": row_stat},
                     writes={"O": out_bytes, "lse": row_stat}),
     )
@@ -175,7 +202,7 @@ def default_config(problem) -> MultipassConfig:
 def search_space(problem: AttentionProblem, limits: DeviceLimits | None = None) -> list[MultipassConfig]:
     """Every config worth compiling for `problem`, filtered by `check_config`."""
     configs = [
-        MultipassConfig(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
+        MultipassConfig(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, MATERIALIZE=False)
         for bm in (64, 128)
         for bn in (32, 64, 128)
         for w in (4, 8)
@@ -217,10 +244,11 @@ for _passes in (2, 3):
         shared_memory_bytes=shared_memory_bytes,
         launcher=f"einsim.kernels.multipass.forward:launch_{_passes}pass",
         description=(
-            "2-pass forward: per-key-tile local max and sum through HBM, global max, then "
-            "correction and output" if _passes == 2 else
-            "3-pass forward: row max through HBM, then row sum through HBM, then output; "
-            "K re-read in every pass"),
+            "2-pass forward: per-key-tile LM, SLD, SLNV and the global max, then the correction "
+            "and output; tile intermediates recomputed from K/V or (MATERIALIZE) through HBM"
+            if _passes == 2 else
+            "3-pass forward: row max, row sum, output; QK recomputed from K in every pass or "
+            "(MATERIALIZE) QK/SN through HBM"),
         hbm_bytes=_total,
         pass_traffic=_traffic,
         passes=_passes,

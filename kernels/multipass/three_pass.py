@@ -1,11 +1,15 @@
 """The 3-pass forward kernel: the `attention-3pass` cascade (softmax as usually written) run on
 the GPU, one launch per pass, the row statistics going through HBM (docs/kernels.md § Multi-pass).
 
-Pass 1: QK = Q·K, GM[p] = max over m of QK; writes GM. Pass 2: reads GM, recomputes QK from K,
-SD[p] = Σ exp(QK - GM); writes SD. Pass 3: reads GM and SD, recomputes QK from K,
-A = exp(QK - GM) / SD, AV = A·V; writes AV and lse = GM + log SD. QK itself never reaches HBM:
-each later pass re-reads K instead, which is the traffic of the cascade executed without an
-O(M) on-chip buffer (the trade FLAT-like designs make the other way).
+Pass 1: QK = Q·K, GM[p] = max over m of QK. Pass 2: SN = exp(QK - GM), SD[p] = Σ SN.
+Pass 3: A = SN / SD, AV = A·V, lse = GM + log SD. GM and SD (O(P), fp32) go through HBM between
+the launches. QK and SN grow with M and live across the pass boundaries, in either of the two
+mappings the simulator models:
+
+- MATERIALIZE=False (recompute): QK never reaches HBM; passes 2 and 3 re-read Q and K and
+  recompute it (pass 3 also SN). Traffic: K three times, V once.
+- MATERIALIZE=True: pass 1 writes QK (fp32, visited tiles only) to HBM; pass 2 reads it and
+  overwrites it in place with SN; pass 3 reads SN and V. Q and K are read once, in pass 1.
 """
 
 from __future__ import annotations
@@ -26,14 +30,15 @@ ROW_SUM = 2
 
 @triton.jit
 def _three_pass_statistics(
-    Q, K, GM, SD,
+    Q, K, GM, SD, S,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     q_heads, group, q_len, kv_len, head_dim, scale_log2, window_left, window_right,
-    PASS: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr,
+    PASS: tl.constexpr, MATERIALIZE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """PASS == 1: GM = max QK. PASS == 2: SD = Σ exp(QK - GM)."""
+    """PASS == 1: GM = max QK (and QK to S). PASS == 2: SD = Σ exp(QK - GM) (and SN over S)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit batch and head offsets
     batch = pid_bh // q_heads
@@ -43,40 +48,54 @@ def _three_pass_statistics(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = rows < q_len
-    q = tiles.load_q(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qm, stride_qd,
-                     q_len, head_dim)
+    if PASS == 1 or not MATERIALIZE:
+        q = tiles.load_q(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qm,
+                         stride_qd, q_len, head_dim)
     k_base = K + batch * stride_kb + (head // group) * stride_kh
+    s_rows = S + (pid_bh * q_len + rows[:, None]) * kv_len
     lo, hi = tiles.key_range(start_m, q_len, kv_len, window_left, window_right,
                              IS_CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     if PASS == 1:
         gm = tl.full([BLOCK_M], float("-inf"), tl.float32)
         for start_n in range(lo, hi, BLOCK_N):
-            qk = tiles.tile_scores(q, k_base, rows, start_n + offs_n, offs_d, stride_kn, stride_kd,
+            cols = start_n + offs_n
+            qk = tiles.tile_scores(q, k_base, rows, cols, offs_d, stride_kn, stride_kd,
                                    q_len, kv_len, head_dim, scale_log2, window_left, window_right,
                                    IS_CAUSAL, HAS_WINDOW, DOT_FP32)
             gm = tl.maximum(gm, tl.max(qk, 1))
+            if MATERIALIZE:
+                tl.store(s_rows + cols[None, :], qk, mask=row_ok[:, None] & (cols[None, :] < kv_len))
         tl.store(GM + pid_bh * q_len + rows, gm, mask=row_ok)
     else:
         gm = tl.load(GM + pid_bh * q_len + rows, mask=row_ok, other=float("-inf"))
         gm_safe = tl.where(gm == float("-inf"), 0.0, gm)
         sd = tl.zeros([BLOCK_M], tl.float32)
         for start_n in range(lo, hi, BLOCK_N):
-            qk = tiles.tile_scores(q, k_base, rows, start_n + offs_n, offs_d, stride_kn, stride_kd,
-                                   q_len, kv_len, head_dim, scale_log2, window_left, window_right,
-                                   IS_CAUSAL, HAS_WINDOW, DOT_FP32)
-            sd += tl.sum(tl.exp2(qk - gm_safe[:, None]), 1)
+            cols = start_n + offs_n
+            if MATERIALIZE:
+                in_s = row_ok[:, None] & (cols[None, :] < kv_len)
+                qk = tl.load(s_rows + cols[None, :], mask=in_s, other=float("-inf"))
+            else:
+                qk = tiles.tile_scores(q, k_base, rows, cols, offs_d, stride_kn, stride_kd,
+                                       q_len, kv_len, head_dim, scale_log2, window_left,
+                                       window_right, IS_CAUSAL, HAS_WINDOW, DOT_FP32)
+            sn = tl.exp2(qk - gm_safe[:, None])
+            sd += tl.sum(sn, 1)
+            if MATERIALIZE:
+                tl.store(s_rows + cols[None, :], sn, mask=in_s)
         tl.store(SD + pid_bh * q_len + rows, sd, mask=row_ok)
 
 
 @triton.jit
 def _three_pass_output(
-    Q, K, V, GM, SD, Out, Lse,
+    Q, K, V, GM, SD, S, Out, Lse,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
     q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale_log2, window_left, window_right,
-    IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr,
+    MATERIALIZE: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    DOT_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -89,10 +108,12 @@ def _three_pass_output(
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = rows < q_len
-    q = tiles.load_q(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qm, stride_qd,
-                     q_len, head_dim)
+    if not MATERIALIZE:
+        q = tiles.load_q(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qm,
+                         stride_qd, q_len, head_dim)
     k_base = K + batch * stride_kb + (head // group) * stride_kh
     v_base = V + batch * stride_vb + (head // group) * stride_vh
+    s_rows = S + (pid_bh * q_len + rows[:, None]) * kv_len
     gm = tl.load(GM + pid_bh * q_len + rows, mask=row_ok, other=float("-inf"))
     sd = tl.load(SD + pid_bh * q_len + rows, mask=row_ok, other=0.0)
     gm_safe = tl.where(gm == float("-inf"), 0.0, gm)
@@ -103,10 +124,15 @@ def _three_pass_output(
                              IS_CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
-        qk = tiles.tile_scores(q, k_base, rows, cols, offs_d, stride_kn, stride_kd,
-                               q_len, kv_len, head_dim, scale_log2, window_left, window_right,
-                               IS_CAUSAL, HAS_WINDOW, DOT_FP32)
-        a = tl.exp2(qk - gm_safe[:, None]) / sd_safe[:, None]  # the cascade divides before A·V
+        if MATERIALIZE:
+            sn = tl.load(s_rows + cols[None, :], mask=row_ok[:, None] & (cols[None, :] < kv_len),
+                         other=0.0)
+        else:
+            qk = tiles.tile_scores(q, k_base, rows, cols, offs_d, stride_kn, stride_kd,
+                                   q_len, kv_len, head_dim, scale_log2, window_left, window_right,
+                                   IS_CAUSAL, HAS_WINDOW, DOT_FP32)
+            sn = tl.exp2(qk - gm_safe[:, None])
+        a = sn / sd_safe[:, None]  # the cascade divides before A·V
         v = tiles.load_v(v_base, cols, offs_dv, stride_vn, stride_vd, kv_len, v_head_dim)
         av = tiles.dot_pv(a, v, av, DOT_FP32)
     lse = tl.where(empty, float("-inf"), (gm_safe + tl.log2(sd_safe)) * LN_2)
@@ -121,21 +147,23 @@ def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
     b, hq, nq, nk = problem.batch, problem.q_heads, problem.q_len, problem.kv_len
     gm = inputs.scratch((b * hq, nq), q.device)
     sd = inputs.scratch((b * hq, nq), q.device)
+    # QK, then SN in place; only visited tiles are written and read.
+    scores = inputs.scratch((b * hq, nq, nk), q.device) if config.MATERIALIZE else gm
     out = inputs.empty_output((b, hq, nq, problem.value_dim), q.device, q.dtype)
     lse = inputs.empty_output((b, hq, nq), q.device)
     scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
     left, right = problem.window or (0, 0)
     grid = (triton.cdiv(nq, config.BLOCK_M), b * hq)
-    common = dict(IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32,
+    common = dict(MATERIALIZE=config.MATERIALIZE, IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32,
                   BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
                   num_warps=config.num_warps, num_stages=config.num_stages)
     for which in (ROW_MAX, ROW_SUM):
         _three_pass_statistics[grid](
-            q, k, gm, sd, *q.stride(), *k.stride(),
+            q, k, gm, sd, scores, *q.stride(), *k.stride(),
             hq, problem.group, nq, nk, problem.head_dim, scale * LOG2_E, left, right,
             PASS=which, **common)
     _three_pass_output[grid](
-        q, k, v, gm, sd, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        q, k, v, gm, sd, scores, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         hq, problem.group, nq, nk, problem.head_dim, problem.value_dim, scale * LOG2_E, left, right,
         BLOCK_DV=block_dv, **common)
     return out, lse
