@@ -297,7 +297,7 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     splits = plan.kv_splits
     if splits is None:
         splits = 1
-        if base_ctas < 2 * roofs.sm_count and kv_tiles_max > 1:
+        if row_tiles == 1 and base_ctas < 2 * roofs.sm_count and kv_tiles_max > 1:  # decode-like only
             splits = min(kv_tiles_max, math.ceil(2 * roofs.sm_count / base_ctas))
     splits = max(1, min(splits, max(1, kv_tiles_max)))
     ctas = base_ctas * splits
@@ -545,7 +545,14 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
         f"HBM {roofs.hbm_bytes_per_s / 1e12:.2f} TB/s ({roofs.hbm_source}); softmax overlap {overlap:g}"
     )
     notes.append(f"{ctas} CTAs of {rows_per_cta} query rows x {bn}-key tiles on {sms} SMs; bound by {bound}")
-    return Estimate(
+    chosen = {
+        "kind": "gpu", "block_m": plan.block_m, "block_n": bn, "ctas_per_sm": plan.ctas_per_sm,
+        "num_stages": plan.num_stages, "kv_splits": splits, "kernel_style": plan.kernel_style,
+        "softmax_overlap": overlap, "matmul_efficiency": plan.efficiency, "multipass": plan.multipass,
+        "roofs": plan.roofs, "ctas": ctas, "rows_per_cta": rows_per_cta, "gqa_packed": packed,
+    }
+    return _estimate(
+        chosen,
         cascade=cascade.name,
         target=target.name,
         workload=workload,
@@ -633,7 +640,8 @@ def _simulate_unfused(cascade: Any, workload: Workload, target: Any, plan: GpuMa
     bound = max(busy, key=busy.get) if max(busy.values()) > 0 else "launch"
     if len(cascade.einsums) * roofs.launch_overhead_s > 0.5 * latency:
         bound = "launch"
-    return Estimate(
+    return _estimate(
+        {"kind": "gpu-unfused", "kernel_style": plan.kernel_style, "roofs": plan.roofs},
         cascade=cascade.name, target=target.name, workload=workload, passes=passes,
         buffer_bytes=0.0, buffer_capacity_bytes=float(roofs.smem_bytes_per_sm), fits=True,
         traffic_bytes=hbm_total, traffic_by_level={"hbm": hbm_total}, compute_ops=totals,
@@ -642,6 +650,13 @@ def _simulate_unfused(cascade: Any, workload: Workload, target: Any, plan: GpuMa
         notes=(f"{cascade.name} is not softmax attention over M and P: mapped unfused, one kernel per Einsum, "
                f"every operand and result through HBM ({len(cascade.einsums)} launches)",),
     )
+
+
+def _estimate(mapping: dict, **values: Any) -> Estimate:
+    """An Estimate, with the mapping the model used where the Estimate has that field."""
+    if "mapping" in {f.name for f in fields(Estimate)}:
+        values["mapping"] = mapping
+    return Estimate(**values)
 
 
 # --- helpers ------------------------------------------------------------------------------------
