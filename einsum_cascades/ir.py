@@ -107,6 +107,10 @@ class Cascade:
     source: str = "<string>"
     space: Space = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
+    def __hash__(self) -> int:
+        # dict fields are not hashable; a cascade is identified by its name, file and Einsums
+        return hash((self.name, self.source, self.einsums))
+
     def bind(self, sizes: Mapping[str, int] | None = None) -> dict[str, int]:
         """Every rank (and symbol) as an int, from symbol values such as kv_len, q_len, block_m.
 
