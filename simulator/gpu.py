@@ -176,6 +176,10 @@ def gpu_mapping(mapping: Any = None) -> GpuMapping:
             raise ConfigError(f"GPU mapping: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     else:
         values = {k: getattr(source, k) for k in known if getattr(source, k, None) is not None}
+        # the simulator's general Mapping names the same tiles by rank: key_tile = M0, query_tile = P0
+        for general, ours in (("key_tile", "block_n"), ("query_tile", "block_m")):
+            if ours not in values and getattr(source, general, None) is not None:
+                values[ours] = getattr(source, general)
     return GpuMapping(**values)
 
 

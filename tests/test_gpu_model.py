@@ -152,3 +152,13 @@ def test_tile_visits_count_causal_and_window_tiles():
     assert full.partial_tiles == 0 and full.exact_pairs == 1024 * 1024
     decode = tile_visits(1, 65536, 1, 128, causal=True, window=(4096, 0))
     assert decode.tiles_per_row_tile[0] in (33, 34) and decode.kv_visited_fraction == 33 / 512
+
+
+def test_the_general_mappings_tiles_carry_over():
+    class General:  # the shape of einsim.simulator.mapping.Mapping's tile fields
+        key_tile = 64
+        query_tile = 64
+
+    plan = gpu_mapping(General())
+    assert (plan.block_n, plan.block_m) == (64, 64)
+    assert gpu_mapping({"gpu": {"block_n": 32}}).block_n == 32
