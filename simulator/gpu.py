@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -157,30 +158,60 @@ class GpuMapping:
 
 
 def gpu_mapping(mapping: Any = None) -> GpuMapping:
-    """A GpuMapping from None, a GpuMapping, a dict (or an object with a `gpu` dict/attributes)."""
+    """A GpuMapping from None, a GpuMapping, a dict, a YAML path, or a general simulator Mapping
+    (its `gpu` section when it has one; its key_tile/query_tile become block_n/block_m)."""
     if mapping is None:
         return GpuMapping()
     if isinstance(mapping, GpuMapping):
         return mapping
+    if isinstance(mapping, (str, Path)):
+        mapping = _read_mapping_file(mapping)
     source = getattr(mapping, "gpu", None)
     if source is None and isinstance(mapping, Mapping):
         source = mapping.get("gpu", mapping)
     if source is None:
         source = mapping
     known = {f.name for f in fields(GpuMapping)}
+    general = _general_mapping_fields()
     if isinstance(source, Mapping):
         values = {k: v for k, v in source.items() if k in known}
-        unknown = sorted(set(source) - known - {"gpu"})
-        if unknown and source is mapping and not hasattr(mapping, "gpu"):
-            # a plain dict meant for the GPU model: unknown keys are typos
+        unknown = sorted(set(source) - known - general - {"gpu"})
+        if unknown:
             raise ConfigError(f"GPU mapping: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        getter = source.get
     else:
         values = {k: getattr(source, k) for k in known if getattr(source, k, None) is not None}
-        # the simulator's general Mapping names the same tiles by rank: key_tile = M0, query_tile = P0
-        for general, ours in (("key_tile", "block_n"), ("query_tile", "block_m")):
-            if ours not in values and getattr(source, general, None) is not None:
-                values[ours] = getattr(source, general)
+        getter = lambda name: getattr(source, name, None)  # noqa: E731
+    # the simulator's general Mapping names the same tiles by rank: key_tile = M0, query_tile = P0
+    for general_name, ours in (("key_tile", "block_n"), ("query_tile", "block_m")):
+        if ours not in values and getter(general_name) is not None:
+            values[ours] = getter(general_name)
     return GpuMapping(**values)
+
+
+def _general_mapping_fields() -> set[str]:
+    """Field names of the spatial/general Mapping, accepted (and ignored) in a GPU mapping."""
+    try:
+        from einsim.simulator.mapping import Mapping as GeneralMapping
+
+        return {f.name for f in fields(GeneralMapping)}
+    except (ImportError, TypeError):
+        return {"key_tile", "query_tile"}
+
+
+def _read_mapping_file(path: str | Path) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the mapping: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields, got {type(document).__name__}")
+    return document
 
 
 # --- masks at tile granularity ---------------------------------------------------------------

@@ -162,3 +162,12 @@ def test_the_general_mappings_tiles_carry_over():
     plan = gpu_mapping(General())
     assert (plan.block_n, plan.block_m) == (64, 64)
     assert gpu_mapping({"gpu": {"block_n": 32}}).block_n == 32
+
+
+def test_a_mapping_yaml_file_works(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("gpu:\n  block_m: 64\n  kernel_style: triton\n")
+    plan = gpu_mapping(str(path))
+    assert (plan.block_m, plan.kernel_style) == (64, "triton")
+    path.write_text("key_tile: 32\n")
+    assert gpu_mapping(str(path)).block_n == 32
