@@ -46,6 +46,7 @@ class Estimate:
     energy_by_component: dict[str, float]
     per_einsum: tuple[EinsumEstimate, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    mapping: dict = field(default_factory=dict)  # the mapping the model chose or was given (tiles, blocks, binding)
 
     def to_json(self) -> dict:
         """The documented JSON shape of `einsim simulate --json`."""
