@@ -241,11 +241,9 @@ class Space:
                 f"{self.name}: cannot count the points of ranks {', '.join(group)} exactly "
                 f"({points:.3g} points); use smaller sizes"
             )
-        total = 0
-        chunk = max(1, (1 << 22))
-        flat = np.arange(outer_points, dtype=np.int64)
-        for start in range(0, max(outer_points, 1), chunk):
-            index = flat[start:start + chunk]
+        total, chunk = 0, 1 << 22
+        for start in range(0, outer_points, chunk):
+            index = np.arange(start, min(start + chunk, outer_points), dtype=np.int64)
             coords = {}
             remainder = index
             for rank in reversed(outer):
@@ -256,7 +254,7 @@ class Space:
             ok = np.ones(index.shape, dtype=bool)
             for coefs, const, op in forms:
                 a = coefs.get(inner, 0)
-                rest = const + sum(coefs.get(r, 0) * coords[r] for r in outer) * np.ones_like(index)
+                rest = const + sum((coefs.get(r, 0) * coords[r] for r in outer), np.zeros_like(index))
                 if a == 0:
                     ok &= _compare(rest, op, 0)
                     continue

@@ -87,3 +87,28 @@ def test_output_never_produced_is_named():
 def test_cycle_is_named():
     with pytest.raises(SpecError, match="cycle"):
         cascade_with("QK[m,p] = Q[e,p] * K[e,m] + B[m,p]", "B[m,p] = QK[m,p]")
+
+
+@pytest.mark.parametrize("name", ["attention-causal", "attention-window", "linear-attention", "decode-splitkv"])
+@pytest.mark.parametrize("enumerate_limit", [1 << 22, 1])  # 1: force the interval counting
+def test_counts_match_the_executors_own_mask(name, enumerate_limit, monkeypatch):
+    import numpy as np
+
+    from einsim.einsum_cascades import space as space_module
+
+    monkeypatch.setattr(space_module, "_BRUTE_FORCE_POINTS", enumerate_limit)
+    cascade = load_cascade(name)
+    sizes = cascade.bind({"kv_len": 11, "q_len": 7, "seq_len": 9, "block_m": 3, "block": 4, "num_splits": 3,
+                          "window_left": 2, "window_right": 1, "head_dim": 2, "v_head_dim": 3})
+    for einsum in cascade.einsums:
+        axes = {}
+        for axis, rank in enumerate(einsum.iteration_ranks):
+            shape = [1] * len(einsum.iteration_ranks)
+            shape[axis] = sizes[rank]
+            axes[rank] = np.arange(sizes[rank]).reshape(shape)
+        coords, mask = cascade.space.coordinates(axes, sizes)
+        for flt in einsum.filters:
+            mask = mask & flt.evaluate(coords, sizes)
+        expected = int(np.broadcast_to(mask, [sizes[r] for r in einsum.iteration_ranks]).sum())
+        cascade.space._counts.clear()
+        assert einsum.iteration_points(sizes) == expected, einsum.text
