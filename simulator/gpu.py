@@ -9,7 +9,7 @@ kernel model and the roofline plots reuse.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -616,7 +616,6 @@ def _simulate_unfused(cascade: Any, workload: Workload, target: Any, plan: GpuMa
     sizes = cascade.bind({rank: size for rank, size in workload.rank_sizes().items() if rank in cascade.ranks})
     passes = analyze_passes(cascade, rank="M").passes if "M" in cascade.ranks else 1
     word = workload.dtype_bytes
-    sms = roofs.sm_count
     dtype = roofs.dtype
     e_tc = target.energy_per_op(target.unit("matrix"), dtype, "mac")
     e_vec = target.energy_per_op(target.unit("vector"), dtype)
@@ -857,8 +856,3 @@ def _einsum_buffer(einsum: Any, rows: int, block_n: int, E: int, F: int) -> floa
     elif "E" in ranks:
         extent *= E
     return float(extent * 4)
-
-
-def with_mapping(mapping: GpuMapping, **changes: Any) -> GpuMapping:
-    """A copy of a GPU mapping with some fields changed (sweeps)."""
-    return replace(mapping, **changes)
