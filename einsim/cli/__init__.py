@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EinsimError as error:
         print(f"einsim {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`einsim ... | head`): not an error of ours.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"einsim {args.command}: interrupted", file=sys.stderr)
         return 130
