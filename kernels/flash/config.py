@@ -26,7 +26,8 @@ class FlashConfig:
 
     num_stages is the depth of the K/V shared-memory ring; warp_specialize lets Triton split
     the loop into producer (loads) and consumer (wgmma + softmax) warps on Hopper (ignored by
-    the interpreter and by GPUs before sm_90).
+    the interpreter and by GPUs before sm_90). tma=True loads through tensor descriptors when
+    every tensor is 16-byte aligned (else, and with tma=False, masked pointer loads of any strides).
     """
 
     BLOCK_M: int = 128
@@ -34,13 +35,16 @@ class FlashConfig:
     num_warps: int = 8
     num_stages: int = 3
     warp_specialize: bool = False
+    tma: bool = True  # tensor descriptors when the tensors allow them; masked pointers otherwise
 
 
 @dataclass(frozen=True)
 class FlashBackwardConfig:
     """One launch of the backward: program per key tile (BLOCK_N keys) computes dK, dV walking
     BLOCK_M query tiles; a second kernel, per query tile (BLOCK_M_DQ rows), computes dQ walking
-    BLOCK_N_DQ key tiles. Both recompute P from the saved lse (no atomics)."""
+    BLOCK_N_DQ key tiles. Both recompute P from the saved lse (7 matmuls per tile pair, no
+    atomics, deterministic). dq_atomic=True instead reduces dQ = dS·K from the dK/dV kernel into
+    an fp32 buffer (TMA reduce-add; 5 matmuls, summation order not fixed; BLOCK_*_DQ unused)."""
 
     BLOCK_M: int = 64
     BLOCK_N: int = 128
@@ -48,6 +52,8 @@ class FlashBackwardConfig:
     BLOCK_N_DQ: int = 64
     num_warps: int = 8
     num_stages: int = 2
+    tma: bool = True
+    dq_atomic: bool = False
 
 
 def _common_reasons(config, problem: AttentionProblem, tiles: dict[str, int]) -> list[str]:
@@ -72,13 +78,21 @@ def _fits(need: int, limits: DeviceLimits | None, what: str) -> list[str]:
     return []
 
 
+# Barriers and bookkeeping Triton allocates beside the tiles (measured: +1024 bytes with TMA).
+SHARED_MEMORY_OVERHEAD = 1024
+
+
 # -- forward -----------------------------------------------------------------------------------
 def shared_memory_bytes(config: FlashConfig, problem: AttentionProblem) -> int:
-    """Q tile, plus num_stages K and V tiles in flight (the software pipeline's ring)."""
+    """Q tile, plus num_stages K and V tiles in flight (the software pipeline's ring).
+
+    Matches the compiled kernels' metadata on an H100 to the byte for every config swept
+    (docs/performance.md, v1): e.g. 230400 for 128x128 tiles, D=128, 3 stages.
+    """
     s = problem.dtype_bytes
     d, dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.value_dim)
-    stages = max(1, config.num_stages - 1) if config.num_stages > 1 else 1
-    return s * (config.BLOCK_M * d + stages * config.BLOCK_N * (d + dv))
+    return (s * (config.BLOCK_M * d + max(1, config.num_stages) * config.BLOCK_N * (d + dv))
+            + SHARED_MEMORY_OVERHEAD)
 
 
 def accumulator_registers(config: FlashConfig, problem: AttentionProblem) -> float:
@@ -101,6 +115,10 @@ def check_config(config: FlashConfig, problem: AttentionProblem,
     if config.BLOCK_M < 16 * (config.num_warps // 4 or 1) and config.num_warps > 4:
         reasons.append(f"BLOCK_M={config.BLOCK_M} is too small for {config.num_warps} warps "
                        "(each warpgroup needs 16 rows or more per wgmma)")
+    if config.warp_specialize and config.num_warps < 8:
+        # Triton 3.6 fails to compile the warp-specialised loop with 4 warps (PassManager error in
+        # NVGPUWarpSpecialization, seen on an H100); the interpreter would accept it.
+        reasons.append("warp_specialize needs num_warps=8 with Triton 3.6")
     registers = accumulator_registers(config, problem)
     if registers > ACCUMULATOR_REGISTER_BUDGET:
         reasons.append(f"accumulator and scores need {registers:.0f} fp32 registers per thread "
@@ -110,12 +128,17 @@ def check_config(config: FlashConfig, problem: AttentionProblem,
 
 
 def default_config(problem: AttentionProblem) -> FlashConfig:
-    """Good on an H100 (picked by the sweep recorded in docs/performance.md); runs anywhere."""
+    """Best of the H100 sweeps at N=16k (docs/performance.md); runs on every problem."""
     d = padded_head_dim(max(problem.head_dim, problem.value_dim))
+    if d <= 32:
+        return FlashConfig(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
     if d <= 64:
-        return FlashConfig(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3)
+        if problem.causal:
+            return FlashConfig(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)
+        return FlashConfig(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
     if d <= 128:
-        return FlashConfig(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3)
+        return FlashConfig(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3,
+                           warp_specialize=problem.causal)
     return FlashConfig(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
 
 
@@ -139,10 +162,11 @@ def backward_shared_memory_bytes(config: FlashBackwardConfig, problem: Attention
     s = problem.dtype_bytes
     d, dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.value_dim)
     stages = max(1, config.num_stages)
-    dkdv = s * (config.BLOCK_N * (d + dv) + stages * config.BLOCK_M * (d + dv)) \
-        + stages * config.BLOCK_M * 8
+    dkdv = s * (config.BLOCK_N * (d + dv) + stages * config.BLOCK_M * (d + dv))
+    if config.dq_atomic:
+        return dkdv + 4 * config.BLOCK_M * d + SHARED_MEMORY_OVERHEAD  # + the fp32 dQ staging tile
     dq = s * (config.BLOCK_M_DQ * (d + dv) + stages * config.BLOCK_N_DQ * (d + dv))
-    return max(dkdv, dq)
+    return max(dkdv, dq) + SHARED_MEMORY_OVERHEAD
 
 
 def backward_check_config(config: FlashBackwardConfig, problem: AttentionProblem,
@@ -170,11 +194,14 @@ def backward_check_config(config: FlashBackwardConfig, problem: AttentionProblem
 
 def backward_default_config(problem: AttentionProblem) -> FlashBackwardConfig:
     d = padded_head_dim(max(problem.head_dim, problem.value_dim))
+    if d <= 64:
+        return FlashBackwardConfig(BLOCK_M=64, BLOCK_N=64, BLOCK_M_DQ=64, BLOCK_N_DQ=64,
+                                   num_warps=4, num_stages=2)
     if d <= 128:
         return FlashBackwardConfig(BLOCK_M=64, BLOCK_N=128, BLOCK_M_DQ=128, BLOCK_N_DQ=64,
-                                   num_warps=8, num_stages=2)
+                                   num_warps=8, num_stages=3)
     return FlashBackwardConfig(BLOCK_M=32, BLOCK_N=64, BLOCK_M_DQ=64, BLOCK_N_DQ=32,
-                               num_warps=4, num_stages=1)
+                               num_warps=8, num_stages=1)
 
 
 def backward_search_space(problem: AttentionProblem,

@@ -1,0 +1,251 @@
+"""The fused 1-pass forward (`attention-fwd`): the fusemax cascade run as one Triton kernel.
+
+Per query tile (BLOCK_M rows) and query head, walk the visible key tiles once, keeping the
+running max RM, the running denominator RD and the unnormalised numerator RNV on chip (online
+softmax with deferred normalisation, as FlashAttention-2); normalise once at the end and write
+the output and the log-sum-exp. Scores are kept in base-2 units (log2(e) folded into the scale,
+exp2 on the MUFU). Fully masked key tiles are never visited; the tiles on a causal or window
+edge are masked, the tiles between them run without any mask (docs/kernels.md § Forward).
+"""
+
+from __future__ import annotations
+
+import math
+
+import triton
+import triton.language as tl
+
+from einsim.kernels.flash.config import FlashConfig
+from einsim.kernels.flash.tiles import LN_2, LOG2_E, key_bounds, load_tile, store_tile, visible
+from einsim.kernels.problem import padded_head_dim
+from einsim.kernels.registry import KERNELS
+from einsim.kernels.runtime import (check_attention_inputs, device_limits,
+                                    interpreter_needs_fp32_dots, interpreting, patch_interpreter,
+                                    tma_compatible)
+
+
+@triton.jit
+def _forward_tiles(acc, l_i, m_i, q, K, V, batch, kv_head, rows, lo, hi,
+                   q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
+                   stride_kb, stride_kh, stride_kn, stride_kd,
+                   stride_vb, stride_vh, stride_vn, stride_vd,
+                   MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                   USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr,
+                   WARP_SPECIALIZE: tl.constexpr, IO_DTYPE: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """Key tiles [lo, hi): update RM (m_i), RD (l_i) and RNV (acc)."""
+    offs_n = tl.arange(0, BLOCK_N)
+    for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        k = load_tile(K, batch, kv_head, start_n, kv_len, head_dim,
+                      stride_kb, stride_kh, stride_kn, stride_kd, BLOCK_N, BLOCK_D, USE_TMA)
+        if DOT_FP32:
+            k = k.to(tl.float32)
+        qk = tl.dot(q, tl.trans(k))
+        if MASKED:
+            keep = visible(rows, start_n + offs_n, q_len, kv_len, window_left, window_right,
+                           IS_CAUSAL, HAS_WINDOW)
+            qk = tl.where(keep, qk * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            # A row that has seen no key yet keeps RM = -inf; subtract 0 instead of -inf.
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.math.exp2(qk - m_use[:, None])
+            alpha = tl.math.exp2(m_i - m_use)
+        else:
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = load_tile(V, batch, kv_head, start_n, kv_len, v_head_dim,
+                      stride_vb, stride_vh, stride_vn, stride_vd, BLOCK_N, BLOCK_DV, USE_TMA)
+        if DOT_FP32:
+            acc = tl.dot(p.to(IO_DTYPE).to(tl.float32), v.to(tl.float32), acc)
+        else:
+            acc = tl.dot(p.to(IO_DTYPE), v, acc)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _flash_forward(
+    Q, K, V, Out, Lse,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    q_heads, group, q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
+    num_m_tiles,
+    IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
+    DOT_FP32: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, IO_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    # Query tiles of one head run side by side (dimension 0 varies fastest), so K/V tiles are
+    # read from L2 by all of them; the last (longest, when causal) tiles are scheduled first.
+    start_m = (num_m_tiles - 1 - tl.program_id(0)) * BLOCK_M
+    bh = tl.program_id(1)
+    batch = bh // q_heads
+    head = bh % q_heads
+    kv_head = head // group
+    rows = start_m + tl.arange(0, BLOCK_M)
+
+    q = load_tile(Q, batch, head, start_m, q_len, head_dim,
+                  stride_qb, stride_qh, stride_qm, stride_qd, BLOCK_M, BLOCK_D, USE_TMA)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+
+    lo, mid_lo, mid_hi, hi = key_bounds(start_m, q_len, kv_len, window_left, window_right,
+                                        IS_CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    # Masked leading edge (window), unmasked middle, masked trailing edge (diagonal, tail).
+    acc, l_i, m_i = _forward_tiles(
+        acc, l_i, m_i, q, K, V, batch, kv_head, rows, lo, mid_lo,
+        q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
+        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+        True, IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, False, IO_DTYPE,
+        BLOCK_N, BLOCK_D, BLOCK_DV)
+    acc, l_i, m_i = _forward_tiles(
+        acc, l_i, m_i, q, K, V, batch, kv_head, rows, mid_lo, mid_hi,
+        q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
+        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+        False, IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, WARP_SPECIALIZE, IO_DTYPE,
+        BLOCK_N, BLOCK_D, BLOCK_DV)
+    acc, l_i, m_i = _forward_tiles(
+        acc, l_i, m_i, q, K, V, batch, kv_head, rows, mid_hi, hi,
+        q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
+        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+        True, IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, False, IO_DTYPE,
+        BLOCK_N, BLOCK_D, BLOCK_DV)
+
+    # Deferred normalisation; a row that saw no key gives 0 and lse = -inf (the reference's).
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+    tl.store(Lse + bh.to(tl.int64) * q_len + rows, lse, mask=rows < q_len)
+    store_tile(Out, out.to(IO_DTYPE), batch, head, start_m, q_len, v_head_dim,
+               stride_ob, stride_oh, stride_om, stride_od, BLOCK_M, BLOCK_DV, USE_TMA)
+
+
+def io_dtype(tensor):
+    import torch
+
+    return tl.bfloat16 if tensor.dtype == torch.bfloat16 else tl.float16
+
+
+def descriptor(tensor, block_rows: int, block_cols: int):
+    """A 4-D tensor descriptor over [B, H, N, D] whose box is one [block_rows, block_cols] tile."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(tensor, list(tensor.shape), list(tensor.stride()),
+                            [1, 1, block_rows, block_cols])
+
+
+def window_args(window) -> tuple[bool, int, int]:
+    if window is None:
+        return False, 0, 0
+    return True, int(window[0]), int(window[1])
+
+
+def resolve_config(kernel: str, config, problem, device):
+    spec = KERNELS[kernel]
+    limits = device_limits(device)
+    config = spec.resolve_config(config, problem, limits)
+    spec.validate(config, problem, limits)
+    return config
+
+
+def _check_output(name, tensor, shape, dtype, device):
+    from einsim.errors import ShapeError
+
+    if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype or tensor.device != device:
+        raise ShapeError(f"attention-fwd: {name} must be {tuple(shape)} {dtype} on {device}, got "
+                         f"{tuple(tensor.shape)} {tensor.dtype} on {tensor.device}")
+
+
+def flash_forward(q, k, v, *, causal: bool = False, window=None, scale: float | None = None,
+                  config: FlashConfig | None = None, out=None, lse=None):
+    """Fused attention forward. q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv], any
+    strides, fp16 or bf16. Returns (out [B, Hq, Nq, Dv] in q's dtype, lse [B, Hq, Nq] fp32,
+    natural log). `out`/`lse` may be given (tests poison them to catch unwritten elements).
+
+    Raises ShapeError for bad tensors and ConfigError for a config that cannot run, before any
+    launch.
+    """
+    import torch
+
+    problem = check_attention_inputs(q, k, v, kernel="attention-fwd", causal=causal,
+                                     window=window, scale=scale)
+    config = resolve_config("attention-fwd", config, problem, q.device)
+    out_shape = (problem.batch, problem.q_heads, problem.q_len, problem.value_dim)
+    if out is None:
+        out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+    _check_output("out", out, out_shape, q.dtype, q.device)
+    if lse is None:
+        lse = torch.empty(out_shape[:3], dtype=torch.float32, device=q.device)
+    _check_output("lse", lse, out_shape[:3], torch.float32, q.device)
+    if not lse.is_contiguous():
+        from einsim.errors import ShapeError
+
+        raise ShapeError("attention-fwd: lse must be contiguous")
+    launch(config, problem, q, k, v, out, lse, scale)
+    return out, lse
+
+
+def launch(config: FlashConfig, problem, q, k, v, out, lse, scale=None):
+    """Launch the kernel on checked tensors (flash_forward is the checked entry point)."""
+    if interpreting():
+        patch_interpreter()
+    scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
+    block_d = padded_head_dim(problem.head_dim)
+    block_dv = padded_head_dim(problem.value_dim)
+    use_tma = config.tma and tma_compatible(q, k, v, out)
+    if use_tma:
+        q_arg = descriptor(q, config.BLOCK_M, block_d)
+        k_arg = descriptor(k, config.BLOCK_N, block_d)
+        v_arg = descriptor(v, config.BLOCK_N, block_dv)
+        o_arg = descriptor(out, config.BLOCK_M, block_dv)
+    else:
+        q_arg, k_arg, v_arg, o_arg = q, k, v, out
+    has_window, left, right = window_args(problem.window)
+    num_m_tiles = triton.cdiv(problem.q_len, config.BLOCK_M)
+    grid = (num_m_tiles, problem.batch * problem.q_heads)
+    compiled = _flash_forward[grid](
+        q_arg, k_arg, v_arg, o_arg, lse,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        problem.q_heads, problem.group, problem.q_len, problem.kv_len,
+        problem.head_dim, problem.value_dim, scale * LOG2_E, left, right, num_m_tiles,
+        IS_CAUSAL=problem.causal, HAS_WINDOW=has_window, USE_TMA=use_tma,
+        DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
+        WARP_SPECIALIZE=bool(config.warp_specialize) and not interpreting(),
+        IO_DTYPE=io_dtype(q),
+        BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    remember_launch("attention-fwd", compiled)
+    return out, lse
+
+
+LAST_LAUNCH: dict[str, dict] = {}
+
+
+def remember_launch(kernel: str, compiled) -> None:
+    """Keep what the compiler chose for the latest launch (shared memory, registers, spills),
+    so benchmarks can check the resource model against it."""
+    try:
+        LAST_LAUNCH[kernel] = {"shared": int(compiled.metadata.shared),
+                               "registers": int(getattr(compiled, "n_regs", 0) or 0),
+                               "spills": int(getattr(compiled, "n_spills", 0) or 0)}
+    except (AttributeError, TypeError, ValueError):  # the interpreter compiles nothing
+        LAST_LAUNCH.pop(kernel, None)
+
+
+def launch_from_inputs(config: FlashConfig, inputs: dict):
+    """The registry's launcher: inputs as KernelSpec.make_inputs returns them."""
+    return flash_forward(inputs["q"], inputs["k"], inputs["v"], causal=inputs.get("causal", False),
+                         window=inputs.get("window"), scale=inputs.get("scale"), config=config)
+
+
+__all__ = ["flash_forward", "launch", "launch_from_inputs", "LN_2"]

@@ -1,0 +1,34 @@
+"""`einsim.kernels.attention`: the front door to the fused kernels, a drop-in autograd function.
+
+attention(q, k, v) with q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (torch SDPA's
+layout; GQA when Hkv divides Hq), fp16 or bf16, any strides. Differentiable in q, k and v.
+"""
+
+from __future__ import annotations
+
+
+def attention(q, k, v, causal: bool = False, window=None, scale: float | None = None,
+              config=None, *, backward_config=None, return_lse: bool = False):
+    """softmax(q·kᵀ·scale + mask)·v by the fused forward (`attention-fwd`); gradients by
+    `attention-bwd`. Masks are bottom-right aligned (einsim.einsum_cascades.reference):
+    causal keeps key j for query i iff j <= i + Nk - Nq; window=(left, right) keeps
+    i' - left <= j <= i' + right. scale defaults to 1/sqrt(D). config / backward_config: a
+    FlashConfig / FlashBackwardConfig (None: tuned cache, else the default). With
+    return_lse=True also returns the natural-log log-sum-exp [B, Hq, Nq] (fp32, not
+    differentiable; -inf for a row that sees no key, whose output is 0).
+    """
+    import torch
+
+    from einsim.kernels.flash.backward import FlashAttentionFunction
+    from einsim.kernels.flash.forward import flash_forward
+
+    window = tuple(window) if window is not None else None
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v))
+    if needs_grad:
+        out, lse = FlashAttentionFunction.apply(q, k, v, bool(causal), window, scale, config,
+                                                backward_config)
+    else:
+        out, lse = flash_forward(q, k, v, causal=bool(causal), window=window, scale=scale,
+                                 config=config)
+    return (out, lse) if return_lse else out
