@@ -3,6 +3,7 @@ the GPU model or the spatial-accelerator model, which both return an Estimate.""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,17 @@ def simulate(cascade: Cascade | str | Path, workload: Workload, target: Any, map
 
 
 def resolve_cascade(cascade: Cascade | str | Path) -> Cascade:
-    return cascade if isinstance(cascade, Cascade) else load_cascade(cascade)
+    """A Cascade as is; a name or path loaded once per file version (sweeps load it many times)."""
+    if isinstance(cascade, Cascade):
+        return cascade
+    path = Path(cascade)
+    stamp = path.stat().st_mtime_ns if path.suffix in (".yaml", ".yml") and path.is_file() else None
+    return _load_cascade(str(cascade), stamp)
+
+
+@lru_cache(maxsize=64)
+def _load_cascade(name: str, stamp: int | None) -> Cascade:
+    return load_cascade(name)
 
 
 def resolve_target(target: Any):

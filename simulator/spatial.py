@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,6 @@ from einsim.simulator.mapping import Mapping, ResolvedMapping, array_shape, reso
 from einsim.simulator.workload import Workload
 
 OP_KINDS = ("mul", "add", "sub", "div", "exp", "max", "min")
-HEAD_RANKS = ("B", "H", "G")
-QUERY_RANK = "P"
 # epochs simulated to reach the steady state of the sequential (in-order) schedule (§4.3)
 _SCHEDULE_EPOCHS = 6
 
@@ -81,9 +80,15 @@ class Design:
     """A cascade, a workload, a target and a resolved mapping, compiled for fast evaluation."""
 
     def __init__(self, cascade: Cascade, workload: Workload, target, mapping: ResolvedMapping,
-                 report: PassReport | None = None):
+                 report: PassReport | None = None, query_rank: str = "P", sizes: dict[str, int] | None = None):
+        """`query_rank` is the rank whose rows stay on chip for a block (attention's P, a GEMM's
+        token rank); the key rank, streamed through, is the pass analysis's (attention's M).
+        `sizes` binds ranks the workload does not name (a GEMM's K, M, N)."""
         self.cascade, self.workload, self.target, self.mapping = cascade, workload, target, mapping
         self.report = report or analyze_passes(cascade)
+        self.query_rank = query_rank
+        # a cascade may split the query rank too (the library's `flat`: P into P1 x P0)
+        self.query_family = cascade.space.family(query_rank) if query_rank in cascade.ranks else {query_rank}
         self.rows, self.cols = array_shape(target)
         self.vector_pes = vector_length(target)
         self.clock = target.clock_hz
@@ -97,6 +102,7 @@ class Design:
         given = dict(workload.rank_sizes())
         given.update({"batch": workload.batch, "heads": workload.heads, "head_dim": workload.head_dim,
                       "v_head_dim": workload.value_dim})
+        given.update(sizes or {})
         if self.key_inner is not None:
             given[self.key_inner] = mapping.key_tile
         self.sizes = cascade.bind(given)
@@ -127,7 +133,7 @@ class Design:
             is_iterative = name in iterative and iterative[name] in self.key_family
             if is_iterative:
                 elements /= sizes[iterative[name]] + 1  # only the current state is ever live
-            has_query = QUERY_RANK in ranks
+            has_query = bool(set(ranks) & self.query_family)
             has_key = bool(set(ranks) & self.key_family) and not is_iterative
             role = "plane" if has_query and has_key else "query" if has_query else "key" if has_key else "other"
             heads = float(self.heads_total)
@@ -175,7 +181,7 @@ class Design:
             nodes.append(Node(
                 name=name, group=group_of[name], unit=unit, pass_index=self.report.einsum_pass[name],
                 points=points, ops=ops, cycles_per_point=cpp, row_extent=row_extent,
-                iterates_query=QUERY_RANK in ranks, key_extent=key_extent, drains_rows=drains, deps=deps,
+                iterates_query=bool(ranks & self.query_family), key_extent=key_extent, drains_rows=drains, deps=deps,
                 operands=einsum.operand_tensors,
                 energy_per_point=compute_energy_per_point(per_point, unit, target, dtype, exp_native),
                 register_energy_per_cycle=self._register_energy(unit),
@@ -258,9 +264,15 @@ class Design:
         # §5.1 buffer need for one query block: per-query state, streamed key tiles, live rows
         resident = sum((tensors[t].per_query for t in group.resident_query), 0.0)
         key_inputs = [t for t in group.inputs if tensors[t].role == "key"]
-        stream = 2.0 * self.key_tile_rows * sum(tensors[t].per_key for t in key_inputs)
-        stream += 2.0 * self.rows * self.cols * sum(1 for t in group.inputs if tensors[t].role == "plane")
-        fixed = word * (resident * query_block + stream)
+        plane_tiles = 2.0 * self.rows * self.cols * sum(1 for t in group.inputs if tensors[t].role == "plane")
+        # a key tile (M0 x E) is double-buffered whole and reused by every query tile of the
+        # block; if even that does not fit, it streams in array-width chunks and is re-read per
+        # query tile instead (a GEMM with a long reduction on a small buffer)
+        whole = 2.0 * self.key_tile_rows * sum(tensors[t].per_key for t in key_inputs)
+        chunked = 2.0 * self.key_tile_rows * sum(min(tensors[t].per_key, self.cols) for t in key_inputs)
+        base = word * (resident * query_block + plane_tiles)
+        tile_reuse = base + word * whole <= cap
+        fixed = base + word * np.where(tile_reuse, whole, chunked)
         live = word * _live_per_row(group, tensors) * query_block
         need = fixed + live
         feasible = fixed <= cap
@@ -268,7 +280,7 @@ class Design:
         spill_fraction = np.where(live > 0, np.where(feasible, spill_fraction, 1.0), 0.0)
         key_full = word * self.key_len * sum(tensors[t].per_key for t in key_inputs)
         key_resident = (need + key_full <= cap) & (spill_fraction == 0)
-        rereads = np.where(key_resident, 1.0, np.ceil(self.query_len / query_block))
+        rereads = np.where(key_resident, 1.0, np.ceil(self.query_len / np.where(tile_reuse, query_block, query_tile)))
 
         # §5.2 DRAM traffic: inputs (key tensors once per query block), outputs, spills
         einsum_dram = {n.name: zeros.copy() for n in nodes}
@@ -534,7 +546,8 @@ class Design:
             live = sorted({t for g in self.groups for t, _, _, _ in g.live})
             spills = {str(np.atleast_1d(c["spill"])[0]) for c in choices}
             how = "written to DRAM and read back in each later pass" if spills == {"store"} else "recomputed (K re-read) in each later pass"
-            notes.append(f"{spill:.0%} of the rows live across passes ({', '.join(live)}) do not fit in {_bytes(capacity)}: {how}")
+            share = f"{spill:.0%}" if spill >= 0.01 else f"{spill:.2%}"
+            notes.append(f"{share} of the rows live across passes ({', '.join(live)}) do not fit in {_bytes(capacity)}: {how}")
         if not feasible:
             notes.append(f"even one query row's resident state does not fit in {_bytes(capacity)}")
         if self.mapping.schedule == "sequential" and utilization:
@@ -681,11 +694,17 @@ def simulate_spatial(cascade: Cascade, workload: Workload, target, mapping: Mapp
     return design.estimate(design.choose())
 
 
-def compile_design(cascade: Cascade, workload: Workload, target, mapping: Mapping) -> Design:
+def compile_design(cascade: Cascade, workload: Workload, target, mapping: Mapping, key_rank: str = "M",
+                   query_rank: str = "P", sizes: dict[str, int] | None = None) -> Design:
     """The user's mapping resolved against the design's defaults, compiled (§2)."""
-    report = analyze_passes(cascade)
+    report = _passes(cascade, key_rank)
     resolved = resolve_mapping(mapping, cascade, target, report, workload)
-    return Design(cascade, workload, target, resolved, report)
+    return Design(cascade, workload, target, resolved, report, query_rank, sizes)
+
+
+@lru_cache(maxsize=256)
+def _passes(cascade: Cascade, key_rank: str) -> PassReport:
+    return analyze_passes(cascade, key_rank)
 
 
 def _pick(latency, traffic, energy, blocks) -> np.ndarray:

@@ -1,0 +1,154 @@
+"""`einsim simulate`: one cascade on one target for one workload — latency, off-chip traffic, buffer,
+energy, utilisation and the per-Einsum breakdown; `--buffer-sweep` for the traffic-versus-buffer
+curve of a spatial design. With no arguments: fusemax on h100-sxm for llama3-8b at 4096 tokens."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from einsim.cli.output import print_json, render_table, write_csv
+
+DEFAULT_CASCADE = "fusemax"
+DEFAULT_TARGET = "h100-sxm"
+DEFAULT_MODEL = "llama3-8b"
+DEFAULT_SEQ_LEN = 4096
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from einsim.simulator.shapes import add_workload_arguments
+
+    parser = subparsers.add_parser(
+        "simulate", help="estimate a cascade on a hardware target (latency, traffic, buffer, energy)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cascade", default=DEFAULT_CASCADE, help=f"library cascade or YAML path (default {DEFAULT_CASCADE})")
+    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"target preset or YAML path (default {DEFAULT_TARGET})")
+    parser.add_argument("--mapping", help="mapping YAML (tiles, query block, binding, schedule; docs/simulator.md §2)")
+    add_workload_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the Estimate as JSON")
+    parser.add_argument("--buffer-sweep", action="store_true", help="traffic, latency and energy versus global-buffer size (spatial targets)")
+    parser.add_argument("--csv", help="with --buffer-sweep: also write the curve to this CSV file")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from einsim.simulator.shapes import workload_from_args
+    from einsim.simulator.simulate import simulate
+
+    workload = workload_from_args(args, default_model=DEFAULT_MODEL, default_seq_len=DEFAULT_SEQ_LEN)
+    if args.buffer_sweep:
+        return _buffer_sweep(args, workload)
+    estimate = simulate(args.cascade, workload, args.target, args.mapping)
+    if args.json:
+        print_json(estimate.to_json())
+    else:
+        print(report(estimate))
+    return 0
+
+
+def report(estimate) -> str:
+    """The human-readable estimate: a summary, utilisation, the per-Einsum table and the notes."""
+    w = estimate.workload
+    heads = f"{w.heads} heads" + (f" ({w.key_value_heads} KV heads)" if w.key_value_heads != w.heads else "")
+    mask = ", causal" if w.causal else ""
+    if w.window:
+        mask += f", window {w.window[0]},{w.window[1]}"
+    lines = [
+        f"{estimate.cascade} on {estimate.target} — {w.name or 'workload'}: batch {w.batch}, {heads}, "
+        f"{w.q_len} queries x {w.kv_len} keys, head dim {w.head_dim}{mask}",
+        "",
+    ]
+    summary = [
+        ["latency", _time(estimate.latency_s), f"bound by {estimate.bound}"],
+        ["off-chip traffic", _bytes(estimate.traffic_bytes), _traffic_note(estimate)],
+        ["on-chip buffer", f"{_bytes(estimate.buffer_bytes)} of {_bytes(estimate.buffer_capacity_bytes)}",
+         "fits" if estimate.fits else "does not fit: live state spills"],
+        ["energy", _energy(estimate.energy_j), ", ".join(f"{k} {v / estimate.energy_j:.0%}" for k, v in
+                                                        sorted(estimate.energy_by_component.items(), key=lambda kv: -kv[1])[:3]
+                                                        if estimate.energy_j > 0)],
+        ["passes over K/V", str(estimate.passes), "1: needs only a tile of state per query" if estimate.passes == 1
+         else "live state between passes grows with the sequence"],
+    ]
+    lines.append(render_table(["", "estimate", "why"], summary))
+    lines.append("")
+    util = "  ".join(f"{unit} {value:.0%}" for unit, value in estimate.utilization.items())
+    lines.append(f"utilisation: {util}")
+    lines.append("")
+    rows = []
+    for e in estimate.per_einsum:
+        ops = ", ".join(f"{_count(v)} {k}" for k, v in e.compute_ops.items())
+        rows.append([e.einsum, e.pass_index, e.unit, ops, _bytes(e.traffic_bytes), _time(e.latency_s), _energy(e.energy_j)])
+    lines.append(render_table(["einsum", "pass", "unit", "operations", "off-chip", "time on unit", "energy"], rows))
+    if estimate.notes:
+        lines.append("")
+        lines += [f"- {note}" for note in estimate.notes]
+    return "\n".join(lines)
+
+
+def _buffer_sweep(args: argparse.Namespace, workload) -> int:
+    from einsim.simulator.sweep import buffer_sweep
+
+    rows = buffer_sweep(args.cascade, workload, args.target, args.mapping)
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.json:
+        print_json(rows)
+        return 0
+    print(f"{args.cascade} on {args.target} — {workload.name}: off-chip traffic versus global buffer "
+          "(mapping re-chosen at each size; x = times the compulsory traffic)")
+    table = []
+    for r in rows:
+        if math.isnan(r["traffic_bytes"]):
+            table.append([_bytes(r["buffer_bytes"]), "—", "—", "—", "does not fit", ""])
+            continue
+        state = "fits" if r["fits"] else f"spills {r['spill_fraction']:.0%} ({r['spill']})"
+        table.append([_bytes(r["buffer_bytes"]), _bytes(r["traffic_bytes"]), f"{r['traffic_over_compulsory']:.3g}x",
+                      _time(r["latency_s"]), state, r["query_block"]])
+    print(render_table(["buffer", "traffic", "x compulsory", "latency", "live state", "query block"], table))
+    if args.csv:
+        print(f"\nwrote {args.csv}", file=sys.stderr)
+    return 0
+
+
+def _traffic_note(estimate) -> str:
+    from einsim.simulator.workload import Workload
+
+    w: Workload = estimate.workload
+    if w.dtype_bytes <= 0:
+        return ""
+    compulsory = w.dtype_bytes * w.batch * (w.heads * w.q_len * (w.head_dim + w.value_dim)
+                                            + w.key_value_heads * w.kv_len * (w.head_dim + w.value_dim))
+    return f"{estimate.traffic_bytes / compulsory:.3g}x the compulsory Q, K, V, O"
+
+
+def _time(seconds: float) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale:
+            return f"{seconds / scale:.4g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _bytes(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.4g} {unit}"
+    return f"{value:.0f} B"
+
+
+def _energy(joules: float) -> str:
+    for unit, scale in (("kJ", 1e3), ("J", 1.0), ("mJ", 1e-3), ("uJ", 1e-6), ("nJ", 1e-9)):
+        if joules >= scale:
+            return f"{joules / scale:.4g} {unit}"
+    return f"{joules:.3g} J"
+
+
+def _count(value: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.0f}"

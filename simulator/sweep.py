@@ -1,0 +1,116 @@
+"""Many simulations at once: a grid of targets x cascades x models x lengths to rows (CSV), and the
+traffic-versus-buffer curve of one design, whose steps show the cascade's passes."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from einsim.errors import ConfigError
+from einsim.simulator.estimate import Estimate
+from einsim.simulator.mapping import load_mapping
+from einsim.simulator.simulate import resolve_cascade, resolve_target, simulate
+from einsim.simulator.workload import Workload
+
+
+def estimate_row(estimate: Estimate, **keys: Any) -> dict[str, Any]:
+    """One flat CSV row of an Estimate (the grid's columns; utilisation as util_<unit>)."""
+    row = dict(keys)
+    row.update(
+        cascade=estimate.cascade, target=estimate.target, workload=estimate.workload.name,
+        batch=estimate.workload.batch, heads=estimate.workload.heads, kv_heads=estimate.workload.key_value_heads,
+        q_len=estimate.workload.q_len, kv_len=estimate.workload.kv_len, head_dim=estimate.workload.head_dim,
+        passes=estimate.passes, latency_s=estimate.latency_s, traffic_bytes=estimate.traffic_bytes,
+        energy_j=estimate.energy_j, buffer_bytes=estimate.buffer_bytes,
+        buffer_capacity_bytes=estimate.buffer_capacity_bytes, fits=estimate.fits, bound=estimate.bound,
+    )
+    for unit, value in estimate.utilization.items():
+        row[f"util_{unit}"] = value
+    return row
+
+
+def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str], seq_lens: Sequence[int],
+         mode: str = "prefill", mapping: Any = None, progress: bool = True, errors: str = "row") -> list[dict[str, Any]]:
+    """Simulate every combination; a combination the model cannot run (a cascade the GPU model
+    has no kernel style for, a mapping a target rejects) gives a row with its `error` when
+    errors="row", or raises when errors="raise"."""
+    from einsim.errors import EinsimError
+    from einsim.simulator.models import load_model
+
+    combos: Iterable = list(itertools.product(targets, cascades, models, seq_lens))
+    if progress:
+        from tqdm import tqdm
+
+        combos = tqdm(combos, desc="einsim sweep", unit="design")
+    rows = []
+    for target, cascade, model, seq_len in combos:
+        workload = load_model(model).workload(seq_len, mode)
+        try:
+            estimate = simulate(cascade, workload, target, mapping)
+        except EinsimError as error:
+            if errors == "raise":
+                raise
+            rows.append({"model": model, "seq_len": seq_len, "cascade": cascade, "target": target, "error": str(error)})
+            continue
+        rows.append(estimate_row(estimate, model=model, seq_len=seq_len))
+    return rows
+
+
+def buffer_capacities(low: float = 16 * 2**10, high: float = 4 * 2**30, per_octave: int = 2) -> np.ndarray:
+    """Geometric capacities from `low` to `high` bytes, `per_octave` points per doubling."""
+    count = int(round(np.log2(high / low) * per_octave)) + 1
+    return low * 2.0 ** (np.arange(count) / per_octave)
+
+
+def buffer_sweep(cascade: Any, workload: Workload, target: Any, mapping: Any = None,
+                 capacities: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """Traffic, latency and energy of the design at each global-buffer capacity, its mapping
+    re-chosen at each (docs/simulator.md §5.5). Spatial targets only."""
+    from einsim.simulator.spatial import compile_design
+
+    target = resolve_target(target)
+    if target.kind != "spatial":
+        raise ConfigError(f"{target.name}: --buffer-sweep varies a spatial design's global buffer; "
+                          "a GPU's shared memory is fixed by its architecture")
+    design = compile_design(resolve_cascade(cascade), workload, target, load_mapping(mapping))
+    caps = np.asarray(buffer_capacities() if capacities is None else capacities, dtype=float)
+    choices = design.choose(caps)
+    result = design.evaluate_choice(choices, caps)
+    compulsory = compulsory_traffic_bytes(design)
+    rows = []
+    for i, cap in enumerate(caps):
+        if not bool(result["feasible"][i]):
+            # not even one query row's per-query state and the streamed tiles fit
+            rows.append({"buffer_bytes": float(cap), "traffic_bytes": float("nan"), "traffic_over_compulsory": float("nan"),
+                         "latency_s": float("nan"), "energy_j": float("nan"), "fits": False, "spill_fraction": float("nan"),
+                         "query_block": "", "spill": "does not fit"})
+            continue
+        rows.append({
+            "buffer_bytes": float(cap),
+            "traffic_bytes": float(result["traffic_bytes"][i]),
+            "traffic_over_compulsory": float(result["traffic_bytes"][i]) / compulsory,
+            "latency_s": float(result["latency_s"][i]),
+            "energy_j": float(result["energy_j"][i]),
+            "fits": bool(result["fits"][i]),
+            "spill_fraction": float(result["spill_fraction"][i]),
+            "query_block": "/".join(str(int(np.atleast_1d(c["query_block"])[i])) for c in choices),
+            "spill": "/".join(str(np.atleast_1d(c["spill"])[i]) for c in choices),
+        })
+    return rows
+
+
+def compulsory_traffic_bytes(design) -> float:
+    """Every input read once and every output written once (FuseMax §V: 4·B·H·M·E words for
+    self-attention with E = F)."""
+    tensors = design.tensors
+    cascade = design.cascade
+    total = 0.0
+    for name in cascade.inputs:
+        info = tensors[name]
+        total += info.elements * (design.kv_fraction if info.role == "key" else 1.0)
+    for name in cascade.outputs:
+        total += tensors[name].elements
+    return total * design.word
