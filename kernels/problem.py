@@ -106,18 +106,10 @@ class AttentionProblem:
         lo = (max(0, lo) // block_n) * block_n
         return lo, max(lo, hi)
 
-    def visible_pairs(self) -> int:
-        """(query, key) pairs one query head sees; exact, in O(1) per piece of the row range."""
-        total = 0
-        # lo(i) and hi(i) are clamped affine functions of i: split rows where a clamp switches
-        # would be exact but fiddly; q_len is at most a few 10^5, so sum directly but vectorised.
-        try:
-            import numpy as np
-        except ImportError:  # pragma: no cover - numpy is a hard dependency
-            for row in range(self.q_len):
-                lo, hi = self.row_key_range(row)
-                total += max(0, hi - lo)
-            return total
+    def _row_ranges(self):
+        """lo and hi of every query row's visible keys, as numpy arrays (hi <= lo: none)."""
+        import numpy as np
+
         position = np.arange(self.q_len, dtype=np.int64) + self.offset
         lo = np.zeros(self.q_len, dtype=np.int64)
         hi = np.full(self.q_len, self.kv_len, dtype=np.int64)
@@ -126,19 +118,21 @@ class AttentionProblem:
         if self.window is not None:
             lo = np.maximum(lo, position - self.window[0])
             hi = np.minimum(hi, position + self.window[1] + 1)
-        return int(np.clip(hi - lo, 0, None).sum())
+        return lo, hi
+
+    def visible_pairs(self) -> int:
+        """(query, key) pairs one query head sees (exact; the oracle's mask summed)."""
+        lo, hi = self._row_ranges()
+        return int((hi - lo).clip(0, None).sum())
 
     def visible_key_span(self) -> tuple[int, int]:
-        """Keys [lo, hi) that at least one query row sees (rows' ranges overlap, so it is one span)."""
-        lo, hi = self.kv_len, 0
-        for row in (0, self.q_len - 1):
-            row_lo, row_hi = self.row_key_range(row)
-            if row_hi > row_lo:
-                lo, hi = min(lo, row_lo), max(hi, row_hi)
-        if hi <= lo:
-            # The first and last rows may both be empty only if every row is (ranges slide by one).
+        """Keys [lo, hi) that at least one query row sees (row ranges slide by one key per row,
+        so their union is one span); (0, 0) when no row sees any key."""
+        lo, hi = self._row_ranges()
+        seen = hi > lo
+        if not seen.any():
             return 0, 0
-        return lo, hi
+        return int(lo[seen].min()), int(hi[seen].max())
 
     def visited_tiles(self, block_m: int, block_n: int) -> int:
         """(query tile, key tile) pairs one query head visits with the tile-skipping of kernels."""

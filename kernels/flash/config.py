@@ -256,7 +256,7 @@ BACKWARD = register(KernelSpec(
     flops=backward_flops,
     min_bytes=backward_min_bytes,
     make_inputs=_backward_inputs,
-    description="backward of the fused forward: dK/dV per key tile, dQ per query tile, "
-                "P recomputed from the saved lse",
+    description="backward of the fused forward: dK/dV per key tile (P recomputed from the "
+                "saved lse); dQ by a second kernel or (dq_atomic) by TMA reduce-add",
     direction="backward",
 ))
