@@ -118,6 +118,9 @@ class Design:
         self.kv_fraction = workload.key_value_heads / workload.heads
         self.key_tile_rows = mapping.key_tile if mapping.key_tile is not None else self.rows
 
+        self.masked = workload.causal or workload.window is not None
+        # §3.1 a causal or windowed workload skips the (key tile x query tile) tiles it cannot see
+        self.tile_density = visible_tile_fraction(workload, self.key_tile_rows, min(mapping.query_tile, workload.q_len)) if self.masked else 1.0
         self.tensors = self._tensors()
         self.nodes = self._nodes()
         self.node_by_name = {n.name: n for n in self.nodes}
@@ -159,12 +162,17 @@ class Design:
             counts = einsum.operation_counts(self.sizes)
             ops = {k: float(v) * self.head_factor for k, v in counts.items()}
             per_point = {k: (ops.get(k, 0.0) / points if points else 0.0) for k in OP_KINDS}
+            ranks = set(einsum.iteration_ranks)
+            if self.masked and ranks & self.key_family and ranks & self.query_family:
+                # the hardware computes whole visible tiles: the mask's tile density, not the
+                # cascade's own filters (if any), sets the work
+                points = float(math.prod(self.sizes[r] for r in einsum.iteration_ranks)) * self.head_factor * self.tile_density
+                ops = {k: v * points for k, v in per_point.items() if v}
             if per_point["div"] and unit == "pe_2d":
                 raise ConfigError(f"{name} divides but is bound to pe_2d: the 2D array's PEs have no divider; bind it to pe_1d")
             if per_point["exp"] and exp_native and unit == "pe_2d":
                 raise ConfigError(f"{name} needs exp, which {target.name} computes on its 1D array's exp units; bind it to pe_1d")
             cpp = cycles_per_point(per_point, exp_unit, self.vector_pes)
-            ranks = set(einsum.iteration_ranks)
             if self.key_inner is not None and self.key_inner in ranks:
                 key_extent = self.key_tile_rows
             elif self.key_rank in ranks:
@@ -281,6 +289,8 @@ class Design:
         key_full = word * self.key_len * sum(tensors[t].per_key for t in key_inputs)
         key_resident = (need + key_full <= cap) & (spill_fraction == 0)
         rereads = np.where(key_resident, 1.0, np.ceil(self.query_len / np.where(tile_reuse, query_block, query_tile)))
+        if self.masked:  # a query block reads only the key tiles it can see
+            rereads = rereads * self._block_density(np.where(tile_reuse, query_block, query_tile))
 
         # §5.2 DRAM traffic: inputs (key tensors once per query block), outputs, spills
         einsum_dram = {n.name: zeros.copy() for n in nodes}
@@ -320,7 +330,8 @@ class Design:
 
         # §5.4 global-buffer traffic: fills and drains of DRAM data, operand tiles into the
         # arrays, per-query state read and written once per key tile, live rows kept on chip
-        einsum_buffer = {n.name: zeros.copy() for n in nodes}
+        # every DRAM byte passes through the buffer once (written on fill, read on drain)
+        einsum_buffer = {n.name: 2.0 * einsum_dram[n.name] for n in nodes}
         buffer_bytes = 2.0 * dram
         for node in nodes:
             moved = 0.0
@@ -445,6 +456,12 @@ class Design:
                     part = _select(spills == spill, r, part)
             parts.append(part)
         return self._total(parts)
+
+    def _block_density(self, blocks) -> np.ndarray:
+        """Fraction of key tiles a query block sees, per block size (masked workloads)."""
+        blocks = np.asarray(blocks, dtype=float)
+        values = {b: visible_tile_fraction(self.workload, self.key_tile_rows, int(b)) for b in np.unique(blocks)}
+        return np.vectorize(values.get, otypes=[float])(blocks)
 
     def _pes(self, unit: str) -> int:
         return self.rows * self.cols if unit == "pe_2d" else self.vector_pes
@@ -647,6 +664,26 @@ def compute_energy_per_point(per_point: dict[str, float], unit: str, target, dty
         per_exp = target.energy_per_op(exp_unit, dtype) if exp_native else exp_unit.ops_per_exp * target.energy_per_op(name, dtype, "mac")
         energy += per_point["exp"] * per_exp
     return energy
+
+
+def visible_tile_fraction(workload: Workload, key_tile: int, query_tile: int) -> float:
+    """§3.1 fraction of (key_tile x query_tile) tiles with at least one visible (query, key) pair
+    under the workload's causal/window mask (einsim's bottom-right alignment, reference.py)."""
+    q_len, kv_len = workload.q_len, workload.kv_len
+    starts = np.arange(0, q_len, max(1, query_tile))
+    ends = np.minimum(starts + query_tile, q_len) - 1
+    offset = kv_len - q_len
+    low = np.zeros(len(starts))
+    high = np.full(len(starts), kv_len - 1.0)
+    if workload.window is not None:
+        left, right = workload.window
+        low = starts + offset - left
+        high = ends + offset + right
+    if workload.causal:
+        high = np.minimum(high, ends + offset)
+    low, high = np.clip(low, 0, kv_len - 1), np.clip(high, -1, kv_len - 1)
+    tiles = np.where(high >= low, np.floor(high / key_tile) - np.floor(low / key_tile) + 1, 0)
+    return float(tiles.sum() / (len(starts) * math.ceil(kv_len / key_tile)))
 
 
 def _fill(extent, dim: int):

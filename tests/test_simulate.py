@@ -1,0 +1,92 @@
+"""The simulator's front door and `einsim simulate`: names and paths resolve, GPU and spatial
+targets dispatch, the default command runs, JSON has the documented shape, bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from einsim.cli import main
+from einsim.errors import SpecError
+from einsim.simulator.mapping import parse_mapping
+from einsim.simulator.models import load_model
+from einsim.simulator.simulate import simulate
+from einsim.targets import load_target
+
+JSON_KEYS = {"passes", "buffer_bytes", "fits", "traffic_bytes", "latency_s", "energy_j", "utilization", "per_einsum"}
+
+
+def test_names_paths_and_objects_give_the_same_estimate(tmp_path):
+    from einsim.einsum_cascades import load_cascade
+    from einsim.targets.loader import PRESET_DIR
+
+    workload = load_model("BERT").workload(4096)
+    by_name = simulate("fusemax", workload, "fusemax-cloud")
+    by_path = simulate(load_cascade("fusemax").source, workload, str(PRESET_DIR / "fusemax-cloud.yaml"))
+    by_object = simulate(load_cascade("fusemax"), workload, load_target("fusemax-cloud"))
+    assert by_name.latency_s == by_path.latency_s == by_object.latency_s
+
+
+@pytest.mark.parametrize("target", ["h100-sxm", "fusemax-cloud"])
+def test_gpu_and_spatial_targets_both_return_an_estimate(target):
+    estimate = simulate("fusemax", load_model("llama3-8b").workload(4096), target)
+    assert estimate.target == target and estimate.latency_s > 0 and estimate.passes == 1
+    assert JSON_KEYS <= set(estimate.to_json())
+
+
+def test_the_default_command_runs_and_prints_a_readable_table(capsys):
+    assert main(["simulate"]) == 0
+    out = capsys.readouterr().out
+    assert "fusemax on h100-sxm" in out and "llama3-8b" in out
+    for word in ("latency", "off-chip traffic", "on-chip buffer", "energy", "utilisation", "einsum"):
+        assert word in out
+
+
+def test_json_output_has_the_documented_keys(capsys):
+    assert main(["simulate", "--target", "flat-cloud", "--cascade", "attention-3pass", "--model", "BERT", "--seq-len", "1k", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert JSON_KEYS <= set(data)
+    assert set(data["utilization"]) >= {"pe_2d", "pe_1d"}
+    assert [row["einsum"] for row in data["per_einsum"]] == ["QK", "GM", "SN", "SD", "A", "AV"]
+
+
+def test_shape_and_mapping_file_arguments(tmp_path, capsys):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(yaml.safe_dump({"key_tile": 128, "schedule": "sequential"}))
+    assert main(["simulate", "--target", "fusemax-edge", "--shape", "2,8,2048,64", "--mapping", str(mapping), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["mapping"]["key_tile"] == 128 and data["mapping"]["schedule"] == "sequential"
+    assert data["workload"]["batch"] == 2
+
+
+def test_buffer_sweep_prints_the_curve_and_refuses_gpus(capsys, tmp_path):
+    out_csv = tmp_path / "curve.csv"
+    assert main(["simulate", "--target", "fusemax-cloud", "--model", "BERT", "--seq-len", "4k", "--buffer-sweep", "--csv", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "x compulsory" in out and out_csv.read_text().startswith("buffer_bytes,")
+    assert main(["simulate", "--buffer-sweep"]) == 2
+    assert "spatial" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "--target", "nope"], "unknown target"),
+    (["simulate", "--cascade", "nope", "--target", "fusemax-cloud"], "no cascade named"),
+    (["simulate", "--model", "nope"], "unknown model"),
+])
+def test_bad_input_exits_2_with_a_message(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("document, message", [
+    ({"key_tile": -4}, "m.yaml: key_tile: expected a positive integer, got -4"),
+    ({"schedule": "fast"}, "m.yaml: schedule: expected one of pipelined, sequential, got 'fast'"),
+    ({"binding": {"QK": "gpu"}}, "m.yaml: binding.QK: expected pe_2d or pe_1d, got 'gpu'"),
+    ({"tiles": 3}, "m.yaml: tiles: expected one of the fields"),
+    ({"groups": [[]]}, "m.yaml: groups[0]: expected a non-empty list of Einsum names"),
+])
+def test_mapping_files_are_validated_like_targets(document, message):
+    with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_mapping(document, "m.yaml")
