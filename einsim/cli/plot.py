@@ -1,0 +1,129 @@
+"""`einsim plot traffic-vs-buffer | speedup | passes`: the figures of a paper besides the roofline,
+each with its data as CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+from einsim.cli.output import render_table
+from einsim.cli.roofline import add_output_arguments, add_target_cascade_arguments, emit
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from einsim.simulator.shapes import add_workload_arguments
+
+    parser = subparsers.add_parser("plot", help="traffic against buffer, speedup bars, pass-coloured cascade graph")
+    kinds = parser.add_subparsers(dest="plot_kind", metavar="PLOT")
+
+    traffic = kinds.add_parser(
+        "traffic-vs-buffer", help="off-chip traffic against on-chip buffer capacity, per cascade",
+        description="Simulate each cascade with the target's on-chip buffer (the level in front of "
+        "DRAM/HBM) at each capacity: multi-pass cascades step down where their intermediates fit.")
+    add_target_cascade_arguments(traffic, ("attention-3pass", "fusemax"))
+    add_workload_arguments(traffic)
+    traffic.add_argument("--mapping", help="mapping YAML for the simulator")
+    traffic.add_argument("--min-buffer", default="16 KiB", help="smallest capacity (default '16 KiB')")
+    traffic.add_argument("--max-buffer", default="4 GiB", help="largest capacity (default '4 GiB')")
+    traffic.add_argument("--per-octave", type=int, default=2, help="capacities per factor of two (default 2)")
+    add_output_arguments(traffic)
+    traffic.set_defaults(handler=_traffic)
+
+    speedup = kinds.add_parser(
+        "speedup", help="speedup and energy of designs per model and sequence length (grouped bars)",
+        description="The FuseMax paper's comparison: each design (a target running a cascade) relative to "
+        "a baseline design, per model and sequence length, with the geometric mean.")
+    speedup.add_argument("--design", action="append", metavar="LABEL=TARGET:CASCADE",
+                         help="a design; repeatable (default: Unfused=unfused-cloud:attention-3pass, "
+                         "FLAT=flat-cloud:attention-3pass, FuseMax=fusemax-cloud:fusemax)")
+    speedup.add_argument("--baseline", help="the design others are compared with (default: the first)")
+    speedup.add_argument("--model", action="append", metavar="M",
+                         help="model preset; repeatable (default BERT TrXL T5 XLM)")
+    speedup.add_argument("--seq-lens", default="1k,4k,16k,64k,256k,1m",
+                         help="sequence lengths, comma-separated (default 1k,4k,16k,64k,256k,1m)")
+    speedup.add_argument("--mode", choices=("prefill", "decode"), default="prefill")
+    speedup.add_argument("--batch", type=int, help="override the presets' batch")
+    speedup.add_argument("--linear", action="store_true", help="linear speedup axis (default log)")
+    add_output_arguments(speedup)
+    speedup.set_defaults(handler=_speedup)
+
+    passes = kinds.add_parser("passes", help="a cascade's dependency graph coloured by pass")
+    passes.add_argument("cascade", metavar="NAME", help="cascade name or YAML path")
+    passes.add_argument("--rank", default="M", help="the rank whose passes are counted (default M)")
+    passes.add_argument("--no-text", action="store_true", help="graph only, without the Einsums listed beside it")
+    add_output_arguments(passes)
+    passes.set_defaults(handler=_passes)
+
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+
+
+def _bytes_argument(text: str, option: str) -> float:
+    from einsim.errors import ConfigError
+    from einsim.targets.units import parse_bytes
+
+    try:
+        value = parse_bytes(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ConfigError(f"{option} expects a positive size such as '64 KiB', '16 MiB' or '1 GiB', got {text!r}")
+    return value
+
+
+def _traffic(args: argparse.Namespace) -> int:
+    from einsim.simulator.plots.data import traffic_steps
+    from einsim.simulator.sweep import buffer_capacities
+    from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
+    from einsim.simulator.shapes import workload_from_args
+    from einsim.targets.units import format_bytes
+
+    workload = workload_from_args(args)
+    capacities = buffer_capacities(_bytes_argument(args.min_buffer, "--min-buffer"),
+                                   _bytes_argument(args.max_buffer, "--max-buffer"), args.per_octave)
+    data = [traffic_steps(args.cascade or list(args.cascade_default), workload, target, capacities, mapping=args.mapping)
+            for target in args.target]
+    rows = [row for d in data for row in d.rows()]
+
+    def table() -> None:
+        for d in data:
+            print(f"{d.target}, {d.workload.name}: compulsory traffic {d.compulsory_bytes / 1e9:.4g} GB")
+            print(render_table(["cascade", "buffer", "traffic GB", "x compulsory", "passes", "fits"],
+                               [[p.cascade, format_bytes(p.buffer_capacity_bytes), p.traffic_bytes / 1e9,
+                                 p.traffic_ratio, p.passes, p.fits] for p in d.points]))
+            for note in d.notes:
+                print(f"note: {note}")
+            print()
+
+    return emit(args, data, rows, lambda: plot_traffic_vs_buffer(data), table)
+
+
+def _speedup(args: argparse.Namespace) -> int:
+    from einsim.simulator.plots.data import PAPER_DESIGNS, parse_design, parse_lengths, speedup_data
+    from einsim.simulator.plots.speedup import plot_speedup
+
+    designs = [parse_design(text) for text in args.design] if args.design else list(PAPER_DESIGNS)
+    data = speedup_data(args.model or ["BERT", "TrXL", "T5", "XLM"], parse_lengths(args.seq_lens), designs,
+                        baseline=args.baseline, mode=args.mode, batch=args.batch)
+    rows = [dict(r.__dict__) for r in data.rows]
+
+    def table() -> None:
+        print(render_table(["model", "seq len", "design", "latency s", "energy J", "speedup", "energy ratio", "bound"],
+                           [[r.model, r.seq_len, r.design, r.latency_s, r.energy_j, r.speedup, r.energy_ratio, r.bound]
+                            for r in data.rows]))
+        print("geomean: " + ", ".join(f"{d.label} {data.geomean(d.label):.3g}x speedup, "
+                                      f"{data.geomean(d.label, 'energy_ratio'):.3g} energy" for d in designs))
+
+    return emit(args, data, rows, lambda: plot_speedup(data, log_speedup=not args.linear), table)
+
+
+def _passes(args: argparse.Namespace) -> int:
+    from einsim.simulator.plots.data import pass_graph
+    from einsim.simulator.plots.passes_graph import plot_pass_graph
+
+    data = pass_graph(args.cascade, args.rank)
+
+    def table() -> None:
+        print(f"{data.cascade}: {data.passes} pass(es) over {data.rank}")
+        print(render_table(["node", "kind", "pass", "colour", "Einsum"],
+                           [[n.name, n.kind, n.pass_index or "-", n.color, n.text] for n in data.nodes]))
+
+    return emit(args, data, data.rows(), lambda: plot_pass_graph(data, show_text=not args.no_text), table)

@@ -1,0 +1,35 @@
+"""Plots a user would put in a paper: rooflines, traffic against buffer capacity, speedup and energy
+bars, the cascade graph coloured by pass; each a matplotlib Figure (Agg, no display) with its data.
+
+The data functions (`einsim.simulator.plots.data`) are the tested core; `plot_*` only draw them.
+Conventions: docs/plots.md.
+"""
+
+from einsim.simulator.plots.data import (
+    PAPER_DESIGNS,
+    Design,
+    PassGraph,
+    Roof,
+    RooflineData,
+    RooflinePoint,
+    SpeedupData,
+    TrafficSteps,
+    pass_graph,
+    roofline_data,
+    roofline_for,
+    speedup_data,
+    traffic_steps,
+)
+from einsim.simulator.plots.figure import save_figure
+from einsim.simulator.plots.measured import MeasuredRun, load_benchmark_csv, load_measured, load_tuning_db
+from einsim.simulator.plots.passes_graph import plot_pass_graph
+from einsim.simulator.plots.roofline import plot_roofline
+from einsim.simulator.plots.speedup import plot_speedup
+from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
+
+__all__ = [
+    "PAPER_DESIGNS", "Design", "MeasuredRun", "PassGraph", "Roof", "RooflineData", "RooflinePoint",
+    "SpeedupData", "TrafficSteps", "load_benchmark_csv", "load_measured", "load_tuning_db", "pass_graph",
+    "plot_pass_graph", "plot_roofline", "plot_speedup", "plot_traffic_vs_buffer", "roofline_data",
+    "roofline_for", "save_figure", "speedup_data", "traffic_steps",
+]

@@ -1,0 +1,40 @@
+"""Figures without a display: every plot draws on a matplotlib Figure with an Agg canvas (never
+pyplot's global state), and `save_figure` writes PNG, SVG or PDF by the file's suffix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from einsim.errors import ConfigError
+
+FORMATS = ("png", "svg", "pdf")
+DPI = 100  # docs/figures stay well under 150 KB at this resolution
+
+# Okabe & Ito's colour-blind-safe palette, for cascades and designs.
+SERIES_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+
+
+def series_color(index: int) -> str:
+    return SERIES_COLORS[index % len(SERIES_COLORS)]
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A Figure with an Agg canvas and constrained layout (legends outside the axes fit)."""
+    figure = Figure(figsize=(width, height), layout="constrained", dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write `figure` to `path` (.png, .svg or .pdf); the folder is created if missing."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ConfigError(f"{path}: the figure's format comes from its suffix: .png, .svg or .pdf")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"Software": None} if suffix == "png" else ({"Date": None} if suffix == "svg" else {"CreationDate": None})
+    figure.savefig(path, format=suffix, dpi=dpi, metadata=metadata)
+    return path

@@ -1,0 +1,62 @@
+"""Regenerates every figure of docs/plots.md: `python -m einsim.simulator.plots.gallery docs/figures`.
+
+Each figure is drawn from the same Python API the `einsim roofline` / `einsim plot` commands use,
+with the inputs docs/plots.md names beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from einsim.simulator.models import load_model
+from einsim.simulator.plots.data import PAPER_DESIGNS, pass_graph, roofline_for, speedup_data, traffic_steps
+from einsim.simulator.plots.figure import save_figure
+from einsim.simulator.plots.measured import load_measured
+from einsim.simulator.plots.passes_graph import plot_pass_graph
+from einsim.simulator.plots.roofline import plot_roofline
+from einsim.simulator.plots.speedup import plot_speedup
+from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
+
+ROOT = Path(__file__).resolve().parents[2]
+# H100 peers measured in this workplace (../shared/anchors, what every checkout has beside it).
+ANCHORS = ROOT.parent / "shared" / "anchors" / "h100-peers.csv"
+
+
+def figures(measured: list[Path]) -> dict[str, object]:
+    """File name -> a function drawing it."""
+    bert_4k = load_model("BERT").workload(4096)
+    runs = load_measured([p for p in measured if p.is_file()])
+    return {
+        "roofline-h100.png": lambda: plot_roofline(roofline_for(
+            ["h100-sxm"], ["fusemax", "attention-3pass"], bert_4k, measured=runs)),
+        "roofline-accelerators.png": lambda: plot_roofline(roofline_for(
+            ["flat-cloud", "fusemax-cloud"], ["attention-3pass", "fusemax"], bert_4k)),
+        "traffic-vs-buffer.png": lambda: plot_traffic_vs_buffer(traffic_steps(
+            ["attention-3pass", "attention-2pass", "fusemax"], load_model("BERT").workload(16384), "flat-cloud")),
+        "speedup.png": lambda: plot_speedup(speedup_data(
+            ["BERT", "TrXL", "T5", "XLM"], [1024, 4096, 16384, 65536, 262144, 1048576], PAPER_DESIGNS)),
+        "passes-attention-3pass.png": lambda: plot_pass_graph(pass_graph("attention-3pass")),
+        "passes-attention-2pass.png": lambda: plot_pass_graph(pass_graph("attention-2pass")),
+        "passes-fusemax.png": lambda: plot_pass_graph(pass_graph("fusemax")),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m einsim.simulator.plots.gallery", description=__doc__)
+    parser.add_argument("folder", type=Path, help="where to write the figures (docs/figures)")
+    parser.add_argument("--measured", type=Path, action="append",
+                        help=f"benchmark CSV(s) for the H100 roofline (default {ANCHORS})")
+    parser.add_argument("--only", action="append", help="just these file names")
+    args = parser.parse_args(argv)
+    for name, draw in figures(args.measured or [ANCHORS]).items():
+        if args.only and name not in args.only:
+            continue
+        path = save_figure(draw(), args.folder / name)
+        print(f"{path} ({path.stat().st_size // 1024} KiB)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Draws a cascade's dependency graph with each Einsum coloured by the pass over the rank (M) in
+which it runs (analyze_passes), inputs in grey and reads of a running state's previous value dashed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch
+
+from einsim.simulator.plots.data import INPUT_COLOR, PassGraph, pass_color, pass_graph
+from einsim.simulator.plots.figure import new_figure
+
+
+def plot_pass_graph(data: PassGraph, *, show_text: bool = True) -> Figure:
+    layers = sorted({round(n.x, 6) for n in data.nodes})
+    tallest = max(sum(1 for n in data.nodes if round(n.x, 6) == x) for x in layers)
+    figure = new_figure(max(6.0, 1.15 * len(layers) + (4.2 if show_text else 0)), max(3.6, 0.75 * tallest + 1.4))
+    if show_text:
+        graph_axis, text_axis = figure.subplots(1, 2, width_ratios=[max(1.0, 0.35 * len(layers)), 1.2])
+    else:
+        graph_axis, text_axis = figure.add_subplot(), None
+    where = {n.name: (n.x, n.y) for n in data.nodes}
+    step = min((b - a for a, b in zip(layers, layers[1:])), default=1.0)
+    for edge in data.edges:
+        if edge.source == edge.target:
+            continue  # a running state's own previous value: marked on the node instead
+        (x0, y0), (x1, y1) = where[edge.source], where[edge.target]
+        # Edges that skip layers bend further, so they do not run through the nodes between.
+        skips = abs(x1 - x0) > 1.5 * step
+        graph_axis.add_patch(FancyArrowPatch(
+            (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
+            shrinkA=13, shrinkB=13, color="#555555", linewidth=0.9,
+            linestyle="--" if edge.carried else "-",
+            connectionstyle=f"arc3,rad={0.3 if skips else 0.08}", zorder=1))
+    for node in data.nodes:
+        graph_axis.scatter([node.x], [node.y], s=620, color=node.color, zorder=2,
+                           marker="s" if node.kind == "input" else "o",
+                           edgecolor="black", linewidth=2.2 if node.iterative else 0.6)
+        graph_axis.annotate(node.name, (node.x, node.y), ha="center", va="center", fontsize=7,
+                            fontweight="bold", color="white" if node.kind == "einsum" else "black", zorder=3)
+    xs = [n.x for n in data.nodes]
+    ys = [n.y for n in data.nodes]
+    pad_x = 0.12 * (max(xs) - min(xs) or 1)
+    pad_y = 0.12 * (max(ys) - min(ys) or 1)
+    graph_axis.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+    graph_axis.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+    graph_axis.set_axis_off()
+    handles = [Line2D([], [], marker="s", linestyle="", color=INPUT_COLOR, markeredgecolor="black", markersize=9, label="input")]
+    handles += [Line2D([], [], marker="o", linestyle="", color=pass_color(k), markeredgecolor="black", markersize=9,
+                       label=f"pass {k}") for k in range(1, data.passes + 1)]
+    if any(n.iterative for n in data.nodes):
+        handles.append(Line2D([], [], marker="o", linestyle="", color="white", markeredgecolor="black",
+                              markeredgewidth=2.2, markersize=9, label="running state"))
+    if any(e.carried and e.source != e.target for e in data.edges):
+        handles.append(Line2D([], [], color="#555555", linestyle="--", label="reads a previous state"))
+    graph_axis.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                      ncol=min(4, len(handles)), frameon=False)
+    graph_axis.set_title(f"{data.cascade}: {data.passes} pass{'es' * (data.passes != 1)} over {data.rank}", fontsize=10)
+    if text_axis is not None:
+        text_axis.set_axis_off()
+        einsums = [n for n in data.nodes if n.kind == "einsum"]
+        for i, node in enumerate(einsums):
+            text_axis.text(0.0, 1.0 - (i + 0.5) / max(len(einsums), 1), node.text, color=node.color,
+                           fontsize=7, family="monospace", va="center", transform=text_axis.transAxes)
+    return figure
+
+
+def passes_graph(cascade: Any, rank: str = "M", **options: Any) -> Figure:
+    return plot_pass_graph(pass_graph(cascade, rank), **options)
