@@ -251,20 +251,23 @@ class Design:
         return tuple(found)
 
     # --- evaluate --------------------------------------------------------------------------
-    def evaluate(self, query_block, spill: str = "store", capacity=None) -> dict[str, Any]:
-        """Every group at the same query block, spill policy and buffer capacity (arrays of one
-        shape): a mapping point of a sweep. The default mapping instead chooses per group
-        (`choose`)."""
-        return self._total([self.evaluate_group(g, query_block, spill, capacity) for g in self.groups])
+    def evaluate(self, query_block, spill: str = "store", capacity=None, query_tile=None, dram_bandwidth=None) -> dict[str, Any]:
+        """Every group at the same query block, spill policy, buffer capacity, query tile and DRAM
+        bandwidth (broadcastable arrays): mapping or design points of a sweep. The default
+        mapping instead chooses per group (`choose`)."""
+        return self._total([self.evaluate_group(g, query_block, spill, capacity, query_tile, dram_bandwidth) for g in self.groups])
 
-    def evaluate_group(self, group: Group, query_block, spill: str = "store", capacity=None) -> dict[str, Any]:
-        """One fusion group at each query block (and buffer capacity)."""
+    def evaluate_group(self, group: Group, query_block, spill: str = "store", capacity=None, query_tile=None,
+                       dram_bandwidth=None) -> dict[str, Any]:
+        """One fusion group at each query block (and buffer capacity, query tile, bandwidth)."""
         word, tensors = self.word, self.tensors
-        query_block = np.asarray(query_block, dtype=float)
-        cap = np.asarray(self.buffer_level.capacity_bytes if capacity is None else capacity, dtype=float)
-        query_block, cap = np.broadcast_arrays(np.minimum(query_block, self.query_len), cap)
+        cap = self.buffer_level.capacity_bytes if capacity is None else capacity
+        tile = self.mapping.query_tile if query_tile is None else query_tile
+        bandwidth = self.dram.bandwidth("measured") if dram_bandwidth is None else dram_bandwidth
+        query_block, cap, tile, bandwidth = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (query_block, cap, tile, bandwidth)))
+        query_block = np.minimum(query_block, self.query_len)
         zeros = np.zeros(query_block.shape)
-        query_tile = np.minimum(float(self.mapping.query_tile), query_block)
+        query_tile = np.minimum(tile, query_block)
         nodes = [self.node_by_name[n] for n in group.einsums]
         key_tiles = math.ceil(self.key_len / self.key_tile_rows)
         query_tiles = np.ceil(self.query_len / query_tile)
@@ -364,7 +367,7 @@ class Design:
             fill = (self.rows + self.cols) if group.uses_2d else self.vector_pes
             compute_cycles = np.maximum(busy["pe_2d"], busy["pe_1d"]) + fill
         times = {"schedule": compute_cycles / self.clock, "pe_2d": busy["pe_2d"] / self.clock,
-                 "pe_1d": busy["pe_1d"] / self.clock, "dram": dram / self.dram.bandwidth("measured"),
+                 "pe_1d": busy["pe_1d"] / self.clock, "dram": dram / bandwidth,
                  "global_buffer": buffer_bytes / self.buffer_level.bandwidth("measured")}
         latency = np.maximum(np.maximum(times["schedule"], times["dram"]), times["global_buffer"])
         latency = np.where(feasible, latency, np.inf)
