@@ -243,3 +243,9 @@ def test_rooflines_render_headless_one_panel_per_target(tmp_path):
         assert path.stat().st_size > 1000
     with pytest.raises(ConfigError, match="suffix"):
         save_figure(figure, tmp_path / "roofline.jpg")
+
+
+def test_a_missing_tuning_database_is_an_error_not_a_new_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_tuning_db(str(tmp_path / "typo.db"))
+    assert not (tmp_path / "typo.db").exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from einsim.errors import ConfigError, ShapeError
@@ -44,10 +44,10 @@ def as_cascade(cascade: Any) -> Any:
 
 
 def workload_dtype(workload: Workload, target: Any) -> str:
-    """The dtype whose peaks apply: the target's 16-bit default for 2-byte words."""
-    if workload.dtype_bytes == 2:
-        return target.default_dtype if target.default_dtype in ("bf16", "fp16") else "bf16"
-    return {1: "fp8", 4: "fp32"}.get(workload.dtype_bytes, target.default_dtype)
+    """The dtype whose peaks apply, chosen exactly as the simulator chooses it."""
+    from einsim.simulator.gpu import _dtype_name
+
+    return _dtype_name(workload, target)
 
 
 def attention_problem(workload: Workload) -> Any:
@@ -300,23 +300,24 @@ def merge_roofs(roofs: Iterable[Roof], tolerance: float = 0.01) -> list[Roof]:
         for i, kept in enumerate(merged):
             if (roof.cascades and kept.cascades and kept.role == roof.role and kept.resource == roof.resource
                     and abs(kept.flops_per_s - roof.flops_per_s) <= tolerance * kept.flops_per_s):
-                merged[i] = Roof(**{**kept.__dict__, "cascades": kept.cascades + roof.cascades})
+                merged[i] = replace(kept, cascades=kept.cascades + roof.cascades)
                 break
         else:
             merged.append(roof)
     return merged
 
 
-def _limiting(roofs: Sequence[Roof], intensity: float | None, cascade: str | None) -> tuple[float | None, str]:
-    """The lowest roof at `intensity` among those that apply to the cascade."""
+def lowest_roof(roofs: Sequence[Roof], intensity: float | None, cascade: str | None) -> tuple[float | None, str]:
+    """(FLOP/s, label) of the lowest roof at `intensity` among the compute roofs that apply to the
+    cascade and the off-chip memory roof (the on-chip line is where the point could be, not a bound
+    on x measured in off-chip bytes; no off-chip traffic: no memory bound)."""
     best: tuple[float | None, str] = (None, "")
     for roof in roofs:
         if roof.cascades and cascade not in roof.cascades:
             continue
-        if roof.kind == "memory":
-            if roof.level != "off-chip" or intensity is None:
-                continue
-        value = roof.attainable(intensity if intensity is not None else math.inf)
+        if roof.kind == "memory" and (roof.level != "off-chip" or intensity is None):
+            continue
+        value = roof.attainable(intensity)
         if best[0] is None or value < best[0]:
             best = (value, roof.label)
     return best
@@ -379,7 +380,7 @@ def _predicted_point(target: Any, roofs: Sequence[Roof], estimate: Estimate, wor
                      flops: float, traffic: float, time_s: float, bound: str | None = None) -> RooflinePoint:
     intensity = _finite(flops / traffic) if traffic > 0 else None
     bound = bound or estimate.bound
-    attainable, limiting = _limiting(roofs, intensity, estimate.cascade)
+    attainable, limiting = lowest_roof(roofs, intensity, estimate.cascade)
     label = estimate.cascade + (f" / {einsum}" if einsum else "")
     detail = "" if estimate.fits else "does not fit on chip"
     return RooflinePoint(

@@ -150,6 +150,9 @@ def load_tuning_db(storage: str) -> list[MeasuredRun]:
     from einsim.kernels.registry import get_kernel
 
     url = storage if "://" in storage else f"sqlite:///{Path(storage).expanduser().resolve()}"
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        # SQLite would create an empty database there: a typo must not leave a file behind.
+        raise ConfigError(f"tuning storage {url}: no such file")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         summaries = optuna.get_all_study_summaries(storage=url, include_best_trial=True)
@@ -208,7 +211,7 @@ def measured_points(runs: Sequence[MeasuredRun], workload: Workload, target: Any
                     match: str = "shape") -> tuple[list[Any], str]:
     """RooflinePoints of the runs that belong on `target`'s roofline for `workload`, and a note
     naming how many were left out (empty when none were)."""
-    from einsim.simulator.plots.data import RooflinePoint, _limiting
+    from einsim.simulator.plots.data import RooflinePoint, lowest_roof
 
     if not runs:
         return [], ""
@@ -220,7 +223,7 @@ def measured_points(runs: Sequence[MeasuredRun], workload: Workload, target: Any
             continue  # a benchmark file without a target column holds GPU runs
         if not matches(run, workload, match):
             continue
-        attainable, limiting = _limiting(roofs, run.intensity, None)
+        attainable, limiting = lowest_roof(roofs, run.intensity, None)
         p = run.problem
         shape = f"N={p.kv_len} D={p.head_dim}" + (" causal" if p.causal else "")
         points.append(RooflinePoint(
