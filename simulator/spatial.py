@@ -57,6 +57,7 @@ class TensorInfo:
     per_query: float  # elements per query row of one head (query, plane)
     per_key: float  # elements per key of one head (key)
     iterative: bool
+    kv_scale: float = 1.0  # K/V indexed by query head under GQA: the share that is distinct data
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,6 @@ class Design:
         self.heads_total = workload.batch * workload.heads  # query heads, all batches
         self.key_len = self.sizes.get(self.key_rank, workload.kv_len)
         self.query_len = workload.q_len * workload.group_size  # queries sharing one K/V head
-        self.kv_fraction = workload.key_value_heads / workload.heads
         self.key_tile_rows = mapping.key_tile if mapping.key_tile is not None else self.rows
 
         self.masked = workload.causal or workload.window is not None
@@ -144,7 +144,8 @@ class Design:
                 heads = self.workload.batch * self.workload.key_value_heads
             per_query = elements / (heads * self.workload.q_len) if has_query else 0.0
             per_key = elements / (heads * self.key_len) if role == "key" else 0.0
-            out[name] = TensorInfo(name, role, elements, per_query, per_key, is_iterative)
+            kv_scale = workload_kv_share(self.workload) if role == "key" and "H" in ranks else 1.0
+            out[name] = TensorInfo(name, role, elements, per_query, per_key, is_iterative, kv_scale)
         return out
 
     def _nodes(self) -> tuple[Node, ...]:
@@ -304,7 +305,7 @@ class Design:
         dram = zeros.copy()
         for t in group.inputs:
             info = tensors[t]
-            moved = word * info.elements * (self.kv_fraction * rereads if info.role == "key" else 1.0)
+            moved = word * info.elements * info.kv_scale * (rereads if info.role == "key" else 1.0)
             dram = dram + moved
             einsum_dram[first_reader[t]] += moved
         for t in group.outputs:
@@ -327,7 +328,7 @@ class Design:
                 for name in chain:
                     extra_cycles[name] = extra_cycles[name] + spill_fraction * len(later) * self._cycles(self.node_by_name[name], query_tile)
                 for t in chain_keys:
-                    moved = word * tensors[t].elements * self.kv_fraction * rereads * spill_fraction * len(later)
+                    moved = word * tensors[t].elements * tensors[t].kv_scale * rereads * spill_fraction * len(later)
                     dram = dram + moved
                     einsum_dram[first_reader.get(t, tensor)] += moved
 
@@ -341,7 +342,7 @@ class Design:
             for t in node.operands:
                 info = tensors[t]
                 if info.role == "key":
-                    moved = moved + word * info.elements * self.kv_fraction * query_tiles
+                    moved = moved + word * info.elements * info.kv_scale * query_tiles
                 elif info.role == "query":
                     moved = moved + word * info.elements * (key_tiles if node.key_extent else 1)
             if tensors[node.name].role == "query":
@@ -667,6 +668,11 @@ def compute_energy_per_point(per_point: dict[str, float], unit: str, target, dty
         per_exp = target.energy_per_op(exp_unit, dtype) if exp_native else exp_unit.ops_per_exp * target.energy_per_op(name, dtype, "mac")
         energy += per_point["exp"] * per_exp
     return energy
+
+
+def workload_kv_share(workload: Workload) -> float:
+    """K and V counted per query head hold each KV head's data group_size times (GQA)."""
+    return workload.key_value_heads / workload.heads
 
 
 def visible_tile_fraction(workload: Workload, key_tile: int, query_tile: int) -> float:

@@ -110,7 +110,7 @@ def compulsory_traffic_bytes(design) -> float:
     total = 0.0
     for name in cascade.inputs:
         info = tensors[name]
-        total += info.elements * (design.kv_fraction if info.role == "key" else 1.0)
+        total += info.elements * info.kv_scale
     for name in cascade.outputs:
         total += tensors[name].elements
     return total * design.word
