@@ -18,7 +18,7 @@ A *design* of the FuseMax paper is a target plus its dataflow:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +67,6 @@ class Mapping:
     def __hash__(self) -> int:
         return hash((self.dataflow, self.key_tile, self.query_tile, self.query_block, self.schedule,
                      self.spill, tuple(sorted(self.binding.items())), self.binding_style, self.groups))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {f: getattr(self, f) for f in _FIELDS if getattr(self, f) not in (None, {}, ())}
-        if self.binding_style is not None:
-            out["binding"] = self.binding_style if not self.binding else {"style": self.binding_style, **self.binding}
-        if self.groups is not None:
-            out["groups"] = [list(g) for g in self.groups]
-        return out
 
 
 @dataclass(frozen=True)
@@ -217,11 +209,10 @@ def resolve_mapping(mapping: Mapping, cascade, target, report, workload) -> Reso
     partitioned = key_rank in cascade.partitions
     dataflow = mapping.dataflow or target.dataflow or ("fusemax" if report.passes == 1 else "flat")
     if dataflow == "fusemax" and not partitioned:
-        # a cascade without key tiles has no tile-granular fusion: fall back to row fusion
-        dataflow = "flat" if mapping.dataflow is None else dataflow
-    if dataflow == "fusemax" and not partitioned:
-        raise ConfigError(f"{mapping.source}: dataflow fusemax needs a cascade that partitions {key_rank} into tiles "
-                          f"({cascade.name} does not); use dataflow flat or unfused")
+        if mapping.dataflow == "fusemax":
+            raise ConfigError(f"{mapping.source}: dataflow fusemax needs a cascade that partitions {key_rank} into tiles "
+                              f"({cascade.name} does not); use dataflow flat or unfused")
+        dataflow = "flat"  # a cascade without key tiles has no tile-granular fusion: row fusion
 
     if mapping.groups is not None:
         listed = [n for g in mapping.groups for n in g]
@@ -334,12 +325,3 @@ def _fusemax_unit(einsum, cascade, key_rank: str, exp_on_2d: bool) -> str:
     on_plane = inner in einsum.iteration_ranks
     needs_1d = "div" in einsum.map_ops or ("exp" in einsum.map_ops and not exp_on_2d)
     return "pe_2d" if on_plane and not needs_1d else "pe_1d"
-
-
-def with_overrides(mapping: Mapping, **changes: Any) -> Mapping:
-    """A copy with some fields replaced (sweeps)."""
-    known = {f.name for f in fields(Mapping)}
-    unknown = set(changes) - known
-    if unknown:
-        raise ConfigError(f"unknown mapping fields {sorted(unknown)}")
-    return replace(mapping, **changes)

@@ -21,7 +21,7 @@ from einsim.simulator.estimate import Estimate
 from einsim.simulator.layer import linear_shapes, simulate_linear
 from einsim.simulator.mapping import Mapping
 from einsim.simulator.models import PAPER_SEQ_LENS, load_model
-from einsim.simulator.paper_reference import DESIGNS, MODELS, attention_points, linear_points
+from einsim.simulator.paper_reference import MODELS, attention_points, linear_points
 from einsim.simulator.simulate import simulate
 from einsim.simulator.spatial import compile_design
 

@@ -56,7 +56,6 @@ class TensorInfo:
     elements: float  # whole workload; an iterative tensor counts its current state only
     per_query: float  # elements per query row of one head (query, plane)
     per_key: float  # elements per key of one head (key)
-    iterative: bool
     kv_scale: float = 1.0  # K/V indexed by query head under GQA: the share that is distinct data
 
 
@@ -74,7 +73,6 @@ class Group:
     # that read it, produced in this group (else read from DRAM))
     live: tuple[tuple[str, int, tuple[int, ...], bool], ...]
     uses_2d: bool
-    uses_1d: bool
 
 
 class Design:
@@ -145,7 +143,7 @@ class Design:
             per_query = elements / (heads * self.workload.q_len) if has_query else 0.0
             per_key = elements / (heads * self.key_len) if role == "key" else 0.0
             kv_scale = workload_kv_share(self.workload) if role == "key" and "H" in ranks else 1.0
-            out[name] = TensorInfo(name, role, elements, per_query, per_key, is_iterative, kv_scale)
+            out[name] = TensorInfo(name, role, elements, per_query, per_key, kv_scale)
         return out
 
     def _nodes(self) -> tuple[Node, ...]:
@@ -227,8 +225,7 @@ class Design:
                     resident.append(name)
             live = self._live(names, producer, consumers)
             units = {self.node_by_name[n].unit for n in names}
-            groups.append(Group(index, tuple(names), tuple(inputs), tuple(outputs), tuple(resident), live,
-                                "pe_2d" in units, "pe_1d" in units))
+            groups.append(Group(index, tuple(names), tuple(inputs), tuple(outputs), tuple(resident), live, "pe_2d" in units))
         return tuple(groups)
 
     def _live(self, names, producer, consumers) -> tuple[tuple[str, int, tuple[int, ...], bool], ...]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from einsim.cli.output import render_table, write_csv
+from einsim.cli.output import write_csv
 
 DEFAULT_TARGETS = "fusemax-cloud,flat-cloud,unfused-cloud"
 DEFAULT_CASCADES = "fusemax,attention-3pass"
@@ -59,5 +59,3 @@ def _length(text: str) -> int:
         raise ValueError(text)
     return value
 
-
-__all__ = ["register", "render_table"]
