@@ -317,11 +317,21 @@ def _unfused_groups(cascade) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(g) for g in groups)
 
 
+def key_leaf(cascade, key_rank: str) -> str | None:
+    """The innermost tile rank of the key rank (M0 of M -> M1 x M0, also through nested splits
+    such as M -> MC x MT, MT -> M1 x M0); None when the key rank is not partitioned."""
+    if key_rank not in cascade.partitions:
+        return None
+    rank = key_rank
+    while rank in cascade.partitions:
+        rank = cascade.partitions[rank][-1]
+    return rank
+
+
 def _fusemax_unit(einsum, cascade, key_rank: str, exp_on_2d: bool) -> str:
     """FuseMax's binding: Einsums on the key-tile x query plane (they iterate M0) go to the 2D
     array, whose PEs can multiply, add, compare and (when the target computes exp with MACs on
     the 2D array) exponentiate; running statistics, corrections and divisions to the 1D array."""
-    inner = cascade.partitions[key_rank][-1]
-    on_plane = inner in einsum.iteration_ranks
+    on_plane = key_leaf(cascade, key_rank) in einsum.iteration_ranks
     needs_1d = "div" in einsum.map_ops or ("exp" in einsum.map_ops and not exp_on_2d)
     return "pe_2d" if on_plane and not needs_1d else "pe_1d"

@@ -20,7 +20,7 @@ from einsim.einsum_cascades.ir import Cascade
 from einsim.einsum_cascades.passes import PassReport, analyze_passes, dependency_graph
 from einsim.errors import ConfigError
 from einsim.simulator.estimate import EinsumEstimate, Estimate
-from einsim.simulator.mapping import Mapping, ResolvedMapping, array_shape, resolve_mapping, vector_length
+from einsim.simulator.mapping import Mapping, ResolvedMapping, array_shape, key_leaf, resolve_mapping, vector_length
 from einsim.simulator.workload import Workload
 
 OP_KINDS = ("mul", "add", "sub", "div", "exp", "max", "min")
@@ -96,7 +96,7 @@ class Design:
         self.dram = target.offchip
         self.key_rank = self.report.rank
         self.key_family = set(self.report.family) or {self.key_rank}
-        self.key_inner = cascade.partitions[self.key_rank][-1] if self.key_rank in cascade.partitions else None
+        self.key_inner = key_leaf(cascade, self.key_rank)
 
         given = dict(workload.rank_sizes())
         given.update({"batch": workload.batch, "heads": workload.heads, "head_dim": workload.head_dim,

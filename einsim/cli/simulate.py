@@ -56,7 +56,7 @@ def report(estimate) -> str:
         mask += f", window {w.window[0]},{w.window[1]}"
     lines = [
         f"{estimate.cascade} on {estimate.target} — {w.name or 'workload'}: batch {w.batch}, {heads}, "
-        f"{w.q_len} queries x {w.kv_len} keys, head dim {w.head_dim}{mask}",
+        f"{w.q_len} {'query' if w.q_len == 1 else 'queries'} x {w.kv_len} keys, head dim {w.head_dim}{mask}",
         "",
     ]
     summary = [
