@@ -24,6 +24,7 @@ from einsim.simulator.models import PAPER_SEQ_LENS, load_model
 from einsim.simulator.paper_reference import MODELS, attention_points, linear_points
 from einsim.simulator.simulate import simulate
 from einsim.simulator.spatial import compile_design
+from einsim.targets.units import format_bytes
 
 # The paper's five designs (its Figure 8 bars): cascade, target (per platform) and mapping.
 DESIGN_SPECS: dict[str, tuple[str, str, Mapping]] = {
@@ -171,8 +172,8 @@ def design_error_table(ours: dict, paper: dict) -> list[list[str]]:
 def buffer_table(platform: str = "cloud", model: str = "BERT") -> list[list[str]]:
     rows = []
     for seq_len in PAPER_SEQ_LENS:
-        rows.append([_length(seq_len), _bytes(minimum_buffer_bytes("flat", model, seq_len, platform)),
-                     _bytes(minimum_buffer_bytes("fusemax", model, seq_len, platform))])
+        rows.append([_length(seq_len), format_bytes(minimum_buffer_bytes("flat", model, seq_len, platform)),
+                     format_bytes(minimum_buffer_bytes("fusemax", model, seq_len, platform))])
     return rows
 
 
@@ -238,13 +239,6 @@ def _pct(x: float) -> str:
 
 def _length(n: int) -> str:
     return f"{n // 1048576}M" if n >= 1048576 else f"{n // 1024}K"
-
-
-def _bytes(value: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= size:
-            return f"{value / size:.3g} {unit}"
-    return f"{value:.0f} B"
 
 
 def main(argv=None) -> int:

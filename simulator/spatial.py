@@ -22,6 +22,7 @@ from einsim.errors import ConfigError
 from einsim.simulator.estimate import EinsumEstimate, Estimate
 from einsim.simulator.mapping import Mapping, ResolvedMapping, array_shape, key_leaf, resolve_mapping, vector_length
 from einsim.simulator.workload import Workload
+from einsim.targets.units import format_bytes
 
 OP_KINDS = ("mul", "add", "sub", "div", "exp", "max", "min")
 # epochs simulated to reach the steady state of the sequential (in-order) schedule (§4.3)
@@ -289,9 +290,11 @@ class Design:
         spill_fraction = np.where(live > 0, np.where(feasible, spill_fraction, 1.0), 0.0)
         key_full = word * self.key_len * sum(tensors[t].per_key for t in key_inputs)
         key_resident = (need + key_full <= cap) & (spill_fraction == 0)
-        rereads = np.where(key_resident, 1.0, np.ceil(self.query_len / np.where(tile_reuse, query_block, query_tile)))
-        if self.masked:  # a query block reads only the key tiles it can see
-            rereads = rereads * self._block_density(np.where(tile_reuse, query_block, query_tile))
+        streamed_per = np.where(tile_reuse, query_block, query_tile)
+        rereads = np.ceil(self.query_len / streamed_per)
+        if self.masked:  # a query block reads only the key tiles its rows can see
+            rereads = rereads * self._block_density(np.maximum(1.0, streamed_per / self.workload.group_size))
+        rereads = np.where(key_resident, 1.0, rereads)
 
         # §5.2 DRAM traffic: inputs (key tensors once per query block), outputs, spills
         einsum_dram = {n.name: zeros.copy() for n in nodes}
@@ -565,9 +568,9 @@ class Design:
             spills = {str(np.atleast_1d(c["spill"])[0]) for c in choices}
             how = "written to DRAM and read back in each later pass" if spills == {"store"} else "recomputed (K re-read) in each later pass"
             share = f"{spill:.0%}" if spill >= 0.01 else f"{spill:.2%}"
-            notes.append(f"{share} of the rows live across passes ({', '.join(live)}) do not fit in {_bytes(capacity)}: {how}")
+            notes.append(f"{share} of the rows live across passes ({', '.join(live)}) do not fit in {format_bytes(capacity)}: {how}")
         if not feasible:
-            notes.append(f"even one query row's resident state does not fit in {_bytes(capacity)}")
+            notes.append(f"even one query row's resident state does not fit in {format_bytes(capacity)}")
         if self.mapping.schedule == "sequential" and utilization:
             notes.append(f"sequential schedule: the 2D array does useful work {utilization['pe_2d']:.0%} of the time, the 1D array {utilization['pe_1d']:.0%}")
         notes.append(f"bound by {bound}")
@@ -777,10 +780,3 @@ def _select(mask, new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = np.where(mask, value, old[key])
     return out
-
-
-def _bytes(value: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= size:
-            return f"{value / size:.4g} {unit}"
-    return f"{value:.0f} B"

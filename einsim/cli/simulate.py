@@ -132,12 +132,9 @@ def _time(seconds: float) -> str:
 
 
 def _bytes(value: float) -> str:
-    if value is None or math.isnan(value):
-        return "—"
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.4g} {unit}"
-    return f"{value:.0f} B"
+    from einsim.targets.units import format_bytes
+
+    return "—" if value is None or math.isnan(value) else format_bytes(value)
 
 
 def _energy(joules: float) -> str:
