@@ -267,6 +267,13 @@ def run_checks(rows: list[dict]) -> bool:
         lse = torch.full_like(lse_ref, float("nan"))
         flash_forward(case.q, case.k, case.v, causal=causal, window=window, out=out, lse=lse)
         errors = {"out": relative_error(out, out_ref), "lse": relative_error(lse, lse_ref)}
+        forward_default = KERNELS["attention-fwd"].default_config(problem)
+        for split in (2, 4):
+            config = replace(forward_default, exp_split=split)
+            if not KERNELS["attention-fwd"].config_reasons(config, problem):
+                split_out, _ = flash_forward(case.q, case.k, case.v, causal=causal,
+                                             window=window, config=config)
+                errors[f"out(exp/{split})"] = relative_error(split_out, out_ref)
         default = KERNELS["attention-bwd"].default_config(problem)
         for label, config in (("", default), ("atomic ", replace(default, dq_atomic=True))):
             q, k, v = case.leaves()
@@ -276,7 +283,7 @@ def run_checks(rows: list[dict]) -> bool:
                 errors[label + name] = relative_error(got, want)
         unwritten = int(out.isnan().sum() + lse.isnan().sum())
         fwd_tol, grad_tol = TOLERANCE[dtype]
-        ok = (errors["out"] <= fwd_tol and errors["lse"] <= 1e-3 and unwritten == 0
+        ok = (all(errors[n] <= fwd_tol for n in errors if n.startswith("out")) and errors["lse"] <= 1e-3 and unwritten == 0
               and all(errors[g] <= grad_tol for g in errors if g[-2:] in ("dq", "dk", "dv")))
         peer = ""
         if _square_only(problem) and problem.group == 1:
@@ -301,7 +308,18 @@ FORWARD_SWEEP = [
     # D = 128 candidates
     FlashConfig(128, 128, 8, 3), FlashConfig(128, 128, 8, 3, warp_specialize=True),
     FlashConfig(128, 64, 8, 4, warp_specialize=True), FlashConfig(256, 64, 8, 2),
+    # part of the exponentials on the FMA units
+    FlashConfig(128, 128, 4, 3, exp_split=2), FlashConfig(128, 128, 4, 3, exp_split=4),
+    FlashConfig(64, 128, 4, 3, exp_split=2), FlashConfig(64, 128, 4, 3, exp_split=4),
+    FlashConfig(128, 64, 4, 3, exp_split=4), FlashConfig(128, 128, 8, 3, exp_split=2),
+    FlashConfig(128, 128, 8, 3, exp_split=4),
 ]
+SWEEP_SETS = {
+    # --sweep-set exp: only the configs that test the FMA exponentials, with their baselines
+    "exp": lambda config: config.exp_split > 1 or config in (
+        FlashConfig(128, 128, 4, 3), FlashConfig(64, 128, 4, 3), FlashConfig(128, 64, 4, 3),
+        FlashConfig(128, 128, 8, 3)),
+}
 BACKWARD_SWEEP = [
     FlashBackwardConfig(64, 128, 128, 64, 8, 3), FlashBackwardConfig(64, 64, 64, 64, 4, 2),
     FlashBackwardConfig(64, 128, 64, 64, 8, 3), FlashBackwardConfig(32, 128, 128, 64, 8, 3),
@@ -313,7 +331,34 @@ BACKWARD_SWEEP = [
 ]
 
 
-def run_sweep(kinds: list[str], shapes: list[AttentionProblem], rows: list[dict]) -> None:
+def profile_backward(shapes: list[AttentionProblem]) -> None:
+    """Time of each kernel of our backward (and FlexAttention's) at the default configs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for problem in shapes:
+        case = Case.make(problem)
+        for name, build in (("einsim", ours_backward), ("flex", flex_backward)):
+            fn = build(case)
+            fn()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    fn()
+                torch.cuda.synchronize()
+            totals = {}
+            for event in prof.events():
+                if str(event.device_type).endswith("CUDA"):
+                    time_us = getattr(event, "device_time", None)
+                    if time_us is None:
+                        time_us = event.cuda_time
+                    totals[event.name] = totals.get(event.name, 0.0) + time_us / 5
+            parts = ", ".join(f"{k[:40]} {v / 1000:.3f} ms" for k, v in
+                              sorted(totals.items(), key=lambda kv: -kv[1])[:5])
+            print(f"  backward kernels {name:6s} {problem.describe()}: {parts}", flush=True)
+
+
+def run_sweep(kinds: list[str], shapes: list[AttentionProblem], rows: list[dict],
+              keep=lambda config: True) -> None:
     for kind in kinds:
         name, sweep, build = (("attention-fwd", FORWARD_SWEEP, ours_forward) if kind == "fwd"
                               else ("attention-bwd", BACKWARD_SWEEP, ours_backward))
@@ -322,6 +367,8 @@ def run_sweep(kinds: list[str], shapes: list[AttentionProblem], rows: list[dict]
             case = Case.make(problem)
             results = []
             for config in sweep:
+                if not keep(config):
+                    continue
                 if time.time() > DEADLINE[0]:
                     print("  (time budget spent: rest of the sweep skipped)")
                     break
@@ -433,6 +480,10 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", default="prefill,backward")
     parser.add_argument("--skip", default="", help="comma-separated backends not to time")
     parser.add_argument("--sweep", default="", help="fwd,bwd: time candidate configs at N=16k")
+    parser.add_argument("--sweep-set", default=None, choices=sorted(SWEEP_SETS),
+                        help="sweep only this subset of the candidate configs")
+    parser.add_argument("--profile-backward", action="store_true",
+                        help="per-kernel times of our backward and FlexAttention's at N=16k")
     parser.add_argument("--no-check", action="store_true")
     parser.add_argument("--no-compare", action="store_true")
     default_csv = os.path.join(os.environ["OUT"], "attention.csv") if os.environ.get("OUT") else None
@@ -456,8 +507,11 @@ def main(argv=None) -> int:
     causal_modes = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     if args.sweep:
         shapes = list(shapes_for([16384], args.dims, causal_modes))
-        run_sweep([s for s in args.sweep.split(",") if s], shapes, rows)
+        run_sweep([s for s in args.sweep.split(",") if s], shapes, rows,
+                  keep=SWEEP_SETS.get(args.sweep_set, lambda config: True))
         print(f"sweeps done at {time.time() - started:.0f}s", flush=True)
+    if args.profile_backward:
+        profile_backward(list(shapes_for([16384], args.dims, causal_modes)))
     if not args.no_compare:
         lengths = args.lengths or ([4096, 16384] if args.quick else [1024, 2048, 4096, 8192, 16384])
         run_comparison(list(shapes_for(lengths, args.dims, causal_modes)),

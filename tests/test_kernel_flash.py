@@ -99,6 +99,10 @@ FORWARD_CASES = {
     "window-only-left-of-queries": (1, 1, 1, 9, 40, 16, False, (30, 0), "fp16", FORWARD),
     "gqa4-bf16-decode-row": (1, 8, 2, 1, 37, 16, True, None, "bf16", FORWARD),
     "batch1-d256": (1, 1, 1, 18, 18, 256, True, None, "fp16", FlashConfig(16, 16, 4, 1)),
+    "half-exponentials-on-fma": (1, 2, 2, 70, 90, 64, True, None, "bf16",
+                                 FlashConfig(16, 32, 4, 2, exp_split=2)),
+    "quarter-exponentials-on-fma": (1, 2, 2, 70, 90, 64, False, None, "fp16",
+                                    FlashConfig(16, 32, 4, 2, exp_split=4)),
 }
 
 

@@ -36,6 +36,7 @@ class FlashConfig:
     num_stages: int = 3
     warp_specialize: bool = False
     tma: bool = True  # tensor descriptors when the tensors allow them; masked pointers otherwise
+    exp_split: int = 1  # 1/exp_split of the unmasked tiles' exponentials on the FMA units (1, 2, 4)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ def check_config(config: FlashConfig, problem: AttentionProblem,
     if config.BLOCK_M < 16 * (config.num_warps // 4 or 1) and config.num_warps > 4:
         reasons.append(f"BLOCK_M={config.BLOCK_M} is too small for {config.num_warps} warps "
                        "(each warpgroup needs 16 rows or more per wgmma)")
+    if config.exp_split not in (1, 2, 4) or config.BLOCK_N < 4 * config.exp_split:
+        reasons.append(f"exp_split={config.exp_split}: expected 1, 2 or 4 (and BLOCK_N >= "
+                       "4 x exp_split)")
     if config.warp_specialize and config.num_warps < 8:
         # Triton 3.6 fails to compile the warp-specialised loop with 4 warps (PassManager error in
         # NVGPUWarpSpecialization, seen on an H100); the interpreter would accept it.
@@ -134,11 +138,10 @@ def default_config(problem: AttentionProblem) -> FlashConfig:
         return FlashConfig(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
     if d <= 64:
         if problem.causal:
-            return FlashConfig(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)
-        return FlashConfig(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
+            return FlashConfig(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3)
+        return FlashConfig(BLOCK_M=128, BLOCK_N=128, num_warps=4, num_stages=3)
     if d <= 128:
-        return FlashConfig(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3,
-                           warp_specialize=problem.causal)
+        return FlashConfig(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3)
     return FlashConfig(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
 
 
@@ -164,7 +167,9 @@ def backward_shared_memory_bytes(config: FlashBackwardConfig, problem: Attention
     stages = max(1, config.num_stages)
     dkdv = s * (config.BLOCK_N * (d + dv) + stages * config.BLOCK_M * (d + dv))
     if config.dq_atomic:
-        return dkdv + 4 * config.BLOCK_M * d + SHARED_MEMORY_OVERHEAD  # + the fp32 dQ staging tile
+        # + the fp32 dQ tile staged for the TMA reduce and dSᵀ staged for its transposed matmul
+        return (dkdv + 4 * config.BLOCK_M * d + s * config.BLOCK_M * config.BLOCK_N
+                + SHARED_MEMORY_OVERHEAD)
     dq = s * (config.BLOCK_M_DQ * (d + dv) + stages * config.BLOCK_N_DQ * (d + dv))
     return max(dkdv, dq) + SHARED_MEMORY_OVERHEAD
 
