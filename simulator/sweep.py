@@ -40,6 +40,12 @@ def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str],
     from einsim.errors import EinsimError
     from einsim.simulator.models import load_model
 
+    # A misspelt name or a broken file is the user's input error, not a combination the model
+    # cannot run: load everything once, up front, so it fails before the grid (and is loaded once).
+    loaded_targets = {name: resolve_target(name) for name in targets}
+    loaded_cascades = {name: resolve_cascade(name) for name in cascades}
+    loaded_models = {name: load_model(name) for name in models}
+    mapping = load_mapping(mapping)
     combos: Iterable = list(itertools.product(targets, cascades, models, seq_lens))
     if progress:
         from tqdm import tqdm
@@ -47,9 +53,9 @@ def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str],
         combos = tqdm(combos, desc="einsim sweep", unit="design")
     rows = []
     for target, cascade, model, seq_len in combos:
-        workload = load_model(model).workload(seq_len, mode)
+        workload = loaded_models[model].workload(seq_len, mode)
         try:
-            estimate = simulate(cascade, workload, target, mapping)
+            estimate = simulate(loaded_cascades[cascade], workload, loaded_targets[target], mapping)
         except EinsimError as error:
             if errors == "raise":
                 raise

@@ -47,3 +47,16 @@ def test_the_sweep_command_writes_a_csv(tmp_path, capsys):
     rows = list(csv.DictReader(out.open()))
     assert [int(r["seq_len"]) for r in rows] == [1024, 4096]
     assert main(["sweep", "--seq-lens", "4q"]) == 2
+
+
+@pytest.mark.parametrize("option, value, named", [
+    ("--targets", "fusemax-cloud,nope", "unknown target 'nope'"),
+    ("--cascades", "fusemax,nope", "no cascade named 'nope'"),
+    ("--models", "BERT,nope", "unknown model 'nope'"),
+    ("--mapping", "no-such-mapping.yaml", "no-such-mapping.yaml"),
+])
+def test_a_misspelt_sweep_name_fails_before_the_grid_with_exit_2(option, value, named, capsys):
+    assert main(["sweep", option, value, "--seq-lens", "1k", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no CSV of error rows
+    assert named in captured.err and "Traceback" not in captured.err
