@@ -18,6 +18,7 @@ import numpy as np
 from einsim.errors import ConfigError, SpecError
 from einsim.simulator.estimate import EinsumEstimate, Estimate
 from einsim.simulator.workload import Workload
+from einsim.targets.loader import yaml_error_message
 
 # --- the ceilings -------------------------------------------------------------------------------
 
@@ -145,7 +146,8 @@ class GpuMapping:
             raise ConfigError(f"GPU mapping roofs must be 'measured' or 'datasheet', got {self.roofs!r}")
         for name in ("softmax_overlap", "matmul_efficiency"):
             value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0.0 <= value <= 1.0):
                 raise ConfigError(f"GPU mapping {name} must be in [0, 1], got {value!r}")
 
     @property
@@ -165,7 +167,16 @@ def gpu_mapping(mapping: Any = None) -> GpuMapping:
     if isinstance(mapping, GpuMapping):
         return mapping
     if isinstance(mapping, (str, Path)):
-        mapping = _read_mapping_file(mapping)
+        shown = str(mapping)
+        try:
+            return _gpu_mapping(_read_mapping_file(mapping))
+        except ConfigError as error:  # name the file the bad field is in
+            message = str(error)
+            raise ConfigError(message if message.startswith(shown) else f"{shown}: {message}") from None
+    return _gpu_mapping(mapping)
+
+
+def _gpu_mapping(mapping: Any) -> GpuMapping:
     source = getattr(mapping, "gpu", None)
     if source is None and isinstance(mapping, Mapping):
         source = mapping.get("gpu", mapping)
@@ -208,7 +219,7 @@ def _read_mapping_file(path: str | Path) -> dict:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the mapping: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(yaml_error_message(str(path), error)) from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of fields, got {type(document).__name__}")
     return document

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from einsim.errors import ConfigError, SpecError
+from einsim.targets.loader import yaml_error_message
 
 DATAFLOWS = ("unfused", "flat", "fusemax")
 SCHEDULES = ("pipelined", "sequential")
@@ -114,7 +115,7 @@ def load_mapping(value: "Mapping | dict | str | Path | None") -> Mapping:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise SpecError(f"{value}: not valid YAML: {error}") from None
+        raise SpecError(yaml_error_message(str(value), error)) from None
     return parse_mapping(document, str(value))
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from einsim.errors import ShapeError, SpecError
+from einsim.targets.loader import yaml_error_message
 from einsim.simulator.workload import Workload
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
@@ -106,7 +107,7 @@ def _load(resolved: str, shown: str) -> ModelPreset:
         with open(resolved, encoding="utf-8") as handle:
             document = yaml.safe_load(handle)
     except yaml.YAMLError as error:
-        raise SpecError(f"{shown}: not valid YAML: {error}") from None
+        raise SpecError(yaml_error_message(shown, error)) from None
     return parse_model(document, shown)
 
 

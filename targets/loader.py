@@ -43,13 +43,22 @@ def load_target(name_or_path: str | Path) -> Target:
     raise SpecError(f"unknown target {text!r}: expected a preset name ({', '.join(target_names())}) or a path to a YAML file")
 
 
+def yaml_error_message(shown: str, error: Exception) -> str:
+    """One line `file:line:column: not valid YAML: problem` for a PyYAML error, whose own str()
+    spans several lines and repeats the resolved path (the CLI prints one line per error)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark is not None else shown
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    return f"{where}: not valid YAML: {problem}"
+
+
 @lru_cache(maxsize=64)
 def _load_file(resolved: str, shown: str) -> Target:
     try:
         with open(resolved, encoding="utf-8") as handle:
             document = yaml.safe_load(handle)
     except yaml.YAMLError as error:
-        raise SpecError(f"{shown}: not valid YAML: {error}") from None
+        raise SpecError(yaml_error_message(shown, error)) from None
     except OSError as error:
         raise SpecError(f"{shown}: cannot read: {error.strerror}") from None
     return parse_target(document, shown)
