@@ -90,3 +90,33 @@ def test_bad_input_exits_2_with_a_message(capsys, argv, message):
 def test_mapping_files_are_validated_like_targets(document, message):
     with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_mapping(document, "m.yaml")
+
+
+@pytest.mark.parametrize("option", ["--target", "--mapping", "--model"])
+def test_malformed_yaml_is_one_line_naming_file_line_and_column(option, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("name: x\n  bad: [\n")
+    argv = ["simulate", option, "bad.yaml"] + (["--seq-len", "1k"] if option == "--model" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml:2:6: not valid YAML: mapping values are not allowed here" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_bad_gpu_mapping_field_names_the_file(tmp_path, capsys):
+    path = tmp_path / "m.yaml"
+    path.write_text("softmax_overlap: abc\n")  # a string, not a fraction: no TypeError from the range check
+    assert main(["simulate", "--mapping", str(path)]) == 2
+    assert "m.yaml: GPU mapping softmax_overlap must be in [0, 1], got 'abc'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target, document, message", [
+    ("h100-sxm", "block_m: 1024\nblock_n: 1024\n", "the kernel cannot launch, it needs"),
+    ("fusemax-cloud", "key_tile: 100000000\nquery_tile: 100000\n", "even one query row's resident state does not fit in 16 MiB"),
+])
+def test_a_mapping_that_does_not_fit_exits_2_naming_the_file_and_the_fix(target, document, message, tmp_path, capsys):
+    path = tmp_path / "big.yaml"
+    path.write_text(document)
+    assert main(["simulate", "--target", target, "--model", "BERT", "--seq-len", "4k", "--mapping", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: fusemax on {target}: {message}" in err and "choose smaller" in err

@@ -34,17 +34,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from einsim.simulator.shapes import workload_from_args
-    from einsim.simulator.simulate import simulate
+    from einsim.simulator.simulate import resolve_target, simulate
 
     workload = workload_from_args(args, default_model=DEFAULT_MODEL, default_seq_len=DEFAULT_SEQ_LEN)
     if args.buffer_sweep:
         return _buffer_sweep(args, workload)
-    estimate = simulate(args.cascade, workload, args.target, args.mapping)
+    target = resolve_target(args.target)
+    estimate = simulate(args.cascade, workload, target, args.mapping)
+    _check_runs(estimate, target.kind, args.mapping)
     if args.json:
         print_json(estimate.to_json())
     else:
         print(report(estimate))
     return 0
+
+
+def _check_runs(estimate, kind: str, mapping: str | None) -> None:
+    """A design that cannot run at all has no figures to print: a spatial design whose buffer
+    cannot hold even one query row's state (its latency is undefined), or a GPU kernel whose
+    user-given tiles overflow shared memory or registers (it would not launch). A spatial design
+    whose live state merely spills is an estimate (more traffic), not an error."""
+    from einsim.errors import ConfigError
+
+    where = f"{mapping}: " if mapping else ""
+    fix = ("choose smaller key_tile/query_tile/query_block in the mapping, or a target with a larger buffer"
+           if kind == "spatial" else "choose smaller block_m, block_n or num_stages in the mapping")
+    if not math.isfinite(estimate.latency_s):
+        raise ConfigError(f"{where}{estimate.cascade} on {estimate.target}: "
+                          f"even one query row's resident state does not fit in {_bytes(estimate.buffer_capacity_bytes)}; {fix}")
+    if kind == "gpu" and not estimate.fits and mapping:
+        need = next((n for n in estimate.notes if n.startswith("does not fit")), "does not fit")
+        raise ConfigError(f"{where}{estimate.cascade} on {estimate.target}: the kernel cannot launch, it {need.removeprefix('does not fit: ')}; {fix}")
 
 
 def report(estimate) -> str:
@@ -63,7 +83,7 @@ def report(estimate) -> str:
         ["latency", _time(estimate.latency_s), f"bound by {estimate.bound}"],
         ["off-chip traffic", _bytes(estimate.traffic_bytes), _traffic_note(estimate)],
         ["on-chip buffer", f"{_bytes(estimate.buffer_bytes)} of {_bytes(estimate.buffer_capacity_bytes)}",
-         "fits" if estimate.fits else "does not fit: live state spills"],
+         "fits" if estimate.fits else _does_not_fit(estimate)],
         ["energy", _energy(estimate.energy_j), ", ".join(f"{k} {v / estimate.energy_j:.0%}" for k, v in
                                                         sorted(estimate.energy_by_component.items(), key=lambda kv: -kv[1])[:3]
                                                         if estimate.energy_j > 0)],
@@ -109,6 +129,13 @@ def _buffer_sweep(args: argparse.Namespace, workload) -> int:
     if args.csv:
         print(f"\nwrote {args.csv}", file=sys.stderr)
     return 0
+
+
+def _does_not_fit(estimate) -> str:
+    # a GPU's shared memory is not a cache the model spills from: the kernel would not launch
+    if any(note.startswith("does not fit: needs") for note in estimate.notes):
+        return "does not fit: the kernel cannot launch"
+    return "does not fit: live state spills"
 
 
 def _traffic_note(estimate) -> str:
