@@ -11,7 +11,19 @@ from einsim.einsum_cascades.ir import Cascade
 from einsim.einsum_cascades.passes import PassReport, dependency_graph
 
 
+FORMATS = (".png", ".svg", ".pdf")
+
+
 def draw_cascade(cascade: Cascade, path: str | Path, report: PassReport | None = None) -> None:
+    """Save the drawing to `path` (.png, .svg or .pdf); a bad path is a ConfigError before any
+    drawing (matplotlib's own errors would surface as a traceback)."""
+    from einsim.errors import ConfigError
+
+    target = Path(path)
+    if target.suffix.lower() not in FORMATS:
+        raise ConfigError(f"{path}: expected a file name ending in {', '.join(FORMATS)}, got {target.suffix or 'no suffix'!r}")
+    if not target.parent.is_dir():
+        raise ConfigError(f"{path}: the folder {str(target.parent)!r} does not exist; create it or write elsewhere")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,5 +77,9 @@ def draw_cascade(cascade: Cascade, path: str | Path, report: PassReport | None =
     axes.set_title(title + "; dashed: previous state of a running value", fontsize=9)
     axes.axis("off")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot write the drawing: {error.strerror or error}") from None
+    finally:
+        plt.close(figure)

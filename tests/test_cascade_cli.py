@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from einsim.cli import main
 
 
@@ -22,6 +24,16 @@ def test_cascades_graph_writes_a_png(tmp_path, capsys):
     path = tmp_path / "graph.png"
     assert main(["cascades", "graph", "fusemax", "-o", str(path)]) == 0
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("graph.txt", "expected a file name ending in .png, .svg, .pdf, got '.txt'"),
+    ("missing/graph.png", "does not exist; create it or write elsewhere"),
+])
+def test_cascades_graph_bad_output_path_exits_2_without_a_traceback(name, message, tmp_path, capsys):
+    assert main(["cascades", "graph", "fusemax", "-o", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def test_passes_json(capsys):
