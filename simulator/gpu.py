@@ -586,9 +586,10 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
             if kind not in ("mac", "exp"):
                 compute_ops[kind] = compute_ops.get(kind, 0.0) + value
     notes.append(
-        f"roofs ({plan.roofs}): matmul {roofs.matmul_flops / 1e12:.0f} TFLOP/s ({roofs.matmul_source}) x {plan.efficiency:g} "
-        f"({plan.kernel_style}), SFU {roofs.exp_per_s / 1e12:.2f} Texp/s, FP32 {roofs.vector_ops_per_s / 1e12:.1f} Top/s, "
-        f"HBM {roofs.hbm_bytes_per_s / 1e12:.2f} TB/s ({roofs.hbm_source}); softmax overlap {overlap:g}"
+        f"roofs ({plan.roofs}): matmul {roofs.matmul_flops / 1e12:.0f} TFLOP/s ({roofs.matmul_source}) "
+        f"x matmul efficiency {plan.efficiency:g}, SFU {roofs.exp_per_s / 1e12:.2f} Texp/s, FP32 {roofs.vector_ops_per_s / 1e12:.1f} Top/s, "
+        f"HBM {roofs.hbm_bytes_per_s / 1e12:.2f} TB/s ({roofs.hbm_source}); kernel style {plan.kernel_style}: "
+        f"softmax/matmul overlap {overlap:g}"
     )
     notes.append(f"{ctas} CTAs of {rows_per_cta} query rows x {bn}-key tiles on {sms} SMs; bound by {bound}")
     chosen = {
