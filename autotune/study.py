@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass, field
@@ -24,9 +25,9 @@ from einsim.errors import ConfigError, EinsimError
 from einsim.kernels.problem import AttentionProblem
 
 DEFAULT_STORAGE = "sqlite:///einsim-tuning.db"
-HEARTBEAT_INTERVAL_S = 10  # a worker's running trial is declared dead after GRACE_PERIOD_S of silence
-GRACE_PERIOD_S = 60
-WAIT_POLL_S = 0.2  # how often a worker checks on another worker timing the same config
+HEARTBEAT_INTERVAL_S = 5  # a worker's running trial is declared dead after GRACE_PERIOD_S of silence
+GRACE_PERIOD_S = 20
+WAIT_POLL_S = 0.05  # how often a worker checks on lower-numbered trials of other workers
 
 
 class TrialFailed(Exception):
@@ -135,10 +136,22 @@ def open_storage(storage: str | None):
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        with _quiet_optuna(), _no_experimental_warnings():
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                              heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                                              grace_period=GRACE_PERIOD_S)
+        for attempt in range(5):
+            try:
+                with _quiet_optuna(), _no_experimental_warnings():
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                      heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                                                      grace_period=GRACE_PERIOD_S)
+            except Exception as error:
+                # Workers starting together on a fresh database race to create Optuna's tables:
+                # the losers see a duplicate-key or already-exists error; once the winner is done
+                # the tables are there. Anything else is a real error.
+                text = str(error).lower()
+                racing = any(marker in text for marker in ("already exists", "duplicate key", "unique constraint",
+                                                           "database is locked"))
+                if not racing or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
     except ImportError as error:
         raise ConfigError(f"storage {url}: {error} (PostgreSQL needs `pip install 'einsim[postgres]'`)") from None
     except Exception as error:  # sqlalchemy's ArgumentError, OperationalError, ...
@@ -216,12 +229,61 @@ def _tried_keys(study, exclude_number: int | None = None, *, waiting: bool = Tru
     return keys
 
 
-def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | None, n_startup: int):
+def _feature_vectors(space: SearchSpace) -> dict[str, list[float]]:
+    """Each config as numbers scaled to [0, 1] per field: log2 for powers of two, 0/1 for
+    booleans, -1 for None (automatic), so that neighbouring configs are near each other."""
+    raw: dict[str, list[float]] = {}
+    for key, (config, _) in space.by_key().items():
+        values = []
+        for name in space.fields:
+            value = getattr(config, name)
+            if value is None:
+                values.append(-1.0)
+            elif isinstance(value, bool):
+                values.append(float(value))
+            elif isinstance(value, (int, float)) and value > 0 and math.log2(value).is_integer():
+                values.append(math.log2(value))
+            else:
+                values.append(float(value) if isinstance(value, (int, float)) else float(hash(value) % 7))
+        raw[key] = values
+    columns = list(zip(*raw.values())) if raw else []
+    low = [min(c) for c in columns]
+    span = [max(c) - min(c) or 1.0 for c in columns]
+    return {key: [(v - lo) / sp for v, lo, sp in zip(values, low, span)] for key, values in raw.items()}
+
+
+def corrected_ranking(space: SearchSpace, measured: dict[str, float], features: dict[str, list[float]],
+                      bandwidth: float = 0.35, prior_weight: float = 0.5) -> list[str]:
+    """The configs that fit, ranked by the simulator's prediction corrected by what was measured:
+    log(predicted) plus a kernel-weighted mean of log(measured / predicted) over measured
+    neighbours (shrunk toward 0 by prior_weight). The simulator is the prior; trials fix its
+    systematic errors (a tile size it over-rates, a warp count it under-rates) locally."""
+    predicted = {key: prediction.time_s for key, (_, prediction) in space.by_key().items()}
+    residuals = [(features[k], math.log(v / predicted[k])) for k, v in measured.items()
+                 if k in predicted and v > 0 and predicted[k] > 0]
+    scores = {}
+    for key, x in features.items():
+        weight_sum, total = prior_weight, 0.0
+        for y, residual in residuals:
+            distance = sum((a - b) ** 2 for a, b in zip(x, y))
+            weight = math.exp(-distance / (2 * bandwidth ** 2))
+            weight_sum += weight
+            total += weight * residual
+        scores[key] = math.log(predicted[key]) + total / weight_sum
+    return sorted(scores, key=lambda k: (scores[k], k))
+
+
+def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | None, n_startup: int,
+                        corrected_every: int = 2):
     import optuna
 
+    features = _feature_vectors(space)
+
     class GuidedSampler(optuna.samplers.BaseSampler):
-        """TPE over the config fields; a proposal that repeats a tried config or falls outside the
-        configs that fit is redrawn, then replaced by the best-predicted untried config."""
+        """TPE over the config fields, alternating with the simulator's ranking corrected by the
+        measurements so far (every `corrected_every`-th sampled trial). A TPE proposal that
+        repeats a tried config or falls outside the configs that fit is redrawn, then replaced by
+        the best corrected-ranking config not yet tried."""
 
         def __init__(self) -> None:
             with _quiet_optuna(), _no_experimental_warnings():
@@ -237,11 +299,24 @@ def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | N
         def infer_relative_search_space(self, study, trial):
             return dict(self.distributions)
 
+        def _ranking(self, study) -> list[str]:
+            import optuna
+
+            measured = {}
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                key = t.user_attrs.get("config_key")
+                if key is not None and t.value is not None:
+                    measured[key] = float(t.value)
+            if not measured:
+                return self.allowed
+            return [k for k in corrected_ranking(space, measured, features) if k in self.allowed_set]
+
         def sample_relative(self, study, trial, search_space):
             if trial.system_attrs.get("fixed_params"):
                 return {}
             tried = _tried_keys(study, trial.number)
-            for _ in range(self.redraws):
+            use_tpe = corrected_every <= 0 or trial.number % corrected_every != 0
+            for _ in range(self.redraws if use_tpe else 0):
                 with _no_experimental_warnings():
                     params = self.base.sample_relative(study, trial, search_space)
                 if len(params) < len(self.distributions):
@@ -249,7 +324,7 @@ def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | N
                 key = config_key({name: params[name] for name in space.fields})
                 if key in self.allowed_set and key not in tried:
                     return params
-            for key in self.allowed:
+            for key in self._ranking(study):
                 if key not in tried:
                     return dict(self.params_of[key])
             return {}
@@ -304,24 +379,36 @@ def _evaluated_count(study) -> tuple[int, set[str]]:
 
 
 def _wait_for_peer(study, number: int, key: str, timeout_s: float = 3600.0):
-    """If a trial numbered below `number` is running the same config, wait for it and return it
-    (so two workers never time one config); if one already finished, return it at once."""
+    """The trial whose result this one should reuse instead of running `key` again, or None.
+
+    Trial numbers are unique tickets handed out by the storage, so the bakery rule applies:
+    wait until every lower-numbered running trial has said which config it runs (its
+    `config_key` attr, written first thing); if one of them runs this config, wait for it and
+    reuse its result; a finished trial that ran it is reused at once. Higher-numbered trials
+    are never waited for, so two workers never time one config and never wait on each other.
+    """
     import optuna
 
     State = optuna.trial.TrialState
     deadline = time.monotonic() + timeout_s
     while True:
-        peer = None
+        peer, choosing = None, False
         for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING, State.FAIL)):
-            if t.number == number or t.user_attrs.get("config_key") != key:
+            if t.number == number:
                 continue
-            if t.state == State.COMPLETE and t.user_attrs.get("evaluated"):
+            other = t.user_attrs.get("config_key")
+            if t.state == State.RUNNING:
+                if t.number < number:
+                    if other is None:
+                        choosing = True
+                    elif other == key:
+                        peer = t
+                continue
+            if other != key or not t.user_attrs.get("evaluated"):
+                continue
+            if t.state == State.COMPLETE or t.user_attrs.get("failure"):
                 return t
-            if t.state == State.FAIL and t.user_attrs.get("failure") and t.user_attrs.get("evaluated"):
-                return t
-            if t.state == State.RUNNING and t.number < number:
-                peer = t
-        if peer is None or time.monotonic() > deadline:
+        if (peer is None and not choosing) or time.monotonic() > deadline:
             return None
         time.sleep(WAIT_POLL_S)
         with contextlib.suppress(Exception):

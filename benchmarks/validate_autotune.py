@@ -117,10 +117,51 @@ def precompile_all(spaces, workers: int, stream) -> dict:
     return results
 
 
-def measure_all(spaces, compile_s: dict, stream, warmup_ms: float, rep_ms: float) -> list[dict]:
+def write_rows(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _compiled_kernels(spec) -> dict[int, object]:
+    """Every compiled Triton kernel of the modules the kernel's launcher uses, by id."""
+    import importlib
+
+    from triton.runtime.jit import JITFunction
+
+    found = {}
+    package = spec.launcher.split(":")[0].rsplit(".", 1)[0]
+    import sys as _sys
+
+    for name, module in list(_sys.modules.items()):
+        if not name.startswith(package) or module is None:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, JITFunction):
+                for cache in value.device_caches.values():
+                    for kernel in cache[0].values():
+                        found[id(kernel)] = kernel
+    importlib.invalidate_caches()
+    return found
+
+
+def _resources(kernels) -> str:
+    """'name:shared bytes:registers:spills' of each kernel a config compiled (the compiler's numbers)."""
+    parts = []
+    for kernel in kernels:
+        try:
+            parts.append(f"{kernel.name}:{kernel.metadata.shared}:{kernel.n_regs}:{kernel.n_spills}")
+        except Exception:  # a kernel not loaded yet has no register count
+            continue
+    return ";".join(parts)
+
+
+def measure_all(spaces, compile_s: dict, stream, warmup_ms: float, rep_ms: float, out: Path) -> list[dict]:
     from einsim.autotune.evaluate import GpuEvaluator
 
     rows = []
+    seen_resources: dict = {}
     for kernel, problem, space in spaces:
         evaluator = GpuEvaluator(kernel, problem, warmup_ms=warmup_ms, rep_ms=rep_ms)
         started = time.perf_counter()
@@ -129,7 +170,12 @@ def measure_all(spaces, compile_s: dict, stream, warmup_ms: float, rep_ms: float
         if config_key(space.default) not in {config_key(c) for c in configs}:
             configs.append(space.default)
         for config in configs:
+            before = _compiled_kernels(evaluator.spec)
             m = evaluator(config)
+            after = _compiled_kernels(evaluator.spec)
+            resources = _resources(kernel for key_, kernel in after.items() if key_ not in before)
+            resources = resources or seen_resources.get((group, config_key(config)), "")
+            seen_resources[(group, config_key(config))] = resources
             if m.failure_kind == "fatal":
                 raise RuntimeError(f"{kernel} {config}: {m.failure}")
             rows.append({
@@ -137,13 +183,22 @@ def measure_all(spaces, compile_s: dict, stream, warmup_ms: float, rep_ms: float
                 "measured_s": m.time_s if m.ok else "", "failure": m.failure, "failure_kind": m.failure_kind,
                 "error": m.error, "first_call_s": m.first_call_s, "bench_s": m.bench_s,
                 "compile_s": compile_s.get((group, config_key(config)), m.first_call_s),
-                "is_default": config_key(config) == config_key(space.default),
+                "is_default": config_key(config) == config_key(space.default), "resources": resources,
                 "gpu": evaluator.gpu_name,
             })
+        # Test-retest: every config again on freshly allocated inputs, for the noise ceiling of
+        # any rank correlation with these times.
+        del evaluator
+        retest = GpuEvaluator(kernel, problem, warmup_ms=warmup_ms, rep_ms=rep_ms, seed=1)
+        mine = [r for r in rows if r["shape"] == shape_id(kernel, problem)]
+        for row, config in zip(mine, configs):
+            m = retest(config)
+            row["retest_s"] = m.time_s if m.ok else ""
+        del retest
         ok = sum(1 for r in rows if r["shape"] == shape_id(kernel, problem) and r["measured_s"] != "")
         log(f"measured {shape_id(kernel, problem)}: {ok}/{len(configs)} configs ran in "
             f"{time.perf_counter() - started:.1f} s", stream)
-        del evaluator
+        write_rows(rows, out / "measurements.csv")  # kept if a later step runs out of time
     return rows
 
 
@@ -228,8 +283,14 @@ def analyse(rows: list[dict], seeds: int, stream) -> tuple[list[dict], list[dict
 
     from einsim.autotune.study import default_budget, tune
 
+    from einsim.kernels.registry import get_kernel
+
     by_shape: dict[str, list[dict]] = {}
     for row in rows:
+        # Keys as the kernel's config type writes them today (a field added since the
+        # measurement takes its default, which is what ran).
+        spec = get_kernel(row["kernel"])
+        row["config"] = config_key(spec.config_type(**json.loads(row["config"])))
         by_shape.setdefault(row["shape"], []).append(row)
     problems = {shape_id(k, p): (k, p) for k, p in SHAPES}
     summaries, guided_rows = [], []
@@ -246,6 +307,9 @@ def analyse(rows: list[dict], seeds: int, stream) -> tuple[list[dict], list[dict
         best_s = measured[exhaustive_best_key]
         in_space = [r for r in ok if r["config"] in by_key]
         rho = spearmanr([r["predicted_s"] for r in in_space], [float(r["measured_s"]) for r in in_space]).statistic
+        both = [r for r in in_space if r.get("retest_s") not in ("", None)]
+        retest_rho = spearmanr([float(r["measured_s"]) for r in both],
+                               [float(r["retest_s"]) for r in both]).statistic if len(both) > 2 else None
         cost = {r["config"]: float(r["compile_s"] or 0) + float(r["first_call_s"] or 0) + float(r["bench_s"] or 0)
                 for r in shape_rows}
         exhaustive_wall = sum(cost.get(k, 0.0) for k in by_key)
@@ -271,7 +335,7 @@ def analyse(rows: list[dict], seeds: int, stream) -> tuple[list[dict], list[dict
         default_key = config_key(space.default)
         summary = {
             "shape": shape, "kernel": kernel, "configs": space.size, "ran": len(ok),
-            "failed": len(shape_rows) - len(ok), "spearman": rho,
+            "failed": len(shape_rows) - len(ok), "spearman": rho, "retest_spearman": retest_rho,
             "exhaustive_best_us": best_s * 1e6, "exhaustive_best": exhaustive_best_key,
             "default_us": measured.get(default_key, math.nan) * 1e6,
             "simulator_top1_us": (sim_top1 or math.nan) * 1e6,
@@ -290,12 +354,13 @@ def analyse(rows: list[dict], seeds: int, stream) -> tuple[list[dict], list[dict
 def print_table(summaries, extra: dict | None = None, stream=None) -> None:
     from einsim.cli.output import render_table
 
-    headers = ["shape", "configs", "spearman", "best us", "default us", "sim top-1", "trials to 3% (med/max)",
+    headers = ["shape", "configs", "spearman", "retest", "best us", "default us", "sim top-1", "trials to 3% (med/max)",
                "fraction", "guided s", "exhaustive s"]
     rows = []
     for s in summaries:
         rows.append([
-            s["shape"], s["configs"], f"{s['spearman']:.2f}", f"{s['exhaustive_best_us']:.1f}",
+            s["shape"], s["configs"], f"{s['spearman']:.2f}",
+            "-" if s["retest_spearman"] is None else f"{s['retest_spearman']:.2f}", f"{s['exhaustive_best_us']:.1f}",
             f"{s['default_us']:.1f}", "-" if s["simulator_top1_within"] is None else f"+{100 * s['simulator_top1_within']:.1f}%",
             f"{s['trials_to_3pct_median']:g}/{s['trials_to_3pct_max']}", f"{100 * s['trials_fraction_median']:.0f}%",
             f"{s['guided_wall_median_s']:.1f}", f"{s['exhaustive_wall_s']:.1f}",
@@ -310,6 +375,33 @@ def print_table(summaries, extra: dict | None = None, stream=None) -> None:
                          f"{e['exhaustive_us']:.1f}", e["autotune_same_as_exhaustive"], f"{e['autotune_s']:.1f}",
                          e["guided_trials"], f"{e['guided_s']:.1f}"])
         log("\n" + render_table(headers, rows), stream)
+
+
+def extra_for_shape(kernel, problem, space, rows, extra, stream) -> None:
+    """The real guided search on the GPU (compiles hit the cache the precompile filled), then
+    @triton.autotune over the same configs, then the configs they picked re-timed side by side."""
+    from einsim.autotune.study import tune
+
+    shape = shape_id(kernel, problem)
+    ok = {r["config"]: float(r["measured_s"]) for r in rows if r["shape"] == shape and r["measured_s"] != ""}
+    started = time.perf_counter()
+    result = tune(kernel, problem, TARGET, storage=f"sqlite:////tmp/validate-{os.getpid()}.db", seed=0)
+    guided_s = time.perf_counter() - started
+    runnable = [c for c, _ in space.ranked if config_key(c) in ok]
+    autotune_key, autotune_s = triton_autotune_pick(kernel, problem, runnable)
+    exhaustive_key = min(ok, key=ok.get)
+    keys = {"tuned": config_key(result.best.config), "autotune": autotune_key,
+            "default": config_key(space.default), "exhaustive": exhaustive_key}
+    final = final_comparison(kernel, problem, keys)
+    extra[shape] = {
+        "tuned_us": final["tuned"] * 1e6, "autotune_us": final["autotune"] * 1e6,
+        "default_us": final["default"] * 1e6, "exhaustive_us": final["exhaustive"] * 1e6,
+        "tuned": keys["tuned"], "autotune": autotune_key, "exhaustive": exhaustive_key,
+        "autotune_same_as_exhaustive": autotune_key == exhaustive_key, "autotune_s": autotune_s,
+        "guided_trials": len(result.evaluated), "guided_s": guided_s,
+    }
+    log(f"{shape}: tuned {final['tuned'] * 1e6:.1f} us, @triton.autotune {final['autotune'] * 1e6:.1f} us "
+        f"({autotune_s:.1f} s), default {final['default'] * 1e6:.1f} us", stream)
 
 
 def main(argv=None) -> int:
@@ -337,36 +429,14 @@ def main(argv=None) -> int:
         log(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", stream)
         spaces = [(k, p, build_space(k, p, TARGET)) for k, p in shapes]
         compile_s = precompile_all(spaces, args.workers, stream)
-        rows = measure_all(spaces, compile_s, stream, args.warmup_ms, args.rep_ms)
-        with open(out / "measurements.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        # The real guided search on the GPU (compiles hit the cache the precompile filled), then
-        # @triton.autotune over the same configs, then everything re-timed side by side.
-        from einsim.autotune.study import tune
-
+        rows = measure_all(spaces, compile_s, stream, args.warmup_ms, args.rep_ms, out)
         for kernel, problem, space in spaces:
-            shape = shape_id(kernel, problem)
-            ok = {r["config"]: float(r["measured_s"]) for r in rows if r["shape"] == shape and r["measured_s"] != ""}
-            started = time.perf_counter()
-            result = tune(kernel, problem, TARGET, storage=f"sqlite:////tmp/validate-{os.getpid()}.db", seed=0)
-            guided_s = time.perf_counter() - started
-            runnable = [c for c, _ in space.ranked if config_key(c) in ok]
-            autotune_key, autotune_s = triton_autotune_pick(kernel, problem, runnable)
-            exhaustive_key = min(ok, key=ok.get)
-            keys = {"tuned": config_key(result.best.config), "autotune": autotune_key,
-                    "default": config_key(space.default), "exhaustive": exhaustive_key}
-            final = final_comparison(kernel, problem, keys)
-            extra[shape] = {
-                "tuned_us": final["tuned"] * 1e6, "autotune_us": final["autotune"] * 1e6,
-                "default_us": final["default"] * 1e6, "exhaustive_us": final["exhaustive"] * 1e6,
-                "tuned": keys["tuned"], "autotune": autotune_key, "exhaustive": exhaustive_key,
-                "autotune_same_as_exhaustive": autotune_key == exhaustive_key, "autotune_s": autotune_s,
-                "guided_trials": len(result.evaluated), "guided_s": guided_s,
-            }
-            log(f"{shape}: tuned {final['tuned'] * 1e6:.1f} us, @triton.autotune {final['autotune'] * 1e6:.1f} us "
-                f"({autotune_s:.1f} s), default {final['default'] * 1e6:.1f} us", stream)
+            try:
+                extra_for_shape(kernel, problem, space, rows, extra, stream)
+            except Exception:  # keep the measurements and the analysis whatever breaks here
+                import traceback
+
+                log(f"{shape_id(kernel, problem)}: GPU comparison failed:\n{traceback.format_exc()}", stream)
 
     summaries, guided_rows = analyse(rows, args.seeds, stream)
     with open(out / "guided.csv", "w", newline="") as handle:

@@ -19,6 +19,8 @@ from einsim.errors import ConfigError
 # Kernels whose programs each own one query tile of one (batch, head) and stream K/V tiles
 # through a FlashAttention-2 style online softmax; the multi-pass kernels repeat that loop.
 FLASH_LIKE = {"attention-fwd": 1, "attention-2pass-fwd": 2, "attention-3pass-fwd": 3}
+# Kernels that launch their longest query tiles first (attention-fwd reverses program_id(0)).
+LONGEST_FIRST = {"attention-fwd"}
 
 
 @dataclass(frozen=True)
@@ -27,23 +29,38 @@ class ModelParams:
 
     # Tensor-core issue efficiency by instruction family (Triton picks wgmma when a warpgroup's
     # share of BLOCK_M is a multiple of 64 on Hopper, mma.sync otherwise).
-    wgmma_efficiency: float = 0.85
-    mma_sync_efficiency: float = 0.45
-    # wgmma's N (BLOCK_N for Q·Kᵀ, Dv for P·V) below this loses issue efficiency ∝ (N/ref)^0.5.
+    wgmma_efficiency: float = 0.5
+    mma_sync_efficiency: float = 0.21
+    # wgmma's N (BLOCK_N for Q·Kᵀ, Dv for P·V) below this loses issue efficiency ∝ (N/ref)^exponent.
     wgmma_reference_n: int = 128
+    wgmma_n_exponent: float = 0.39
+    # Fraction of softmax a single warpgroup overlaps with its own asynchronous matmuls; more
+    # warpgroups and co-resident programs overlap the rest (docs/autotune.md § The kernel-time model).
+    async_overlap: float = 0.21
+    # Stages that do not prefetch: Triton's ring of num_stages buffers keeps num_stages - this
+    # many K/V tiles in flight ahead of the one being used.
+    stage_offset: int = 1
+    # Each loop of a program (the unmasked middle, the masked diagonal) refills its pipeline:
+    # this many load latencies per loop, before co-resident streams hide them.
+    pipeline_fills_per_loop: float = 0.0
     # Softmax work on the FP32 lanes per score element: scale, max, subtract, convert, add, the
     # rescale of the accumulator amortised (docs/autotune.md: counted from the Triton tutorial loop).
-    vector_ops_per_score: float = 6.0
+    vector_ops_per_score: float = 10.3
     # Extra lane-ops per score on tiles the causal/window mask cuts (the where() and the index math).
-    mask_ops_per_score: float = 3.0
+    mask_ops_per_score: float = 12.0
     # Load latency a K/V tile waits when nothing hides it (L2 hit mixed with HBM, loaded GPU).
-    load_latency_s: float = 1.0e-6
+    load_latency_s: float = 1.3e-06
     # Fixed cost of one program: Q load, epilogue, O store, scheduling (seconds).
-    program_overhead_s: float = 1.5e-6
+    program_overhead_s: float = 3.1e-06
     # Per K/V tile loop-iteration overhead in instruction-issue cycles (address math, barriers).
-    tile_overhead_cycles: float = 120.0
-    # Registers a thread needs beyond its share of the tiles (addresses, loop state).
-    base_registers: int = 40
+    tile_overhead_cycles: float = 62.0
+    # Registers a thread needs: a base (addresses, loop state) plus its share of the fp32
+    # accumulator (BLOCK_M x Dv), the scores (BLOCK_M x BLOCK_N) and the K tile (BLOCK_N x D).
+    # Least squares over 26 compiled forward kernels' register counts on the H100 (ptxas).
+    base_registers: int = 37
+    registers_per_accumulator: float = 1.08
+    registers_per_score: float = 0.90
+    registers_per_key: float = 0.73
     max_registers_per_thread: int = 255
     # Each 1 % of a thread's live tile state that spills to local memory costs this much time.
     spill_penalty: float = 0.03
@@ -54,6 +71,10 @@ class ModelParams:
     # Decode: bytes in flight a memory pipeline needs per SM to reach the bandwidth (Little's law
     # uses load_latency_s; this caps what one program can keep in flight per stage).
     max_programs_per_sm: int = 32
+    # Split-KV decode has its own latency and overheads (fitted on the decode measurements).
+    decode_load_latency_s: float = 1.0e-6
+    decode_program_overhead_s: float = 1.5e-6
+    decode_tile_overhead_cycles: float = 120.0
 
 
 DEFAULT_PARAMS = ModelParams()
@@ -206,7 +227,8 @@ def _as_dict(config: Any) -> dict[str, Any]:
 
 
 def _registers(tile_state_fp32: float, threads: int, params: ModelParams) -> tuple[int, float]:
-    """(registers a thread asks for, fraction of its tile state that spills)."""
+    """(registers a thread asks for, fraction of its tile state that spills); tile_state_fp32 is
+    the weighted tile elements the thread's warps hold (see ModelParams.registers_per_*)."""
     wanted = params.base_registers + tile_state_fp32 / threads
     if wanted <= params.max_registers_per_thread:
         return int(math.ceil(wanted / 8) * 8), 0.0
@@ -291,7 +313,7 @@ def _tensor_efficiency(block_rows_per_group: int, n: int, num_warps: int, params
         base = params.wgmma_efficiency
     else:
         base = params.mma_sync_efficiency
-    return base * min(1.0, (n / params.wgmma_reference_n) ** 0.5)
+    return base * min(1.0, (n / params.wgmma_reference_n) ** params.wgmma_n_exponent)
 
 
 def _predict_flash(kernel: str, cfg: dict[str, Any], problem: Any, roofs: Roofs, params: ModelParams,
@@ -304,9 +326,8 @@ def _predict_flash(kernel: str, cfg: dict[str, Any], problem: Any, roofs: Roofs,
     s = _dtype_bytes(problem)
     notes: list[str] = []
 
-    # Registers: the fp32 accumulator (BLOCK_M x Dv), scores (BLOCK_M x BLOCK_N) and their 16-bit
-    # copy for the second matmul, the row max and sum.
-    state = block_m * dv + 1.5 * block_m * block_n + 2 * block_m
+    state = (params.registers_per_accumulator * block_m * dv + params.registers_per_score * block_m * block_n
+             + params.registers_per_key * block_n * d)
     registers, spilled = _registers(state, threads, params)
     if spilled:
         notes.append(f"{spilled:.0%} of a thread's tile state spills to local memory")
@@ -346,7 +367,8 @@ def _predict_flash(kernel: str, cfg: dict[str, Any], problem: Any, roofs: Roofs,
     # Independent instruction streams an SM can interleave: co-resident programs and the warpgroups
     # of each (a warpgroup waits on its own matmul before its softmax; another one fills the gap).
     streams = per_sm * warpgroups
-    overlap = 1.0 - 1.0 / streams
+    overlap = 1.0 - (1.0 - params.async_overlap) / streams
+    prefetch = max(0, num_stages - params.stage_offset)
     spill_factor = 1.0 + params.spill_penalty * 100 * spilled
 
     q_tiles = -(-problem.q_len // block_m)
@@ -367,14 +389,16 @@ def _predict_flash(kernel: str, cfg: dict[str, Any], problem: Any, roofs: Roofs,
             sm_time = busy + (1.0 - overlap) * (compute - busy if compute > busy else 0.0)
             # Load latency: each stage beyond the first prefetches a tile ahead; co-resident
             # streams hide what remains.
-            hidden = (num_stages - 1) * compute * streams
+            hidden = prefetch * compute * streams
             exposed = max(0.0, params.load_latency_s - hidden) / streams
             per_tile.append((sm_time * spill_factor, exposed, masked_kind))
         for q in range(q_tiles):
             tiles, masked = _visited_tiles(q * block_m, problem, block_m, block_n)
             kv_tiles_total += tiles * heads
             plain = tiles - masked
-            program = params.program_overhead_s / streams
+            loops = (1 if plain else 0) + (1 if masked else 0)
+            program = (params.program_overhead_s
+                       + loops * params.pipeline_fills_per_loop * params.load_latency_s) / streams
             for count, (sm_time, exposed, costs) in ((plain, per_tile[0]), (masked, per_tile[1])):
                 program += count * (sm_time + exposed)
                 totals["tensor_core"] += count * costs[0] * heads
@@ -388,7 +412,7 @@ def _predict_flash(kernel: str, cfg: dict[str, Any], problem: Any, roofs: Roofs,
     if len({seconds for seconds, _ in durations}) == 1:
         durations = [(durations[0][0], heads * q_tiles * passes)]
     else:
-        durations = _interleave(durations, heads, q_tiles, passes)
+        durations = _interleave(durations, heads, q_tiles, passes, reverse=kernel in LONGEST_FIRST)
     slots = sms * per_sm
     programs = heads * q_tiles * passes
     makespan = _makespan(durations, slots)
@@ -432,12 +456,15 @@ def _predict_flash(kernel: str, cfg: dict[str, Any], problem: Any, roofs: Roofs,
     )
 
 
-def _interleave(per_query_tile: list[tuple[float, int]], heads: int, q_tiles: int, passes: int) -> list[tuple[float, int]]:
+def _interleave(per_query_tile: list[tuple[float, int]], heads: int, q_tiles: int, passes: int,
+                reverse: bool = False) -> list[tuple[float, int]]:
     """Programs in grid order for unequal query tiles: for each pass, for each head, every query
     tile; runs of equal durations are merged."""
     out: list[tuple[float, int]] = []
     for p in range(passes):
         block = [seconds for seconds, _ in per_query_tile[p * q_tiles:(p + 1) * q_tiles]]
+        if reverse:
+            block.reverse()
         if heads * q_tiles > 200_000:
             out.extend((seconds, heads) for seconds in block)
             continue
@@ -502,32 +529,30 @@ def _predict_decode(kernel: str, cfg: dict[str, Any], config: Any, problem: Any,
     # Bandwidth one SM reaches: bytes in flight over the load latency (Little's law). Each
     # program keeps max(1, stages - 1) tiles in flight ahead of the one it computes on.
     in_flight = max(1, num_stages - 1) * tile_bytes * active_per_sm
-    sm_bandwidth = in_flight / params.load_latency_s
+    sm_bandwidth = in_flight / params.decode_load_latency_s
     busy_sms = min(sms, programs)
     reach = min(roofs.hbm_bytes_per_s * params.hbm_efficiency, sm_bandwidth * busy_sms)
     kv_bytes = groups * keys * (d + dv) * s * row_tiles
     partial_rows = groups * splits * rows
     partial_bytes = partial_rows * (dv + 2) * 4
     q_bytes = problem.batch * problem.q_heads * problem.q_len * (d + dv) * s
-    hbm = kv_bytes + q_bytes + (2 * partial_bytes if splits > 1 else 0)
+    hbm = kv_bytes + q_bytes + 2 * partial_bytes
 
     # Compute per tile (small matmuls on mma.sync, exp, softmax), per SM.
     tc_rate = roofs.matmul_flops / sms * params.mma_sync_efficiency
     scores = block_m * block_n
     compute_tile = (2 * scores * (d + dv) / tc_rate + scores / (roofs.exp_per_s / sms)
                     + scores * params.vector_ops_per_score / (roofs.vector_ops_per_s / sms)
-                    + params.tile_overhead_cycles * max(1, 4 // num_warps) / roofs.clock_hz)
+                    + params.decode_tile_overhead_cycles * max(1, 4 // num_warps) / roofs.clock_hz)
     compute_s = programs * tiles_per_program * compute_tile / min(sms, programs)
     memory_s = kv_bytes / reach
     # Wave quantisation: a last partial wave streams its share at the same per-program rate.
     wave_eff = programs / (waves * slots) if waves > 1 else 1.0
     split_s = max(memory_s, compute_s) / (wave_eff if waves > 1 else 1.0)
-    split_s += params.program_overhead_s * waves
-    merge_s = 0.0
-    launches = 1
-    if splits > 1:
-        merge_s = 2 * partial_bytes / roofs.hbm_bytes_per_s + roofs.launch_overhead_s
-        launches = 2
+    split_s += params.decode_program_overhead_s * waves
+    # The kernel always runs its merge launch, also with one split.
+    merge_s = 2 * partial_bytes / roofs.hbm_bytes_per_s + roofs.launch_overhead_s
+    launches = 2
     time_s = split_s + merge_s + roofs.launch_overhead_s
     bound = "hbm" if reach >= roofs.hbm_bytes_per_s * params.hbm_efficiency * 0.999 and memory_s >= compute_s else (
         "latency" if memory_s >= compute_s else "compute")
