@@ -75,14 +75,27 @@ def _problem_dict(problem: AttentionProblem) -> dict[str, Any]:
     return values
 
 
+_READ: dict[str, tuple[float, list]] = {}  # path -> (mtime, entries): launchers look up on every call
+
+
 def read_entries(path: Path) -> list[dict[str, Any]]:
     """Entries of one cache file; a missing or unreadable file has none (never raises)."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        mtime = path.stat().st_mtime
+    except OSError:
         return []
+    cached = _READ.get(str(path))
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
     entries = data.get("entries", []) if isinstance(data, dict) else []
-    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("config"), dict)]
+    entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("config"), dict)]
+    _READ[str(path)] = (mtime, entries)
+    return entries
 
 
 def tuned_config(kernel: str, problem: AttentionProblem, gpu_name: str | None = None) -> Any | None:

@@ -184,7 +184,15 @@ def _tuned_entries(name: str) -> list:
 
 
 def tuned_config(spec: KernelSpec, problem: AttentionProblem, limits: DeviceLimits | None = None):
-    """The tuned config for exactly this problem from kernels/tuned/, or None."""
+    """The tuned config for this problem, or None: first the autotuner's caches (the user's
+    `einsim autotune` exports, then kernels/tuned/, by shape bucket and GPU; docs/autotune.md),
+    then an exact-problem entry of kernels/tuned/."""
+    from einsim.autotune.cache import tuned_config as from_tuning_cache
+
+    gpu = limits.name if limits is not None and limits.name != "generic" else None
+    config = from_tuning_cache(spec.name, problem, gpu)
+    if config is not None and not spec.config_reasons(config, problem, limits):
+        return config
     wanted = dataclasses.asdict(problem)
     wanted["window"] = list(problem.window) if problem.window is not None else None
     for entry in _tuned_entries(spec.name):

@@ -219,3 +219,17 @@ def test_cli_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path: Pat
         argv += ["--storage", sqlite(tmp_path)]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_launchers_take_the_exported_config_for_their_default(tmp_path: Path, monkeypatch) -> None:
+    from einsim.kernels.problem import DeviceLimits
+    from einsim.kernels.registry import get_kernel
+
+    monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))
+    spec = get_kernel("decode")
+    space = build_space("decode", DECODE, "h100-sxm")
+    tuned = next(c for c, _ in space.ranked if c != space.default)
+    limits = DeviceLimits.h100()
+    assert spec.resolve_config(None, DECODE, limits) == space.default
+    export_best("decode", DECODE, limits.name, tuned, measured_s=1e-4)
+    assert spec.resolve_config(None, DECODE, limits) == tuned
