@@ -4,6 +4,7 @@ targets dispatch, the default command runs, JSON has the documented shape, bad i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -120,3 +121,12 @@ def test_a_mapping_that_does_not_fit_exits_2_naming_the_file_and_the_fix(target,
     assert main(["simulate", "--target", target, "--model", "BERT", "--seq-len", "4k", "--mapping", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: fusemax on {target}: {message}" in err and "choose smaller" in err
+
+
+def test_a_cascade_rank_fixed_to_another_size_than_the_workload_is_a_shape_error(tmp_path, capsys):
+    library = (Path(__file__).parents[1] / "einsum_cascades" / "library" / "attention-3pass.yaml").read_text()
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(library.replace("E: head_dim", "E: 64"))
+    assert main(["simulate", "--cascade", str(fixed), "--target", "flat-cloud", "--shape", "1,8,1024,128"]) == 2
+    assert "fixed.yaml: ranks.E is declared 64, but the workload (shape 1,8,1024,128) has head_dim 128" in capsys.readouterr().err
+    assert main(["simulate", "--cascade", str(fixed), "--target", "flat-cloud", "--shape", "1,8,1024,64"]) == 0
