@@ -132,7 +132,7 @@ def test_roofline_command_prints_json_and_a_table(capsys):
 
 def test_roofline_command_refuses_an_unknown_figure_format(tmp_path, capsys):
     assert main(["roofline", "--target", "h100-sxm", "--shape", "1,2,256,64", "-o", str(tmp_path / "x.gif")]) == 2
-    assert "suffix" in capsys.readouterr().err
+    assert "expected a file name ending in" in capsys.readouterr().err
 
 
 def test_plot_passes_and_speedup_commands(tmp_path, capsys):
@@ -162,3 +162,14 @@ def test_traffic_steps_are_the_simulators_buffer_sweep():
     assert three[-1].traffic_ratio == pytest.approx(1.0)
     assert data.compulsory_bytes == pytest.approx(4 * 2 * 2048 * 64 * 2)
     assert data.curve("fusemax")[-1].traffic_ratio == pytest.approx(1.0)
+
+
+def test_a_cascade_without_the_rank_is_drawn_without_passes(tmp_path, capsys):
+    graph = pass_graph("ffn")
+    assert graph.passes == 0 and graph.rank == ""
+    assert {n.pass_index for n in graph.nodes} == {0} and {n.color for n in graph.nodes if n.kind == "einsum"} == {pass_color(1)}
+    assert main(["plot", "passes", "ffn", "-o", str(tmp_path / "ffn.svg")]) == 0
+    # `einsim cascades graph` draws the same figure
+    assert main(["cascades", "graph", "attention-3pass", "-o", str(tmp_path / "g.svg")]) == 0
+    assert main(["plot", "passes", "attention-3pass", "-o", str(tmp_path / "p.svg")]) == 0
+    assert (tmp_path / "g.svg").read_text() == (tmp_path / "p.svg").read_text()

@@ -241,7 +241,7 @@ def test_rooflines_render_headless_one_panel_per_target(tmp_path):
     for suffix in ("png", "svg", "pdf"):
         path = save_figure(figure, tmp_path / f"roofline.{suffix}")
         assert path.stat().st_size > 1000
-    with pytest.raises(ConfigError, match="suffix"):
+    with pytest.raises(ConfigError, match="expected a file name ending in .png, .svg, .pdf"):
         save_figure(figure, tmp_path / "roofline.jpg")
 
 

@@ -113,13 +113,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from einsim.einsum_cascades import analyze_passes, load_cascade
-    from einsim.einsum_cascades.graph import draw_cascade
+    # The same figure as `einsim plot passes` (einsim.simulator.plots: docs/plots.md).
+    from einsim.einsum_cascades import load_cascade
+    from einsim.simulator.plots import pass_graph, plot_pass_graph, save_figure
 
     cascade = load_cascade(args.name)
-    rank = default_rank(cascade, args.rank)
-    report = analyze_passes(cascade, rank) if rank else None
     path = args.output or f"{cascade.name}.png"
-    draw_cascade(cascade, path, report)
+    save_figure(plot_pass_graph(pass_graph(cascade, args.rank)), path)
     print(f"wrote {path}")
     return 0

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     passes = kinds.add_parser("passes", help="a cascade's dependency graph coloured by pass")
     passes.add_argument("cascade", metavar="NAME", help="cascade name or YAML path")
-    passes.add_argument("--rank", default="M", help="the rank whose passes are counted (default M)")
+    passes.add_argument("--rank", help="the rank whose passes colour the graph (default M when the cascade has it)")
     passes.add_argument("--no-text", action="store_true", help="graph only, without the Einsums listed beside it")
     add_output_arguments(passes)
     passes.set_defaults(handler=_passes)
@@ -122,7 +122,7 @@ def _passes(args: argparse.Namespace) -> int:
     data = pass_graph(args.cascade, args.rank)
 
     def table() -> None:
-        print(f"{data.cascade}: {data.passes} pass(es) over {data.rank}")
+        print(f"{data.cascade}: {data.passes} pass(es) over {data.rank}" if data.passes else data.cascade)
         print(render_table(["node", "kind", "pass", "colour", "Einsum"],
                            [[n.name, n.kind, n.pass_index or "-", n.color, n.text] for n in data.nodes]))
 

@@ -600,7 +600,7 @@ def pass_color(pass_index: int) -> str:
 class GraphNode:
     name: str
     kind: str  # "input" | "einsum"
-    pass_index: int  # 0 for inputs
+    pass_index: int  # 0 for inputs (and for Einsums when no rank was analysed)
     color: str
     x: float
     y: float
@@ -618,8 +618,8 @@ class GraphEdge:
 @dataclass(frozen=True)
 class PassGraph:
     cascade: str
-    rank: str
-    passes: int
+    rank: str  # "" when no rank was analysed
+    passes: int  # 0 when no rank was analysed
     nodes: tuple[GraphNode, ...]
     edges: tuple[GraphEdge, ...]
 
@@ -634,15 +634,18 @@ class PassGraph:
                 + [{"record": "edge", "cascade": self.cascade, **e.__dict__} for e in self.edges])
 
 
-def pass_graph(cascade: Any, rank: str = "M") -> PassGraph:
-    """Inputs and Einsums as nodes, an edge per tensor read, each Einsum coloured by its pass
-    (analyze_passes); laid out left to right in topological generations."""
+def pass_graph(cascade: Any, rank: str | None = None) -> PassGraph:
+    """Inputs and Einsums as nodes, an edge per tensor read, each Einsum coloured by its pass over
+    `rank` (analyze_passes; default M when the cascade has it, else no pass numbering: passes = 0);
+    laid out left to right in topological generations."""
     import networkx as nx
 
     from einsim.einsum_cascades.passes import analyze_passes, dependency_graph
 
     cascade = as_cascade(cascade)
-    report = analyze_passes(cascade, rank=rank)
+    if rank is None and "M" in cascade.ranks:
+        rank = "M"
+    report = analyze_passes(cascade, rank=rank) if rank is not None else None
     graph = dependency_graph(cascade)
     edges = [GraphEdge(a, b, bool(d.get("carried"))) for a, b, d in graph.edges(data=True)]
     for einsum in cascade.einsums:
@@ -667,11 +670,12 @@ def pass_graph(cascade: Any, rank: str = "M") -> PassGraph:
         text = f"{name}[{','.join(r.lower() for r in cascade.inputs[name])}]"
         nodes.append(GraphNode(name, "input", 0, INPUT_COLOR, float(x), float(y), text))
     for einsum in cascade.einsums:
-        k = report.einsum_pass[einsum.output]
+        k = report.einsum_pass[einsum.output] if report else 0
         x, y = positions[einsum.output]
-        nodes.append(GraphNode(einsum.output, "einsum", k, pass_color(k), float(x), float(y), einsum.text,
+        nodes.append(GraphNode(einsum.output, "einsum", k, pass_color(max(k, 1)), float(x), float(y), einsum.text,
                                einsum.output in iterative))
-    return PassGraph(cascade=cascade.name, rank=rank, passes=report.passes, nodes=tuple(nodes), edges=tuple(edges))
+    return PassGraph(cascade=cascade.name, rank=rank or "", passes=report.passes if report else 0,
+                     nodes=tuple(nodes), edges=tuple(edges))
 
 
 def parse_lengths(text: str) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -29,12 +30,20 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write `figure` to `path` (.png, .svg or .pdf); the folder is created if missing."""
+    """Write `figure` to `path` (.png, .svg or .pdf, by its suffix). A bad path is a ConfigError
+    before any drawing, never a matplotlib traceback."""
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
-        raise ConfigError(f"{path}: the figure's format comes from its suffix: .png, .svg or .pdf")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"Software": None} if suffix == "png" else ({"Date": None} if suffix == "svg" else {"CreationDate": None})
-    figure.savefig(path, format=suffix, dpi=dpi, metadata=metadata)
+        raise ConfigError(f"{path}: expected a file name ending in {', '.join('.' + f for f in FORMATS)}, "
+                          f"got {path.suffix or 'no suffix'!r}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: the folder {str(path.parent)!r} does not exist; create it or write elsewhere")
+    # No timestamps in the files: regenerated figures only change when the data does.
+    metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[suffix]
+    try:
+        with rc_context({"svg.hashsalt": "einsim"}):  # stable SVG ids too
+            figure.savefig(path, format=suffix, dpi=dpi, metadata=metadata)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot write the figure: {error.strerror or error}") from None
     return path

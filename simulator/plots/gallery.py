@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"benchmark CSV(s) for the H100 roofline (default {ANCHORS})")
     parser.add_argument("--only", action="append", help="just these file names")
     args = parser.parse_args(argv)
+    args.folder.mkdir(parents=True, exist_ok=True)
     for name, draw in figures(args.measured or [ANCHORS]).items():
         if args.only and name not in args.only:
             continue

@@ -49,7 +49,7 @@ def plot_pass_graph(data: PassGraph, *, show_text: bool = True) -> Figure:
     graph_axis.set_axis_off()
     handles = [Line2D([], [], marker="s", linestyle="", color=INPUT_COLOR, markeredgecolor="black", markersize=9, label="input")]
     handles += [Line2D([], [], marker="o", linestyle="", color=pass_color(k), markeredgecolor="black", markersize=9,
-                       label=f"pass {k}") for k in range(1, data.passes + 1)]
+                       label=f"pass {k}" if data.passes else "Einsum") for k in range(1, max(data.passes, 1) + 1)]
     if any(n.iterative for n in data.nodes):
         handles.append(Line2D([], [], marker="o", linestyle="", color="white", markeredgecolor="black",
                               markeredgewidth=2.2, markersize=9, label="running state"))
@@ -57,7 +57,10 @@ def plot_pass_graph(data: PassGraph, *, show_text: bool = True) -> Figure:
         handles.append(Line2D([], [], color="#555555", linestyle="--", label="reads a previous state"))
     graph_axis.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                       ncol=min(4, len(handles)), frameon=False)
-    graph_axis.set_title(f"{data.cascade}: {data.passes} pass{'es' * (data.passes != 1)} over {data.rank}", fontsize=10)
+    title = data.cascade
+    if data.passes:
+        title += f": {data.passes} pass{'es' * (data.passes != 1)} over {data.rank}"
+    graph_axis.set_title(title, fontsize=10)
     if text_axis is not None:
         text_axis.set_axis_off()
         einsums = [n for n in data.nodes if n.kind == "einsum"]
@@ -67,5 +70,5 @@ def plot_pass_graph(data: PassGraph, *, show_text: bool = True) -> Figure:
     return figure
 
 
-def passes_graph(cascade: Any, rank: str = "M", **options: Any) -> Figure:
+def passes_graph(cascade: Any, rank: str | None = None, **options: Any) -> Figure:
     return plot_pass_graph(pass_graph(cascade, rank), **options)
