@@ -130,3 +130,11 @@ def test_a_cascade_rank_fixed_to_another_size_than_the_workload_is_a_shape_error
     assert main(["simulate", "--cascade", str(fixed), "--target", "flat-cloud", "--shape", "1,8,1024,128"]) == 2
     assert "fixed.yaml: ranks.E is declared 64, but the workload (shape 1,8,1024,128) has head_dim 128" in capsys.readouterr().err
     assert main(["simulate", "--cascade", str(fixed), "--target", "flat-cloud", "--shape", "1,8,1024,64"]) == 0
+
+
+def test_the_passes_note_follows_the_pass_analysis_not_the_pass_count(capsys):
+    # decode-splitkv: 2 passes counting the merge, but its per-chunk partials do not grow with M
+    assert main(["simulate", "--cascade", "decode-splitkv", "--model", "llama3-8b", "--seq-len", "32k", "--mode", "decode"]) == 0
+    assert "live state between passes does not grow with the sequence" in capsys.readouterr().out
+    assert main(["simulate", "--cascade", "attention-3pass", "--target", "flat-cloud", "--model", "BERT", "--seq-len", "1k"]) == 0
+    assert "live state between passes grows with the sequence" in capsys.readouterr().out

@@ -45,8 +45,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(estimate.to_json())
     else:
-        print(report(estimate))
+        print(report(estimate, _live_grows(args.cascade)))
     return 0
+
+
+def _live_grows(cascade_name: str) -> bool | None:
+    """Whether some state live between passes over M grows with M (None: the cascade has no M)."""
+    from einsim.einsum_cascades import analyze_passes
+    from einsim.simulator.simulate import resolve_cascade
+
+    cascade = resolve_cascade(cascade_name)
+    if "M" not in cascade.ranks:
+        return None
+    return any(live.grows_with_rank for live in analyze_passes(cascade, "M").live_across_passes)
 
 
 def _check_runs(estimate, kind: str, mapping: str | None) -> None:
@@ -67,8 +78,10 @@ def _check_runs(estimate, kind: str, mapping: str | None) -> None:
         raise ConfigError(f"{where}{estimate.cascade} on {estimate.target}: the kernel cannot launch, it {need.removeprefix('does not fit: ')}; {fix}")
 
 
-def report(estimate) -> str:
-    """The human-readable estimate: a summary, utilisation, the per-Einsum table and the notes."""
+def report(estimate, live_grows: bool | None = True) -> str:
+    """The human-readable estimate: a summary, utilisation, the per-Einsum table and the notes.
+    `live_grows`: whether the state live between passes grows with the sequence (the pass
+    analysis says; decode-splitkv's per-chunk partials do not)."""
     w = estimate.workload
     heads = f"{w.heads} heads" + (f" ({w.key_value_heads} KV heads)" if w.key_value_heads != w.heads else "")
     mask = ", causal" if w.causal else ""
@@ -88,7 +101,8 @@ def report(estimate) -> str:
                                                         sorted(estimate.energy_by_component.items(), key=lambda kv: -kv[1])[:3]
                                                         if estimate.energy_j > 0)],
         ["passes over K/V", str(estimate.passes), "1: needs only a tile of state per query" if estimate.passes == 1
-         else "live state between passes grows with the sequence"],
+         else "live state between passes grows with the sequence" if live_grows
+         else "live state between passes does not grow with the sequence"],
     ]
     lines.append(render_table(["", "estimate", "why"], summary))
     lines.append("")
