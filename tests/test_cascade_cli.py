@@ -55,3 +55,8 @@ def test_bad_cascade_exits_2_with_one_line(tmp_path, capsys):
     assert main(["passes", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:5:18: expected" in err and "Traceback" not in err
+
+
+def test_passes_of_a_one_pass_cascade_say_why_nothing_is_live(capsys):
+    assert main(["passes", "fusemax"]) == 0
+    assert "live across passes: nothing (one pass over M: only per-tile state)" in capsys.readouterr().out

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     print(render_table(["pass", "einsum", f"iterates {report.rank}"], rows))
     print()
     if not report.live_across_passes:
-        print("live across passes: nothing (the live state does not depend on the passes)")
+        print("live across passes: nothing" + (f" (one pass over {report.rank}: only per-tile state)" if report.passes == 1
+                                               else " (no later pass reads what an earlier one wrote)"))
         return 0
     rows = [
         [t.tensor, t.elements, "yes" if t.grows_with_rank else "no", t.produced_in or "input",
