@@ -52,8 +52,10 @@ def variants(problem, limits, all_variants):
             ("stages4", dict(num_stages=4)),
             ("stages2", dict(num_stages=2)),
             ("warps8", dict(num_warps=8)),
+            ("warps8-n128", dict(num_warps=8, BLOCK_N=128)),
+            ("warps8-s4", dict(num_warps=8, num_stages=4)),
             ("splits2x", dict(NUM_SPLITS=2 * cfg.choose_num_splits(problem, default, limits))),
-            ("splits4x", dict(NUM_SPLITS=4 * cfg.choose_num_splits(problem, default, limits))),
+            ("splits-half", dict(NUM_SPLITS=max(1, cfg.choose_num_splits(problem, default, limits) // 2))),
         ):
             config = dataclasses.replace(default, **changes)
             if not cfg.check_config(config, problem, limits):
@@ -75,8 +77,17 @@ def reference(q, k, v):
     return torch.stack(outs), torch.stack(lses)
 
 
-def time_ms(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+def time_ms(fn) -> tuple[float, float]:
+    """(GPU time replayed from a CUDA graph, time of eager calls): the first is the kernels' own
+    time, the second includes each call's host overhead (a decode step is usually replayed from
+    a graph). Medians."""
+    eager = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    try:
+        graph = triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")
+    except Exception as error:  # not capturable: report eager time only
+        print(f"  (no CUDA graph: {type(error).__name__}: {str(error)[:120]})")
+        graph = float("nan")
+    return graph, eager
 
 
 def main(argv=None) -> int:
@@ -90,7 +101,8 @@ def main(argv=None) -> int:
         return 2
     limits = DeviceLimits.from_torch_device()
     rows = []
-    header = ("shape", "kv_len", "backend", "config", "splits", "ms", "tbps", "vs_cudnn", "max_err")
+    header = ("shape", "kv_len", "backend", "config", "splits", "graph_ms", "eager_ms", "tbps",
+              "vs_cudnn", "max_err")
     print(" ".join(f"{h:>12}" for h in header))
     for label, problem in shapes(args.kv):
         inputs = make_attention_inputs(problem, device="cuda", seed=0)
@@ -123,9 +135,10 @@ def main(argv=None) -> int:
             splits = cfg.split_plan(problem, config, limits).num_splits
             ms = time_ms(lambda config=config: decode_attention(q, k, v, config=config, limits=limits))
             measured.append(("ours", name, splits, ms, err))
-        cudnn = next((m[3] for m in measured if m[0] == "sdpa_cudnn"), float("nan"))
-        for backend, name, splits, ms, err in measured:
-            row = (label, problem.kv_len, backend, name, splits, round(ms, 4),
+        cudnn = next((m[3][0] for m in measured if m[0] == "sdpa_cudnn"), float("nan"))
+        for backend, name, splits, (graph, eager), err in measured:
+            ms = graph if graph == graph else eager  # TB/s and ratios from the GPU time
+            row = (label, problem.kv_len, backend, name, splits, round(graph, 4), round(eager, 4),
                    round(nbytes / ms / 1e9, 3), round(cudnn / ms, 3), f"{err:.2e}")
             rows.append(row)
             print(" ".join(f"{str(x):>12}" for x in row), flush=True)

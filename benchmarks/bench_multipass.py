@@ -32,6 +32,7 @@ MATERIALIZE_UP_TO = 4096  # materialized QK/SLNV grow as N^2: keep the run short
 
 
 def time_ms(fn) -> float:
+    """Median of eager calls (each call is long enough that host overhead does not show)."""
     return triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")
 
 

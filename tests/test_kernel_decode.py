@@ -83,10 +83,12 @@ def test_decode_kernel_at_real_size(kv_len):
 H100 = DeviceLimits.h100()
 
 
-def test_enough_kv_groups_to_fill_the_sms_need_no_split():
-    p = decode_problem()  # batch 16 x 16 heads: 256 programs
+def test_many_kv_groups_need_few_splits_to_fill_the_slots():
+    p = decode_problem()  # batch 16 x 16 heads: 256 programs before splitting
     config = cfg.default_config(p)
-    assert cfg.choose_num_splits(p, config, H100) <= 2
+    splits = cfg.choose_num_splits(p, config, H100)
+    slots = H100.sm_count * cfg.programs_per_sm(config, p, H100)
+    assert splits <= 4 and cfg.wave_efficiency(256 * splits, slots) >= 0.9
 
 
 def test_one_long_sequence_is_split_to_fill_every_sm():

@@ -70,10 +70,14 @@ def padded_dims(problem) -> tuple[int, int]:
 
 
 def shared_memory_bytes(config: DecodeConfig, problem) -> int:
-    """The Q tile plus a ring of `num_stages` K and V tiles (Triton's software pipeline)."""
+    """The Q tile, a ring of num_stages - 1 K and V tiles (Triton's software pipeline keeps one
+    stage in flight in registers) and the probabilities staged for the second matmul; matches
+    the compiled kernel's metadata on sm_90 (71680 bytes at BLOCK_N=64, D=128, 3 stages)."""
     s = problem.dtype_bytes
     block_d, block_dv = padded_dims(problem)
-    return s * (config.BLOCK_M * block_d + config.num_stages * config.BLOCK_N * (block_d + block_dv))
+    ring = max(1, config.num_stages - 1)
+    return s * (config.BLOCK_M * block_d + ring * config.BLOCK_N * (block_d + block_dv)
+                + config.BLOCK_M * config.BLOCK_N)
 
 
 def programs_per_sm(config: DecodeConfig, problem: AttentionProblem,

@@ -19,7 +19,7 @@ from einsim.kernels.multipass import inputs
 from einsim.kernels.decode.config import DecodeConfig, SplitPlan, padded_dims
 
 LOG2_E = 1.4426950408889634
-LN_2 = 0.6931471805599453
+LN_2 = tl.constexpr(0.6931471805599453)  # a constexpr: jit code may read it
 MERGE_BLOCK_S = 16
 
 

@@ -154,14 +154,15 @@ def padded_dims(problem) -> tuple[int, int]:
 
 
 def shared_memory_bytes(config: MultipassConfig, problem) -> int:
-    """Shared memory one program uses: the Q tile plus a ring of `num_stages` K and V tiles.
+    """Shared memory one program uses: the Q tile plus a ring of num_stages - 1 K and V tiles
+    (Triton's pipeline convention, as the fused forward's model).
 
-    Counts the output pass (K and V); the statistics passes load K only, so this is their bound
-    too. Triton keeps the probabilities in registers for the second matmul on Hopper.
+    Counts the output pass (K and V); the statistics passes load K only, so this bounds them.
     """
     s = problem.dtype_bytes
     block_d, block_dv = padded_dims(problem)
-    return s * (config.BLOCK_M * block_d + config.num_stages * config.BLOCK_N * (block_d + block_dv))
+    ring = max(1, config.num_stages - 1)
+    return s * (config.BLOCK_M * block_d + ring * config.BLOCK_N * (block_d + block_dv))
 
 
 def check_config(config: MultipassConfig, problem: AttentionProblem,
@@ -195,8 +196,8 @@ def default_config(problem) -> MultipassConfig:
     if block_d <= 64:
         return MultipassConfig(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
     if block_d <= 128:
-        return MultipassConfig(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2)
-    return MultipassConfig(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+        return MultipassConfig(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
+    return MultipassConfig(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3)
 
 
 def search_space(problem: AttentionProblem, limits: DeviceLimits | None = None) -> list[MultipassConfig]:

@@ -3,6 +3,7 @@ launch so that bad input is an einsim error, never a Triton or CUDA failure."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 from einsim.errors import ConfigError, ShapeError
@@ -76,7 +77,15 @@ def raise_if_unfit(reasons: list[str], kernel: str, config, problem: AttentionPr
 
 def device_limits(tensor) -> DeviceLimits:
     """Limits of the tensor's GPU (an H100's on the interpreter, so CI rejects what could not run)."""
-    return DeviceLimits.from_torch_device(tensor.device)
+    return _limits_of(tensor.device.type, tensor.device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _limits_of(device_type: str, index) -> DeviceLimits:
+    # Cached: a decode step must not pay torch's property query on every call.
+    if device_type != "cuda":
+        return DeviceLimits.h100()
+    return DeviceLimits.from_torch_device(f"cuda:{index if index is not None else 0}")
 
 
 def dot_in_fp32(problem: AttentionProblem) -> bool:

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 LOG2_E = 1.4426950408889634
-LN_2 = 0.6931471805599453
+LN_2 = tl.constexpr(0.6931471805599453)  # a constexpr: jit code may read it
 
 
 @triton.jit
