@@ -79,8 +79,9 @@ def buffer_sweep(cascade: Any, workload: Workload, target: Any, mapping: Any = N
 
     target = resolve_target(target)
     if target.kind != "spatial":
-        raise ConfigError(f"{target.name}: --buffer-sweep varies a spatial design's global buffer; "
-                          "a GPU's shared memory is fixed by its architecture")
+        raise ConfigError(f"{target.name}: a traffic-versus-buffer sweep varies a spatial design's global buffer, "
+                          "and a GPU's shared memory is fixed by its architecture; give a spatial target "
+                          "(einsim targets list: kind spatial)")
     design = compile_design(resolve_cascade(cascade), workload, target, load_mapping(mapping))
     caps = np.asarray(buffer_capacities() if capacities is None else capacities, dtype=float)
     choices = design.choose(caps)

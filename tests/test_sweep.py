@@ -60,3 +60,12 @@ def test_a_misspelt_sweep_name_fails_before_the_grid_with_exit_2(option, value, 
     captured = capsys.readouterr()
     assert captured.out == ""  # no CSV of error rows
     assert named in captured.err and "Traceback" not in captured.err
+
+
+def test_a_buffer_sweep_of_a_gpu_names_the_fix_without_a_cli_flag():
+    # the API is shared by `einsim simulate --buffer-sweep` and `einsim plot traffic-vs-buffer`
+    from einsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="h100-sxm: a traffic-versus-buffer sweep varies a spatial design's global buffer") as caught:
+        buffer_sweep("fusemax", load_model("BERT").workload(1024), "h100-sxm")
+    assert "--buffer-sweep" not in str(caught.value) and "give a spatial target" in str(caught.value)
