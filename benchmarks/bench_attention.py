@@ -98,6 +98,11 @@ def ours_backward(case: Case, config=None):
                                                     backward_config=config), case)
 
 
+def ours_backward_one_launch(case: Case):
+    default = KERNELS["attention-bwd"].default_config(case.problem)
+    return ours_backward(case, replace(default, one_launch=not default.one_launch))
+
+
 def _sdpa(backend_name: str):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -196,6 +201,8 @@ VARIANTS = [
     Variant("sdpa_flash", "backward", sdpa_backward("FLASH_ATTENTION"), applies=_square_only),
     Variant("sdpa_cudnn", "backward", sdpa_backward("CUDNN_ATTENTION"), applies=_square_only),
     Variant("flex", "backward", flex_backward),
+    # the default backward config with one_launch flipped (a comparison of ours with ours)
+    Variant("ours-flip1L", "backward", ours_backward_one_launch),
 ]
 
 
@@ -275,7 +282,8 @@ def run_checks(rows: list[dict]) -> bool:
                                              window=window, config=config)
                 errors[f"out(exp/{split})"] = relative_error(split_out, out_ref)
         default = KERNELS["attention-bwd"].default_config(problem)
-        for label, config in (("", default), ("atomic ", replace(default, dq_atomic=True))):
+        for label, config in (("", default), ("atomic ", replace(default, dq_atomic=True)),
+                              ("1launch ", replace(default, one_launch=True))):
             q, k, v = case.leaves()
             ours = attention(q, k, v, causal=causal, window=window, backward_config=config)
             grads = torch.autograd.grad(ours, (q, k, v), case.do)

@@ -147,15 +147,19 @@ BACKWARD_CASES = {
 }
 
 
-@pytest.mark.parametrize("dq_atomic", [False, True], ids=["dq-kernel", "dq-reduce-add"])
+DQ_MODES = {"dq-kernel": dict(), "dq-reduce-add": dict(dq_atomic=True),
+            "one-launch": dict(one_launch=True)}
+
+
+@pytest.mark.parametrize("dq_mode", list(DQ_MODES), ids=list(DQ_MODES))
 @pytest.mark.parametrize("case", list(BACKWARD_CASES), ids=list(BACKWARD_CASES))
-def test_gradients_equal_oracle(case, dq_atomic):
+def test_gradients_equal_oracle(case, dq_mode):
     batch, hq, hkv, nq, nk, d, causal, window, dtype = BACKWARD_CASES[case]
     q, k, v = make_qkv(batch, hq, hkv, nq, nk, d, dtype)
     do = make_qkv(batch, hq, hkv, nq, nk, d, dtype, seed=7)[0]
     out, lse = flash_forward(q, k, v, causal=causal, window=window, config=FORWARD)
     grads = [poisoned(t.shape, t.dtype) for t in (q, k, v)]
-    config = dataclasses.replace(BACKWARD, dq_atomic=dq_atomic)
+    config = dataclasses.replace(BACKWARD, **DQ_MODES[dq_mode])
     flash_backward(do, q, k, v, out, lse, causal=causal, window=window, config=config,
                    dq=grads[0], dk=grads[1], dv=grads[2])
     _, ref_grads = reference_with_grads(q, k, v, do, causal=causal, window=window)
@@ -276,8 +280,8 @@ def test_real_sizes_on_the_gpu(head_dim, causal):
     scores = ref_q @ ref_k.repeat_interleave(4, 1).transpose(-1, -2) * head_dim ** -0.5
     ref = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ ref_v.repeat_interleave(4, 1)
     ref_grads = torch.autograd.grad(ref, (ref_q, ref_k, ref_v), do.float())
-    for dq_atomic in (False, True):
+    for mode in DQ_MODES.values():
         config = dataclasses.replace(KERNELS["attention-bwd"].default_config(
-            AttentionProblem(2, 8, 2, 1500, 2048, head_dim, causal=causal)), dq_atomic=dq_atomic)
+            AttentionProblem(2, 8, 2, 1500, 2048, head_dim, causal=causal)), **mode)
         grads = flash_backward(do, q, k, v, out, lse, causal=causal, config=config)
         assert_gradients_match(grads, [g.double().cpu() for g in ref_grads], "bf16")

@@ -114,7 +114,8 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, DQ, Lse2, Delta, batch, head, bh, cols, lo,
 
 
 @triton.jit
-def _flash_backward_dkdv(
+def _dkdv_program(
+    pid_n, bkh,
     Q, K, V, DO, DK, DV, DQ, Lse2, Delta,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -130,8 +131,8 @@ def _flash_backward_dkdv(
     DQ_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    start_n = tl.program_id(0) * BLOCK_N
-    bkh = tl.program_id(1)
+    """dK, dV of the key tile pid_n of batch x key/value head bkh."""
+    start_n = pid_n * BLOCK_N
     batch = bkh // kv_heads
     kv_head = bkh % kv_heads
     cols = start_n + tl.arange(0, BLOCK_N)
@@ -213,7 +214,8 @@ def _dq_tiles(dq, q, do, m, delta, K, V, batch, kv_head, rows, lo, hi,
 
 
 @triton.jit
-def _flash_backward_dq(
+def _dq_program(
+    pid_m, bh,
     Q, K, V, DO, DQ, Lse2, Delta,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -226,8 +228,8 @@ def _flash_backward_dq(
     DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    start_m = (num_m_tiles - 1 - tl.program_id(0)) * BLOCK_M
-    bh = tl.program_id(1)
+    """dQ of the query tile pid_m (counted from the end: longest first) of batch x head bh."""
+    start_m = (num_m_tiles - 1 - pid_m) * BLOCK_M
     batch = bh // q_heads
     head = bh % q_heads
     kv_head = head // group
@@ -263,6 +265,108 @@ def _flash_backward_dq(
     dq = dq * scale
     store_tile(DQ, dq.to(IO_DTYPE), batch, head, start_m, q_len, head_dim,
                stride_dqb, stride_dqh, stride_dqm, stride_dqd, BLOCK_M, BLOCK_D, USE_TMA)
+
+
+@triton.jit
+def _flash_backward_dkdv(
+    Q, K, V, DO, DK, DV, DQ, Lse2, Delta,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+    window_left, window_right,
+    IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
+    DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr, DQ_ATOMIC: tl.constexpr,
+    DQ_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    _dkdv_program(
+        tl.program_id(0), tl.program_id(1),
+        Q, K, V, DO, DK, DV, DQ, Lse2, Delta,
+        stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd, stride_gb, stride_gh, stride_gm, stride_gd,
+        stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn,
+        stride_dvd, stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+        q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+        window_left, window_right,
+        IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, IO_DTYPE, DQ_ATOMIC, DQ_TMA,
+        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
+
+
+@triton.jit
+def _flash_backward_dq(
+    Q, K, V, DO, DQ, Lse2, Delta,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+    window_left, window_right, num_m_tiles,
+    IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
+    DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    _dq_program(
+        tl.program_id(0), tl.program_id(1),
+        Q, K, V, DO, DQ, Lse2, Delta,
+        stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd, stride_gb, stride_gh, stride_gm, stride_gd,
+        stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+        q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+        window_left, window_right, num_m_tiles,
+        IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
+
+
+@triton.jit
+def _flash_backward_one_launch(
+    Q1, K1, V1, DO1, Q2, K2, V2, DO2, DK, DV, DQ, Lse2, Delta,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+    window_left, window_right, num_key_tiles, num_m_tiles, dkdv_programs,
+    IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
+    DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M_DQ: tl.constexpr,
+    BLOCK_N_DQ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    """dK/dV programs, then dQ programs, in one grid: the dQ programs fill the SMs the last
+    wave of dK/dV programs leaves idle (two launches each end on a partial wave). Q1..DO1 are
+    addressed in the dK/dV tiles, Q2..DO2 in the dQ tiles (descriptors fix their tile shape)."""
+    pid = tl.program_id(0)
+    if pid < dkdv_programs:
+        _dkdv_program(
+            pid % num_key_tiles, pid // num_key_tiles,
+            Q1, K1, V1, DO1, DK, DV, DQ, Lse2, Delta,
+            stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+            stride_vb, stride_vh, stride_vn, stride_vd, stride_gb, stride_gh, stride_gm, stride_gd,
+            stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn,
+            stride_dvd, stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+            q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+            window_left, window_right,
+            IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, IO_DTYPE, False, False,
+            BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
+    else:
+        pid = pid - dkdv_programs
+        _dq_program(
+            pid % num_m_tiles, pid // num_m_tiles,
+            Q2, K2, V2, DO2, DQ, Lse2, Delta,
+            stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+            stride_vb, stride_vh, stride_vn, stride_vd, stride_gb, stride_gh, stride_gm, stride_gd,
+            stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+            q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+            window_left, window_right, num_m_tiles,
+            IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, IO_DTYPE,
+            BLOCK_M_DQ, BLOCK_N_DQ, BLOCK_D, BLOCK_DV)
 
 
 def _check_like(name, tensor, reference):
@@ -328,6 +432,26 @@ def launch(config: FlashBackwardConfig, problem, do, q, k, v, out, lse, dq, dk, 
 
     def arg(tensor, block, cols):
         return descriptor(tensor, block, cols) if use_tma else tensor
+
+    if config.one_launch and not config.dq_atomic:
+        bm, bn, bmq, bnq = config.BLOCK_M, config.BLOCK_N, config.BLOCK_M_DQ, config.BLOCK_N_DQ
+        num_key_tiles = triton.cdiv(problem.kv_len, bn)
+        num_m_tiles = triton.cdiv(problem.q_len, bmq)
+        dkdv_programs = num_key_tiles * problem.batch * problem.kv_heads
+        grid = (dkdv_programs + num_m_tiles * rows,)
+        fused = _flash_backward_one_launch[grid](
+            arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
+            arg(q, bmq, block_d), arg(k, bnq, block_d), arg(v, bnq, block_dv),
+            arg(do, bmq, block_dv), arg(dk, bn, block_d), arg(dv, bn, block_dv),
+            arg(dq, bmq, block_d), lse2, delta,
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+            *dq.stride(),
+            problem.q_heads, problem.kv_heads, problem.group, problem.q_len, problem.kv_len,
+            problem.head_dim, problem.value_dim, scale, scale * LOG2_E, left, right,
+            num_key_tiles, num_m_tiles, dkdv_programs,
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_M_DQ=bmq, BLOCK_N_DQ=bnq, **common)
+        remember_launch("attention-bwd-one-launch", fused)
+        return dq, dk, dv
 
     bm, bn = config.BLOCK_M, config.BLOCK_N
     # dQ by reduce-add from the dK/dV kernel (5 matmuls a tile pair, order of the fp32 sums not

@@ -55,6 +55,7 @@ class FlashBackwardConfig:
     num_stages: int = 2
     tma: bool = True
     dq_atomic: bool = False
+    one_launch: bool = False  # dK/dV and dQ programs in one grid (ignored with dq_atomic)
 
 
 def _common_reasons(config, problem: AttentionProblem, tiles: dict[str, int]) -> list[str]:
