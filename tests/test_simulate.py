@@ -138,3 +138,10 @@ def test_the_passes_note_follows_the_pass_analysis_not_the_pass_count(capsys):
     assert "live state between passes does not grow with the sequence" in capsys.readouterr().out
     assert main(["simulate", "--cascade", "attention-3pass", "--target", "flat-cloud", "--model", "BERT", "--seq-len", "1k"]) == 0
     assert "live state between passes grows with the sequence" in capsys.readouterr().out
+
+
+def test_csv_without_buffer_sweep_is_an_error_not_silently_ignored(tmp_path, capsys):
+    out = tmp_path / "x.csv"
+    assert main(["simulate", "--csv", str(out)]) == 2
+    assert "writes the --buffer-sweep curve; add --buffer-sweep" in capsys.readouterr().err
+    assert not out.exists()

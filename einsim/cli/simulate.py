@@ -36,6 +36,11 @@ def _run(args: argparse.Namespace) -> int:
     from einsim.simulator.shapes import workload_from_args
     from einsim.simulator.simulate import resolve_target, simulate
 
+    if args.csv and not args.buffer_sweep:
+        from einsim.errors import ConfigError
+
+        raise ConfigError(f"--csv {args.csv}: writes the --buffer-sweep curve; add --buffer-sweep, "
+                          "or use --json (or einsim sweep --out FILE for estimates as CSV rows)")
     workload = workload_from_args(args, default_model=DEFAULT_MODEL, default_seq_len=DEFAULT_SEQ_LEN)
     if args.buffer_sweep:
         return _buffer_sweep(args, workload)
