@@ -743,6 +743,15 @@ def simulate_spatial(cascade: Cascade, workload: Workload, target, mapping: Mapp
 def compile_design(cascade: Cascade, workload: Workload, target, mapping: Mapping, key_rank: str = "M",
                    query_rank: str = "P", sizes: dict[str, int] | None = None) -> Design:
     """The user's mapping resolved against the design's defaults, compiled (§2)."""
+    if key_rank not in cascade.ranks:  # a missing query rank is fine: a GEMM's rows are one block
+        # the pass analysis would say only "unknown rank 'M'"; say what the model needs and why
+        layer = " (a whole layer's FFN: einsim.simulator.layer.simulate_layer, which runs the gemm cascade)" \
+            if cascade.name.startswith("ffn") else ""
+        raise ConfigError(
+            f"{cascade.source}: {cascade.name} has no rank {key_rank} (ranks: {', '.join(cascade.ranks)}); "
+            f"the spatial model streams the key rank {key_rank} (attention's K/V length, a GEMM's output features) "
+            f"past rows of the query rank {query_rank} kept on chip: name the streamed rank {key_rank}, "
+            f"or simulate it on a GPU target{layer}")
     report = _passes(cascade, key_rank)
     resolved = resolve_mapping(mapping, cascade, target, report, workload)
     return Design(cascade, workload, target, resolved, report, query_rank, sizes)

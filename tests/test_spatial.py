@@ -155,3 +155,14 @@ def test_impossible_bindings_are_config_errors():
 def test_a_buffer_too_small_for_one_query_row_is_reported_not_estimated():
     rows = buffer_sweep("attention-3pass", bert(4096), "flat-cloud", capacities=[1024.0])
     assert rows[0]["spill"] == "does not fit" and math.isnan(rows[0]["latency_s"])
+
+
+def test_a_cascade_without_the_key_rank_on_a_spatial_target_says_what_the_model_needs(capsys):
+    from einsim.cli import main
+
+    assert main(["simulate", "--cascade", "ffn", "--target", "fusemax-cloud", "--model", "BERT", "--seq-len", "1k"]) == 2
+    err = capsys.readouterr().err
+    assert "ffn.yaml: ffn has no rank M (ranks: B, P, D, S); the spatial model streams the key rank M" in err
+    assert "simulate_layer" in err
+    # a GEMM has M but no P: still runs (its rows are one block)
+    assert main(["simulate", "--cascade", "gemm", "--target", "flat-cloud", "--model", "BERT", "--seq-len", "1k"]) == 0
