@@ -736,6 +736,14 @@ def _on_chip_levels(target, pes_2d: int, pes_1d: int):
 
 def simulate_spatial(cascade: Cascade, workload: Workload, target, mapping: Mapping | None = None) -> Estimate:
     """The Estimate of `cascade` for `workload` on a spatial `target` (docs/simulator.md)."""
+    if "M" in cascade.ranks and "P" not in cascade.ranks:
+        # without P the workload's queries bind nothing: a GEMM here would be costed as one
+        # column of the 2D array (0.4 % busy) and its M read as the K/V length
+        raise ConfigError(
+            f"{cascade.source}: {cascade.name} has no query rank P (ranks: {', '.join(cascade.ranks)}); a workload "
+            "simulates attention-shaped cascades (K/V rank M streamed past query rows P kept on chip). "
+            "For a GEMM use einsim.simulator.layer.simulate_linear((name, K, N), tokens, target), "
+            "or einsim.simulator.layer.simulate_layer for a whole layer")
     design = compile_design(cascade, workload, target, mapping or Mapping())
     return design.estimate(design.choose())
 

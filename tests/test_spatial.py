@@ -164,5 +164,12 @@ def test_a_cascade_without_the_key_rank_on_a_spatial_target_says_what_the_model_
     err = capsys.readouterr().err
     assert "ffn.yaml: ffn has no rank M (ranks: B, P, D, S); the spatial model streams the key rank M" in err
     assert "simulate_layer" in err
-    # a GEMM has M but no P: still runs (its rows are one block)
-    assert main(["simulate", "--cascade", "gemm", "--target", "flat-cloud", "--model", "BERT", "--seq-len", "1k"]) == 0
+
+
+def test_a_gemm_with_an_attention_workload_is_refused_not_costed_on_one_column(capsys):
+    # gemm has M but no P: it used to be costed at 0.4 % of the 2D array with M read as kv_len
+    from einsim.cli import main
+
+    assert main(["simulate", "--cascade", "gemm", "--target", "flat-cloud", "--model", "BERT", "--seq-len", "1k"]) == 2
+    err = capsys.readouterr().err
+    assert "gemm.yaml: gemm has no query rank P (ranks: K, M, N)" in err and "simulate_linear" in err
