@@ -145,3 +145,10 @@ def test_csv_without_buffer_sweep_is_an_error_not_silently_ignored(tmp_path, cap
     assert main(["simulate", "--csv", str(out)]) == 2
     assert "writes the --buffer-sweep curve; add --buffer-sweep" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_non_attention_cascade_gets_no_q_k_v_o_or_k_v_pass_notes(capsys):
+    # "0.0156x the compulsory Q, K, V, O" meant nothing for a GEMM
+    assert main(["simulate", "--cascade", "gemm", "--model", "BERT", "--seq-len", "1k"]) == 0
+    out = capsys.readouterr().out
+    assert "compulsory" not in out and "K/V" not in out and "mapped unfused" in out

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from einsim.simulator.shapes import workload_from_args
-    from einsim.simulator.simulate import resolve_target, simulate
+    from einsim.simulator.simulate import resolve_cascade, resolve_target, simulate
 
     if args.csv and not args.buffer_sweep:
         from einsim.errors import ConfigError
@@ -50,7 +50,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(estimate.to_json())
     else:
-        print(report(estimate, _live_grows(args.cascade)))
+        cascade = resolve_cascade(args.cascade)
+        print(report(estimate, _live_grows(args.cascade), attention={"M", "P"} <= set(cascade.ranks)))
     return 0
 
 
@@ -83,10 +84,11 @@ def _check_runs(estimate, kind: str, mapping: str | None) -> None:
         raise ConfigError(f"{where}{estimate.cascade} on {estimate.target}: the kernel cannot launch, it {need.removeprefix('does not fit: ')}; {fix}")
 
 
-def report(estimate, live_grows: bool | None = True) -> str:
+def report(estimate, live_grows: bool | None = True, attention: bool = True) -> str:
     """The human-readable estimate: a summary, utilisation, the per-Einsum table and the notes.
     `live_grows`: whether the state live between passes grows with the sequence (the pass
-    analysis says; decode-splitkv's per-chunk partials do not)."""
+    analysis says; decode-splitkv's per-chunk partials do not). `attention`: the cascade has a
+    K/V rank M and a query rank P, so Q, K, V, O and passes over K/V mean something."""
     w = estimate.workload
     heads = f"{w.heads} heads" + (f" ({w.key_value_heads} KV heads)" if w.key_value_heads != w.heads else "")
     mask = ", causal" if w.causal else ""
@@ -99,13 +101,14 @@ def report(estimate, live_grows: bool | None = True) -> str:
     ]
     summary = [
         ["latency", _time(estimate.latency_s), f"bound by {estimate.bound}"],
-        ["off-chip traffic", _bytes(estimate.traffic_bytes), _traffic_note(estimate)],
+        ["off-chip traffic", _bytes(estimate.traffic_bytes), _traffic_note(estimate) if attention else ""],
         ["on-chip buffer", f"{_bytes(estimate.buffer_bytes)} of {_bytes(estimate.buffer_capacity_bytes)}",
          "fits" if estimate.fits else _does_not_fit(estimate)],
         ["energy", _energy(estimate.energy_j), ", ".join(f"{k} {v / estimate.energy_j:.0%}" for k, v in
                                                         sorted(estimate.energy_by_component.items(), key=lambda kv: -kv[1])[:3]
                                                         if estimate.energy_j > 0)],
-        ["passes over K/V", str(estimate.passes), "1: needs only a tile of state per query" if estimate.passes == 1
+        ["passes over K/V" if attention else "passes", str(estimate.passes), "" if not attention
+         else "1: needs only a tile of state per query" if estimate.passes == 1
          else "live state between passes grows with the sequence" if live_grows
          else "live state between passes does not grow with the sequence"],
     ]
