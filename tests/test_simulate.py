@@ -152,3 +152,10 @@ def test_a_non_attention_cascade_gets_no_q_k_v_o_or_k_v_pass_notes(capsys):
     assert main(["simulate", "--cascade", "gemm", "--model", "BERT", "--seq-len", "1k"]) == 0
     out = capsys.readouterr().out
     assert "compulsory" not in out and "K/V" not in out and "mapped unfused" in out
+
+
+def test_a_non_attention_cascade_header_shows_the_rank_sizes_simulated(capsys):
+    # a GEMM binds only M from the workload; printing "batch 64, 12 heads, head dim 64" misled
+    assert main(["simulate", "--cascade", "gemm", "--model", "BERT", "--seq-len", "2k"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("gemm on h100-sxm — ranks K=1024, M=2048, N=1024") and "heads" not in first

@@ -51,7 +51,17 @@ def _run(args: argparse.Namespace) -> int:
         print_json(estimate.to_json())
     else:
         cascade = resolve_cascade(args.cascade)
-        print(report(estimate, _live_grows(args.cascade), attention={"M", "P"} <= set(cascade.ranks)))
+        attention = {"M", "P"} <= set(cascade.ranks)
+        text = report(estimate, _live_grows(args.cascade), attention=attention)
+        if not attention:
+            # the workload's batch/heads/queries/keys bind only the ranks this cascade names; show
+            # the sizes actually simulated (the rest are the cascade's own defaults)
+            bound = cascade.bind(workload.rank_sizes())
+            sizes = ", ".join(f"{rank}={bound[rank]}" for rank in cascade.ranks)
+            first, rest = text.split("\n", 1)
+            text = (f"{estimate.cascade} on {estimate.target} — ranks {sizes} (the workload's sizes where the "
+                    f"cascade names them, else its defaults)\n{rest}")
+        print(text)
     return 0
 
 
