@@ -66,6 +66,8 @@ class ModelPreset:
             window=self.window,
             dtype_bytes=self.dtype_bytes,
             name=f"{self.name}/{mode}/{seq_len}",
+            hidden=self.hidden,
+            ffn_dim=self.ffn,
         )
 
     def linear_macs_per_token(self) -> int:

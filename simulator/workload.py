@@ -30,6 +30,10 @@ class Workload:
     window: tuple[int, int] | None = None
     dtype_bytes: int = 2
     name: str = ""
+    # the model's width, for the rest-of-layer cascades (ffn binds `hidden` and `ffn_dim`);
+    # None for a bare --shape, where those cascades keep their own defaults
+    hidden: int | None = None
+    ffn_dim: int | None = None
 
     def __post_init__(self) -> None:
         for field_name in ("batch", "heads", "q_len", "kv_len", "head_dim", "dtype_bytes"):
@@ -68,6 +72,8 @@ class Workload:
             "P": self.q_len,
             "kv_len": self.kv_len,
             "q_len": self.q_len,
+            **({"hidden": self.hidden} if self.hidden is not None else {}),
+            **({"ffn_dim": self.ffn_dim} if self.ffn_dim is not None else {}),
         }
 
     def with_seq_len(self, seq_len: int) -> "Workload":

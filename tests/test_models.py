@@ -94,3 +94,11 @@ def test_workload_arguments_round_trip():
 def test_cli_lists_models():
     result = subprocess.run([sys.executable, "-m", "einsim", "models", "list"], capture_output=True, text=True)
     assert result.returncode == 0 and "llama3-70b" in result.stdout and "XLM" in result.stdout
+
+
+def test_a_model_binds_its_width_to_the_ffn_cascade_not_the_cascade_defaults():
+    from einsim.einsum_cascades import load_cascade
+
+    workload = load_model("llama3-8b").workload(1024)
+    bound = load_cascade("ffn").bind(workload.rank_sizes())
+    assert (bound["D"], bound["S"]) == (4096, 14336)  # ffn.yaml's defaults are BERT's 768/3072
