@@ -173,3 +173,9 @@ def test_a_cascade_without_the_rank_is_drawn_without_passes(tmp_path, capsys):
     assert main(["cascades", "graph", "attention-3pass", "-o", str(tmp_path / "g.svg")]) == 0
     assert main(["plot", "passes", "attention-3pass", "-o", str(tmp_path / "p.svg")]) == 0
     assert (tmp_path / "g.svg").read_text() == (tmp_path / "p.svg").read_text()
+
+
+def test_traffic_command_refuses_an_empty_buffer_range(capsys):
+    assert main(["plot", "traffic-vs-buffer", "--target", "flat-cloud", "--shape", "1,2,1k,64",
+                 "--min-buffer", "8 MiB", "--max-buffer", "1 MiB"]) == 2
+    assert "--max-buffer must be at least --min-buffer" in capsys.readouterr().err

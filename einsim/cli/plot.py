@@ -71,14 +71,19 @@ def _bytes_argument(text: str, option: str) -> float:
 
 def _traffic(args: argparse.Namespace) -> int:
     from einsim.simulator.plots.data import traffic_steps
-    from einsim.simulator.sweep import buffer_capacities
     from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
     from einsim.simulator.shapes import workload_from_args
+    from einsim.simulator.sweep import buffer_capacities
     from einsim.targets.units import format_bytes
 
+    from einsim.errors import ConfigError
+
     workload = workload_from_args(args)
-    capacities = buffer_capacities(_bytes_argument(args.min_buffer, "--min-buffer"),
-                                   _bytes_argument(args.max_buffer, "--max-buffer"), args.per_octave)
+    low, high = _bytes_argument(args.min_buffer, "--min-buffer"), _bytes_argument(args.max_buffer, "--max-buffer")
+    if high < low or args.per_octave < 1:
+        raise ConfigError(f"--max-buffer must be at least --min-buffer and --per-octave at least 1 "
+                          f"(got {args.min_buffer!r}..{args.max_buffer!r}, {args.per_octave})")
+    capacities = buffer_capacities(low, high, args.per_octave)
     data = [traffic_steps(args.cascade or list(args.cascade_default), workload, target, capacities, mapping=args.mapping)
             for target in args.target]
     rows = [row for d in data for row in d.rows()]

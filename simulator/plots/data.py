@@ -355,8 +355,7 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
 
     points: list[RooflinePoint] = []
     for estimate in estimates:
-        points.append(_predicted_point(target, roofs, estimate, work, None, work, estimate.traffic_bytes,
-                                       estimate.latency_s))
+        points.append(_predicted_point(target, roofs, estimate, None, work, estimate.traffic_bytes, estimate.latency_s))
         if per_einsum:
             mix = mixes[estimate.cascade]
             exp_per_op = work / mix.exps if mix.exps else 0.0
@@ -364,8 +363,8 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
             for row in estimate.per_einsum:
                 part = mix.per_einsum.get(row.einsum, OperationMix())
                 flops = 2.0 * (part.macs + part.array_ops) + exp_per_op * part.exps + vector_per_op * part.vector_ops
-                points.append(_predicted_point(target, roofs, estimate, work, row.einsum, flops,
-                                               row.traffic_bytes, row.latency_s, row.unit))
+                points.append(_predicted_point(target, roofs, estimate, row.einsum, flops, row.traffic_bytes,
+                                               row.latency_s, row.unit))
     if workload is not None:
         found, skipped = measured_points(measured, workload, target, roofs, match=measured_match)
         points += found
@@ -376,8 +375,8 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
         workload=workload, roofs=tuple(roofs), points=tuple(points), notes=tuple(notes))
 
 
-def _predicted_point(target: Any, roofs: Sequence[Roof], estimate: Estimate, work: float, einsum: str | None,
-                     flops: float, traffic: float, time_s: float, bound: str | None = None) -> RooflinePoint:
+def _predicted_point(target: Any, roofs: Sequence[Roof], estimate: Estimate, einsum: str | None, flops: float,
+                     traffic: float, time_s: float, bound: str | None = None) -> RooflinePoint:
     intensity = _finite(flops / traffic) if traffic > 0 else None
     bound = bound or estimate.bound
     attainable, limiting = lowest_roof(roofs, intensity, estimate.cascade)

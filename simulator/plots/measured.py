@@ -183,6 +183,7 @@ def load_tuning_db(storage: str) -> list[MeasuredRun]:
 
 
 def load_measured(csv_paths: Sequence[str | Path] = (), storages: Sequence[str] = ()) -> list[MeasuredRun]:
+    """Every run of the benchmark CSVs and the best trials of the tuning databases."""
     runs: list[MeasuredRun] = []
     for path in csv_paths:
         runs += load_benchmark_csv(path)
