@@ -142,7 +142,6 @@ def main(argv=None) -> int:
                    round(nbytes / ms / 1e9, 3), round(cudnn / ms, 3), f"{err:.2e}")
             rows.append(row)
             print(" ".join(f"{str(x):>12}" for x in row), flush=True)
-        del q, k, v, inputs
         torch.cuda.empty_cache()
     if args.csv:
         with open(args.csv, "w", newline="") as handle:

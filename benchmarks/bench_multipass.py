@@ -133,7 +133,6 @@ def main(argv=None) -> int:
                    round(predicted / ms / 1e9, 2) if predicted else "-", f"{err:.2e}")
             rows.append(row)
             print(" ".join(f"{str(x):>13}" for x in row), flush=True)
-        del q, k, v, inputs
         torch.cuda.empty_cache()
     if args.csv:
         with open(args.csv, "w", newline="") as handle:

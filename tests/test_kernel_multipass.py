@@ -17,7 +17,7 @@ pytest.importorskip("triton")
 
 from einsim.einsum_cascades.reference import attention_reference  # noqa: E402
 from einsim.errors import ConfigError, ShapeError  # noqa: E402
-from einsim.kernels.problem import AttentionProblem, DeviceLimits  # noqa: E402
+from einsim.kernels.problem import AttentionProblem  # noqa: E402
 from einsim.kernels.multipass import config as cfg  # noqa: E402
 from einsim.kernels.multipass import inputs  # noqa: E402
 from einsim.kernels.multipass.forward import attention_2pass, attention_3pass  # noqa: E402
