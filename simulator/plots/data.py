@@ -661,7 +661,13 @@ def pass_graph(cascade: Any, rank: str | None = None) -> PassGraph:
     for name in cascade.inputs:  # just before its first reader: short edges, fewer crossings
         readers = [ordering.nodes[b]["layer"] for b in ordering.successors(name)]
         ordering.nodes[name]["layer"] = max(0, min(readers) - 1) if readers else 0
-    positions = nx.multipartite_layout(ordering, subset_key="layer", align="vertical")
+    # Columns by layer, rows in declaration order (networkx's multipartite_layout orders a layer
+    # through a set, which would move nodes between runs of the same command).
+    layers: dict[int, list[str]] = {}
+    for name in list(cascade.inputs) + [e.output for e in cascade.einsums]:
+        layers.setdefault(ordering.nodes[name]["layer"], []).append(name)
+    positions = {name: (float(layer), (len(names) - 1) / 2 - i)
+                 for layer, names in layers.items() for i, name in enumerate(names)}
     iterative = cascade.iterative_tensors
     nodes = []
     for name in cascade.inputs:
