@@ -129,10 +129,11 @@ class GpuMapping:
     softmax_overlap: float | None = None  # fraction of the shorter of matmul/softmax hidden
     matmul_efficiency: float | None = None  # fraction of the matmul roof the MMA instructions reach
     multipass: str = "recompute"  # multi-pass cascades: "recompute" QK per pass or "materialize" it
+    intermediate_bytes: int = 4  # bytes per element of intermediates that cross passes through HBM (fp32 statistics/scores)
     roofs: str = "measured"  # "measured" | "datasheet"
 
     def __post_init__(self) -> None:
-        for name in ("block_m", "block_n", "ctas_per_sm", "num_stages"):
+        for name in ("block_m", "block_n", "ctas_per_sm", "num_stages", "intermediate_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"GPU mapping {name} must be a positive integer, got {value!r}")
@@ -237,6 +238,8 @@ class TileVisit:
     visited_area: float  # sum over query tiles of rows x visited tiles x block_n (score elements computed)
     exact_pairs: float  # (query, key) pairs the mask keeps (the cascade's filtered count)
     kv_visited_fraction: float  # fraction of K/V positions some query reads
+    row_tile_pairs: float = 0.0  # sum over query tiles of rows x visited tiles ((row, key tile) pairs)
+    row_key_pairs: float = 0.0  # sum over query tiles of rows x keys from the first visited tile's start to the last visible key
 
 
 def tile_visits(q_len: int, kv_len: int, rows_per_tile: int, block_n: int, causal: bool, window: tuple[int, int] | None) -> TileVisit:
@@ -283,6 +286,8 @@ def tile_visits(q_len: int, kv_len: int, rows_per_tile: int, block_n: int, causa
         tiles_per_row_tile=tiles.astype(np.int64),
         partial_tiles=partial,
         visited_area=float(np.sum(rows * tiles * block_n)),
+        row_tile_pairs=float(np.sum(rows * tiles)),
+        row_key_pairs=float(np.sum(np.where(empty, 0.0, rows * (hi + 1 - first * block_n)))),
         exact_pairs=exact,
         kv_visited_fraction=kv_fraction,
     )
@@ -357,15 +362,13 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
 
     sizes = _bind(cascade, workload, bn, splits, window)
     recompute: dict[int, list[str]] = {}
-    materialized: list[Any] = []
     growing = [t for t in report.live_across_passes if t.grows_with_rank and t.produced_in > 0]
     if report.passes > 1:
         if plan.multipass == "recompute":
-            recompute = _recompute_plan(cascade, report)
-            notes.append(f"{report.passes}-pass cascade mapped with recompute: each CTA keeps its rows' statistics "
-                         f"on chip and re-reads K/V to recompute {', '.join(sorted({t.tensor for t in growing}))} in later passes")
+            recompute = _recompute_plan(cascade, report, family_m)
+            notes.append(f"{report.passes}-pass cascade mapped with recompute: each pass is its own launch; row statistics "
+                         f"go through HBM and later passes re-read Q/K/V to recompute {', '.join(sorted({t.tensor for t in growing}))}")
         else:
-            materialized = growing
             notes.append(f"{report.passes}-pass cascade mapped with materialize: "
                          f"{', '.join(t.tensor for t in growing)} go through HBM between passes")
 
@@ -374,7 +377,8 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     units: dict[str, str] = {}
     tensor_macs = exps = vector_ops = 0.0
     intermediate = set(t for t in cascade.tensors if t not in cascade.inputs)
-    run_count = {e.output: 1 for e in cascade.einsums}
+    skipped = _skipped_native(cascade, report, recompute)
+    run_count = {e.output: 0 if e.output in skipped else 1 for e in cascade.einsums}
     for names in recompute.values():
         for name in names:
             run_count[name] += 1
@@ -442,26 +446,39 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
             staged[name] = elements * word
     q_bytes = sum(staged.values())
     o_bytes = sum(float(cascade.tensor_elements(name, sizes)) * word for name in cascade.outputs)
-    reads_per_pass = _inputs_per_pass(cascade, report, recompute)
-    hbm_read = 0.0
-    hbm_write = o_bytes
+    reads_per_pass = _inputs_per_pass(cascade, report, recompute, skipped)
+    last_pass = report.passes
+    pass_reads: dict[int, dict[str, float]] = {k: {} for k in range(1, last_pass + 1)}
+    pass_writes: dict[int, dict[str, float]] = {k: {} for k in range(1, last_pass + 1)}
     attributed: dict[str, float] = {e.output: 0.0 for e in cascade.einsums}
+    # every pass is its own launch: it reads each input its Einsums (reruns included) need,
+    # Q as well as K/V; nothing stays on chip from one pass to the next (§ "Multi-pass")
     for pass_index, names in sorted(reads_per_pass.items()):
         for tensor, reader in names.items():
-            if tensor in staged and pass_index > min(reads_per_pass):
-                continue  # staged inputs stay in shared memory across passes
             amount = streamed.get(tensor, staged.get(tensor, 0.0))
-            hbm_read += amount
+            pass_reads[pass_index][tensor] = amount
             attributed[reader] += amount
     producers = {e.output for e in cascade.einsums}
     for name in cascade.outputs:
+        amount = float(cascade.tensor_elements(name, sizes)) * word
+        pass_writes[report.einsum_pass.get(name, last_pass)][name] = amount
         if name in producers:
-            attributed[name] += float(cascade.tensor_elements(name, sizes)) * word
-    for live in materialized:
-        elements = cascade.tensor_elements(live.tensor, sizes) * tile_fraction
-        hbm_write += elements * word
-        hbm_read += elements * word * len(live.consumed_in)
-        attributed[live.tensor] += elements * word * (1 + len(live.consumed_in))
+            attributed[name] += amount
+    # intermediates a later pass reads but does not recompute: written once by their pass at the
+    # mapping's intermediate precision, read by each later pass; only visited tiles of those
+    # that grow with M
+    ibytes = plan.intermediate_bytes
+    crossing_bytes = 0.0
+    for tensor, (made_in, read_in) in _crossing_intermediates(cascade, report, recompute, skipped).items():
+        amount = float(cascade.tensor_elements(tensor, sizes)) * ibytes * _visited_share(
+            cascade.tensors[tensor], cascade.tensor_shape(tensor, sizes), family_m, family_p, visit)
+        pass_writes[made_in][tensor] = amount
+        for k in read_in:
+            pass_reads[k][tensor] = amount
+        attributed[tensor] += amount * (1 + len(read_in))
+        crossing_bytes += amount * (1 + len(read_in))
+    hbm_read = sum(sum(r.values()) for r in pass_reads.values())
+    hbm_write = sum(sum(w.values()) for w in pass_writes.values())
     split_bytes = 0.0
     if splits > 1:
         split_bytes = 2.0 * B * H * P * (F + 2) * SPLIT_PARTIAL_BYTES * splits  # write + read back
@@ -477,8 +494,9 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
         for tensor in names:
             if tensor in per_key_bytes:
                 l2_kv += tiles_total * bn * per_key_bytes[tensor]
-    l2_bytes = l2_kv + q_bytes + o_bytes + split_bytes + sum(cascade.tensor_elements(t.tensor, sizes) * tile_fraction * word * (1 + len(t.consumed_in)) for t in materialized)
-    smem_bytes = 2.0 * l2_kv + q_bytes  # K/V tiles written once, read once by the MMAs; Q staged once
+    q_staged = sum(amount for reads in pass_reads.values() for name, amount in reads.items() if name in staged)
+    l2_bytes = l2_kv + q_staged + o_bytes + split_bytes + crossing_bytes
+    smem_bytes = 2.0 * l2_kv + q_staged  # K/V tiles written once, read once by the MMAs; Q staged once per pass
 
     # --- time (§ "Latency") --------------------------------------------------------------------
     sms = roofs.sm_count
@@ -515,7 +533,7 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     else:
         t_body = t_compute + max(t_hbm, t_l2)
         notes.append("num_stages = 1: loads do not overlap compute")
-    latency = roofs.launch_overhead_s + t_body
+    latency = roofs.launch_overhead_s * report.passes + t_body  # one launch per pass
 
     terms = {"tensor_core": t_tc / sms, "sfu": t_sfu / sms, "cuda_core": t_vec / sms, "hbm": t_hbm, "l2": t_l2}
     if t_body <= roofs.launch_overhead_s:
@@ -597,6 +615,10 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
         "num_stages": plan.num_stages, "kv_splits": splits, "kernel_style": plan.kernel_style,
         "softmax_overlap": overlap, "matmul_efficiency": plan.efficiency, "multipass": plan.multipass,
         "roofs": plan.roofs, "ctas": ctas, "rows_per_cta": rows_per_cta, "gqa_packed": packed,
+        "intermediate_bytes": ibytes,
+        # off-chip bytes of each pass by tensor (split-KV partials excluded), for the kernels' pass_traffic
+        "hbm_bytes_per_pass": [{"reads": dict(pass_reads[k]), "writes": dict(pass_writes[k])}
+                               for k in range(1, last_pass + 1)],
     }
     return _estimate(
         chosen,
@@ -814,9 +836,11 @@ def _contracted(einsum: Any, sizes: Mapping[str, int]) -> float:
     return float(math.prod(sizes[r] for r in einsum.reduced_ranks)) or 1.0
 
 
-def _recompute_plan(cascade: Any, report: Any) -> dict[int, list[str]]:
-    """For each later pass, the Einsums rerun there because they produce a tensor that grows
-    with M, was made in an earlier pass and is read again (with what they themselves need)."""
+def _recompute_plan(cascade: Any, report: Any, family_m: set[str]) -> dict[int, list[str]]:
+    """For each later pass, the Einsums rerun there: those that produce a tensor that grows with
+    M, was made in an earlier pass and is read again, and, transitively, every earlier-pass
+    operand of theirs that grows with M (a pass keeps nothing per key from an earlier launch).
+    Earlier-pass operands that do not grow with M (row statistics) are read back from HBM."""
     producer = {e.output: e for e in cascade.einsums}
     growing = {t.tensor for t in report.live_across_passes if t.grows_with_rank and t.produced_in > 0}
     plan: dict[int, list[str]] = {}
@@ -824,29 +848,93 @@ def _recompute_plan(cascade: Any, report: Any) -> dict[int, list[str]]:
         k = report.einsum_pass.get(einsum.output, 1)
         for tensor in einsum.operand_tensors:
             if tensor in growing and report.einsum_pass.get(tensor, 1) < k:
-                _add_recompute(tensor, k, producer, report, growing, plan)
+                _add_recompute(tensor, k, producer, report, family_m, plan)
     return plan
 
 
-def _add_recompute(tensor: str, k: int, producer: dict, report: Any, growing: set, plan: dict) -> None:
+def _add_recompute(tensor: str, k: int, producer: dict, report: Any, family_m: set[str], plan: dict) -> None:
     names = plan.setdefault(k, [])
     if tensor in names:
         return
     einsum = producer[tensor]
     for operand in einsum.operand_tensors:
-        if operand in growing and report.einsum_pass.get(operand, 1) < k:
-            _add_recompute(operand, k, producer, report, growing, plan)
+        if (operand in producer and report.einsum_pass.get(operand, 1) < k
+                and set(producer[operand].output_ranks) & family_m):
+            _add_recompute(operand, k, producer, report, family_m, plan)
     names.append(tensor)
 
 
-def _inputs_per_pass(cascade: Any, report: Any, recompute: dict[int, list[str]]) -> dict[int, dict[str, str]]:
+def _runs(cascade: Any, report: Any, recompute: dict[int, list[str]], skipped: set[str]) -> list[tuple[int, Any]]:
+    """(pass, Einsum) of every run: each Einsum in its own pass unless skipped, plus reruns."""
+    producer = {e.output: e for e in cascade.einsums}
+    runs = [(report.einsum_pass.get(e.output, 1), e) for e in cascade.einsums if e.output not in skipped]
+    runs += [(k, producer[n]) for k, names in sorted(recompute.items()) for n in names]
+    return sorted(runs, key=lambda item: item[0])
+
+
+def _skipped_native(cascade: Any, report: Any, recompute: dict[int, list[str]]) -> set[str]:
+    """Einsums a recompute mapping need not run in their own pass: nothing there reads them and
+    every later pass that reads them reruns them (e.g. SLNV of the 2-pass cascade: pass 1 then
+    reads no V). Found backwards, so a chain that only feeds skipped Einsums is skipped too."""
+    if not recompute:
+        return set()
+    consumers: dict[str, list[tuple[int, Any]]] = {}
+    for k, einsum in _runs(cascade, report, recompute, set()):
+        for operand in einsum.operand_tensors:
+            consumers.setdefault(operand, []).append((k, einsum))
+    rerun = {(k, n) for k, names in recompute.items() for n in names}
+    skipped: set[str] = set()
+    for einsum in reversed(cascade.einsums):
+        name, own = einsum.output, report.einsum_pass.get(einsum.output, 1)
+        if name in cascade.outputs:
+            continue
+        needed = False
+        for k, consumer in consumers.get(name, []):
+            native = (k, consumer.output) not in rerun
+            if k == own and native and consumer.output not in skipped:
+                needed = True  # read in its own pass
+            elif k > own and (k, name) not in rerun:
+                needed = True  # read back from HBM by a later pass that does not rerun it
+        if not needed:
+            skipped.add(name)
+    return skipped
+
+
+def _crossing_intermediates(cascade: Any, report: Any, recompute: dict[int, list[str]],
+                            skipped: set[str]) -> dict[str, tuple[int, list[int]]]:
+    """Intermediate -> (pass that writes it to HBM, passes that read it back): every operand an
+    Einsum run in pass k (reruns included) takes from an earlier pass without recomputing it."""
+    producer = {e.output: e for e in cascade.einsums}
+    runs = _runs(cascade, report, recompute, skipped)
+    crossing: dict[str, tuple[int, list[int]]] = {}
+    for k, einsum in runs:
+        for operand in einsum.operand_tensors:
+            made_in = report.einsum_pass.get(operand, 1)
+            if operand in producer and made_in < k and operand not in recompute.get(k, ()):
+                read_in = crossing.setdefault(operand, (made_in, []))[1]
+                if k not in read_in:
+                    read_in.append(k)
+    return {name: (made, sorted(read)) for name, (made, read) in crossing.items()}
+
+
+def _visited_share(ranks: Any, shape: tuple[int, ...], family_m: set[str], family_p: set[str],
+                   visit: TileVisit) -> float:
+    """Fraction of a tensor's elements on visited tiles: per key ((row, key) pairs of visited
+    tiles) if it has a per-key rank, per key tile ((row, tile) pairs) if only a tile rank."""
+    m_ranks = [r for r in ranks if r in family_m]
+    if not m_ranks:
+        return 1.0
+    extent = float(math.prod(n for r, n in zip(ranks, shape) if r in family_m or r in family_p))
+    per_tile_only = all(r == "M1" for r in m_ranks)
+    pairs = visit.row_tile_pairs if per_tile_only else visit.row_key_pairs
+    return pairs / extent if extent else 0.0
+
+
+def _inputs_per_pass(cascade: Any, report: Any, recompute: dict[int, list[str]],
+                     skipped: set[str] = frozenset()) -> dict[int, dict[str, str]]:
     """Pass -> {input tensor -> the first Einsum that reads it in that pass} (reruns included)."""
     per_pass: dict[int, dict[str, str]] = {}
-    order = [(report.einsum_pass.get(e.output, 1), e) for e in cascade.einsums]
-    producer = {e.output: e for e in cascade.einsums}
-    for k, names in recompute.items():
-        order += [(k, producer[n]) for n in names]
-    for k, einsum in sorted(order, key=lambda item: item[0]):
+    for k, einsum in _runs(cascade, report, recompute, set(skipped)):
         for tensor in einsum.operand_tensors:
             if tensor in cascade.inputs:
                 per_pass.setdefault(k, {}).setdefault(tensor, einsum.output)

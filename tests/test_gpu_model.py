@@ -64,9 +64,12 @@ def test_multipass_cascades_move_more_bytes_than_fusemax():
     assert one.traffic_bytes < recompute.traffic_bytes < materialize.traffic_bytes
     # 1-pass: Q, K, V read and O written once (the compulsory 4 x B*H*N*D words)
     assert one.traffic_bytes == pytest.approx(4 * 32 * 8192 * 128 * 2)
-    # recompute re-reads K in passes 2 and 3; materialize writes QK and SN and reads them back
-    assert recompute.traffic_bytes == pytest.approx(one.traffic_bytes + 2 * 32 * 8192 * 128 * 2)
-    assert materialize.traffic_bytes > one.traffic_bytes + 4 * 32 * 8192 * 8192 * 2 * 0.99
+    # recompute: each pass is a launch, so passes 2 and 3 re-read Q and K; the row statistics GM
+    # (written by 1, read by 2 and 3) and SD (written by 2, read by 3) cross in fp32.
+    # materialize writes QK and SN in fp32 and reads them back
+    words, rows = 32 * 8192 * 128 * 2, 32 * 8192 * 4
+    assert recompute.traffic_bytes == pytest.approx(one.traffic_bytes + 4 * words + 5 * rows)
+    assert materialize.traffic_bytes > one.traffic_bytes + 4 * 32 * 8192 * 8192 * 4 * 0.99
     assert materialize.bound == "hbm" and materialize.latency_s > one.latency_s
     assert recompute.compute_ops["mac"] == pytest.approx(2 * one.compute_ops["mac"], rel=0.01)
 
@@ -171,3 +174,20 @@ def test_a_mapping_yaml_file_works(tmp_path):
     assert (plan.block_m, plan.kernel_style) == (64, "triton")
     path.write_text("key_tile: 32\n")
     assert gpu_mapping(str(path)).block_n == 32
+
+
+def test_multipass_stats_cross_passes_at_the_intermediate_precision():
+    w = layer(1024, heads=4)
+    fp32 = simulate_gpu("attention-3pass", w, H100, {"multipass": "materialize"})
+    bf16 = simulate_gpu("attention-3pass", w, H100, {"multipass": "materialize", "intermediate_bytes": 2})
+    scores = 2 * 2 * 4 * 1024 * 1024  # QK and SN, each written once and read once
+    assert fp32.traffic_bytes - bf16.traffic_bytes == pytest.approx(2 * scores + 4 * 2 * 4 * 1024)  # GM, SD: write + read
+    with pytest.raises(ConfigError, match="intermediate_bytes"):
+        GpuMapping(intermediate_bytes=0)
+
+
+def test_two_pass_recompute_reads_k_again_and_no_v_in_pass_one():
+    est = simulate_gpu("attention-2pass", layer(512, heads=2), H100, {"multipass": "recompute"})
+    first, second = est.mapping["hbm_bytes_per_pass"]
+    assert set(first["reads"]) == {"Q", "K"} and set(first["writes"]) == {"GM"}
+    assert set(second["reads"]) == {"Q", "K", "V", "GM"}
