@@ -72,7 +72,7 @@ def test_a_failing_config_fails_its_own_trial_and_the_study_goes_on(tmp_path: Pa
             return Measurement(math.nan, failure="‖out − ref‖/‖ref‖ = 1 > 0.02", failure_kind="wrong_output")
         return simulator(config)
 
-    result = tune("attention-fwd", FWD, storage=sqlite(tmp_path), evaluator=evaluator, trials=30, seed=1)
+    result = tune("attention-fwd", FWD, storage=":memory:", evaluator=evaluator, trials=30, seed=1)
     failed = result.failures
     assert failed and all(t.state == "FAIL" for t in failed)
     assert {t.failure_kind for t in failed} <= {"compile", "wrong_output"}
@@ -125,6 +125,7 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_losing_a_finished_trial(tmp_path: Path) -> None:
     storage = sqlite(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -191,6 +192,7 @@ def test_unreadable_cache_files_are_ignored(tmp_path: Path, monkeypatch) -> None
     assert tuned_config("decode", DECODE, "h100") is None
 
 
+@pytest.mark.slow
 def test_cli_dry_run_prints_the_closing_table(tmp_path: Path, capsys) -> None:
     storage = sqlite(tmp_path)
     assert main(["autotune", "--kernel", "decode", "--shape", "8,32,8192,128", "--kv-heads", "8", "--dry-run",

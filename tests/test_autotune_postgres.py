@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]  # worker processes: several seconds each
 URL = os.environ.get("EINSIM_TEST_POSTGRES_URL")
 if not URL:
     pytest.skip("EINSIM_TEST_POSTGRES_URL is unset (.ci/run starts PostgreSQL and sets it)", allow_module_level=True)
