@@ -444,7 +444,6 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
             per_key_bytes[name] = elements * word / (B * heads_in_tensor * M)
         else:
             staged[name] = elements * word
-    q_bytes = sum(staged.values())
     o_bytes = sum(float(cascade.tensor_elements(name, sizes)) * word for name in cascade.outputs)
     reads_per_pass = _inputs_per_pass(cascade, report, recompute, skipped)
     last_pass = report.passes
