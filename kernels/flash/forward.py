@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from einsim.kernels.flash.config import FlashConfig
-from einsim.kernels.flash.tiles import LN_2, LOG2_E, key_bounds, load_tile, store_tile, visible
+from einsim.kernels.flash.tiles import LOG2_E, key_bounds, load_tile, store_tile, visible
 from einsim.kernels.problem import padded_head_dim
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, device_limits,
@@ -160,7 +160,7 @@ def _flash_forward(
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # ln 2
     tl.store(Lse + bh.to(tl.int64) * q_len + rows, lse, mask=rows < q_len)
     store_tile(Out, out.to(IO_DTYPE), batch, head, start_m, q_len, v_head_dim,
                stride_ob, stride_oh, stride_om, stride_od, BLOCK_M, BLOCK_DV, USE_TMA)
@@ -285,4 +285,4 @@ def launch_from_inputs(config: FlashConfig, inputs: dict):
                          window=inputs.get("window"), scale=inputs.get("scale"), config=config)
 
 
-__all__ = ["flash_forward", "launch", "launch_from_inputs", "LN_2"]
+__all__ = ["flash_forward", "launch", "launch_from_inputs"]
