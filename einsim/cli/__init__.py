@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -42,9 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"einsim {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        # TODO(integration): drop this guard once every subcommand module exists.
-        if importlib.util.find_spec(f"einsim.cli.{name}") is None:
-            continue
         module = importlib.import_module(f"einsim.cli.{name}")
         module.register(subparsers)
     return parser
