@@ -192,3 +192,15 @@ def test_bad_input_raises_before_launch():
     with pytest.raises(ConfigError, match="q_len"):
         decode_attention(long_q, k2, v2)
     assert inputs.interpreting() or DEVICE == "cuda"
+
+
+def test_kernels_show_reads_decode_shapes_as_one_query_against_the_cache(capsys):
+    """`einsim kernels show decode --shape B,H,N,D`: N is the KV-cache length, one query row."""
+    import json
+
+    from einsim.cli import main
+
+    assert main(["kernels", "show", "decode", "--shape", "8,32,8192,128", "--kv-heads", "8", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert "Nq=1 Nk=8192" in shown["problem"]
+    assert shown["search_space_size"] > 0

@@ -59,7 +59,9 @@ def _problem(args: argparse.Namespace):
         raise ShapeError(f"--shape: expected integers B,H,N,D or B,H,Nq,Nk,D, got {args.shape!r}") from None
     if len(sizes) == 4:
         batch, heads, n, d = sizes
-        q_len = kv_len = n
+        # B,H,N,D means self-attention, except for decode, whose N is the KV-cache length and
+        # which takes one query row per step (as `einsim autotune --kernel decode` does).
+        q_len, kv_len = (1, n) if args.name == "decode" else (n, n)
     elif len(sizes) == 5:
         batch, heads, q_len, kv_len, d = sizes
     else:
