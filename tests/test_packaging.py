@@ -54,6 +54,7 @@ def test_package_data_is_installed(tmp_path: Path) -> None:
     )
     for folder, pattern in (("einsum_cascades/library", "*.yaml"), ("targets/presets", "*.yaml")):
         shipped = sorted(p.name for p in (REPO / folder).glob(pattern))
+        assert shipped, f"no {pattern} under {folder}"
         installed = sorted(p.name for p in (target / "einsim" / folder).glob(pattern))
         assert installed == shipped, f"{folder}: installed {installed}, repository has {shipped}"
 
