@@ -27,13 +27,21 @@ def _python(code: str, cwd: Path, env_extra: dict[str, str] | None = None) -> st
     return result.stdout.strip()
 
 
-def test_regular_install_imports_every_subpackage_from_any_directory(tmp_path: Path) -> None:
-    target = tmp_path / "site"
+@pytest.fixture(scope="module")
+def regular_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A regular (non-editable) install of the checkout into its own folder."""
+    target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
          "--target", str(target), str(REPO)],
         check=True, capture_output=True, timeout=300,
     )
+    return target
+
+
+def test_regular_install_imports_every_subpackage_from_any_directory(regular_install: Path,
+                                                                     tmp_path: Path) -> None:
+    target = regular_install
     installed = target / "einsim"
     for name in SUBPACKAGES:
         assert (installed / name / "__init__.py").is_file(), f"einsim.{name} missing from the install"
@@ -45,13 +53,8 @@ def test_regular_install_imports_every_subpackage_from_any_directory(tmp_path: P
     assert Path(kernels_file).is_relative_to(installed)
 
 
-def test_package_data_is_installed(tmp_path: Path) -> None:
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
-        check=True, capture_output=True, timeout=300,
-    )
+def test_package_data_is_installed(regular_install: Path) -> None:
+    target = regular_install
     for folder, pattern in (("einsum_cascades/library", "*.yaml"), ("targets/presets", "*.yaml")):
         shipped = sorted(p.name for p in (REPO / folder).glob(pattern))
         assert shipped, f"no {pattern} under {folder}"
