@@ -246,3 +246,15 @@ def next_power_of_two(value: int) -> int:
 def padded_head_dim(head_dim: int) -> int:
     """Head dims as kernels tile them: a power of two, at least 16 (tl.dot's minimum)."""
     return max(16, next_power_of_two(head_dim))
+
+
+def shared_memory_reasons(need: int, limits: DeviceLimits | None, what: str = "its tiles") -> list[str]:
+    """Why a program that needs `need` bytes of shared memory cannot launch (empty if it can).
+
+    One wording for every kernel family, so users and the autotuner see the same fix.
+    """
+    limit = (limits or DeviceLimits.h100()).shared_memory_per_block
+    if need > limit:
+        return [f"needs {need} bytes of shared memory per program for {what}, the device allows "
+                f"{limit}: lower BLOCK_N/BLOCK_M or num_stages"]
+    return []

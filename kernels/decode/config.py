@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 
 from einsim.kernels.multipass.config import PassTraffic, TrafficKernelSpec
-from einsim.kernels.problem import AttentionProblem, DeviceLimits, next_power_of_two, padded_head_dim
+from einsim.kernels.problem import (AttentionProblem, DeviceLimits, next_power_of_two, padded_head_dim,
+                                    shared_memory_reasons)
 from einsim.kernels.registry import register
 
 STATS_BYTES = 4  # partial max, sum and numerator are fp32 in HBM
@@ -217,11 +218,7 @@ def check_config(config: DecodeConfig, problem: AttentionProblem,
     if not 16 <= problem.head_dim <= 256 or not 16 <= problem.value_dim <= 256:
         reasons.append(f"head dims {problem.head_dim}/{problem.value_dim}: expected 16 to 256")
     if not reasons:
-        limit = (limits or DeviceLimits.h100()).shared_memory_per_block
-        need = shared_memory_bytes(config, problem)
-        if need > limit:
-            reasons.append(f"needs {need} bytes of shared memory per program, the device has "
-                           f"{limit} (lower BLOCK_N or num_stages)")
+        reasons += shared_memory_reasons(shared_memory_bytes(config, problem), limits)
     return reasons
 
 

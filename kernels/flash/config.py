@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from einsim.kernels.problem import AttentionProblem, DeviceLimits, padded_head_dim
+from einsim.kernels.problem import AttentionProblem, DeviceLimits, padded_head_dim, shared_memory_reasons
 from einsim.kernels.registry import KernelSpec, register
 
 TILE_SIZES = (16, 32, 64, 128, 256)
@@ -72,14 +72,6 @@ def _common_reasons(config, problem: AttentionProblem, tiles: dict[str, int]) ->
     return reasons
 
 
-def _fits(need: int, limits: DeviceLimits | None, what: str) -> list[str]:
-    limit = (limits or DeviceLimits.h100()).shared_memory_per_block
-    if need > limit:
-        return [f"needs {need} bytes of shared memory per program for {what}, the device allows "
-                f"{limit}: lower BLOCK_N/BLOCK_M or num_stages"]
-    return []
-
-
 # Barriers and bookkeeping Triton allocates beside the tiles (measured: +1024 bytes with TMA).
 SHARED_MEMORY_OVERHEAD = 1024
 
@@ -128,7 +120,7 @@ def check_config(config: FlashConfig, problem: AttentionProblem,
     if registers > ACCUMULATOR_REGISTER_BUDGET:
         reasons.append(f"accumulator and scores need {registers:.0f} fp32 registers per thread "
                        f"(> {ACCUMULATOR_REGISTER_BUDGET}): more warps or smaller tiles")
-    reasons += _fits(shared_memory_bytes(config, problem), limits, "Q and the K/V ring")
+    reasons += shared_memory_reasons(shared_memory_bytes(config, problem), limits, "Q and the K/V ring")
     return reasons
 
 
@@ -194,7 +186,7 @@ def backward_check_config(config: FlashBackwardConfig, problem: AttentionProblem
         if registers > ACCUMULATOR_REGISTER_BUDGET:
             reasons.append(f"{what} accumulators need {registers:.0f} fp32 registers per thread "
                            f"(> {ACCUMULATOR_REGISTER_BUDGET}): more warps or smaller tiles")
-    reasons += _fits(backward_shared_memory_bytes(config, problem), limits, "the backward's tiles")
+    reasons += shared_memory_reasons(backward_shared_memory_bytes(config, problem), limits, "the backward's tiles")
     return reasons
 
 

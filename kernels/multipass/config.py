@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from einsim.kernels.problem import AttentionProblem, DeviceLimits, padded_head_dim
+from einsim.kernels.problem import AttentionProblem, DeviceLimits, shared_memory_reasons, padded_head_dim
 from einsim.kernels.registry import KernelSpec, register
 
 STATS_BYTES = 4  # LM, SLD, GM, SD and lse are fp32 in HBM
@@ -182,11 +182,7 @@ def check_config(config: MultipassConfig, problem: AttentionProblem,
     if not 16 <= problem.head_dim <= 256 or not 16 <= problem.value_dim <= 256:
         reasons.append(f"head dims {problem.head_dim}/{problem.value_dim}: expected 16 to 256")
     if not reasons:
-        limit = (limits or DeviceLimits.h100()).shared_memory_per_block
-        need = shared_memory_bytes(config, problem)
-        if need > limit:
-            reasons.append(f"needs {need} bytes of shared memory per program, the device has {limit} "
-                           f"(lower BLOCK_N or num_stages)")
+        reasons += shared_memory_reasons(shared_memory_bytes(config, problem), limits)
     return reasons
 
 
