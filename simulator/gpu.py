@@ -18,7 +18,7 @@ import numpy as np
 from einsim.errors import ConfigError, SpecError
 from einsim.simulator.estimate import EinsumEstimate, Estimate
 from einsim.simulator.workload import Workload
-from einsim.targets.loader import yaml_error_message
+from einsim.targets.loader import read_yaml_file
 
 # --- the ceilings -------------------------------------------------------------------------------
 
@@ -212,15 +212,7 @@ def _general_mapping_fields() -> set[str]:
 
 
 def _read_mapping_file(path: str | Path) -> dict:
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the mapping: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(yaml_error_message(str(path), error)) from None
+    document = read_yaml_file(path, str(path), error_type=ConfigError)
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of fields, got {type(document).__name__}")
     return document

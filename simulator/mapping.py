@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from einsim.errors import ConfigError, SpecError
-from einsim.targets.loader import yaml_error_message
+from einsim.targets.loader import read_yaml_file
 
 DATAFLOWS = ("unfused", "flat", "fusemax")
 SCHEDULES = ("pipelined", "sequential")
@@ -112,11 +111,7 @@ def load_mapping(value: "Mapping | dict | str | Path | None") -> Mapping:
     path = Path(value)
     if not path.is_file():
         raise SpecError(f"{value}: no such mapping file")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise SpecError(yaml_error_message(str(value), error)) from None
-    return parse_mapping(document, str(value))
+    return parse_mapping(read_yaml_file(path, str(value)), str(value))
 
 
 def parse_mapping(document: Any, source: str = "<mapping>") -> Mapping:

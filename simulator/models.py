@@ -8,10 +8,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from einsim.errors import ShapeError, SpecError
-from einsim.targets.loader import yaml_error_message
+from einsim.targets.loader import read_yaml_file
 from einsim.simulator.workload import Workload
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
@@ -105,12 +104,7 @@ def load_model(name: str) -> ModelPreset:
 
 @lru_cache(maxsize=32)
 def _load(resolved: str, shown: str) -> ModelPreset:
-    try:
-        with open(resolved, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        raise SpecError(yaml_error_message(shown, error)) from None
-    return parse_model(document, shown)
+    return parse_model(read_yaml_file(resolved, shown), shown)
 
 
 def parse_model(document: Any, source: str = "<model>") -> ModelPreset:

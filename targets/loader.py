@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import yaml
 
-from einsim.errors import SpecError
+from einsim.errors import EinsimError, SpecError
 from einsim.targets import units
 from einsim.targets.spec import COMPUTE_KINDS, DATAFLOWS, OP_KINDS, TARGET_KINDS, ComputeUnit, MemoryLevel, Target
 
@@ -52,16 +52,21 @@ def yaml_error_message(shown: str, error: Exception) -> str:
     return f"{where}: not valid YAML: {problem}"
 
 
+def read_yaml_file(path: str | Path, shown: str, error_type: type[EinsimError] = SpecError) -> Any:
+    """Every einsim YAML spec file (targets, models, mappings) is read here: `yaml.safe_load` only,
+    and an unreadable or malformed file becomes one `error_type` line naming `shown`."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise error_type(yaml_error_message(shown, error)) from None
+    except OSError as error:
+        raise error_type(f"{shown}: cannot read: {error.strerror}") from None
+
+
 @lru_cache(maxsize=64)
 def _load_file(resolved: str, shown: str) -> Target:
-    try:
-        with open(resolved, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        raise SpecError(yaml_error_message(shown, error)) from None
-    except OSError as error:
-        raise SpecError(f"{shown}: cannot read: {error.strerror}") from None
-    return parse_target(document, shown)
+    return parse_target(read_yaml_file(resolved, shown), shown)
 
 
 def parse_target(document: Any, source: str = "<target>") -> Target:
