@@ -303,7 +303,7 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     cascade = _as_cascade(cascade)
     target = _as_target(target)
     plan = gpu_mapping(mapping)
-    roofs = gpu_roofs(target, _dtype_name(workload, target), plan.roofs)
+    roofs = gpu_roofs(target, workload_dtype(workload, target), plan.roofs)
     levels = _gpu_levels(target)
     notes: list[str] = []
     if not _is_attention(cascade):
@@ -737,7 +737,9 @@ def _as_cascade(cascade: Any) -> Any:
     return cascade
 
 
-def _dtype_name(workload: Workload, target: Any) -> str:
+def workload_dtype(workload: Workload, target: Any) -> str:
+    """The dtype whose peaks apply to a workload: its element size, on the target's preferred
+    16-bit format. The roofline plots use this too, so their roofs are the simulator's."""
     if workload.dtype_bytes == 2:
         return target.default_dtype if target.default_dtype in ("bf16", "fp16") else "bf16"
     return {1: "fp8", 4: "fp32"}.get(workload.dtype_bytes, target.default_dtype)

@@ -58,6 +58,17 @@ def parse_window(text: str | None) -> tuple[int, int] | None:
     raise ShapeError(f"--window expects LEFT or LEFT,RIGHT (non-negative integers), got {text!r}")
 
 
+def parse_lengths(text: str, option: str = "--seq-lens") -> list[int]:
+    """'1k,4k,16k' -> [1024, 4096, 16384]: the sequence lengths of a sweep or a plot."""
+    try:
+        values = [_integer(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ShapeError(f"{option}: expected comma-separated positive lengths such as 1k,4k,16k, got {text!r}")
+    return values
+
+
 def _integer(text: str, allow_zero: bool = False) -> int:
     text = text.strip()
     scale = 1

@@ -102,7 +102,8 @@ def _traffic(args: argparse.Namespace) -> int:
 
 
 def _speedup(args: argparse.Namespace) -> int:
-    from einsim.simulator.plots.data import PAPER_DESIGNS, parse_design, parse_lengths, speedup_data
+    from einsim.simulator.plots.data import PAPER_DESIGNS, parse_design, speedup_data
+    from einsim.simulator.shapes import parse_lengths
     from einsim.simulator.plots.speedup import plot_speedup
 
     designs = [parse_design(text) for text in args.design] if args.design else list(PAPER_DESIGNS)

@@ -29,18 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from einsim.errors import ShapeError
+    from einsim.simulator.shapes import parse_lengths
     from einsim.simulator.sweep import grid
 
     def names(text: str) -> list[str]:
         return [item.strip() for item in text.split(",") if item.strip()]
 
-    lengths = []
-    for item in names(args.seq_lens):
-        try:
-            lengths.append(_length(item))
-        except ValueError:
-            raise ShapeError(f"--seq-lens: expected positive integers such as 4096 or 4k, got {item!r}") from None
+    lengths = parse_lengths(args.seq_lens)
     rows = grid(names(args.targets), names(args.cascades), names(args.models), lengths, mode=args.mode,
                 mapping=args.mapping, progress=not args.no_progress and sys.stderr.isatty())
     if args.out:
@@ -50,12 +45,3 @@ def _run(args: argparse.Namespace) -> int:
     else:
         write_csv(rows, sys.stdout)
     return 0
-
-
-def _length(text: str) -> int:
-    scale = {"k": 1024, "m": 1024 * 1024}.get(text[-1].lower(), 1)
-    value = int(text[:-1] if scale > 1 else text) * scale
-    if value <= 0:
-        raise ValueError(text)
-    return value
-

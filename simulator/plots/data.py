@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from einsim.errors import ConfigError, ShapeError
+from einsim.errors import ConfigError
+from einsim.simulator.gpu import workload_dtype
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.workload import Workload
 from einsim.targets.units import format_bytes, format_rate
@@ -43,11 +44,6 @@ def as_cascade(cascade: Any) -> Any:
     return resolve_cascade(cascade)
 
 
-def workload_dtype(workload: Workload, target: Any) -> str:
-    """The dtype whose peaks apply, chosen exactly as the simulator chooses it."""
-    from einsim.simulator.gpu import _dtype_name
-
-    return _dtype_name(workload, target)
 
 
 def attention_problem(workload: Workload) -> Any:
@@ -681,16 +677,3 @@ def pass_graph(cascade: Any, rank: str | None = None) -> PassGraph:
                                einsum.output in iterative))
     return PassGraph(cascade=cascade.name, rank=rank or "", passes=report.passes if report else 0,
                      nodes=tuple(nodes), edges=tuple(edges))
-
-
-def parse_lengths(text: str) -> list[int]:
-    """'1k,4k,16k' -> [1024, 4096, 16384]."""
-    from einsim.simulator.shapes import _integer
-
-    try:
-        values = [_integer(part) for part in str(text).replace(" ", "").split(",") if part]
-    except ValueError:
-        values = []
-    if not values:
-        raise ShapeError(f"expected comma-separated sequence lengths such as 1k,4k,16k, got {text!r}")
-    return values
