@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from einsim.einsum_cascades.reference import attention_reference_torch
 from einsim.kernels.problem import AttentionProblem
 from einsim.kernels.registry import KernelSpec, get_kernel
 
@@ -80,43 +81,6 @@ class ReplayEvaluator:
         return found
 
 
-def torch_reference(q, k, v, *, causal: bool = False, window: tuple[int, int] | None = None,
-                    scale: float | None = None, max_bytes: int = 1 << 30):
-    """einsim.einsum_cascades.reference.attention_reference in float32 on the inputs' device:
-    same layout, GQA, bottom-right masks, empty rows (0, -inf). Chunked over query rows so the
-    score matrix stays under `max_bytes`. Returns (out float32, lse float32)."""
-    import torch
-
-    batch, q_heads, q_len, head_dim = q.shape
-    kv_heads, kv_len = k.shape[1], k.shape[2]
-    group = q_heads // kv_heads
-    kf = k.float().repeat_interleave(group, dim=1)
-    vf = v.float().repeat_interleave(group, dim=1)
-    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    out = torch.empty(batch, q_heads, q_len, v.shape[3], device=q.device, dtype=torch.float32)
-    lse = torch.empty(batch, q_heads, q_len, device=q.device, dtype=torch.float32)
-    rows = max(1, min(q_len, max_bytes // max(1, batch * q_heads * kv_len * 4)))
-    keys = torch.arange(kv_len, device=q.device)[None, :]
-    for start in range(0, q_len, rows):
-        stop = min(q_len, start + rows)
-        scores = torch.matmul(q[:, :, start:stop].float(), kf.transpose(-1, -2)) * scale
-        position = torch.arange(start, stop, device=q.device)[:, None] + (kv_len - q_len)
-        visible = torch.ones(stop - start, kv_len, dtype=torch.bool, device=q.device)
-        if causal:
-            visible &= keys <= position
-        if window is not None:
-            visible &= (keys >= position - window[0]) & (keys <= position + window[1])
-        scores = scores.masked_fill(~visible, float("-inf"))
-        row_lse = torch.logsumexp(scores, dim=-1)
-        probabilities = torch.exp(scores - torch.where(torch.isfinite(row_lse), row_lse, 0.0)[..., None])
-        block = torch.matmul(probabilities, vf)
-        empty = ~torch.isfinite(row_lse)
-        out[:, :, start:stop] = torch.where(empty[..., None], 0.0, block)
-        lse[:, :, start:stop] = row_lse
-        del scores, probabilities, block
-    return out, lse
-
-
 def _failure_kind(error: BaseException) -> str:
     name = type(error).__name__
     text = str(error)
@@ -154,9 +118,10 @@ class GpuEvaluator:
         self.warmup_ms, self.rep_ms, self.tolerance = warmup_ms, rep_ms, tolerance
         self.gpu_name = torch.cuda.get_device_name()
         self.inputs = self.spec.make_inputs(problem, problem.dtype, device, seed)
-        self.reference = torch_reference(self.inputs["q"], self.inputs["k"], self.inputs["v"],
-                                         causal=problem.causal, window=problem.window,
-                                         scale=self.inputs.get("scale"))
+        # The oracle's formula in float32 on the GPU (einsum_cascades.reference).
+        self.reference = attention_reference_torch(self.inputs["q"], self.inputs["k"], self.inputs["v"],
+                                                   causal=problem.causal, window=problem.window,
+                                                   scale=self.inputs.get("scale"), dtype=torch.float32)
         torch.cuda.synchronize()
 
     def check(self, outputs: Any) -> tuple[float, str]:

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
-from einsim.einsum_cascades.reference import visible_keys  # noqa: E402
+from einsim.einsum_cascades.reference import attention_reference_torch  # noqa: E402
 from einsim.kernels import attention  # noqa: E402
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig  # noqa: E402
 from einsim.kernels.flash.forward import LAST_LAUNCH, flash_forward  # noqa: E402
@@ -219,14 +219,8 @@ def reference_fp32(q, k, v, problem: AttentionProblem, do=None):
     """softmax(q kᵀ scale + mask) v in fp32 (the float64 oracle's formula; fp32 for GPU sizes),
     with lse and, given do, the gradients."""
     q, k, v = (t.detach().float().requires_grad_(do is not None) for t in (q, k, v))
-    group = problem.group
-    kk, vv = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
-    scores = (q @ kk.transpose(-1, -2)) * problem.head_dim ** -0.5
-    mask = torch.from_numpy(visible_keys(problem.q_len, problem.kv_len, problem.causal,
-                                         problem.window)).to(q.device)
-    scores = scores.masked_fill(~mask, float("-inf"))
-    lse = torch.logsumexp(scores, -1)
-    out = (torch.softmax(scores, -1).nan_to_num(0.0)) @ vv
+    out, lse = attention_reference_torch(q, k, v, causal=problem.causal, window=problem.window,
+                                         dtype=torch.float32)
     grads = None
     if do is not None:
         grads = torch.autograd.grad(out, (q, k, v), do.float())
@@ -465,7 +459,7 @@ def summarise(rows: list[dict]) -> None:
         if row["kind"] in ("prefill", "backward"):
             table[(row["kind"], row["N"], row["D"], row["causal"], row["backend"])] = row["ms"]
     peers = sorted({key[4] for key in table} - {"einsim"})
-    print(f"\nsummary: ours TFLOP/s and speed-up over each peer (peer ms / ours ms)")
+    print("\nsummary: ours TFLOP/s and speed-up over each peer (peer ms / ours ms)")
     print(f"{'kind':8s} {'N':>6s} {'D':>4s} {'causal':>6s} {'ours':>8s} " + " ".join(f"{p:>11s}" for p in peers))
     for (kind, n, d, causal, backend), ms in sorted(table.items()):
         if backend != "einsim":

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from einsim.einsum_cascades.reference import attention_reference_torch
 from einsim.kernels.decode import config as cfg
 from einsim.kernels.decode.forward import decode_attention
 from einsim.kernels.problem import AttentionProblem, DeviceLimits
@@ -63,20 +64,6 @@ def variants(problem, limits, all_variants):
     return found
 
 
-def reference(q, k, v):
-    """fp32 softmax attention (a thin torch twin of the float64 oracle), by batch to bound memory."""
-    group = q.shape[1] // k.shape[1]
-    outs, lses = [], []
-    for b in range(q.shape[0]):
-        qb = q[b].float()
-        kb = k[b].float().repeat_interleave(group, 0)
-        vb = v[b].float().repeat_interleave(group, 0)
-        scores = qb @ kb.transpose(-1, -2) / qb.shape[-1] ** 0.5
-        lses.append(torch.logsumexp(scores, -1))
-        outs.append(torch.softmax(scores, -1) @ vb)
-    return torch.stack(outs), torch.stack(lses)
-
-
 def time_ms(fn) -> tuple[float, float]:
     """(GPU time replayed from a CUDA graph, time of eager calls): the first is the kernels' own
     time, the second includes each call's host overhead (a decode step is usually replayed from
@@ -107,7 +94,7 @@ def main(argv=None) -> int:
     for label, problem in shapes(args.kv):
         inputs = make_attention_inputs(problem, device="cuda", seed=0)
         q, k, v = inputs["q"], inputs["k"], inputs["v"]
-        ref_out, ref_lse = reference(q, k, v)
+        ref_out, ref_lse = attention_reference_torch(q, k, v, dtype=torch.float32)
         nbytes = problem.forward_min_bytes()
         measured = []
         for name, backend in PEERS.items():

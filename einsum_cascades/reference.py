@@ -103,3 +103,40 @@ def linear_attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> n
     length = q.shape[2]
     scores = np.where(visible_keys(length, length, causal=True), scores, 0.0)
     return np.einsum("bhpm,bhmf->bhpf", scores, v)
+
+
+def attention_reference_torch(q, k, v, *, scale: float | None = None, causal: bool = False,
+                              window: tuple[int, int] | None = None, dtype=None,
+                              max_score_bytes: int = 1 << 30):
+    """`attention_reference`'s formula on torch tensors: differentiable, on the inputs' device.
+
+    For where the numpy oracle cannot go: gradients by autograd (tests of the backward kernel)
+    and GPU-sized checks (benchmarks, autotuning trials). Computes in `dtype` (default float64 on
+    the CPU, float32 elsewhere), over blocks of query rows so one block's scores stay under
+    `max_score_bytes`. Returns (out, lse) with the oracle's conventions: same layout and GQA,
+    bottom-right masks, rows that see no key give 0 and -inf. tests/test_reference.py checks it
+    equals attention_reference.
+    """
+    import torch
+
+    compute = dtype or (torch.float64 if q.device.type == "cpu" else torch.float32)
+    batch, q_heads, q_len, head_dim = q.shape
+    kv_heads, kv_len = k.shape[1], k.shape[2]
+    if q_heads % kv_heads:
+        raise ShapeError(f"query heads ({q_heads}) must be a multiple of key/value heads ({kv_heads})")
+    group = q_heads // kv_heads
+    keys = k.to(compute).repeat_interleave(group, 1).transpose(-1, -2)
+    values = v.to(compute).repeat_interleave(group, 1)
+    scale = 1.0 / np.sqrt(head_dim) if scale is None else float(scale)
+    mask = torch.from_numpy(visible_keys(q_len, kv_len, causal, window)).to(q.device)
+    element_bytes = torch.finfo(compute).bits // 8
+    rows = max(1, min(q_len, max_score_bytes // max(1, batch * q_heads * kv_len * element_bytes)))
+    outs, lses = [], []
+    for start in range(0, q_len, rows):
+        block = slice(start, min(q_len, start + rows))
+        scores = (q[:, :, block].to(compute) @ keys) * scale
+        scores = scores.masked_fill(~mask[block], float("-inf"))
+        lses.append(torch.logsumexp(scores, -1))
+        # A row that sees no key softmaxes to NaN; the oracle gives it 0.
+        outs.append(torch.softmax(scores, -1).nan_to_num(0.0) @ values)
+    return torch.cat(outs, 2), torch.cat(lses, 2)

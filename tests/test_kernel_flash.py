@@ -17,7 +17,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
-from einsim.einsum_cascades.reference import attention_reference, visible_keys  # noqa: E402
+from einsim.einsum_cascades.reference import attention_reference, attention_reference_torch  # noqa: E402
 from einsim.errors import ConfigError, ShapeError  # noqa: E402
 from einsim.kernels import KERNELS, AttentionProblem, attention  # noqa: E402
 from einsim.kernels.flash.backward import flash_backward  # noqa: E402
@@ -48,15 +48,10 @@ def poisoned(shape, dtype):
 
 
 def reference_with_grads(q, k, v, do, *, causal=False, window=None, scale=None):
-    """The oracle's formula in torch float64, differentiated by autograd. Its forward is checked
-    against attention_reference itself, so the gradients are those of the oracle."""
+    """The oracle's formula in torch float64 (attention_reference_torch), differentiated by
+    autograd; its forward is checked against attention_reference itself on every call."""
     q64, k64, v64 = (t.detach().cpu().double().requires_grad_(True) for t in (q, k, v))
-    group = q64.shape[1] // k64.shape[1]
-    keys, values = k64.repeat_interleave(group, 1), v64.repeat_interleave(group, 1)
-    scale = q64.shape[-1] ** -0.5 if scale is None else scale
-    mask = torch.from_numpy(visible_keys(q64.shape[2], k64.shape[2], causal, window))
-    scores = (q64 @ keys.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
-    out = torch.softmax(scores, -1).nan_to_num(0.0) @ values  # empty rows -> 0, as the oracle
+    out, _ = attention_reference_torch(q64, k64, v64, causal=causal, window=window, scale=scale)
     oracle_out, _ = attention_reference(*(t.detach().numpy() for t in (q64, k64, v64)),
                                         scale=scale, causal=causal, window=window)
     np.testing.assert_allclose(out.detach().numpy(), oracle_out, atol=1e-12)
@@ -276,9 +271,7 @@ def test_real_sizes_on_the_gpu(head_dim, causal):
     flash_forward(q, k, v, causal=causal, out=out, lse=lse)
     assert_forward_matches(out, lse, q, k, v, causal=causal)
     ref_q, ref_k, ref_v = (t.detach().float().requires_grad_(True) for t in (q, k, v))
-    mask = torch.from_numpy(visible_keys(1500, 2048, causal, None)).to(DEVICE)
-    scores = ref_q @ ref_k.repeat_interleave(4, 1).transpose(-1, -2) * head_dim ** -0.5
-    ref = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ ref_v.repeat_interleave(4, 1)
+    ref, _ = attention_reference_torch(ref_q, ref_k, ref_v, causal=causal, dtype=torch.float32)
     ref_grads = torch.autograd.grad(ref, (ref_q, ref_k, ref_v), do.float())
     for mode in DQ_MODES.values():
         config = dataclasses.replace(KERNELS["attention-bwd"].default_config(
