@@ -16,18 +16,22 @@ import os
 import random
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from einsim.autotune.evaluate import GpuEvaluator, Measurement, PredictionEvaluator
 from einsim.autotune.space import SearchSpace, build_space, config_dict, config_key
-from einsim.errors import ConfigError, EinsimError
+from einsim.autotune.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, fail_dead_trials, record_heartbeat
+from einsim.errors import ConfigError, EinsimError, EinsimWarning
 from einsim.kernels.problem import AttentionProblem
 
 DEFAULT_STORAGE = "sqlite:///einsim-tuning.db"
-HEARTBEAT_INTERVAL_S = 5  # a worker's running trial is declared dead after GRACE_PERIOD_S of silence
-GRACE_PERIOD_S = 20
 WAIT_POLL_S = 0.05  # how often a worker checks on lower-numbered trials of other workers
+DEAD_CHECK_S = 1.0  # how often a waiting worker looks for dead RUNNING trials
+# The longest a worker waits for another worker's trial that runs the same config (a GPU trial
+# compiles and times one config: seconds, a minute at most); after it, it runs the config itself.
+PEER_WAIT_LIMIT_S = 600.0
 
 
 class TrialFailed(Exception):
@@ -333,6 +337,9 @@ def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | N
             return self.base.sample_independent(study, trial, param_name, param_distribution)
 
         def before_trial(self, study, trial):
+            # The trial is RUNNING from here, but Optuna's heartbeat thread starts only after
+            # sampling: a first heartbeat now keeps a slow sampler from looking like a dead worker.
+            record_heartbeat(study, trial._trial_id)
             self.base.before_trial(study, trial)
 
         def after_trial(self, study, trial, state, values):
@@ -378,7 +385,7 @@ def _evaluated_count(study) -> tuple[int, set[str]]:
     return evaluated, _tried_keys(study, waiting=False)
 
 
-def _wait_for_peer(study, number: int, key: str, timeout_s: float = 3600.0):
+def _wait_for_peer(study, rdb, number: int, key: str, limit_s: float = PEER_WAIT_LIMIT_S):
     """The trial whose result this one should reuse instead of running `key` again, or None.
 
     Trial numbers are unique tickets handed out by the storage, so the bakery rule applies:
@@ -386,13 +393,17 @@ def _wait_for_peer(study, number: int, key: str, timeout_s: float = 3600.0):
     `config_key` attr, written first thing); if one of them runs this config, wait for it and
     reuse its result; a finished trial that ran it is reused at once. Higher-numbered trials
     are never waited for, so two workers never time one config and never wait on each other.
+    Trials of dead workers are failed while waiting (`fail_dead_trials`: within GRACE_PERIOD_S
+    of their last sign of life), and no wait lasts longer than `limit_s`: past it, a warning
+    names the trial waited for and this worker runs the config itself.
     """
     import optuna
 
     State = optuna.trial.TrialState
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    next_dead_check = started
     while True:
-        peer, choosing = None, False
+        peer, choosing = None, None
         for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING, State.FAIL)):
             if t.number == number:
                 continue
@@ -400,7 +411,7 @@ def _wait_for_peer(study, number: int, key: str, timeout_s: float = 3600.0):
             if t.state == State.RUNNING:
                 if t.number < number:
                     if other is None:
-                        choosing = True
+                        choosing = t
                     elif other == key:
                         peer = t
                 continue
@@ -408,11 +419,20 @@ def _wait_for_peer(study, number: int, key: str, timeout_s: float = 3600.0):
                 continue
             if t.state == State.COMPLETE or t.user_attrs.get("failure"):
                 return t
-        if (peer is None and not choosing) or time.monotonic() > deadline:
+        waited_on = peer or choosing
+        if waited_on is None:
             return None
+        now = time.monotonic()
+        if now - started > limit_s:
+            what = "runs the same config" if peer is not None else "has not said which config it runs"
+            warnings.warn(f"tuning study {study.study_name!r}: trial {number} waited {limit_s:.0f} s for trial "
+                          f"{waited_on.number} (worker {waited_on.user_attrs.get('worker') or 'unknown'}), which "
+                          f"{what}; running config {key} here instead", EinsimWarning, stacklevel=2)
+            return None
+        if now >= next_dead_check:
+            fail_dead_trials(study, rdb)
+            next_dead_check = now + DEAD_CHECK_S
         time.sleep(WAIT_POLL_S)
-        with contextlib.suppress(Exception):
-            optuna.storages.fail_stale_trials(study)
 
 
 def _records(study) -> list[TrialRecord]:
@@ -524,7 +544,7 @@ def tune(kernel: str, problem: AttentionProblem, target: str = "h100-sxm", *, tr
             trial.set_user_attr("failure", f"the simulator rejects it: {reasons}")
             trial.set_user_attr("failure_kind", "does_not_fit")
             raise TrialFailed(reasons)
-        peer = _wait_for_peer(study, trial.number, key)
+        peer = _wait_for_peer(study, rdb, trial.number, key)
         if peer is not None:
             trial.set_user_attr("duplicate_of", peer.number)
             if peer.state.name == "COMPLETE":
@@ -568,6 +588,9 @@ def tune(kernel: str, problem: AttentionProblem, target: str = "h100-sxm", *, tr
         if stop_below_s is not None and trial.value is not None and trial.value <= stop_below_s:
             study_.stop()
 
+    # A killed run's RUNNING trials hold their configs until failed: fail the dead ones first,
+    # so a resumed study neither waits on them nor counts their configs as tried.
+    fail_dead_trials(study, rdb)
     interrupted = False
     try:
         evaluated, tried = _evaluated_count(study)

@@ -22,3 +22,8 @@ class ShapeError(EinsimError):
 
 class ConfigError(EinsimError):
     """A kernel or mapping configuration that cannot run (does not fit, wrong constraint)."""
+
+
+class EinsimWarning(UserWarning):
+    """Something einsim recovered from but the user should know about: a corrupt cache file
+    set aside, a dead tuning worker's trial failed, a wait that ran out."""
