@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from einsim.errors import ConfigError
-from einsim.kernels.problem import AttentionProblem
+from einsim.problem import Problem
 from einsim.kernels.registry import TUNED_DIR, config_from_dict, get_kernel
 
 ENV_DIR = "EINSIM_TUNED_DIR"
@@ -42,13 +42,13 @@ def _pow2_bucket(value: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, value))))
 
 
-def shape_bucket(problem: AttentionProblem) -> str:
+def shape_bucket(problem: Problem) -> str:
     """The shapes that share a tuned config: head dims, mask, GQA group and dtype exactly; the
     query length, key length and batch x heads rounded up to a power of two."""
     mask = "causal" if problem.causal else "full"
     if problem.window is not None:
         mask += f"-w{problem.window[0]}.{problem.window[1]}"
-    return (f"d{problem.head_dim}-dv{problem.value_dim}-{mask}-g{problem.group}-{problem.dtype}"
+    return (f"d{problem.head_dim}-dv{problem.v_head_dim}-{mask}-g{problem.group_size}-{problem.dtype}"
             f"-q{_pow2_bucket(problem.q_len)}-kv{_pow2_bucket(problem.kv_len)}"
             f"-bh{_pow2_bucket(problem.batch * problem.q_heads)}")
 
@@ -69,9 +69,11 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "einsim" / "tuned"
 
 
-def _problem_dict(problem: AttentionProblem) -> dict[str, Any]:
-    values = dataclasses.asdict(problem)
-    values["window"] = list(problem.window) if problem.window is not None else None
+def _problem_dict(problem: Problem) -> dict[str, Any]:
+    """The attention call a cache entry is for: its shape fields, never a model's layer widths."""
+    values = problem.to_dict()
+    values.pop("name", None)
+    values.pop("symbols", None)
     return values
 
 
@@ -98,7 +100,7 @@ def read_entries(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def tuned_config(kernel: str, problem: AttentionProblem, gpu_name: str | None = None) -> Any | None:
+def tuned_config(kernel: str, problem: Problem, gpu_name: str | None = None) -> Any | None:
     """The tuned config of `kernel` for `problem` on `gpu_name`, or None.
 
     Preference: the same problem exactly, then the same shape bucket; on the same GPU (normalised
@@ -141,7 +143,7 @@ def tuned_config(kernel: str, problem: AttentionProblem, gpu_name: str | None = 
     return best[1] if best else None
 
 
-def export_best(kernel: str, problem: AttentionProblem, gpu_name: str, config: Any, *, measured_s: float,
+def export_best(kernel: str, problem: Problem, gpu_name: str, config: Any, *, measured_s: float,
                 predicted_s: float | None = None, default_s: float | None = None, study: str = "",
                 storage: str = "", evaluations: int = 0, directory: str | Path | None = None) -> Path:
     """Write (or replace) the entry for (kernel, shape bucket, GPU) and return the file's path.

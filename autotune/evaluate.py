@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from einsim.einsum_cascades.reference import attention_reference_torch
-from einsim.kernels.problem import AttentionProblem
+from einsim.problem import Problem
 from einsim.kernels.registry import KernelSpec, get_kernel
 
 # ‖out − ref‖ / ‖ref‖ a bf16/fp16 kernel must stay under (bf16 operands land between 1e-3 and
@@ -103,7 +103,7 @@ class GpuEvaluator:
 
     source = "gpu"
 
-    def __init__(self, kernel: str | KernelSpec, problem: AttentionProblem, *, seed: int = 0,
+    def __init__(self, kernel: str | KernelSpec, problem: Problem, *, seed: int = 0,
                  warmup_ms: float = 25.0, rep_ms: float = 100.0, tolerance: float = RELATIVE_TOLERANCE,
                  device: str = "cuda") -> None:
         import torch

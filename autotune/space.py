@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from einsim.errors import ConfigError
-from einsim.kernels.problem import AttentionProblem, DeviceLimits
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits
 from einsim.kernels.registry import KernelSpec, get_kernel
 from einsim.simulator.kernel_model import KernelPrediction, predict_kernel, roofs_of
 
@@ -47,7 +48,7 @@ class SearchSpace:
     """Configs of `kernel` for `problem`, as the kernel declares them and the simulator sees them."""
 
     kernel: str
-    problem: AttentionProblem
+    problem: Problem
     target: str
     fields: tuple[str, ...]  # the config's field names = the Optuna parameter names
     choices: dict[str, tuple]  # field -> every value the declared space uses (sorted)
@@ -86,7 +87,7 @@ def device_limits_for(target: Any, dtype: str = "bf16") -> DeviceLimits:
                         max_threads_per_sm=roofs.max_threads_per_sm, l2_bytes=int(roofs.l2_bytes))
 
 
-def build_space(kernel: str | KernelSpec, problem: AttentionProblem, target: Any) -> SearchSpace:
+def build_space(kernel: str | KernelSpec, problem: Problem, target: Any) -> SearchSpace:
     """Every config the kernel declares for `problem`, predicted on `target`.
 
     The kernel's own `search_space(problem)` is the universe (so the Optuna distributions stay the

@@ -24,7 +24,7 @@ from einsim.autotune.evaluate import GpuEvaluator, Measurement, PredictionEvalua
 from einsim.autotune.space import SearchSpace, build_space, config_dict, config_key
 from einsim.autotune.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, fail_dead_trials, record_heartbeat
 from einsim.errors import ConfigError, EinsimError, EinsimWarning
-from einsim.kernels.problem import AttentionProblem
+from einsim.problem import Problem
 
 DEFAULT_STORAGE = "sqlite:///einsim-tuning.db"
 WAIT_POLL_S = 0.05  # how often a worker checks on lower-numbered trials of other workers
@@ -71,7 +71,7 @@ class TuningResult:
     """What `tune()` found, read back from the study (so a resumed run reports every trial)."""
 
     kernel: str
-    problem: AttentionProblem
+    problem: Problem
     target: str
     gpu: str  # the GPU measured on, or "simulator" for a dry run
     study_name: str
@@ -163,17 +163,17 @@ def open_storage(storage: str | None):
         raise ConfigError(f"cannot open tuning storage {url}: {first}") from None
 
 
-def problem_tag(problem: AttentionProblem) -> str:
+def problem_tag(problem: Problem) -> str:
     heads = f"H{problem.q_heads}" + (f"-KV{problem.kv_heads}" if problem.kv_heads != problem.q_heads else "")
     mask = "causal" if problem.causal else "full"
     if problem.window is not None:
         mask += f"-w{problem.window[0]}.{problem.window[1]}"
     q = f"-Q{problem.q_len}" if problem.q_len != problem.kv_len else ""
-    dv = f"-DV{problem.value_dim}" if problem.value_dim != problem.head_dim else ""
+    dv = f"-DV{problem.v_head_dim}" if problem.v_head_dim != problem.head_dim else ""
     return f"B{problem.batch}-{heads}{q}-N{problem.kv_len}-D{problem.head_dim}{dv}-{mask}-{problem.dtype}"
 
 
-def default_study_name(kernel: str, problem: AttentionProblem, target: str, *, dry_run: bool = False,
+def default_study_name(kernel: str, problem: Problem, target: str, *, dry_run: bool = False,
                        exhaustive: bool = False) -> str:
     """The same command always names the same study, which is what makes resuming work."""
     name = f"{kernel}/{target}/{problem_tag(problem)}"
@@ -453,7 +453,7 @@ def _records(study) -> list[TrialRecord]:
     return records
 
 
-def tune(kernel: str, problem: AttentionProblem, target: str = "h100-sxm", *, trials: int | None = None,
+def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int | None = None,
          storage: str | None = None, study_name: str | None = None, dry_run: bool = False,
          exhaustive: bool = False, seed: int | None = None, seeds: int | None = None,
          evaluator: Callable[[Any], Measurement] | None = None, gpu_name: str | None = None,
@@ -626,7 +626,7 @@ class TuningInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-def exhaustive_best(storage, kernel: str, problem: AttentionProblem, target: str, *,
+def exhaustive_best(storage, kernel: str, problem: Problem, target: str, *,
                     dry_run: bool = False) -> float | None:
     """Best time of the exhaustive study for the same problem in `storage`, if one was run."""
     import optuna
@@ -640,7 +640,7 @@ def exhaustive_best(storage, kernel: str, problem: AttentionProblem, target: str
             return None
 
 
-def load_result(kernel: str, problem: AttentionProblem, target: str = "h100-sxm", *, storage: str | None = None,
+def load_result(kernel: str, problem: Problem, target: str = "h100-sxm", *, storage: str | None = None,
                 study_name: str | None = None, dry_run: bool = False, exhaustive: bool = False) -> TuningResult:
     """Read a study back without running anything (what a finished or killed run left)."""
     import optuna

@@ -10,7 +10,7 @@ fp32 reference; then forward and backward are timed with triton.testing.do_bench
 
 Shapes follow the anchors (../shared/anchors/h100-peers.csv): bf16, batch x N = 16k tokens,
 hidden 2048 (H = 2048 / D). TFLOP/s counts matmul FLOPs over visible (query, key) pairs for
-every backend alike (AttentionProblem.forward_flops / backward_flops; causal is about half of
+every backend alike (Problem.forward_flops / backward_flops; causal is about half of
 dense); ratios are peer_ms / our_ms. A new kernel or peer is one more entry of VARIANTS.
 """
 
@@ -36,7 +36,7 @@ from einsim.einsum_cascades.reference import attention_reference_torch  # noqa: 
 from einsim.kernels import attention  # noqa: E402
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig  # noqa: E402
 from einsim.kernels.flash.forward import LAST_LAUNCH, flash_forward  # noqa: E402
-from einsim.kernels.problem import AttentionProblem  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 from einsim.kernels.registry import KERNELS  # noqa: E402
 
 HIDDEN = 2048
@@ -50,14 +50,14 @@ DEADLINE = [float("inf")]  # wall-clock time after which sweeps and timings stop
 class Case:
     """One shape's tensors, shared by every variant timed on it."""
 
-    problem: AttentionProblem
+    problem: Problem
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
     do: torch.Tensor
 
     @classmethod
-    def make(cls, problem: AttentionProblem, seed: int = 0) -> "Case":
+    def make(cls, problem: Problem, seed: int = 0) -> "Case":
         generator = torch.Generator(device="cuda").manual_seed(seed)
         dtype = DTYPES[problem.dtype]
         p = problem
@@ -67,8 +67,8 @@ class Case:
 
         return cls(p, randn(p.batch, p.q_heads, p.q_len, p.head_dim),
                    randn(p.batch, p.kv_heads, p.kv_len, p.head_dim),
-                   randn(p.batch, p.kv_heads, p.kv_len, p.value_dim),
-                   randn(p.batch, p.q_heads, p.q_len, p.value_dim))
+                   randn(p.batch, p.kv_heads, p.kv_len, p.v_head_dim),
+                   randn(p.batch, p.q_heads, p.q_len, p.v_head_dim))
 
     def leaves(self):
         return tuple(t.detach().clone().requires_grad_(True) for t in (self.q, self.k, self.v))
@@ -115,7 +115,7 @@ def _sdpa(backend_name: str):
     return run
 
 
-def _square_only(problem: AttentionProblem) -> bool:
+def _square_only(problem: Problem) -> bool:
     # SDPA's causal mask is top-left aligned; ours (and the reference's) bottom-right. They agree
     # when q_len == kv_len, the only shapes compared with SDPA here.
     return problem.q_len == problem.kv_len and problem.window is None
@@ -189,7 +189,7 @@ class Variant:
     kind: str
     build: Callable[[Case], Callable[[], object]]
     ours: bool = False
-    applies: Callable[[AttentionProblem], bool] = lambda problem: True
+    applies: Callable[[Problem], bool] = lambda problem: True
 
 
 VARIANTS = [
@@ -206,16 +206,16 @@ VARIANTS = [
 ]
 
 
-def flops(problem: AttentionProblem, kind: str) -> float:
+def flops(problem: Problem, kind: str) -> float:
     return problem.backward_flops() if kind == "backward" else problem.forward_flops()
 
 
-def min_bytes(problem: AttentionProblem, kind: str) -> int:
+def min_bytes(problem: Problem, kind: str) -> int:
     return problem.backward_min_bytes() if kind == "backward" else problem.forward_min_bytes()
 
 
 # -- correctness ----------------------------------------------------------------------------
-def reference_fp32(q, k, v, problem: AttentionProblem, do=None):
+def reference_fp32(q, k, v, problem: Problem, do=None):
     """softmax(q kᵀ scale + mask) v in fp32 (the float64 oracle's formula; fp32 for GPU sizes),
     with lse and, given do, the gradients."""
     q, k, v = (t.detach().float().requires_grad_(do is not None) for t in (q, k, v))
@@ -260,7 +260,7 @@ def run_checks(rows: list[dict]) -> bool:
     all_ok = True
     print("\ncorrectness (max |error| / max |reference|; outputs poisoned with NaN first)")
     for batch, hq, hkv, nq, nk, d, causal, window, dtype in CHECKS:
-        problem = AttentionProblem(batch, hq, hkv, nq, nk, d, causal=causal, window=window,
+        problem = Problem(batch=batch, q_heads=hq, kv_heads=hkv, q_len=nq, kv_len=nk, head_dim=d, causal=causal, window=window,
                                    dtype=dtype)
         case = Case.make(problem, seed=1)
         out_ref, lse_ref, grads_ref = reference_fp32(case.q, case.k, case.v, problem, case.do)
@@ -288,7 +288,7 @@ def run_checks(rows: list[dict]) -> bool:
         ok = (all(errors[n] <= fwd_tol for n in errors if n.startswith("out")) and errors["lse"] <= 1e-3 and unwritten == 0
               and all(errors[g] <= grad_tol for g in errors if g[-2:] in ("dq", "dk", "dv")))
         peer = ""
-        if _square_only(problem) and problem.group == 1:
+        if _square_only(problem) and problem.group_size == 1:
             sdpa = _sdpa("FLASH_ATTENTION")(case.q, case.k, case.v, causal)
             peer = f" (sdpa_flash out {relative_error(sdpa, out_ref):.1e})"
         all_ok &= ok
@@ -333,7 +333,7 @@ BACKWARD_SWEEP = [
 ]
 
 
-def profile_backward(shapes: list[AttentionProblem]) -> None:
+def profile_backward(shapes: list[Problem]) -> None:
     """Time of each kernel of our backward (and FlexAttention's) at the default configs."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -359,7 +359,7 @@ def profile_backward(shapes: list[AttentionProblem]) -> None:
             print(f"  backward kernels {name:6s} {problem.describe()}: {parts}", flush=True)
 
 
-def run_sweep(kinds: list[str], shapes: list[AttentionProblem], rows: list[dict],
+def run_sweep(kinds: list[str], shapes: list[Problem], rows: list[dict],
               keep=lambda config: True) -> None:
     for kind in kinds:
         name, sweep, build = (("attention-fwd", FORWARD_SWEEP, ours_forward) if kind == "fwd"
@@ -408,7 +408,7 @@ def shapes_for(lengths, dims, causal_modes, dtype="bf16"):
     for d in dims:
         for causal in causal_modes:
             for n in lengths:
-                yield AttentionProblem(batch=max(1, TOKENS // n), q_heads=HIDDEN // d,
+                yield Problem(batch=max(1, TOKENS // n), q_heads=HIDDEN // d,
                                        kv_heads=HIDDEN // d, q_len=n, kv_len=n, head_dim=d,
                                        causal=causal, dtype=dtype)
 

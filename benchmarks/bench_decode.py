@@ -5,7 +5,7 @@ memory-efficient backends, q_len = 1 against KV caches of 4k..64k, checked befor
 
 Shapes: the anchors' (../shared/anchors/h100-peers.csv, decode rows: batch 16 x 16 heads,
 D = 128, MHA, bf16) plus a GQA model (batch 4, 32 query heads on 8 KV heads). TB/s counts
-the compulsory bytes (Q, K, V, O, lse once: `AttentionProblem.forward_min_bytes`), the same
+the compulsory bytes (Q, K, V, O, lse once: `Problem.forward_min_bytes`), the same
 bytes the anchors' TB/s count. Prints a table and writes CSV.
 """
 
@@ -24,7 +24,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from einsim.einsum_cascades.reference import attention_reference_torch
 from einsim.kernels.decode import config as cfg
 from einsim.kernels.decode.forward import decode_attention
-from einsim.kernels.problem import AttentionProblem, DeviceLimits
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits
 from einsim.kernels.registry import make_attention_inputs
 
 PEERS = {"sdpa_flash": "FLASH_ATTENTION", "sdpa_cudnn": "CUDNN_ATTENTION",
@@ -33,11 +34,11 @@ PEERS = {"sdpa_flash": "FLASH_ATTENTION", "sdpa_cudnn": "CUDNN_ATTENTION",
 
 def shapes(kv_lengths):
     for kv_len in kv_lengths:
-        yield "anchor", AttentionProblem(batch=16, q_heads=16, kv_heads=16, q_len=1, kv_len=kv_len,
+        yield "anchor", Problem(batch=16, q_heads=16, kv_heads=16, q_len=1, kv_len=kv_len,
                                          head_dim=128)
     for kv_len in kv_lengths:
         if kv_len >= 16384:
-            yield "gqa", AttentionProblem(batch=4, q_heads=32, kv_heads=8, q_len=1, kv_len=kv_len,
+            yield "gqa", Problem(batch=4, q_heads=32, kv_heads=8, q_len=1, kv_len=kv_len,
                                           head_dim=128)
 
 

@@ -24,7 +24,7 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from einsim.kernels.multipass import config as mp
-from einsim.kernels.problem import AttentionProblem
+from einsim.problem import Problem
 from einsim.kernels.registry import KERNELS, make_attention_inputs
 
 OURS = ("attention-fwd", "attention-2pass-fwd", "attention-3pass-fwd")
@@ -39,7 +39,7 @@ def time_ms(fn) -> float:
 def problems(lengths, causal_modes):
     for n in lengths:
         for causal in causal_modes:
-            yield AttentionProblem(batch=max(1, 16384 // n), q_heads=16, kv_heads=16, q_len=n,
+            yield Problem(batch=max(1, 16384 // n), q_heads=16, kv_heads=16, q_len=n,
                                    kv_len=n, head_dim=128, causal=causal)
 
 
@@ -58,7 +58,7 @@ def profile_once() -> int:
     """One launch of every multi-pass and decode kernel at one shape each, for ncu."""
     from einsim.kernels.decode.forward import decode_attention
 
-    problem = AttentionProblem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128)
+    problem = Problem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128)
     inputs = make_attention_inputs(problem, device="cuda")
     for name in OURS[1:]:
         spec = KERNELS[name]
@@ -70,7 +70,7 @@ def profile_once() -> int:
             print(f"{name} {label} {problem.describe()} {config}: predicted MB per pass (cascade) "
                   + ", ".join(f"{t.total / 1e6:.1f}" for t in cascade)
                   + "; requested " + ", ".join(f"{t.total / 1e6:.1f}" for t in requested))
-    decode = AttentionProblem(batch=16, q_heads=16, kv_heads=16, q_len=1, kv_len=16384, head_dim=128)
+    decode = Problem(batch=16, q_heads=16, kv_heads=16, q_len=1, kv_len=16384, head_dim=128)
     inputs = make_attention_inputs(decode, device="cuda")
     decode_attention(inputs["q"], inputs["k"], inputs["v"])
     spec = KERNELS["decode"]

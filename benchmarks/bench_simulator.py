@@ -42,7 +42,7 @@ def paper_grid() -> int:
         for model in MODELS:
             preset = load_model(model)
             for seq_len in PAPER_SEQ_LENS:
-                simulate(cascade, preset.workload(seq_len), target.format(platform="cloud"), mapping)
+                simulate(cascade, preset.problem(seq_len), target.format(platform="cloud"), mapping)
                 count += 1
     return count
 
@@ -53,7 +53,7 @@ def mapping_sweep(cascade: str, target: str, key_tiles) -> int:
     from einsim.simulator.models import load_model
 
     points = sweep_mappings(
-        cascade, load_model("BERT").workload(65536), target, key_tiles=key_tiles,
+        cascade, load_model("BERT").problem(65536), target, key_tiles=key_tiles,
         query_tiles=[32, 64, 128, 256], query_blocks=2 ** np.arange(5, 17), capacities=2 ** np.linspace(18, 28, 128),
         dram_bandwidths=[100e9, 200e9, 400e9, 800e9], spills=("store", "recompute"))
     return len(points["latency_s"])

@@ -29,30 +29,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from einsim.autotune.evaluate import Measurement, ReplayEvaluator  # noqa: E402
 from einsim.autotune.space import build_space, config_dict, config_key  # noqa: E402
-from einsim.kernels.problem import AttentionProblem  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 from einsim.simulator.kernel_model import predict_kernel  # noqa: E402
 
 TARGET = "h100-sxm"
 WITHIN = 0.03  # "within 3 % of the exhaustive best"
 SHAPES = [
-    ("attention-fwd", AttentionProblem(4, 16, 16, 4096, 4096, 128, causal=True)),
-    ("attention-fwd", AttentionProblem(16, 16, 16, 1024, 1024, 128, causal=True)),
-    ("attention-fwd", AttentionProblem(8, 16, 16, 2048, 2048, 64, causal=False)),
-    ("decode", AttentionProblem(8, 32, 8, 1, 8192, 128)),
-    ("decode", AttentionProblem(1, 32, 8, 1, 32768, 128)),
-    ("decode", AttentionProblem(32, 32, 8, 1, 2048, 128)),
+    ("attention-fwd", Problem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128, causal=True)),
+    ("attention-fwd", Problem(batch=16, q_heads=16, kv_heads=16, q_len=1024, kv_len=1024, head_dim=128, causal=True)),
+    ("attention-fwd", Problem(batch=8, q_heads=16, kv_heads=16, q_len=2048, kv_len=2048, head_dim=64, causal=False)),
+    ("decode", Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128)),
+    ("decode", Problem(batch=1, q_heads=32, kv_heads=8, q_len=1, kv_len=32768, head_dim=128)),
+    ("decode", Problem(batch=32, q_heads=32, kv_heads=8, q_len=1, kv_len=2048, head_dim=128)),
 ]
 
 
-def shape_id(kernel: str, problem: AttentionProblem) -> str:
+def shape_id(kernel: str, problem: Problem) -> str:
     from einsim.autotune.study import problem_tag
 
     return f"{kernel}:{problem_tag(problem)}"
 
 
-def compile_group(kernel: str, problem: AttentionProblem) -> tuple:
+def compile_group(kernel: str, problem: Problem) -> tuple:
     """Shapes whose kernels compile to the same binaries (same constexprs)."""
-    return (kernel, problem.head_dim, problem.value_dim, problem.causal, problem.window, problem.dtype, problem.group)
+    return (kernel, problem.head_dim, problem.v_head_dim, problem.causal, problem.window, problem.dtype, problem.group_size)
 
 
 def log(message: str, stream=None) -> None:

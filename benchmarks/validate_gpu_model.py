@@ -33,8 +33,8 @@ def main() -> None:
     rows = compare(args.csv_path, args.target)
     print("| kind | N | D | causal | backend (style) | measured ms | predicted ms | error | model bound |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in sorted(rows, key=lambda r: (r.kind != "prefill", r.workload.head_dim, r.workload.causal, r.workload.kv_len, r.backend)):
-        w = r.workload
+    for r in sorted(rows, key=lambda r: (r.kind != "prefill", r.problem.head_dim, r.problem.causal, r.problem.kv_len, r.backend)):
+        w = r.problem
         print(f"| {r.kind} | {w.kv_len} | {w.head_dim} | {'yes' if w.causal else 'no'} | {r.backend} ({r.style}) | "
               f"{r.measured_ms:.3f} | {r.predicted_ms:.3f} | {100 * r.error:+.1f} % | {r.bound} |")
     print()
@@ -43,8 +43,8 @@ def main() -> None:
     for (kind, backend), s in summary(rows).items():
         print(f"| {kind} | {backend} | {s['rows']} | {100 * s['mean_abs']:.1f} % | {100 * s['max_abs']:.1f} % | {100 * s['bias']:+.1f} % |")
     if args.csv:
-        write_csv([{"kind": r.kind, "backend": r.backend, "style": r.style, "N": r.workload.kv_len, "D": r.workload.head_dim,
-                    "causal": int(r.workload.causal), "measured_ms": r.measured_ms, "predicted_ms": r.predicted_ms,
+        write_csv([{"kind": r.kind, "backend": r.backend, "style": r.style, "N": r.problem.kv_len, "D": r.problem.head_dim,
+                    "causal": int(r.problem.causal), "measured_ms": r.measured_ms, "predicted_ms": r.predicted_ms,
                     "error": r.error, "bound": r.bound} for r in rows], args.csv)
 
 
@@ -53,21 +53,21 @@ def ours_rows(path: str | Path, target: str = "h100-sxm") -> list[dict]:
     import csv
 
     from einsim.simulator.gpu import simulate_gpu
-    from einsim.simulator.workload import Workload
+    from einsim.problem import Problem
 
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
     out = []
     for row in rows:
         n = {k: int(row[k]) for k in ("batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim", "causal")}
-        workload = Workload(batch=n["batch"], heads=n["heads"], kv_heads=n["kv_heads"], q_len=n["q_len"],
+        problem = Problem(batch=n["batch"], q_heads=n["heads"], kv_heads=n["kv_heads"], q_len=n["q_len"],
                             kv_len=n["kv_len"], head_dim=n["head_dim"], causal=bool(n["causal"]))
         if row["kernel"] == "decode":  # kernels/decode default: BLOCK_N 128, 3 stages, automatic splits
             cascade, mapping = "fusemax", {"block_n": 128, "num_stages": 3, "kernel_style": "triton"}
         else:  # kernels/multipass default for D = 128
             cascade = row["kernel"]
             mapping = {"block_m": 128, "block_n": 64, "num_stages": 3, "kernel_style": "triton", "multipass": row["mapping"]}
-        est = simulate_gpu(cascade, workload, target, mapping)
+        est = simulate_gpu(cascade, problem, target, mapping)
         measured = float(row["measured_ms"])
         predicted = est.latency_s * 1e3
         out.append({**row, "predicted_ms": predicted, "error": predicted / measured - 1, "bound": est.bound,

@@ -6,10 +6,10 @@ without a GPU stack. Launchers import torch and triton when first called; `atten
 autograd-aware front door) is resolved on first access.
 """
 
-from einsim.kernels.problem import AttentionProblem, DeviceLimits
+from einsim.kernels.limits import DeviceLimits
 from einsim.kernels.registry import KERNELS, KernelSpec, get_kernel, register
 
-__all__ = ["AttentionProblem", "DeviceLimits", "KERNELS", "KernelSpec", "attention",
+__all__ = ["DeviceLimits", "KERNELS", "KernelSpec", "attention",
            "get_kernel", "register"]
 
 

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from einsim.errors import ConfigError
-from einsim.kernels.problem import AttentionProblem, DeviceLimits
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits
 
 # Kernel families, each a folder with a torch-free config.py that calls register().
 _FAMILY_MODULES = (
@@ -39,17 +40,19 @@ _FAMILY_MODULES = (
     "einsim.kernels.decode.config",
 )
 TUNED_DIR = Path(__file__).resolve().parent / "tuned"
+# What einsim's Triton kernels load and store (a Problem may name others for the simulator).
+KERNEL_DTYPES = ("bf16", "fp16")
 
 
-def _forward_flops(problem: AttentionProblem) -> float:
+def _forward_flops(problem: Problem) -> float:
     return problem.forward_flops()
 
 
-def _forward_min_bytes(problem: AttentionProblem) -> int:
+def _forward_min_bytes(problem: Problem) -> int:
     return problem.forward_min_bytes()
 
 
-def make_attention_inputs(problem: AttentionProblem, dtype: str | None = None, device: str = "cuda",
+def make_attention_inputs(problem: Problem, dtype: str | None = None, device: str = "cuda",
                           seed: int = 0, *, requires_grad: bool = False,
                           scale: float | None = None) -> dict[str, Any]:
     """Random q, k, v (standard normal) for `problem`, plus the options every launcher reads.
@@ -60,9 +63,9 @@ def make_attention_inputs(problem: AttentionProblem, dtype: str | None = None, d
     import torch
 
     dtype = dtype or problem.dtype
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-    if torch_dtype is None:
-        raise ConfigError(f"make_inputs: dtype must be 'bf16' or 'fp16', got {dtype!r}")
+    if dtype not in KERNEL_DTYPES:
+        raise ConfigError(f"make_inputs: dtype must be one of {', '.join(KERNEL_DTYPES)}, got {dtype!r}")
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def randn(*shape):
@@ -73,7 +76,7 @@ def make_attention_inputs(problem: AttentionProblem, dtype: str | None = None, d
     inputs: dict[str, Any] = {
         "q": randn(p.batch, p.q_heads, p.q_len, p.head_dim),
         "k": randn(p.batch, p.kv_heads, p.kv_len, p.head_dim),
-        "v": randn(p.batch, p.kv_heads, p.kv_len, p.value_dim),
+        "v": randn(p.batch, p.kv_heads, p.kv_len, p.v_head_dim),
         "causal": p.causal,
         "window": p.window,
         "scale": scale,
@@ -81,7 +84,7 @@ def make_attention_inputs(problem: AttentionProblem, dtype: str | None = None, d
     if requires_grad:
         for name in ("q", "k", "v"):
             inputs[name].requires_grad_(True)
-        inputs["do"] = randn(p.batch, p.q_heads, p.q_len, p.value_dim)
+        inputs["do"] = randn(p.batch, p.q_heads, p.q_len, p.v_head_dim)
     return inputs
 
 
@@ -97,13 +100,13 @@ class KernelSpec:
     name: str
     cascade: str
     config_type: type
-    default_config: Callable[[AttentionProblem], Any]
+    default_config: Callable[[Problem], Any]
     search_space: Callable[..., list]
     check_config: Callable[..., list[str]]
-    shared_memory_bytes: Callable[[Any, AttentionProblem], int]
+    shared_memory_bytes: Callable[[Any, Problem], int]
     launcher: str
-    flops: Callable[[AttentionProblem], float] = _forward_flops
-    min_bytes: Callable[[AttentionProblem], int] = _forward_min_bytes
+    flops: Callable[[Problem], float] = _forward_flops
+    min_bytes: Callable[[Problem], int] = _forward_min_bytes
     make_inputs: Callable[..., dict] = make_attention_inputs
     description: str = ""
     direction: str = "forward"  # "forward" | "backward": what `launch` times
@@ -113,21 +116,23 @@ class KernelSpec:
         module_name, _, function = self.launcher.partition(":")
         return getattr(importlib.import_module(module_name), function)(config, inputs)
 
-    def config_reasons(self, config, problem: AttentionProblem,
+    def config_reasons(self, config, problem: Problem,
                        limits: DeviceLimits | None = None) -> list[str]:
-        """check_config plus the checks every kernel shares (right config type)."""
+        """check_config plus the checks every kernel shares (config type, dtype)."""
         if not isinstance(config, self.config_type):
             return [f"expected a {self.config_type.__name__}, got {type(config).__name__}"]
-        return list(self.check_config(config, problem, limits))
+        shared = ([] if problem.dtype in KERNEL_DTYPES else
+                  [f"dtype {problem.dtype}: the kernels take {' or '.join(KERNEL_DTYPES)}"])
+        return shared + list(self.check_config(config, problem, limits))
 
-    def validate(self, config, problem: AttentionProblem, limits: DeviceLimits | None = None) -> None:
+    def validate(self, config, problem: Problem, limits: DeviceLimits | None = None) -> None:
         """Raise ConfigError naming every reason `config` cannot run `problem`."""
         reasons = self.config_reasons(config, problem, limits)
         if reasons:
             raise ConfigError(f"{self.name}: config {config} cannot run {problem.describe()}: "
                               + "; ".join(reasons))
 
-    def resolve_config(self, config, problem: AttentionProblem, limits: DeviceLimits | None = None):
+    def resolve_config(self, config, problem: Problem, limits: DeviceLimits | None = None):
         """`config` if given, else a tuned one from the cache, else the family's default."""
         if config is None:
             config = tuned_config(self, problem, limits) or self.default_config(problem)
@@ -164,7 +169,7 @@ def config_from_dict(spec: KernelSpec, values: dict[str, Any]):
 
 # -- tuned defaults ----------------------------------------------------------------------------
 # kernels/tuned/<kernel>.json: {"kernel": name, "entries": [{"device": "NVIDIA H100 ...",
-# "problem": {AttentionProblem fields}, "config": {config fields}}, ...]}. The autotuner writes
+# "problem": {Problem fields}, "config": {config fields}}, ...]}. The autotuner writes
 # them; a launcher given no config takes the entry for the same problem (device name matched
 # when known), else the family's default_config.
 _tuned_cache: dict[str, list] = {}
@@ -183,7 +188,7 @@ def _tuned_entries(name: str) -> list:
     return _tuned_cache[name]
 
 
-def tuned_config(spec: KernelSpec, problem: AttentionProblem, limits: DeviceLimits | None = None):
+def tuned_config(spec: KernelSpec, problem: Problem, limits: DeviceLimits | None = None):
     """The tuned config for this problem, or None: first the autotuner's caches (the user's
     `einsim autotune` exports, then kernels/tuned/, by shape bucket and GPU; docs/autotune.md),
     then an exact-problem entry of kernels/tuned/."""
@@ -193,8 +198,9 @@ def tuned_config(spec: KernelSpec, problem: AttentionProblem, limits: DeviceLimi
     config = from_tuning_cache(spec.name, problem, gpu)
     if config is not None and not spec.config_reasons(config, problem, limits):
         return config
-    wanted = dataclasses.asdict(problem)
-    wanted["window"] = list(problem.window) if problem.window is not None else None
+    wanted = problem.to_dict()
+    wanted.pop("name", None)
+    wanted.pop("symbols", None)
     for entry in _tuned_entries(spec.name):
         stored = dict(entry.get("problem", {}))
         if stored.get("window") is not None:

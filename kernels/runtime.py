@@ -1,4 +1,4 @@
-"""What every launcher does before a launch: check tensors into an AttentionProblem, know the
+"""What every launcher does before a launch: check tensors into a Problem, know the
 device's limits, detect Triton's CPU interpreter (and work around its known bugs), decide whether
 tensor descriptors (TMA) can address the tensors. Imports torch; imports triton only to patch it.
 """
@@ -9,7 +9,8 @@ import functools
 import os
 
 from einsim.errors import ShapeError
-from einsim.kernels.problem import AttentionProblem, DeviceLimits
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits
 
 _DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
@@ -63,8 +64,8 @@ def dtype_name(tensor) -> str:
 
 
 def check_attention_inputs(q, k, v, *, kernel: str, causal=False, window=None,
-                           scale=None) -> AttentionProblem:
-    """The AttentionProblem of q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv], or a
+                           scale=None) -> Problem:
+    """The Problem of q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv], or a
     ShapeError saying what is wrong. Any strides are accepted (kernels take them)."""
     import torch
 
@@ -121,7 +122,7 @@ def check_attention_inputs(q, k, v, *, kernel: str, causal=False, window=None,
         if tensor.shape[2] * abs(tensor.stride(2)) + tensor.shape[3] * abs(tensor.stride(3)) >= 2**31:
             raise ShapeError(f"{kernel}: {name} has more than 2^31 elements in one head "
                              f"(shape {tuple(tensor.shape)}, strides {tuple(tensor.stride())})")
-    return AttentionProblem(
+    return Problem(
         batch=batch, q_heads=q_heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len,
         head_dim=head_dim, causal=bool(causal), window=window, dtype=dtype_name(q),
         v_head_dim=None if v_head_dim == head_dim else v_head_dim)

@@ -3,6 +3,5 @@ and energy per Einsum and for the whole cascade."""
 
 from einsim.simulator.estimate import EinsumEstimate, Estimate
 from einsim.simulator.models import ModelPreset, load_model, model_names
-from einsim.simulator.workload import Workload
 
-__all__ = ["EinsumEstimate", "Estimate", "ModelPreset", "Workload", "load_model", "model_names"]
+__all__ = ["EinsumEstimate", "Estimate", "ModelPreset", "load_model", "model_names"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Estimate:
 
     cascade: str
     target: str
-    workload: Workload
+    problem: Problem
     passes: int
     buffer_bytes: float  # on-chip bytes the mapping needs live at the innermost shared level
     buffer_capacity_bytes: float

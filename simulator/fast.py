@@ -12,10 +12,10 @@ import numpy as np
 from einsim.simulator.mapping import Mapping, load_mapping
 from einsim.simulator.simulate import resolve_cascade, resolve_target
 from einsim.simulator.spatial import compile_design
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 
 
-def sweep_mappings(cascade: Any, workload: Workload, target: Any, *, key_tiles: Sequence[int | None] = (None,),
+def sweep_mappings(cascade: Any, problem: Problem, target: Any, *, key_tiles: Sequence[int | None] = (None,),
                    query_tiles: Sequence[int] | None = None, query_blocks: Sequence[int] | None = None,
                    capacities: Sequence[float] | None = None, dram_bandwidths: Sequence[float] | None = None,
                    spills: Sequence[str] = ("store",), mapping: Any = None) -> dict[str, np.ndarray]:
@@ -28,7 +28,7 @@ def sweep_mappings(cascade: Any, workload: Workload, target: Any, *, key_tiles: 
     base = load_mapping(mapping)
     columns: dict[str, list[np.ndarray]] = {}
     for key_tile, spill in itertools.product(key_tiles, spills):
-        design = compile_design(cascade, workload, target, Mapping(**{**base.__dict__, "key_tile": key_tile}))
+        design = compile_design(cascade, problem, target, Mapping(**{**base.__dict__, "key_tile": key_tile}))
         grid = np.meshgrid(
             np.asarray(query_blocks if query_blocks is not None else design.mapping.query_blocks, dtype=float),
             np.asarray(query_tiles if query_tiles is not None else [design.mapping.query_tile], dtype=float),

@@ -17,7 +17,7 @@ import numpy as np
 
 from einsim.errors import ConfigError, SpecError
 from einsim.simulator.estimate import EinsumEstimate, Estimate
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 from einsim.targets.loader import read_yaml_file
 
 # --- the ceilings -------------------------------------------------------------------------------
@@ -298,17 +298,17 @@ BASIC_OPS = ("mul", "add", "sub", "max", "min", "div", "exp")
 SPECIAL_FUNCTION_VECTOR_OPS = 4.0  # other transcendental functions: an SFU op plus ~4 FP32 ops  # one SM can draw up to 2x its fair share of HBM bandwidth
 
 
-def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = None) -> Estimate:
+def simulate_gpu(cascade: Any, problem: Problem, target: Any, mapping: Any = None) -> Estimate:
     """The Estimate of `cascade` for `workload` on a GPU target (docs/simulator.md § GPU targets)."""
     cascade = _as_cascade(cascade)
     target = _as_target(target)
     plan = gpu_mapping(mapping)
-    roofs = gpu_roofs(target, workload_dtype(workload, target), plan.roofs)
+    roofs = gpu_roofs(target, problem.dtype, plan.roofs)
     levels = _gpu_levels(target)
     notes: list[str] = []
     if not _is_attention(cascade):
-        return _simulate_unfused(cascade, workload, target, plan, roofs, levels)
-    causal, window = _cascade_mask(cascade, workload)
+        return _simulate_unfused(cascade, problem, target, plan, roofs, levels)
+    causal, window = _cascade_mask(cascade, problem)
 
     from einsim.einsum_cascades.passes import analyze_passes
 
@@ -316,10 +316,10 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     family_m = _family(cascade, "M")
     family_p = _family(cascade, "P")
 
-    B, H, G = workload.batch, workload.heads, workload.key_value_heads
-    P, M, E, F = workload.q_len, workload.kv_len, workload.head_dim, workload.value_dim
-    word = workload.dtype_bytes
-    group = workload.group_size
+    B, H, G = problem.batch, problem.q_heads, problem.kv_heads
+    P, M, E, F = problem.q_len, problem.kv_len, problem.head_dim, problem.v_head_dim
+    word = problem.dtype_bytes
+    group = problem.group_size
     bn = min(plan.block_n, _pow2_at_least(M))
 
     # CTAs: prefill tiles the queries of each (b, h); decode-like shapes (fewer queries than a
@@ -352,7 +352,7 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     if visit.exact_pairs == 0:
         notes.append("the mask leaves no (query, key) pair: only the launch is paid")
 
-    sizes = _bind(cascade, workload, bn, splits, window)
+    sizes = _bind(cascade, problem, bn, splits, window)
     recompute: dict[int, list[str]] = {}
     growing = [t for t in report.live_across_passes if t.grows_with_rank and t.produced_in > 0]
     if report.passes > 1:
@@ -615,7 +615,7 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
         chosen,
         cascade=cascade.name,
         target=target.name,
-        workload=workload,
+        problem=problem,
         passes=report.passes,
         buffer_bytes=float(smem_need),
         buffer_capacity_bytes=float(smem_capacity),
@@ -633,14 +633,14 @@ def simulate_gpu(cascade: Any, workload: Workload, target: Any, mapping: Any = N
     )
 
 
-def _simulate_unfused(cascade: Any, workload: Workload, target: Any, plan: GpuMapping, roofs: GpuRoofs, levels: dict) -> Estimate:
+def _simulate_unfused(cascade: Any, problem: Problem, target: Any, plan: GpuMapping, roofs: GpuRoofs, levels: dict) -> Estimate:
     """Cascades without softmax-attention structure (GEMM, FFN, linear attention): one kernel per
     Einsum, each reading its operands from HBM and writing its output there (§ "Other cascades")."""
     from einsim.einsum_cascades.passes import analyze_passes
 
-    sizes = cascade.bind({rank: size for rank, size in workload.rank_sizes().items() if rank in cascade.ranks})
+    sizes = cascade.bind({rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks})
     passes = analyze_passes(cascade, rank="M").passes if "M" in cascade.ranks else 1
-    word = workload.dtype_bytes
+    word = problem.dtype_bytes
     dtype = roofs.dtype
     e_tc = target.energy_per_op(target.unit("matrix"), dtype, "mac")
     e_vec = target.energy_per_op(target.unit("vector"), dtype)
@@ -701,7 +701,7 @@ def _simulate_unfused(cascade: Any, workload: Workload, target: Any, plan: GpuMa
         bound = "launch"
     return _estimate(
         {"kind": "gpu-unfused", "kernel_style": plan.kernel_style, "roofs": plan.roofs},
-        cascade=cascade.name, target=target.name, workload=workload, passes=passes,
+        cascade=cascade.name, target=target.name, problem=problem, passes=passes,
         buffer_bytes=0.0, buffer_capacity_bytes=float(roofs.smem_bytes_per_sm), fits=True,
         traffic_bytes=hbm_total, traffic_by_level={"hbm": hbm_total}, compute_ops=totals,
         latency_s=latency, bound=bound, utilization=utilization, energy_j=sum(energy.values()),
@@ -737,14 +737,6 @@ def _as_cascade(cascade: Any) -> Any:
     return cascade
 
 
-def workload_dtype(workload: Workload, target: Any) -> str:
-    """The dtype whose peaks apply to a workload: its element size, on the target's preferred
-    16-bit format. The roofline plots use this too, so their roofs are the simulator's."""
-    if workload.dtype_bytes == 2:
-        return target.default_dtype if target.default_dtype in ("bf16", "fp16") else "bf16"
-    return {1: "fp8", 4: "fp32"}.get(workload.dtype_bytes, target.default_dtype)
-
-
 def _family(cascade: Any, rank: str) -> set[str]:
     """A rank and every part of its partitions (M -> M1, M0; M -> MC, MT -> M1, M0)."""
     family = {rank}
@@ -762,10 +754,10 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(4, (n - 1).bit_length())
 
 
-def _bind(cascade: Any, workload: Workload, block_n: int, splits: int = 1, window: tuple[int, int] | None = None) -> dict[str, int]:
+def _bind(cascade: Any, problem: Problem, block_n: int, splits: int = 1, window: tuple[int, int] | None = None) -> dict[str, int]:
     """Rank sizes for the cascade: the workload's, the K/V tile (innermost part of M) = block_n,
     the outermost part of a two-level M partition (decode-splitkv's MC) = splits, the window."""
-    given: dict[str, int] = {rank: size for rank, size in workload.rank_sizes().items() if rank in cascade.ranks}
+    given: dict[str, int] = {rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks}
     symbols = getattr(cascade, "symbols", {})
     if window is not None and "window_left" in symbols:
         given["window_left"], given["window_right"] = window
@@ -790,11 +782,11 @@ def _set_rank(cascade: Any, given: dict[str, int], rank: str, value: int) -> Non
         given[rank] = value
 
 
-def _cascade_mask(cascade: Any, workload: Workload) -> tuple[bool, tuple[int, int] | None]:
+def _cascade_mask(cascade: Any, problem: Problem) -> tuple[bool, tuple[int, int] | None]:
     """The mask the GPU visits tiles for: the workload's, and the cascade's own causal or window
     filter even when the workload does not ask for one (attention-causal, attention-window)."""
-    causal = workload.causal
-    window = workload.window
+    causal = problem.causal
+    window = problem.window
     texts = {str(f).replace(" ", "") for f in getattr(cascade, "filters", ())}
     if "m<=p+M-P" in texts:
         causal = True

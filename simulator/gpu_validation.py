@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from einsim.simulator.gpu import simulate_gpu
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 
 # backend -> the kernel style of the GPU model it is (docs/simulator.md § GPU targets, "Kernel styles")
 BACKEND_STYLES = {"sdpa_cudnn": "hopper", "flex": "triton", "sdpa_flash": "ampere"}
@@ -25,7 +25,7 @@ class Comparison:
     kind: str  # prefill | decode
     backend: str
     style: str
-    workload: Workload
+    problem: Problem
     measured_ms: float
     predicted_ms: float
     bound: str
@@ -36,11 +36,11 @@ class Comparison:
         return (self.predicted_ms - self.measured_ms) / self.measured_ms
 
 
-def anchor_workload(kind: str, n: int, d: int, causal: bool) -> Workload:
+def anchor_problem(kind: str, n: int, d: int, causal: bool) -> Problem:
     """The shape of an anchor row: prefill keeps batch x N = 16k tokens and heads x D = 2048."""
     if kind == "decode":
-        return Workload(batch=DECODE_BATCH, heads=DECODE_HEADS, q_len=1, kv_len=n, head_dim=d, causal=causal, name=f"decode N={n} D={d}")
-    return Workload(batch=ANCHOR_TOKENS // n, heads=ANCHOR_HIDDEN // d, q_len=n, kv_len=n, head_dim=d, causal=causal, name=f"prefill N={n} D={d}{' causal' if causal else ''}")
+        return Problem(batch=DECODE_BATCH, q_heads=DECODE_HEADS, q_len=1, kv_len=n, head_dim=d, causal=causal, name=f"decode N={n} D={d}")
+    return Problem(batch=ANCHOR_TOKENS // n, q_heads=ANCHOR_HIDDEN // d, q_len=n, kv_len=n, head_dim=d, causal=causal, name=f"prefill N={n} D={d}{' causal' if causal else ''}")
 
 
 def compare(csv_path: str | Path, target: str = "h100-sxm", cascade: str = "fusemax", kinds: Iterable[str] = ("prefill", "decode")) -> list[Comparison]:
@@ -50,10 +50,10 @@ def compare(csv_path: str | Path, target: str = "h100-sxm", cascade: str = "fuse
         for row in csv.DictReader(handle):
             if row["kind"] not in kinds or row["backend"] not in BACKEND_STYLES:
                 continue
-            workload = anchor_workload(row["kind"], int(row["N"]), int(row["D"]), row["causal"] in ("1", "True", "true"))
+            problem = anchor_problem(row["kind"], int(row["N"]), int(row["D"]), row["causal"] in ("1", "True", "true"))
             style = BACKEND_STYLES[row["backend"]]
-            estimate = simulate_gpu(cascade, workload, target, {"kernel_style": style})
-            rows.append(Comparison(row["kind"], row["backend"], style, workload, float(row["ms"]), estimate.latency_s * 1e3, estimate.bound))
+            estimate = simulate_gpu(cascade, problem, target, {"kernel_style": style})
+            rows.append(Comparison(row["kind"], row["backend"], style, problem, float(row["ms"]), estimate.latency_s * 1e3, estimate.bound))
     return rows
 
 

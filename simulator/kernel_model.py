@@ -626,7 +626,7 @@ def _spec(kernel_name: str) -> Any:
 def _device_limits(roofs: Roofs) -> Any:
     """The kernels' DeviceLimits for this target, where the kernels package defines it."""
     try:
-        from einsim.kernels.problem import DeviceLimits
+        from einsim.kernels.limits import DeviceLimits
     except ImportError:
         return None
     values = {

@@ -15,7 +15,7 @@ from einsim.errors import ConfigError
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import Mapping
 from einsim.simulator.simulate import resolve_cascade, resolve_target, simulate
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 
 
 @dataclass(frozen=True)
@@ -52,23 +52,23 @@ def linear_shapes(model) -> list[tuple[str, int, int]]:
     return shapes
 
 
-def simulate_linear(name_k_n: tuple[str, int, int], tokens: int, target: Any, dtype_bytes: int = 2) -> Estimate:
+def simulate_linear(name_k_n: tuple[str, int, int], tokens: int, target: Any, dtype: str = "bf16") -> Estimate:
     """One GEMM of `tokens` rows: the library's `gemm` cascade Z[m,n] = A[k,m] * B[k,n] with the
     token rank M kept on chip per block and the weight rank N streamed (§8)."""
     target = resolve_target(target)
     if target.kind != "spatial":
         raise ConfigError(f"{target.name}: whole-layer estimates are modelled on spatial targets only")
     name, k, n = name_k_n
-    return _linear(name, k, n, tokens, target, dtype_bytes)
+    return _linear(name, k, n, tokens, target, dtype)
 
 
 @lru_cache(maxsize=512)
-def _linear(name: str, k: int, n: int, tokens: int, target, dtype_bytes: int) -> Estimate:
+def _linear(name: str, k: int, n: int, tokens: int, target, dtype: str) -> Estimate:
     from einsim.simulator.spatial import compile_design
 
     gemm = resolve_cascade("gemm")
-    workload = Workload(batch=1, heads=1, q_len=tokens, kv_len=n, head_dim=k, dtype_bytes=dtype_bytes, name=f"{name} {tokens}x{k}x{n}")
-    design = compile_design(gemm, workload, target, Mapping(), key_rank="N", query_rank="M",
+    problem = Problem(batch=1, q_heads=1, q_len=tokens, kv_len=n, head_dim=k, dtype=dtype, name=f"{name} {tokens}x{k}x{n}")
+    design = compile_design(gemm, problem, target, Mapping(), key_rank="N", query_rank="M",
                             sizes={"M": tokens, "N": n, "K": k})
     return design.estimate(design.choose())
 
@@ -77,8 +77,8 @@ def simulate_layer(model, seq_len: int, target: Any, cascade: Any, mapping: Any 
                    mode: str = "prefill", batch: int | None = None) -> LayerEstimate:
     """Attention (`cascade` on `target` under `mapping`) plus the layer's linear layers for the
     tokens of `model` at `seq_len` (prefill: batch x seq_len tokens; decode: batch)."""
-    workload = model.workload(seq_len, mode, batch)
-    attention = simulate(cascade, workload, target, mapping)
-    tokens = workload.batch * workload.q_len
-    linear = tuple((shape[0], simulate_linear(shape, tokens, target, workload.dtype_bytes)) for shape in linear_shapes(model))
+    problem = model.problem(seq_len, mode, batch)
+    attention = simulate(cascade, problem, target, mapping)
+    tokens = problem.batch * problem.q_len
+    linear = tuple((shape[0], simulate_linear(shape, tokens, target, problem.dtype)) for shape in linear_shapes(model))
     return LayerEstimate(attention, linear)

@@ -196,7 +196,7 @@ def is_contraction(einsum) -> bool:
     return einsum.reduce_op == "sum" and bool(einsum.reduced_ranks) and "mul" in einsum.map_ops
 
 
-def resolve_mapping(mapping: Mapping, cascade, target, report, workload) -> ResolvedMapping:
+def resolve_mapping(mapping: Mapping, cascade, target, report, problem) -> ResolvedMapping:
     """Fill every None of `mapping` with the design's default (docs/simulator.md §2) and check
     that what the user fixed is consistent with the cascade and the target (ConfigError)."""
     rows, cols = array_shape(target)
@@ -245,7 +245,7 @@ def resolve_mapping(mapping: Mapping, cascade, target, report, workload) -> Reso
         key_tile = mapping.key_tile or rows
     elif mapping.key_tile is not None:
         raise ConfigError(f"{mapping.source}: key_tile: {cascade.name} does not partition {key_rank} into tiles")
-    query_len = workload.q_len * workload.group_size
+    query_len = problem.q_len * problem.group_size
     query_tile = min(mapping.query_tile or cols, query_len)
     if mapping.query_block is not None:
         blocks = (min(mapping.query_block, query_len),)

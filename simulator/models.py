@@ -1,5 +1,5 @@
 """Model presets (simulator/models/*.yaml): the FuseMax paper's BERT/TrXL/T5/XLM and current LLMs,
-turned into one attention layer's Workload for a sequence length in prefill or decode mode."""
+turned into one attention layer's Problem for a sequence length in prefill or decode mode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from einsim.errors import ShapeError, SpecError
 from einsim.targets.loader import read_yaml_file
-from einsim.simulator.workload import Workload
+from einsim.problem import DTYPE_BYTES, Problem
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 MODES = ("prefill", "decode")
@@ -19,7 +19,7 @@ MODES = ("prefill", "decode")
 PAPER_SEQ_LENS = (1024, 4096, 16384, 65536, 262144, 1048576)
 
 _REQUIRED = ("name", "hidden", "heads", "head_dim", "ffn", "batch")
-_OPTIONAL = ("description", "kv_heads", "v_head_dim", "ffn_matrices", "layers", "causal", "window", "dtype_bytes", "sources")
+_OPTIONAL = ("description", "kv_heads", "v_head_dim", "ffn_matrices", "layers", "causal", "window", "dtype", "sources")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ModelPreset:
     layers: int = 1
     causal: bool = False
     window: tuple[int, int] | None = None  # (left, right), einsim's convention
-    dtype_bytes: int = 2
+    dtype: str = "bf16"  # the element type of activations, KV cache and weights
     description: str = ""
     sources: tuple[str, ...] = ()
 
@@ -46,16 +46,16 @@ class ModelPreset:
     def key_value_heads(self) -> int:
         return self.kv_heads if self.kv_heads is not None else self.heads
 
-    def workload(self, seq_len: int, mode: str = "prefill", batch: int | None = None) -> Workload:
+    def problem(self, seq_len: int, mode: str = "prefill", batch: int | None = None) -> Problem:
         """One attention layer: prefill attends seq_len queries to seq_len keys; decode one new
         query to a KV cache of seq_len keys (bottom-right aligned, so causal/window still apply)."""
         if mode not in MODES:
             raise ShapeError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
             raise ShapeError(f"seq_len must be a positive integer, got {seq_len!r}")
-        return Workload(
+        return Problem(
             batch=self.batch if batch is None else batch,
-            heads=self.heads,
+            q_heads=self.heads,
             kv_heads=self.kv_heads,
             q_len=seq_len if mode == "prefill" else 1,
             kv_len=seq_len,
@@ -63,10 +63,10 @@ class ModelPreset:
             v_head_dim=self.v_head_dim,
             causal=self.causal,
             window=self.window,
-            dtype_bytes=self.dtype_bytes,
+            dtype=self.dtype,
             name=f"{self.name}/{mode}/{seq_len}",
-            hidden=self.hidden,
-            ffn_dim=self.ffn,
+            # the layer's widths, bound by the rest-of-layer cascades (ffn.yaml: hidden, ffn_dim)
+            symbols={"hidden": self.hidden, "ffn_dim": self.ffn},
         )
 
     def linear_macs_per_token(self) -> int:
@@ -79,7 +79,7 @@ class ModelPreset:
 
     def linear_weight_bytes(self) -> int:
         """Bytes of one layer's projection and FFN weights (what decode must read per step)."""
-        return self.linear_macs_per_token() * self.dtype_bytes
+        return self.linear_macs_per_token() * DTYPE_BYTES[self.dtype]
 
 
 def model_names() -> list[str]:
@@ -146,6 +146,9 @@ def parse_model(document: Any, source: str = "<model>") -> ModelPreset:
     ffn_matrices = positive("ffn_matrices", 2)
     if ffn_matrices not in (2, 3):
         fail("ffn_matrices", "2 (MLP) or 3 (gated, SwiGLU)", ffn_matrices)
+    dtype = document.get("dtype", "bf16")
+    if dtype not in DTYPE_BYTES:
+        fail("dtype", f"one of {', '.join(DTYPE_BYTES)}", dtype)
     sources = document.get("sources", [])
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         fail("sources", "a list of strings", sources)
@@ -162,7 +165,7 @@ def parse_model(document: Any, source: str = "<model>") -> ModelPreset:
         layers=positive("layers", 1),
         causal=causal,
         window=window,
-        dtype_bytes=positive("dtype_bytes", 2),
+        dtype=dtype,
         description=str(document.get("description", "")),
         sources=tuple(sources),
     )

@@ -71,9 +71,9 @@ def run(platform: str = "cloud", designs=tuple(DESIGN_SPECS), models=MODELS, seq
         cascade, target, mapping = DESIGN_SPECS[design]
         target = target.format(platform=platform)
         model = load_model(model_name)
-        workload = model.workload(seq_len)
-        attention = simulate(cascade, workload, target, mapping)
-        tokens = workload.batch * workload.q_len
+        problem = model.problem(seq_len)
+        attention = simulate(cascade, problem, target, mapping)
+        tokens = problem.batch * problem.q_len
         linear = [simulate_linear(shape, tokens, target) for shape in linear_shapes(model)]
         out[(design, model_name, seq_len)] = Point(attention, sum(e.latency_s for e in linear), sum(e.energy_j for e in linear))
     return out
@@ -86,7 +86,7 @@ def minimum_buffer_bytes(design: str, model_name: str, seq_len: int, platform: s
 
     cascade, target, mapping = DESIGN_SPECS[design]
     target = resolve_target(target.format(platform=platform))
-    d = compile_design(resolve_cascade(cascade), load_model(model_name).workload(seq_len), target, mapping)
+    d = compile_design(resolve_cascade(cascade), load_model(model_name).problem(seq_len), target, mapping)
     result = d.evaluate(np.array([d.mapping.query_tile], dtype=float), "store", np.inf)
     return float(result["buffer_bytes"][0])
 

@@ -1,4 +1,4 @@
-"""Workloads from the command line: `--shape B,H,N,D` with --kv-heads/--causal/--window/--q-len, or
+"""Attention problems from the command line: `--shape B,H,N,D` with --kv-heads/--causal/--window/--q-len, or
 `--model NAME --seq-len N [--mode decode] [--batch B]`; shared by every subcommand that takes one."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import re
 
 from einsim.errors import ShapeError
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 
 
 def parse_shape(
@@ -16,9 +16,9 @@ def parse_shape(
     causal: bool = False,
     window: tuple[int, int] | None = None,
     q_len: int | None = None,
-    dtype_bytes: int = 2,
-) -> Workload:
-    """'B,H,N,D' (N = keys; queries too unless q_len is given; D = head dim) -> Workload.
+    dtype: str = "bf16",
+) -> Problem:
+    """'B,H,N,D' (N = keys; queries too unless q_len is given; D = head dim) -> Problem.
     Also accepts 'x' as separator and k/K suffixes ('16,32,4k,128')."""
     parts = [p for p in re.split(r"[,x\s]+", str(text).strip()) if p]
     if len(parts) != 4:
@@ -27,16 +27,16 @@ def parse_shape(
         batch, heads, seq_len, head_dim = (_integer(p) for p in parts)
     except ValueError:
         raise ShapeError(f"--shape expects four positive integers B,H,N,D, got {text!r}") from None
-    return Workload(
+    return Problem(
         batch=batch,
-        heads=heads,
+        q_heads=heads,
         kv_heads=kv_heads,
         q_len=seq_len if q_len is None else q_len,
         kv_len=seq_len,
         head_dim=head_dim,
         causal=causal,
         window=window,
-        dtype_bytes=dtype_bytes,
+        dtype=dtype,
         name=f"shape {batch},{heads},{seq_len},{head_dim}",
     )
 
@@ -82,7 +82,7 @@ def _integer(text: str, allow_zero: bool = False) -> int:
     return value
 
 
-def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--seq-len/--mode/--batch or --shape with --kv-heads/--causal/--window/--q-len."""
     group = parser.add_argument_group("workload (a model preset, or an explicit shape)")
     group.add_argument("--model", help="model preset (einsim models list)")
@@ -96,8 +96,8 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--q-len", type=_positive_length, help="query length with --shape (default N; 1 for decode)")
 
 
-def workload_from_args(args: argparse.Namespace, default_model: str | None = None, default_seq_len: int = 4096) -> Workload:
-    """The Workload the arguments of add_workload_arguments describe (ShapeError on conflicts)."""
+def problem_from_args(args: argparse.Namespace, default_model: str | None = None, default_seq_len: int = 4096) -> Problem:
+    """The Problem the arguments of add_problem_arguments describe (ShapeError on conflicts)."""
     shape = getattr(args, "shape", None)
     model = getattr(args, "model", None)
     if shape and model:
@@ -113,7 +113,7 @@ def workload_from_args(args: argparse.Namespace, default_model: str | None = Non
     name = model or default_model
     if name is None:
         raise ShapeError("a workload is needed: --model NAME --seq-len N, or --shape B,H,N,D")
-    workload = load_model(name).workload(getattr(args, "seq_len", None) or default_seq_len, getattr(args, "mode", "prefill"), getattr(args, "batch", None))
+    problem = load_model(name).problem(getattr(args, "seq_len", None) or default_seq_len, getattr(args, "mode", "prefill"), getattr(args, "batch", None))
     overrides = {}
     if getattr(args, "kv_heads", None):
         overrides["kv_heads"] = args.kv_heads
@@ -124,8 +124,8 @@ def workload_from_args(args: argparse.Namespace, default_model: str | None = Non
     if overrides:
         from dataclasses import replace
 
-        workload = replace(workload, **overrides)
-    return workload
+        problem = replace(problem, **overrides)
+    return problem
 
 
 def _positive_length(text: str) -> int:

@@ -12,24 +12,24 @@ from einsim.errors import ShapeError
 from einsim.einsum_cascades.loader import load_cascade
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import Mapping, load_mapping
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 from einsim.targets.loader import load_target
 
 
-def simulate(cascade: Cascade | str | Path, workload: Workload, target: Any, mapping: Any = None) -> Estimate:
+def simulate(cascade: Cascade | str | Path, problem: Problem, target: Any, mapping: Any = None) -> Estimate:
     """Estimate `cascade` (a Cascade, a library name or a YAML path) running `workload` on `target`
     (a Target, a preset name or a YAML path) under `mapping` (a Mapping, a dict, a YAML path, or
     None for the design's defaults). docs/simulator.md gives every formula."""
     cascade = resolve_cascade(cascade)
     target = resolve_target(target)
-    check_fixed_ranks(cascade, workload)
+    check_fixed_ranks(cascade, problem)
     if target.kind == "gpu":
         from einsim.simulator.gpu import simulate_gpu
 
-        return simulate_gpu(cascade, workload, target, mapping)
+        return simulate_gpu(cascade, problem, target, mapping)
     from einsim.simulator.spatial import simulate_spatial
 
-    return simulate_spatial(cascade, workload, target, load_mapping(mapping))
+    return simulate_spatial(cascade, problem, target, load_mapping(mapping))
 
 
 # what each workload-bound rank is called on the command line, for error messages
@@ -37,18 +37,18 @@ _RANK_MEANING = {"B": "batch", "H": "heads", "G": "kv_heads", "E": "head_dim", "
                  "M": "kv_len", "P": "q_len"}
 
 
-def check_fixed_ranks(cascade: Cascade, workload: Workload) -> None:
+def check_fixed_ranks(cascade: Cascade, problem: Problem) -> None:
     """A rank the cascade declares as a number (`E: 64`) must equal the workload's size for it:
     binding would otherwise override the declaration silently and estimate another shape than the
     cascade's author wrote (ShapeError naming the file, the rank and both fixes)."""
-    sizes = workload.rank_sizes()
+    sizes = problem.rank_sizes()
     for rank, declared in cascade.ranks.items():
         if isinstance(declared, bool) or not isinstance(declared, int) or rank not in sizes or sizes[rank] == declared:
             continue
         meaning = _RANK_MEANING.get(rank, rank)
         raise ShapeError(
             f"{cascade.source}: ranks.{rank} is declared {declared}, but the workload "
-            f"({workload.name or 'shape'}) has {meaning} {sizes[rank]}; declare {rank}: {meaning} to take the "
+            f"({problem.name or 'shape'}) has {meaning} {sizes[rank]}; declare {rank}: {meaning} to take the "
             f"workload's size, or give a workload with {meaning} {declared}")
 
 

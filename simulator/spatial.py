@@ -21,7 +21,7 @@ from einsim.einsum_cascades.passes import PassReport, analyze_passes, dependency
 from einsim.errors import ConfigError
 from einsim.simulator.estimate import EinsumEstimate, Estimate
 from einsim.simulator.mapping import Mapping, ResolvedMapping, array_shape, key_leaf, resolve_mapping, vector_length
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 from einsim.targets.units import format_bytes
 
 OP_KINDS = ("mul", "add", "sub", "div", "exp", "max", "min")
@@ -79,12 +79,12 @@ class Group:
 class Design:
     """A cascade, a workload, a target and a resolved mapping, compiled for fast evaluation."""
 
-    def __init__(self, cascade: Cascade, workload: Workload, target, mapping: ResolvedMapping,
+    def __init__(self, cascade: Cascade, problem: Problem, target, mapping: ResolvedMapping,
                  report: PassReport | None = None, query_rank: str = "P", sizes: dict[str, int] | None = None):
         """`query_rank` is the rank whose rows stay on chip for a block (attention's P, a GEMM's
         token rank); the key rank, streamed through, is the pass analysis's (attention's M).
         `sizes` binds ranks the workload does not name (a GEMM's K, M, N)."""
-        self.cascade, self.workload, self.target, self.mapping = cascade, workload, target, mapping
+        self.cascade, self.problem, self.target, self.mapping = cascade, problem, target, mapping
         self.report = report or analyze_passes(cascade)
         self.query_rank = query_rank
         # a cascade may split the query rank too (the library's `flat`: P into P1 x P0)
@@ -92,16 +92,16 @@ class Design:
         self.rows, self.cols = array_shape(target)
         self.vector_pes = vector_length(target)
         self.clock = target.clock_hz
-        self.word = workload.dtype_bytes
+        self.word = problem.dtype_bytes
         self.buffer_level, self.register_levels = _on_chip_levels(target, self.rows * self.cols, self.vector_pes)
         self.dram = target.offchip
         self.key_rank = self.report.rank
         self.key_family = set(self.report.family) or {self.key_rank}
         self.key_inner = key_leaf(cascade, self.key_rank)
 
-        given = dict(workload.rank_sizes())
-        given.update({"batch": workload.batch, "heads": workload.heads, "head_dim": workload.head_dim,
-                      "v_head_dim": workload.value_dim})
+        given = dict(problem.rank_sizes())
+        given.update({"batch": problem.batch, "heads": problem.q_heads, "head_dim": problem.head_dim,
+                      "v_head_dim": problem.v_head_dim})
         given.update(sizes or {})
         if self.key_inner is not None:
             given[self.key_inner] = mapping.key_tile
@@ -109,17 +109,17 @@ class Design:
         # ranks the cascade does not have (batch, heads) multiply every count (§3.1)
         self.head_factor = 1
         if "B" not in cascade.ranks:
-            self.head_factor *= workload.batch
+            self.head_factor *= problem.batch
         if "H" not in cascade.ranks and "G" not in cascade.ranks:
-            self.head_factor *= workload.heads
-        self.heads_total = workload.batch * workload.heads  # query heads, all batches
-        self.key_len = self.sizes.get(self.key_rank, workload.kv_len)
-        self.query_len = workload.q_len * workload.group_size  # queries sharing one K/V head
+            self.head_factor *= problem.q_heads
+        self.heads_total = problem.batch * problem.q_heads  # query heads, all batches
+        self.key_len = self.sizes.get(self.key_rank, problem.kv_len)
+        self.query_len = problem.q_len * problem.group_size  # queries sharing one K/V head
         self.key_tile_rows = mapping.key_tile if mapping.key_tile is not None else self.rows
 
-        self.masked = workload.causal or workload.window is not None
+        self.masked = problem.causal or problem.window is not None
         # §3.1 a causal or windowed workload skips the (key tile x query tile) tiles it cannot see
-        self.tile_density = visible_tile_fraction(workload, self.key_tile_rows, min(mapping.query_tile, workload.q_len)) if self.masked else 1.0
+        self.tile_density = visible_tile_fraction(problem, self.key_tile_rows, min(mapping.query_tile, problem.q_len)) if self.masked else 1.0
         self.tensors = self._tensors()
         self.nodes = self._nodes()
         self.node_by_name = {n.name: n for n in self.nodes}
@@ -140,10 +140,10 @@ class Design:
             role = "plane" if has_query and has_key else "query" if has_query else "key" if has_key else "other"
             heads = float(self.heads_total)
             if any(r in ("H", "G") for r in ranks) and not any(r == "H" for r in ranks):
-                heads = self.workload.batch * self.workload.key_value_heads
-            per_query = elements / (heads * self.workload.q_len) if has_query else 0.0
+                heads = self.problem.batch * self.problem.kv_heads
+            per_query = elements / (heads * self.problem.q_len) if has_query else 0.0
             per_key = elements / (heads * self.key_len) if role == "key" else 0.0
-            kv_scale = workload_kv_share(self.workload) if role == "key" and "H" in ranks else 1.0
+            kv_scale = problem_kv_share(self.problem) if role == "key" and "H" in ranks else 1.0
             out[name] = TensorInfo(name, role, elements, per_query, per_key, kv_scale)
         return out
 
@@ -293,7 +293,7 @@ class Design:
         streamed_per = np.where(tile_reuse, query_block, query_tile)
         rereads = np.ceil(self.query_len / streamed_per)
         if self.masked:  # a query block reads only the key tiles its rows can see
-            rereads = rereads * self._block_density(np.maximum(1.0, streamed_per / self.workload.group_size))
+            rereads = rereads * self._block_density(np.maximum(1.0, streamed_per / self.problem.group_size))
         rereads = np.where(key_resident, 1.0, rereads)
 
         # §5.2 DRAM traffic: inputs (key tensors once per query block), outputs, spills
@@ -464,7 +464,7 @@ class Design:
     def _block_density(self, blocks) -> np.ndarray:
         """Fraction of key tiles a query block sees, per block size (masked workloads)."""
         blocks = np.asarray(blocks, dtype=float)
-        values = {b: visible_tile_fraction(self.workload, self.key_tile_rows, int(b)) for b in np.unique(blocks)}
+        values = {b: visible_tile_fraction(self.problem, self.key_tile_rows, int(b)) for b in np.unique(blocks)}
         return np.vectorize(values.get, otypes=[float])(blocks)
 
     def _pes(self, unit: str) -> int:
@@ -577,7 +577,7 @@ class Design:
         return Estimate(
             cascade=self.cascade.name,
             target=self.target.name,
-            workload=self.workload,
+            problem=self.problem,
             passes=self.report.passes,
             buffer_bytes=one(r["buffer_bytes"]),
             buffer_capacity_bytes=capacity,
@@ -670,25 +670,25 @@ def compute_energy_per_point(per_point: dict[str, float], unit: str, target, dty
     return energy
 
 
-def workload_kv_share(workload: Workload) -> float:
+def problem_kv_share(problem: Problem) -> float:
     """K and V counted per query head hold each KV head's data group_size times (GQA)."""
-    return workload.key_value_heads / workload.heads
+    return problem.kv_heads / problem.q_heads
 
 
-def visible_tile_fraction(workload: Workload, key_tile: int, query_tile: int) -> float:
+def visible_tile_fraction(problem: Problem, key_tile: int, query_tile: int) -> float:
     """§3.1 fraction of (key_tile x query_tile) tiles with at least one visible (query, key) pair
     under the workload's causal/window mask (einsim's bottom-right alignment, reference.py)."""
-    q_len, kv_len = workload.q_len, workload.kv_len
+    q_len, kv_len = problem.q_len, problem.kv_len
     starts = np.arange(0, q_len, max(1, query_tile))
     ends = np.minimum(starts + query_tile, q_len) - 1
     offset = kv_len - q_len
     low = np.zeros(len(starts))
     high = np.full(len(starts), kv_len - 1.0)
-    if workload.window is not None:
-        left, right = workload.window
+    if problem.window is not None:
+        left, right = problem.window
         low = starts + offset - left
         high = ends + offset + right
-    if workload.causal:
+    if problem.causal:
         high = np.minimum(high, ends + offset)
     low, high = np.clip(low, 0, kv_len - 1), np.clip(high, -1, kv_len - 1)
     tiles = np.where(high >= low, np.floor(high / key_tile) - np.floor(low / key_tile) + 1, 0)
@@ -734,7 +734,7 @@ def _on_chip_levels(target, pes_2d: int, pes_1d: int):
 # --- the simulation --------------------------------------------------------------------------
 
 
-def simulate_spatial(cascade: Cascade, workload: Workload, target, mapping: Mapping | None = None) -> Estimate:
+def simulate_spatial(cascade: Cascade, problem: Problem, target, mapping: Mapping | None = None) -> Estimate:
     """The Estimate of `cascade` for `workload` on a spatial `target` (docs/simulator.md)."""
     if "M" in cascade.ranks and "P" not in cascade.ranks:
         # without P the workload's queries bind nothing: a GEMM here would be costed as one
@@ -744,11 +744,11 @@ def simulate_spatial(cascade: Cascade, workload: Workload, target, mapping: Mapp
             "simulates attention-shaped cascades (K/V rank M streamed past query rows P kept on chip). "
             "For a GEMM use einsim.simulator.layer.simulate_linear((name, K, N), tokens, target), "
             "or einsim.simulator.layer.simulate_layer for a whole layer")
-    design = compile_design(cascade, workload, target, mapping or Mapping())
+    design = compile_design(cascade, problem, target, mapping or Mapping())
     return design.estimate(design.choose())
 
 
-def compile_design(cascade: Cascade, workload: Workload, target, mapping: Mapping, key_rank: str = "M",
+def compile_design(cascade: Cascade, problem: Problem, target, mapping: Mapping, key_rank: str = "M",
                    query_rank: str = "P", sizes: dict[str, int] | None = None) -> Design:
     """The user's mapping resolved against the design's defaults, compiled (§2)."""
     if key_rank not in cascade.ranks:  # a missing query rank is fine: a GEMM's rows are one block
@@ -761,8 +761,8 @@ def compile_design(cascade: Cascade, workload: Workload, target, mapping: Mappin
             f"past rows of the query rank {query_rank} kept on chip: name the streamed rank {key_rank}, "
             f"or simulate it on a GPU target{layer}")
     report = _passes(cascade, key_rank)
-    resolved = resolve_mapping(mapping, cascade, target, report, workload)
-    return Design(cascade, workload, target, resolved, report, query_rank, sizes)
+    resolved = resolve_mapping(mapping, cascade, target, report, problem)
+    return Design(cascade, problem, target, resolved, report, query_rank, sizes)
 
 
 @lru_cache(maxsize=256)

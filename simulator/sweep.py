@@ -13,16 +13,16 @@ from einsim.errors import ConfigError
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import load_mapping
 from einsim.simulator.simulate import resolve_cascade, resolve_target, simulate
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 
 
 def estimate_row(estimate: Estimate, **keys: Any) -> dict[str, Any]:
     """One flat CSV row of an Estimate (the grid's columns; utilisation as util_<unit>)."""
     row = dict(keys)
     row.update(
-        cascade=estimate.cascade, target=estimate.target, workload=estimate.workload.name,
-        batch=estimate.workload.batch, heads=estimate.workload.heads, kv_heads=estimate.workload.key_value_heads,
-        q_len=estimate.workload.q_len, kv_len=estimate.workload.kv_len, head_dim=estimate.workload.head_dim,
+        cascade=estimate.cascade, target=estimate.target, workload=estimate.problem.name,
+        batch=estimate.problem.batch, heads=estimate.problem.q_heads, kv_heads=estimate.problem.kv_heads,
+        q_len=estimate.problem.q_len, kv_len=estimate.problem.kv_len, head_dim=estimate.problem.head_dim,
         passes=estimate.passes, latency_s=estimate.latency_s, traffic_bytes=estimate.traffic_bytes,
         energy_j=estimate.energy_j, buffer_bytes=estimate.buffer_bytes,
         buffer_capacity_bytes=estimate.buffer_capacity_bytes, fits=estimate.fits, bound=estimate.bound,
@@ -53,9 +53,9 @@ def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str],
         combos = tqdm(combos, desc="einsim sweep", unit="design")
     rows = []
     for target, cascade, model, seq_len in combos:
-        workload = loaded_models[model].workload(seq_len, mode)
+        problem = loaded_models[model].problem(seq_len, mode)
         try:
-            estimate = simulate(loaded_cascades[cascade], workload, loaded_targets[target], mapping)
+            estimate = simulate(loaded_cascades[cascade], problem, loaded_targets[target], mapping)
         except EinsimError as error:
             if errors == "raise":
                 raise
@@ -71,7 +71,7 @@ def buffer_capacities(low: float = 16 * 2**10, high: float = 4 * 2**30, per_octa
     return low * 2.0 ** (np.arange(count) / per_octave)
 
 
-def buffer_sweep(cascade: Any, workload: Workload, target: Any, mapping: Any = None,
+def buffer_sweep(cascade: Any, problem: Problem, target: Any, mapping: Any = None,
                  capacities: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """Traffic, latency and energy of the design at each global-buffer capacity, its mapping
     re-chosen at each (docs/simulator.md §5.5). Spatial targets only."""
@@ -82,7 +82,7 @@ def buffer_sweep(cascade: Any, workload: Workload, target: Any, mapping: Any = N
         raise ConfigError(f"{target.name}: a traffic-versus-buffer sweep varies a spatial design's global buffer, "
                           "and a GPU's shared memory is fixed by its architecture; give a spatial target "
                           "(einsim targets list: kind spatial)")
-    design = compile_design(resolve_cascade(cascade), workload, target, load_mapping(mapping))
+    design = compile_design(resolve_cascade(cascade), problem, target, load_mapping(mapping))
     caps = np.asarray(buffer_capacities() if capacities is None else capacities, dtype=float)
     choices = design.choose(caps)
     result = design.evaluate_choice(choices, caps)

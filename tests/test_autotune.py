@@ -22,11 +22,11 @@ from einsim.autotune.evaluate import Measurement, PredictionEvaluator  # noqa: E
 from einsim.autotune.study import FatalTuningError, load_result  # noqa: E402
 from einsim.cli import main  # noqa: E402
 from einsim.errors import ConfigError  # noqa: E402
-from einsim.kernels.problem import AttentionProblem  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-FWD = AttentionProblem(4, 16, 16, 4096, 4096, 128, causal=True)
-DECODE = AttentionProblem(8, 32, 8, 1, 8192, 128)
+FWD = Problem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128, causal=True)
+DECODE = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128)
 
 
 def sqlite(tmp_path: Path, name: str = "tuning.db") -> str:
@@ -114,8 +114,8 @@ WORKER = textwrap.dedent("""
     import sys, time
     from einsim.autotune import build_space, tune
     from einsim.autotune.evaluate import PredictionEvaluator
-    from einsim.kernels.problem import AttentionProblem
-    problem = AttentionProblem(8, 32, 8, 1, 8192, 128)
+    from einsim.problem import Problem
+    problem = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128)
     simulator = PredictionEvaluator(build_space("decode", problem, "h100-sxm"))
     def slow(config):
         time.sleep(0.25)
@@ -160,7 +160,7 @@ def test_killed_run_resumes_without_losing_a_finished_trial(tmp_path: Path) -> N
 def test_a_study_made_for_another_problem_is_refused(tmp_path: Path) -> None:
     storage = sqlite(tmp_path)
     tune("decode", DECODE, dry_run=True, storage=storage, trials=3, study_name="mine")
-    other = AttentionProblem(8, 32, 8, 1, 4096, 128)
+    other = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=4096, head_dim=128)
     with pytest.raises(ConfigError, match="another --study"):
         tune("decode", other, dry_run=True, storage=storage, trials=3, study_name="mine")
 
@@ -176,10 +176,10 @@ def test_tuning_cache_round_trip_by_bucket_and_gpu(tmp_path: Path, monkeypatch) 
     assert "secret" not in path.read_text()
     assert tuned_config("decode", DECODE, "NVIDIA H100 80GB HBM3") == config
     assert tuned_config("decode", DECODE, "h100-sxm") == config  # same family
-    nearby = AttentionProblem(8, 32, 8, 1, 7000, 128)  # same power-of-two bucket
+    nearby = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=7000, head_dim=128)  # same power-of-two bucket
     assert tuned_config("decode", nearby, "NVIDIA H100 80GB HBM3") == config
     assert tuned_config("decode", DECODE, "NVIDIA A100-SXM4-80GB") is None
-    assert tuned_config("decode", AttentionProblem(8, 32, 8, 1, 100_000, 128), "h100") is None
+    assert tuned_config("decode", Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=100_000, head_dim=128), "h100") is None
     # Exporting the same bucket again replaces the entry.
     export_best("decode", DECODE, "NVIDIA H100 80GB HBM3", space.default, measured_s=9e-5)
     assert len(json.loads(path.read_text())["entries"]) == 1
@@ -225,7 +225,7 @@ def test_cli_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path: Pat
 
 
 def test_launchers_take_the_exported_config_for_their_default(tmp_path: Path, monkeypatch) -> None:
-    from einsim.kernels.problem import DeviceLimits
+    from einsim.kernels.limits import DeviceLimits
     from einsim.kernels.registry import get_kernel
 
     monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))

@@ -15,13 +15,14 @@ if not torch.cuda.is_available():
 pytest.importorskip("optuna")
 
 from einsim.autotune import export_best, tune  # noqa: E402
-from einsim.kernels.problem import AttentionProblem, DeviceLimits  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
+from einsim.kernels.limits import DeviceLimits  # noqa: E402
 from einsim.kernels.registry import get_kernel  # noqa: E402
 
 
 @pytest.mark.parametrize("kernel, problem", [
-    ("attention-fwd", AttentionProblem(2, 8, 8, 1024, 1024, 64, causal=True)),
-    ("decode", AttentionProblem(4, 16, 4, 1, 4096, 128)),
+    ("attention-fwd", Problem(batch=2, q_heads=8, kv_heads=8, q_len=1024, kv_len=1024, head_dim=64, causal=True)),
+    ("decode", Problem(batch=4, q_heads=16, kv_heads=4, q_len=1, kv_len=4096, head_dim=128)),
 ])
 def test_tuning_on_the_gpu_times_checked_configs_and_feeds_the_launcher(kernel, problem, tmp_path: Path,
                                                                          monkeypatch) -> None:

@@ -22,10 +22,10 @@ optuna = pytest.importorskip("optuna")
 pytest.importorskip("psycopg2")
 
 from einsim.autotune import build_space, config_key  # noqa: E402
-from einsim.kernels.problem import AttentionProblem  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-PROBLEM = AttentionProblem(4, 16, 16, 4096, 4096, 128, causal=True)
+PROBLEM = Problem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128, causal=True)
 WORKERS = 2
 
 # Each worker imports everything, says it is ready, waits for the go file (so both are running

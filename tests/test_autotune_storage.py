@@ -17,9 +17,9 @@ from einsim.autotune import build_space, config_key, tune  # noqa: E402
 from einsim.autotune.storage import GRACE_PERIOD_S, dead_trials, fail_dead_trials  # noqa: E402
 from einsim.autotune.study import _wait_for_peer, open_storage  # noqa: E402
 from einsim.errors import EinsimWarning  # noqa: E402
-from einsim.kernels.problem import AttentionProblem  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 
-DECODE = AttentionProblem(8, 32, 8, 1, 8192, 128)
+DECODE = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128)
 State = optuna.trial.TrialState
 
 

@@ -9,14 +9,14 @@ import pytest
 from einsim.errors import ConfigError
 from einsim.simulator import load_model
 from einsim.simulator.gpu import GpuMapping, gpu_mapping, gpu_roofs, simulate_gpu, tile_visits
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 from einsim.targets import load_target
 
 H100 = load_target("h100-sxm")
 
 
 def layer(n=4096, d=128, heads=16, batch=1, **kw):
-    return Workload(batch=batch, heads=heads, q_len=n, kv_len=n, head_dim=d, **kw)
+    return Problem(batch=batch, q_heads=heads, q_len=n, kv_len=n, head_dim=d, **kw)
 
 
 def test_roofs_are_the_targets_measured_or_datasheet_figures():
@@ -77,7 +77,7 @@ def test_multipass_cascades_move_more_bytes_than_fusemax():
 def test_decode_is_bandwidth_bound_and_reads_the_kv_cache_once():
     model = load_model("llama3-8b")
     for n in (4096, 32768, 131072):
-        est = simulate_gpu("fusemax", model.workload(n, "decode", batch=8), H100)
+        est = simulate_gpu("fusemax", model.problem(n, "decode", batch=8), H100)
         assert est.bound == "hbm"
         kv_cache = 2 * 8 * 8 * n * 128 * 2
         assert kv_cache <= est.traffic_bytes < 1.1 * kv_cache + 1e6
@@ -86,8 +86,8 @@ def test_decode_is_bandwidth_bound_and_reads_the_kv_cache_once():
 
 
 def test_gqa_reads_kv_heads_not_query_heads():
-    mha = simulate_gpu("fusemax", Workload(batch=4, heads=32, q_len=1, kv_len=16384, head_dim=128), H100)
-    gqa = simulate_gpu("fusemax", Workload(batch=4, heads=32, kv_heads=8, q_len=1, kv_len=16384, head_dim=128), H100)
+    mha = simulate_gpu("fusemax", Problem(batch=4, q_heads=32, q_len=1, kv_len=16384, head_dim=128), H100)
+    gqa = simulate_gpu("fusemax", Problem(batch=4, q_heads=32, kv_heads=8, q_len=1, kv_len=16384, head_dim=128), H100)
     assert gqa.traffic_bytes < 0.3 * mha.traffic_bytes and gqa.latency_s < 0.4 * mha.latency_s
 
 
@@ -116,13 +116,13 @@ def test_estimate_is_complete_and_consistent():
 
 
 def test_small_problems_pay_wave_quantisation_and_launch():
-    tiny = simulate_gpu("fusemax", Workload(batch=1, heads=1, q_len=128, kv_len=128, head_dim=64), H100)
+    tiny = simulate_gpu("fusemax", Problem(batch=1, q_heads=1, q_len=128, kv_len=128, head_dim=64), H100)
     assert tiny.bound == "launch" or tiny.latency_s < 10e-6
     assert any("CTAs for 132 SMs" in note for note in tiny.notes)
     # 133 CTAs need two waves: about twice the time of 132 (one K/V head, so compute-bound)
     no_split = {"kv_splits": 1}
-    one_wave = simulate_gpu("fusemax", Workload(batch=1, heads=132, kv_heads=1, q_len=128, kv_len=32768, head_dim=128), H100, no_split)
-    two_waves = simulate_gpu("fusemax", Workload(batch=1, heads=133, kv_heads=1, q_len=128, kv_len=32768, head_dim=128), H100, no_split)
+    one_wave = simulate_gpu("fusemax", Problem(batch=1, q_heads=132, kv_heads=1, q_len=128, kv_len=32768, head_dim=128), H100, no_split)
+    two_waves = simulate_gpu("fusemax", Problem(batch=1, q_heads=133, kv_heads=1, q_len=128, kv_len=32768, head_dim=128), H100, no_split)
     assert one_wave.bound == "tensor_core"
     assert two_waves.latency_s > 1.8 * one_wave.latency_s
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from einsim.kernels.problem import AttentionProblem
+from einsim.problem import Problem
 from einsim.kernels.registry import get_kernel
 from einsim.simulator.gpu import simulate_gpu
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 
 # (batch, q heads, kv heads, q_len, kv_len, head dim, causal): square and not, odd lengths, GQA
 SHAPES = [
@@ -38,10 +38,10 @@ def test_simulated_bytes_per_pass_equal_the_kernels(passes, materialize, shape, 
     block_m, block_n = blocks
     spec = get_kernel(f"attention-{passes}pass-fwd")
     config = spec.config_type(BLOCK_M=block_m, BLOCK_N=block_n, MATERIALIZE=materialize)
-    problem = AttentionProblem(b, h, g, p, m, d, causal=causal)
+    problem = Problem(batch=b, q_heads=h, kv_heads=g, q_len=p, kv_len=m, head_dim=d, causal=causal)
     kernel = spec.pass_traffic(problem, config)
     est = simulate_gpu(f"attention-{passes}pass",
-                       Workload(batch=b, heads=h, kv_heads=g, q_len=p, kv_len=m, head_dim=d, causal=causal),
+                       Problem(batch=b, q_heads=h, kv_heads=g, q_len=p, kv_len=m, head_dim=d, causal=causal),
                        "h100-sxm",
                        {"block_m": block_m, "block_n": block_n, "multipass": "materialize" if materialize else "recompute"})
     simulated = est.mapping["hbm_bytes_per_pass"]

@@ -14,7 +14,8 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from einsim.errors import ConfigError, ShapeError  # noqa: E402
-from einsim.kernels.problem import AttentionProblem, DeviceLimits  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
+from einsim.kernels.limits import DeviceLimits  # noqa: E402
 from einsim.kernels.decode import config as cfg  # noqa: E402
 from einsim.kernels.decode.forward import decode_attention  # noqa: E402
 from einsim.kernels.multipass import inputs  # noqa: E402
@@ -36,7 +37,7 @@ def decode_problem(**changes):
     fields = dict(batch=16, q_heads=16, kv_heads=16, q_len=1, kv_len=16384, head_dim=128,
                   causal=False, window=None, dtype="bf16")
     fields.update(changes)
-    return AttentionProblem(**fields)
+    return Problem(**fields)
 
 
 # (batch, q_heads, kv_heads, q_len, kv_len, head_dim, causal, window, NUM_SPLITS, dtype)

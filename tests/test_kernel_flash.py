@@ -19,7 +19,8 @@ pytest.importorskip("triton")
 
 from einsim.einsum_cascades.reference import attention_reference, attention_reference_torch  # noqa: E402
 from einsim.errors import ConfigError, ShapeError  # noqa: E402
-from einsim.kernels import KERNELS, AttentionProblem, attention  # noqa: E402
+from einsim.kernels import KERNELS, attention  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 from einsim.kernels.flash.backward import flash_backward  # noqa: E402
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig  # noqa: E402
 from einsim.kernels.flash.forward import flash_forward  # noqa: E402
@@ -179,7 +180,7 @@ def test_broadcast_output_gradient_is_accepted():
 
 
 def test_registry_launchers_run_forward_and_backward():
-    problem = AttentionProblem(1, 2, 1, 17, 17, 16, causal=True, dtype="fp16")
+    problem = Problem(batch=1, q_heads=2, kv_heads=1, q_len=17, kv_len=17, head_dim=16, causal=True, dtype="fp16")
     forward, backward = KERNELS["attention-fwd"], KERNELS["attention-bwd"]
     inputs = forward.make_inputs(problem, device=DEVICE, seed=0)
     out, lse = forward.launch(FORWARD, inputs)
@@ -275,6 +276,6 @@ def test_real_sizes_on_the_gpu(head_dim, causal):
     ref_grads = torch.autograd.grad(ref, (ref_q, ref_k, ref_v), do.float())
     for mode in DQ_MODES.values():
         config = dataclasses.replace(KERNELS["attention-bwd"].default_config(
-            AttentionProblem(2, 8, 2, 1500, 2048, head_dim, causal=causal)), **mode)
+            Problem(batch=2, q_heads=8, kv_heads=2, q_len=1500, kv_len=2048, head_dim=head_dim, causal=causal)), **mode)
         grads = flash_backward(do, q, k, v, out, lse, causal=causal, config=config)
         assert_gradients_match(grads, [g.double().cpu() for g in ref_grads], "bf16")

@@ -1,4 +1,4 @@
-"""The kernel registry, AttentionProblem and the flash kernels' resource models: torch-free,
+"""The kernel registry, Problem and the flash kernels' resource models: torch-free,
 honest work counts, and configs that cannot run rejected by reason."""
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from einsim.einsum_cascades.reference import visible_keys
 from einsim.errors import ConfigError, ShapeError
 from einsim.kernels import registry
 from einsim.kernels.flash import config as flash
-from einsim.kernels.problem import AttentionProblem, DeviceLimits
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits
 from einsim.kernels.registry import KERNELS, get_kernel
 
 
 def test_importing_the_registry_needs_neither_torch_nor_triton():
     code = ("import sys, einsim.kernels, einsim.kernels.registry, einsim.cli.kernels;"
             "from einsim.kernels import KERNELS;"
-            "assert KERNELS['attention-fwd'].search_space(einsim.kernels.AttentionProblem("
-            "1, 2, 2, 64, 64, 64));"
+            "assert KERNELS['attention-fwd'].search_space(einsim.problem.Problem(batch="
+            "1, q_heads=2, kv_heads=2, q_len=64, kv_len=64, head_dim=64));"
             "bad = [m for m in ('torch', 'triton') if m in sys.modules];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -49,7 +50,7 @@ def test_default_configs_fit_every_supported_head_dim(name, head_dim):
     spec = KERNELS[name]
     for causal in (False, True):
         for dtype in ("bf16", "fp16"):
-            problem = AttentionProblem(2, 8, 2, 1000, 1000, head_dim, causal=causal, dtype=dtype)
+            problem = Problem(batch=2, q_heads=8, kv_heads=2, q_len=1000, kv_len=1000, head_dim=head_dim, causal=causal, dtype=dtype)
             config = spec.default_config(problem)
             assert spec.config_reasons(config, problem, DeviceLimits.h100()) == []
             space = spec.search_space(problem)
@@ -68,19 +69,19 @@ COMPILED_SHARED_MEMORY = [
 
 @pytest.mark.parametrize("config, head_dim, measured", COMPILED_SHARED_MEMORY)
 def test_shared_memory_model_matches_the_compiled_kernels(config, head_dim, measured):
-    problem = AttentionProblem(1, 16, 16, 16384, 16384, head_dim)
+    problem = Problem(batch=1, q_heads=16, kv_heads=16, q_len=16384, kv_len=16384, head_dim=head_dim)
     assert flash.shared_memory_bytes(config, problem) == measured
 
 
 def test_backward_shared_memory_model_is_within_one_kib_of_the_compiled_kernels():
-    problem = AttentionProblem(1, 16, 16, 16384, 16384, 128)
+    problem = Problem(batch=1, q_heads=16, kv_heads=16, q_len=16384, kv_len=16384, head_dim=128)
     # dK/dV 131600, dQ 131088 bytes on the H100 for this config.
     config = flash.FlashBackwardConfig(64, 128, 128, 64, 8, 2)
     assert abs(flash.backward_shared_memory_bytes(config, problem) - 131600) <= 1024
 
 
 def test_config_that_overflows_shared_memory_is_rejected():
-    problem = AttentionProblem(1, 16, 16, 4096, 4096, 128)
+    problem = Problem(batch=1, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128)
     too_big = flash.FlashConfig(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4)
     reasons = flash.check_config(too_big, problem, DeviceLimits.h100())
     assert any("shared memory" in r for r in reasons)
@@ -90,8 +91,16 @@ def test_config_that_overflows_shared_memory_is_rejected():
         KERNELS["attention-fwd"].validate(too_big, problem)
 
 
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_every_kernel_refuses_a_dtype_it_cannot_load(name):
+    spec = KERNELS[name]
+    problem = Problem(batch=1, q_heads=2, q_len=64, kv_len=64, head_dim=64, dtype="fp32")
+    config = spec.default_config(Problem(batch=1, q_heads=2, q_len=64, kv_len=64, head_dim=64))
+    assert any("dtype fp32" in reason for reason in spec.config_reasons(config, problem))
+
+
 def test_configs_outside_the_knobs_ranges_are_rejected_with_reasons():
-    problem = AttentionProblem(1, 2, 2, 64, 64, 64)
+    problem = Problem(batch=1, q_heads=2, kv_heads=2, q_len=64, kv_len=64, head_dim=64)
     reasons = flash.check_config(flash.FlashConfig(BLOCK_M=96, BLOCK_N=64, num_warps=3,
                                                    num_stages=9), problem)
     assert len(reasons) == 3
@@ -104,7 +113,7 @@ def test_configs_outside_the_knobs_ranges_are_rejected_with_reasons():
     (50, 50, True, (7, 0)), (33, 20, False, (3, 2)), (1, 64, True, None), (30, 30, False, (0, 0)),
 ])
 def test_visible_pairs_and_tile_ranges_agree_with_the_oracle_mask(q_len, kv_len, causal, window):
-    problem = AttentionProblem(1, 1, 1, q_len, kv_len, 16, causal=causal, window=window)
+    problem = Problem(batch=1, q_heads=1, kv_heads=1, q_len=q_len, kv_len=kv_len, head_dim=16, causal=causal, window=window)
     mask = visible_keys(q_len, kv_len, causal, window)
     assert problem.visible_pairs() == int(mask.sum())
     for block_m, block_n in ((16, 16), (8, 32)):
@@ -124,12 +133,12 @@ def test_visible_pairs_and_tile_ranges_agree_with_the_oracle_mask(q_len, kv_len,
 
 
 def test_flops_count_visible_work_only():
-    full = AttentionProblem(1, 16, 16, 16384, 16384, 128)
-    causal = AttentionProblem(1, 16, 16, 16384, 16384, 128, causal=True)
+    full = Problem(batch=1, q_heads=16, kv_heads=16, q_len=16384, kv_len=16384, head_dim=128)
+    causal = Problem(batch=1, q_heads=16, kv_heads=16, q_len=16384, kv_len=16384, head_dim=128, causal=True)
     assert full.forward_flops() == 4 * 16384 * 16384 * 128 * 16
     assert causal.forward_flops() / full.forward_flops() == pytest.approx(0.5, abs=1e-4)
     assert full.backward_flops() == 2.5 * full.forward_flops()
-    window = AttentionProblem(1, 1, 1, 1024, 1024, 64, causal=True, window=(127, 0))
+    window = Problem(batch=1, q_heads=1, kv_heads=1, q_len=1024, kv_len=1024, head_dim=64, causal=True, window=(127, 0))
     assert window.forward_flops() < full.forward_flops() / 16 / 7
     assert KERNELS["attention-bwd"].flops(full) == full.backward_flops()
     assert full.forward_min_bytes() == 2 * 4 * 16384 * 128 * 16 + 4 * 16384 * 16
@@ -141,13 +150,13 @@ def test_flops_count_visible_work_only():
     (dict(head_dim=64.0), "head_dim"),
     (dict(window=(3, -1)), "window"),
     (dict(window=(3,)), "window"),
-    (dict(dtype="fp32"), "dtype"),
+    (dict(dtype="int4"), "dtype"),
     (dict(causal="yes"), "causal"),
 ])
 def test_attention_problem_rejects_bad_shapes(fields, message):
     base = dict(batch=1, q_heads=4, kv_heads=2, q_len=8, kv_len=8, head_dim=64)
     with pytest.raises(ShapeError, match=message):
-        AttentionProblem(**{**base, **fields})
+        Problem(**{**base, **fields})
 
 
 def test_device_limits_of_an_h100():
@@ -158,16 +167,16 @@ def test_device_limits_of_an_h100():
 
 
 def test_tuned_configs_are_read_from_the_cache(tmp_path, monkeypatch):
-    problem = AttentionProblem(2, 8, 8, 4096, 4096, 128, causal=True)
+    problem = Problem(batch=2, q_heads=8, kv_heads=8, q_len=4096, kv_len=4096, head_dim=128, causal=True)
     tuned = flash.FlashConfig(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=4)
-    entry = {"device": "NVIDIA H100 80GB HBM3", "problem": asdict(problem), "config": asdict(tuned)}
+    entry = {"device": "NVIDIA H100 80GB HBM3", "problem": problem.to_dict(), "config": asdict(tuned)}
     (tmp_path / "attention-fwd.json").write_text(json.dumps({"kernel": "attention-fwd",
                                                              "entries": [entry]}))
     monkeypatch.setattr(registry, "TUNED_DIR", tmp_path)
     monkeypatch.setattr(registry, "_tuned_cache", {})
     spec = KERNELS["attention-fwd"]
     assert spec.resolve_config(None, problem) == tuned
-    other = AttentionProblem(2, 8, 8, 4096, 4096, 128, causal=False)
+    other = Problem(batch=2, q_heads=8, kv_heads=8, q_len=4096, kv_len=4096, head_dim=128, causal=False)
     assert spec.resolve_config(None, other) == spec.default_config(other)
     explicit = flash.FlashConfig(128, 64, 8, 3)
     assert spec.resolve_config(explicit, problem) == explicit

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from einsim.errors import ConfigError
-from einsim.kernels.problem import AttentionProblem
+from einsim.problem import Problem
 from einsim.kernels.registry import get_kernel
 from einsim.simulator.kernel_model import predict_kernel, roofs_of
 
@@ -21,16 +21,16 @@ FWD = get_kernel("attention-fwd")
 DECODE = get_kernel("decode")
 
 
-def forward_problem(**changes) -> AttentionProblem:
+def forward_problem(**changes) -> Problem:
     fields = dict(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128, causal=True)
     fields.update(changes)
-    return AttentionProblem(**fields)
+    return Problem(**fields)
 
 
-def decode_problem(**changes) -> AttentionProblem:
+def decode_problem(**changes) -> Problem:
     fields = dict(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128)
     fields.update(changes)
-    return AttentionProblem(**fields)
+    return Problem(**fields)
 
 
 def test_every_declared_config_gets_a_finite_prediction_or_a_reason() -> None:
@@ -119,9 +119,9 @@ def test_unknown_kernel_and_non_gpu_targets_are_clear_errors() -> None:
 
 def test_kernel_model_needs_no_torch() -> None:
     code = ("import sys; from einsim.simulator.kernel_model import predict_kernel; "
-            "from einsim.kernels.problem import AttentionProblem as P; "
+            "from einsim.problem import Problem as P; "
             "from einsim.kernels.registry import get_kernel; "
-            "p = P(2, 8, 8, 1024, 1024, 64, causal=True); s = get_kernel('attention-fwd'); "
+            "p = P(batch=2, q_heads=8, kv_heads=8, q_len=1024, kv_len=1024, head_dim=64, causal=True); s = get_kernel('attention-fwd'); "
             "print(predict_kernel(s.name, s.default_config(p), p, 'h100-sxm').time_s); "
             "assert 'torch' not in sys.modules and 'triton' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,

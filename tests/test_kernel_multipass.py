@@ -17,7 +17,7 @@ pytest.importorskip("triton")
 
 from einsim.einsum_cascades.reference import attention_reference  # noqa: E402
 from einsim.errors import ConfigError, ShapeError  # noqa: E402
-from einsim.kernels.problem import AttentionProblem  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 from einsim.kernels.multipass import config as cfg  # noqa: E402
 from einsim.kernels.multipass import inputs  # noqa: E402
 from einsim.kernels.multipass.forward import attention_2pass, attention_3pass  # noqa: E402
@@ -109,7 +109,7 @@ def test_multipass_kernel_takes_any_strides(passes):
 @pytest.mark.parametrize("causal", [False, True])
 def test_multipass_kernel_at_real_size(passes, causal, materialize):
     q, k, v = make_qkv(2, 8, 2, 1000, 1000, 128, "bf16")
-    p = AttentionProblem(batch=2, q_heads=8, kv_heads=2, q_len=1000, kv_len=1000, head_dim=128,
+    p = Problem(batch=2, q_heads=8, kv_heads=2, q_len=1000, kv_len=1000, head_dim=128,
                          causal=causal)
     config = dataclasses.replace(cfg.default_config(p), MATERIALIZE=materialize)
     out, lse = KERNELS[passes](q, k, v, causal=causal, config=config)
@@ -122,7 +122,7 @@ def problem(**changes):
     fields = dict(batch=2, q_heads=8, kv_heads=2, q_len=1024, kv_len=1024, head_dim=128,
                   causal=False, window=None, dtype="bf16")
     fields.update(changes)
-    return AttentionProblem(**fields)
+    return Problem(**fields)
 
 
 def test_recompute_passes_stream_k_once_each_and_the_last_pass_streams_v():

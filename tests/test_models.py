@@ -12,7 +12,7 @@ import pytest
 from einsim.errors import ShapeError, SpecError
 from einsim.simulator import load_model, model_names
 from einsim.simulator.models import PAPER_SEQ_LENS, parse_model
-from einsim.simulator.shapes import add_workload_arguments, parse_shape, parse_window, workload_from_args
+from einsim.simulator.shapes import add_problem_arguments, parse_shape, parse_window, problem_from_args
 
 PAPER = {"BERT": (768, 12, 64, 3072), "TrXL": (1024, 16, 64, 4096), "T5": (512, 8, 64, 2048), "XLM": (2048, 16, 128, 8192)}
 
@@ -40,11 +40,11 @@ def test_llms_have_gqa_and_their_ffn():
 
 def test_prefill_and_decode_workloads():
     model = load_model("llama3-8b")
-    prefill = model.workload(8192)
-    assert (prefill.q_len, prefill.kv_len, prefill.heads, prefill.key_value_heads, prefill.group_size) == (8192, 8192, 32, 8, 4)
-    decode = model.workload(8192, mode="decode", batch=16)
+    prefill = model.problem(8192)
+    assert (prefill.q_len, prefill.kv_len, prefill.q_heads, prefill.kv_heads, prefill.group_size) == (8192, 8192, 32, 8, 4)
+    decode = model.problem(8192, mode="decode", batch=16)
     assert (decode.q_len, decode.kv_len, decode.batch) == (1, 8192, 16)
-    assert load_model("bert").workload(1024).batch == 64  # names are case-insensitive
+    assert load_model("bert").problem(1024).batch == 64  # names are case-insensitive
 
 
 def test_unknown_model_lists_the_valid_ones():
@@ -52,7 +52,7 @@ def test_unknown_model_lists_the_valid_ones():
         load_model("gpt5")
     assert "unknown model 'gpt5'" in str(error.value) and "llama3-8b" in str(error.value) and "BERT" in str(error.value)
     with pytest.raises(ShapeError):
-        load_model("BERT").workload(1024, mode="training")
+        load_model("BERT").problem(1024, mode="training")
 
 
 def test_malformed_model_document_names_the_field():
@@ -68,7 +68,7 @@ def test_paper_sweep_is_1k_to_1m():
 
 def test_shape_parser():
     w = parse_shape("16,32,4k,128", kv_heads=8, causal=True, window=(256, 0))
-    assert (w.batch, w.heads, w.kv_len, w.q_len, w.head_dim, w.key_value_heads, w.causal, w.window) == (16, 32, 4096, 4096, 128, 8, True, (256, 0))
+    assert (w.batch, w.q_heads, w.kv_len, w.q_len, w.head_dim, w.kv_heads, w.causal, w.window) == (16, 32, 4096, 4096, 128, 8, True, (256, 0))
     assert parse_shape("4x16x65536x128", q_len=1).q_len == 1
     for bad in ("16,32,4096", "a,b,c,d", "16,32,0,128", "16,-1,4,4"):
         with pytest.raises(ShapeError):
@@ -82,13 +82,13 @@ def test_shape_parser():
 
 def test_workload_arguments_round_trip():
     parser = argparse.ArgumentParser()
-    add_workload_arguments(parser)
-    w = workload_from_args(parser.parse_args(["--model", "mistral-7b", "--seq-len", "16k", "--mode", "decode"]))
+    add_problem_arguments(parser)
+    w = problem_from_args(parser.parse_args(["--model", "mistral-7b", "--seq-len", "16k", "--mode", "decode"]))
     assert (w.q_len, w.kv_len, w.window) == (1, 16384, (4096, 0))
-    w = workload_from_args(parser.parse_args(["--shape", "2,32,1024,64", "--kv-heads", "8", "--causal"]))
-    assert (w.batch, w.key_value_heads, w.causal) == (2, 8, True)
+    w = problem_from_args(parser.parse_args(["--shape", "2,32,1024,64", "--kv-heads", "8", "--causal"]))
+    assert (w.batch, w.kv_heads, w.causal) == (2, 8, True)
     with pytest.raises(ShapeError):
-        workload_from_args(parser.parse_args(["--shape", "2,32,1024,64", "--model", "BERT"]))
+        problem_from_args(parser.parse_args(["--shape", "2,32,1024,64", "--model", "BERT"]))
 
 
 def test_cli_lists_models():
@@ -99,6 +99,6 @@ def test_cli_lists_models():
 def test_a_model_binds_its_width_to_the_ffn_cascade_not_the_cascade_defaults():
     from einsim.einsum_cascades import load_cascade
 
-    workload = load_model("llama3-8b").workload(1024)
-    bound = load_cascade("ffn").bind(workload.rank_sizes())
+    problem = load_model("llama3-8b").problem(1024)
+    bound = load_cascade("ffn").bind(problem.rank_sizes())
     assert (bound["D"], bound["S"]) == (4096, 14336)  # ffn.yaml's defaults are BERT's 768/3072

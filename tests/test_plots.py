@@ -14,7 +14,7 @@ from einsim.cli import main
 from einsim.einsum_cascades import library_names, load_cascade
 from einsim.einsum_cascades.passes import analyze_passes
 from einsim.errors import ConfigError
-from einsim.simulator import Workload
+from einsim.problem import Problem
 from einsim.simulator.plots.data import (
     INPUT_COLOR,
     PAPER_DESIGNS,
@@ -68,8 +68,8 @@ def test_three_pass_graph_renders_a_legend_entry_per_pass():
 
 def test_speedup_is_baseline_latency_over_latency():
     data = speedup_data(["BERT"], [1024], PAPER_DESIGNS, batch=1)
-    workload = Workload(batch=1, heads=12, q_len=1024, kv_len=1024, head_dim=64)
-    estimates = {d.label: simulate(d.cascade, workload, d.target) for d in PAPER_DESIGNS}
+    problem = Problem(batch=1, q_heads=12, q_len=1024, kv_len=1024, head_dim=64)
+    estimates = {d.label: simulate(d.cascade, problem, d.target) for d in PAPER_DESIGNS}
     base = estimates["Unfused"]
     for design in PAPER_DESIGNS:
         r = data.row("BERT", 1024, design.label)
@@ -96,12 +96,12 @@ def test_designs_parse_and_the_baseline_must_be_one_of_them():
 
 
 def test_traffic_plot_draws_a_step_curve_per_cascade():
-    w = Workload(batch=1, heads=1, q_len=64, kv_len=64, head_dim=64, name="tiny")
+    w = Problem(batch=1, q_heads=1, q_len=64, kv_len=64, head_dim=64, name="tiny")
     compulsory = 4 * 64 * 64 * 2
     points = tuple(TrafficPoint("3pass", c, t, t / compulsory, 3, True, 0.0, 1e-3, 1e-3)
                    for c, t in ((1024, 3 * compulsory), (4096, 3 * compulsory), (16384, compulsory)))
     points += tuple(TrafficPoint("1pass", c, compulsory, 1.0, 1, True, 0.0, 1e-3, 1e-3) for c in (1024, 4096, 16384))
-    data = TrafficSteps(target="fusemax-cloud", level="global_buffer", workload=w, compulsory_bytes=compulsory,
+    data = TrafficSteps(target="fusemax-cloud", level="global_buffer", problem=w, compulsory_bytes=compulsory,
                         points=points, steps={"3pass": ((16384, 3 * compulsory, compulsory),), "1pass": ()})
     axis = plot_traffic_vs_buffer(data).get_axes()[0]
     assert axis.get_xscale() == "log" and "Off-chip traffic" in axis.get_ylabel()
@@ -148,7 +148,7 @@ def test_plot_passes_and_speedup_commands(tmp_path, capsys):
 def test_traffic_steps_are_the_simulators_buffer_sweep():
     from einsim.simulator.sweep import buffer_sweep
 
-    w = Workload(batch=1, heads=2, q_len=2048, kv_len=2048, head_dim=64, name="small")
+    w = Problem(batch=1, q_heads=2, q_len=2048, kv_len=2048, head_dim=64, name="small")
     capacities = [2.0**k for k in range(12, 25)]
     data = traffic_steps(["attention-3pass", "fusemax"], w, "flat-cloud", capacities)
     assert data.level == "global_buffer"

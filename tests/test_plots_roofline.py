@@ -10,7 +10,8 @@ import math
 import pytest
 
 from einsim.errors import ConfigError
-from einsim.simulator import EinsumEstimate, Estimate, Workload
+from einsim.problem import Problem
+from einsim.simulator import EinsumEstimate, Estimate
 from einsim.simulator.plots.data import (
     OperationMix,
     attention_flops,
@@ -26,13 +27,13 @@ from einsim.simulator.plots.measured import load_benchmark_csv, load_tuning_db, 
 from einsim.simulator.plots.roofline import plot_roofline
 from einsim.targets import load_target
 
-SMALL = Workload(batch=1, heads=2, q_len=256, kv_len=256, head_dim=64, name="small")
+SMALL = Problem(batch=1, q_heads=2, q_len=256, kv_len=256, head_dim=64, name="small")
 
 
 def estimate(target: str, rows: tuple[EinsumEstimate, ...] = (), traffic: float = 1e6, latency: float = 1e-3,
              bound: str = "hbm", cascade: str = "toy") -> Estimate:
     return Estimate(
-        cascade=cascade, target=target, workload=SMALL, passes=1, buffer_bytes=0.0, buffer_capacity_bytes=1.0,
+        cascade=cascade, target=target, problem=SMALL, passes=1, buffer_bytes=0.0, buffer_capacity_bytes=1.0,
         fits=True, traffic_bytes=traffic, traffic_by_level={}, compute_ops={}, latency_s=latency, bound=bound,
         utilization={}, energy_j=0.0, energy_by_component={}, per_einsum=rows)
 
@@ -77,7 +78,7 @@ def test_point_intensity_is_attention_flops_over_the_estimates_offchip_bytes():
 
 
 def test_causal_work_counts_visible_pairs_only():
-    causal = Workload(batch=1, heads=1, q_len=4, kv_len=4, head_dim=8, causal=True)
+    causal = Problem(batch=1, q_heads=1, q_len=4, kv_len=4, head_dim=8, causal=True)
     assert attention_flops(causal) == 10 * 2 * (8 + 8)
 
 
@@ -139,10 +140,10 @@ def test_predicted_points_never_rise_above_a_roof(target):
 
 
 def test_estimates_of_another_workload_or_target_are_refused():
-    other = Workload(batch=1, heads=2, q_len=512, kv_len=512, head_dim=64, name="other")
+    other = Problem(batch=1, q_heads=2, q_len=512, kv_len=512, head_dim=64, name="other")
     e = estimate("h100-sxm")
     with pytest.raises(ConfigError):
-        roofline_data("h100-sxm", [e, Estimate(**{**e.__dict__, "workload": other})])
+        roofline_data("h100-sxm", [e, Estimate(**{**e.__dict__, "problem": other})])
     with pytest.raises(ConfigError):
         roofline_data("a100-80gb", [e])
 
@@ -193,10 +194,10 @@ def test_a_benchmark_csv_without_the_columns_is_refused(tmp_path):
 
 def test_problem_tags_of_the_autotuner_parse_back():
     from einsim.autotune.study import problem_tag
-    from einsim.kernels.problem import AttentionProblem
+    from einsim.problem import Problem
 
-    for problem in (AttentionProblem(4, 16, 16, 4096, 4096, 128, causal=True),
-                    AttentionProblem(2, 32, 8, 1, 8192, 128, window=(256, 0), v_head_dim=64)):
+    for problem in (Problem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128, causal=True),
+                    Problem(batch=2, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128, window=(256, 0), v_head_dim=64)):
         assert parse_problem_tag(problem_tag(problem)) == problem
 
 
@@ -204,10 +205,10 @@ def test_tuning_database_gives_the_best_measured_trial(tmp_path):
     import optuna
 
     from einsim.autotune.study import problem_tag
-    from einsim.kernels.problem import AttentionProblem
+    from einsim.problem import Problem
     from einsim.kernels.registry import get_kernel
 
-    problem = AttentionProblem(1, 2, 2, 256, 256, 64)
+    problem = Problem(batch=1, q_heads=2, kv_heads=2, q_len=256, kv_len=256, head_dim=64)
     url = f"sqlite:///{tmp_path / 'tuning.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name, objective in (("real", "gpu"), ("dry", "simulator")):

@@ -23,16 +23,16 @@ def test_names_paths_and_objects_give_the_same_estimate(tmp_path):
     from einsim.einsum_cascades import load_cascade
     from einsim.targets.loader import PRESET_DIR
 
-    workload = load_model("BERT").workload(4096)
-    by_name = simulate("fusemax", workload, "fusemax-cloud")
-    by_path = simulate(load_cascade("fusemax").source, workload, str(PRESET_DIR / "fusemax-cloud.yaml"))
-    by_object = simulate(load_cascade("fusemax"), workload, load_target("fusemax-cloud"))
+    problem = load_model("BERT").problem(4096)
+    by_name = simulate("fusemax", problem, "fusemax-cloud")
+    by_path = simulate(load_cascade("fusemax").source, problem, str(PRESET_DIR / "fusemax-cloud.yaml"))
+    by_object = simulate(load_cascade("fusemax"), problem, load_target("fusemax-cloud"))
     assert by_name.latency_s == by_path.latency_s == by_object.latency_s
 
 
 @pytest.mark.parametrize("target", ["h100-sxm", "fusemax-cloud"])
 def test_gpu_and_spatial_targets_both_return_an_estimate(target):
-    estimate = simulate("fusemax", load_model("llama3-8b").workload(4096), target)
+    estimate = simulate("fusemax", load_model("llama3-8b").problem(4096), target)
     assert estimate.target == target and estimate.latency_s > 0 and estimate.passes == 1
     assert JSON_KEYS <= set(estimate.to_json())
 
@@ -59,7 +59,7 @@ def test_shape_and_mapping_file_arguments(tmp_path, capsys):
     assert main(["simulate", "--target", "fusemax-edge", "--shape", "2,8,2048,64", "--mapping", str(mapping), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["mapping"]["key_tile"] == 128 and data["mapping"]["schedule"] == "sequential"
-    assert data["workload"]["batch"] == 2
+    assert data["problem"]["batch"] == 2
 
 
 def test_buffer_sweep_prints_the_curve_and_refuses_gpus(capsys, tmp_path):

@@ -15,13 +15,13 @@ from einsim.simulator.mapping import Mapping, load_mapping
 from einsim.simulator.simulate import simulate
 from einsim.simulator.spatial import compile_design, cycles_per_point, visible_tile_fraction
 from einsim.simulator.sweep import buffer_sweep
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 from einsim.targets import load_target
 
-BERT_4K = Workload(batch=64, heads=12, q_len=4096, kv_len=4096, head_dim=64, name="BERT/4K")
+BERT_4K = Problem(batch=64, q_heads=12, q_len=4096, kv_len=4096, head_dim=64, name="BERT/4K")
 
 
-def bert(seq_len: int) -> Workload:
+def bert(seq_len: int) -> Problem:
     return replace(BERT_4K, q_len=seq_len, kv_len=seq_len)
 
 
@@ -51,8 +51,8 @@ def test_fusemax_epoch_is_the_1d_arrays_work_when_pipelined():
     # plus the amortised final division; the 2D array 137: pipelining hides the difference
     w = bert(1 << 20)
     estimate = simulate("fusemax", w, "fusemax-cloud")
-    epochs = w.batch * w.heads * (w.kv_len // 256) * (w.q_len // 256)
-    division = w.batch * w.heads * w.head_dim * w.q_len / 256
+    epochs = w.batch * w.q_heads * (w.kv_len // 256) * (w.q_len // 256)
+    division = w.batch * w.q_heads * w.head_dim * w.q_len / 256
     cycles = epochs * 138 + division + 512  # + one fill/drain of the array
     assert estimate.latency_s == pytest.approx(cycles / 940e6, rel=1e-6)
     assert estimate.bound == "pe_1d"
@@ -70,7 +70,7 @@ def test_sequential_schedule_exposes_the_arrays_drain_and_the_dependences():
 def test_fusemax_reaches_the_compulsory_traffic_with_enough_buffer():
     w = bert(16384)
     rows = buffer_sweep("fusemax", w, "fusemax-cloud", capacities=[64 * 2**20])
-    assert rows[0]["traffic_bytes"] == 4 * w.batch * w.heads * w.kv_len * w.head_dim * 2
+    assert rows[0]["traffic_bytes"] == 4 * w.batch * w.q_heads * w.kv_len * w.head_dim * 2
     assert rows[0]["traffic_over_compulsory"] == pytest.approx(1.0)
 
 
@@ -79,7 +79,7 @@ def test_a_live_row_that_does_not_fit_spills_and_traffic_grows():
     design = compile_design(load_cascade("attention-3pass"), w, load_target("flat-cloud"), Mapping(query_block=256, spill="store"))
     # a 256-row block of QK is 8 MiB: at 6 and 4 MiB part of it spills (K and V re-read alike)
     result = design.evaluate(np.array([256.0, 256.0]), "store", np.array([6 * 2**20, 4 * 2**20]))
-    qk_bytes = w.batch * w.heads * w.q_len * w.kv_len * 2
+    qk_bytes = w.batch * w.q_heads * w.q_len * w.kv_len * 2
     live = 256 * w.kv_len * 2
     more_spilled = (result["spill_fraction"][1] - result["spill_fraction"][0])
     assert more_spilled == pytest.approx(2 * 2**20 / live)
@@ -100,9 +100,9 @@ def test_unfused_runs_three_kernels_with_every_intermediate_through_dram():
     w = bert(4096)
     estimate = simulate("attention-3pass", w, "unfused-cloud")
     assert estimate.mapping["groups"] == [["QK"], ["GM", "SN", "SD", "A"], ["AV"]]
-    qk = w.batch * w.heads * w.q_len * w.kv_len * 2
+    qk = w.batch * w.q_heads * w.q_len * w.kv_len * 2
     # QK written and read back, A written and read back, plus Q, K, V, O once
-    assert estimate.traffic_bytes == pytest.approx(4 * qk + 4 * w.batch * w.heads * w.kv_len * 64 * 2, rel=1e-9)
+    assert estimate.traffic_bytes == pytest.approx(4 * qk + 4 * w.batch * w.q_heads * w.kv_len * 64 * 2, rel=1e-9)
 
 
 def test_a_causal_mask_skips_the_invisible_tiles():

@@ -24,7 +24,7 @@ def test_a_combination_the_model_rejects_is_a_row_with_its_error():
 
 
 def test_one_pass_traffic_falls_to_compulsory_and_stays_there():
-    rows = buffer_sweep("fusemax", load_model("BERT").workload(16384), "fusemax-cloud")
+    rows = buffer_sweep("fusemax", load_model("BERT").problem(16384), "fusemax-cloud")
     feasible = [r for r in rows if r["spill"] != "does not fit"]
     assert feasible[-1]["traffic_over_compulsory"] == pytest.approx(1.0)
     assert not any(r["spill_fraction"] for r in feasible)  # nothing ever spills: no live state
@@ -34,7 +34,7 @@ def test_one_pass_traffic_falls_to_compulsory_and_stays_there():
 
 def test_the_three_pass_knee_moves_with_the_sequence_length():
     def knee(seq_len):
-        rows = buffer_sweep("attention-3pass", load_model("BERT").workload(seq_len), "flat-cloud")
+        rows = buffer_sweep("attention-3pass", load_model("BERT").problem(seq_len), "flat-cloud")
         return min(r["buffer_bytes"] for r in rows if r["fits"])
 
     assert knee(16384) >= 3 * knee(4096)
@@ -67,5 +67,5 @@ def test_a_buffer_sweep_of_a_gpu_names_the_fix_without_a_cli_flag():
     from einsim.errors import ConfigError
 
     with pytest.raises(ConfigError, match="h100-sxm: a traffic-versus-buffer sweep varies a spatial design's global buffer") as caught:
-        buffer_sweep("fusemax", load_model("BERT").workload(1024), "h100-sxm")
+        buffer_sweep("fusemax", load_model("BERT").problem(1024), "h100-sxm")
     assert "--buffer-sweep" not in str(caught.value) and "give a spatial target" in str(caught.value)

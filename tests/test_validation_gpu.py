@@ -46,8 +46,8 @@ def test_the_model_ranks_backends_as_measured(comparisons):
     """cuDNN (hopper style) < flex (triton) < sdpa flash (ampere) on every non-causal D=128 prefill."""
     by_shape: dict = {}
     for c in comparisons:
-        if c.kind == "prefill" and c.workload.head_dim == 128 and not c.workload.causal:
-            by_shape.setdefault(c.workload.kv_len, {})[c.backend] = c
+        if c.kind == "prefill" and c.problem.head_dim == 128 and not c.problem.causal:
+            by_shape.setdefault(c.problem.kv_len, {})[c.backend] = c
     for shape in by_shape.values():
         for attr in ("measured_ms", "predicted_ms"):
             assert getattr(shape["sdpa_cudnn"], attr) < getattr(shape["flex"], attr) < getattr(shape["sdpa_flash"], attr)

@@ -46,8 +46,8 @@ def test_fusemax_traffic_matches_the_paper_and_is_compulsory_when_k_and_v_fit(ou
     for model, seq_len in POINTS:
         estimate = ours[("fusemax", model, seq_len)].attention
         assert estimate.traffic_bytes == pytest.approx(paper[("fusemax", model, seq_len)].traffic_bytes, rel=1e-6)
-    w = ours[("fusemax", "BERT", 1024)].attention.workload
-    assert ours[("fusemax", "BERT", 1024)].attention.traffic_bytes == 4 * w.batch * w.heads * w.kv_len * w.head_dim * 2
+    w = ours[("fusemax", "BERT", 1024)].attention.problem
+    assert ours[("fusemax", "BERT", 1024)].attention.traffic_bytes == 4 * w.batch * w.q_heads * w.kv_len * w.head_dim * 2
 
 
 def test_flat_latency_matches_the_paper_up_to_64k_and_is_never_slower_beyond(ours, paper):
@@ -90,7 +90,7 @@ def test_utilisation_shows_flats_load_imbalance_and_fusemax_removing_it(ours, pa
     for model, seq_len in POINTS:
         flat = ours[("flat", model, seq_len)].attention.utilization
         fusemax = ours[("fusemax", model, seq_len)].attention.utilization
-        e = ours[("flat", model, seq_len)].attention.workload.head_dim
+        e = ours[("flat", model, seq_len)].attention.problem.head_dim
         if seq_len <= 65536:
             # QK and AV on 65536 PEs (2E MACs per score) against 4 softmax ops on 256 PEs
             assert flat["pe_2d"] == pytest.approx(2 * e / (4 * 256), rel=1e-3)

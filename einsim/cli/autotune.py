@@ -11,7 +11,7 @@ from einsim.cli.output import print_json, render_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from einsim.simulator.shapes import add_workload_arguments
+    from einsim.simulator.shapes import add_problem_arguments
 
     parser = subparsers.add_parser(
         "autotune", help="tune a kernel's config on the GPU, guided by the simulator (Optuna)",
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finishes; rerunning the same command resumes. View with: optuna-dashboard <storage URL>.")
     parser.add_argument("--kernel", required=True, help="kernel name (einsim kernels list): attention-fwd, decode, ...")
     parser.add_argument("--target", default="h100-sxm", help="GPU target the simulator models (default h100-sxm)")
-    add_workload_arguments(parser)
+    add_problem_arguments(parser)
     parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16", help="element type (default bf16)")
     parser.add_argument("--trials", type=int, help="configs to run in the whole study (default: a quarter of "
                         "those that fit); a resumed study runs only the missing ones")
@@ -41,21 +41,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def problem_from_args(args: argparse.Namespace):
-    """The AttentionProblem the workload arguments describe (decode kernels default to 1 query)."""
+    """The Problem the arguments describe, in --dtype (decode kernels default to 1 query). A
+    kernel runs the attention call only: a model preset's layer widths are dropped."""
+    from dataclasses import replace
+
     from einsim.errors import ShapeError
-    from einsim.kernels.problem import AttentionProblem
-    from einsim.simulator.shapes import workload_from_args
+    from einsim.simulator import shapes
 
     if not getattr(args, "shape", None) and not getattr(args, "model", None):
         raise ShapeError("a problem is needed: --shape B,H,N,D (with --kv-heads, --causal, --q-len) or "
                          "--model NAME --seq-len N")
     if args.kernel == "decode" and args.q_len is None and getattr(args, "mode", "prefill") == "prefill":
         args.q_len = 1
-    workload = workload_from_args(args)
-    return AttentionProblem(
-        batch=workload.batch, q_heads=workload.heads, kv_heads=workload.key_value_heads, q_len=workload.q_len,
-        kv_len=workload.kv_len, head_dim=workload.head_dim, causal=workload.causal, window=workload.window,
-        dtype=args.dtype, v_head_dim=workload.v_head_dim if workload.v_head_dim != workload.head_dim else None)
+    return replace(shapes.problem_from_args(args), dtype=args.dtype, symbols=())
 
 
 def config_text(config: dict) -> str:

@@ -51,7 +51,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _problem(args: argparse.Namespace):
-    from einsim.kernels.problem import AttentionProblem
+    from einsim.problem import Problem
 
     try:
         sizes = [int(part) for part in args.shape.split(",")]
@@ -73,13 +73,13 @@ def _problem(args: argparse.Namespace):
         except ValueError:
             raise ShapeError(f"--window: expected LEFT,RIGHT, got {args.window!r}") from None
         window = (left, right)
-    return AttentionProblem(batch=batch, q_heads=heads, kv_heads=args.kv_heads or heads,
+    return Problem(batch=batch, q_heads=heads, kv_heads=args.kv_heads or heads,
                             q_len=q_len, kv_len=kv_len, head_dim=d, causal=args.causal,
                             window=window, dtype=args.dtype)
 
 
 def _show(args: argparse.Namespace) -> int:
-    from einsim.kernels.problem import DeviceLimits
+    from einsim.kernels.limits import DeviceLimits
     from einsim.kernels.registry import get_kernel
 
     spec = get_kernel(args.name)

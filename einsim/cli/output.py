@@ -58,7 +58,10 @@ def _looks_numeric(text: str) -> bool:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, tuples, paths and numpy scalars to plain JSON types."""
+    """Dataclasses (through their own `to_dict` when they have one, as Problem does), tuples,
+    paths and numpy scalars to plain JSON types."""
+    if callable(getattr(value, "to_dict", None)) and not isinstance(value, type):
+        return to_jsonable(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):

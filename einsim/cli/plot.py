@@ -10,7 +10,7 @@ from einsim.cli.roofline import add_output_arguments, add_target_cascade_argumen
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from einsim.simulator.shapes import add_workload_arguments
+    from einsim.simulator.shapes import add_problem_arguments
 
     parser = subparsers.add_parser("plot", help="traffic against buffer, speedup bars, pass-coloured cascade graph")
     kinds = parser.add_subparsers(dest="plot_kind", metavar="PLOT")
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Simulate each cascade with the target's on-chip buffer (the level in front of "
         "DRAM/HBM) at each capacity: multi-pass cascades step down where their intermediates fit.")
     add_target_cascade_arguments(traffic, ("attention-3pass", "fusemax"))
-    add_workload_arguments(traffic)
+    add_problem_arguments(traffic)
     traffic.add_argument("--mapping", help="mapping YAML for the simulator")
     traffic.add_argument("--min-buffer", default="16 KiB", help="smallest capacity (default '16 KiB')")
     traffic.add_argument("--max-buffer", default="4 GiB", help="largest capacity (default '4 GiB')")
@@ -72,25 +72,25 @@ def _bytes_argument(text: str, option: str) -> float:
 def _traffic(args: argparse.Namespace) -> int:
     from einsim.simulator.plots.data import traffic_steps
     from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
-    from einsim.simulator.shapes import workload_from_args
+    from einsim.simulator.shapes import problem_from_args
     from einsim.simulator.sweep import buffer_capacities
     from einsim.targets.units import format_bytes
 
     from einsim.errors import ConfigError
 
-    workload = workload_from_args(args)
+    problem = problem_from_args(args)
     low, high = _bytes_argument(args.min_buffer, "--min-buffer"), _bytes_argument(args.max_buffer, "--max-buffer")
     if high < low or args.per_octave < 1:
         raise ConfigError(f"--max-buffer must be at least --min-buffer and --per-octave at least 1 "
                           f"(got {args.min_buffer!r}..{args.max_buffer!r}, {args.per_octave})")
     capacities = buffer_capacities(low, high, args.per_octave)
-    data = [traffic_steps(args.cascade or list(args.cascade_default), workload, target, capacities, mapping=args.mapping)
+    data = [traffic_steps(args.cascade or list(args.cascade_default), problem, target, capacities, mapping=args.mapping)
             for target in args.target]
     rows = [row for d in data for row in d.rows()]
 
     def table() -> None:
         for d in data:
-            print(f"{d.target}, {d.workload.name}: compulsory traffic {d.compulsory_bytes / 1e9:.4g} GB")
+            print(f"{d.target}, {d.problem.name}: compulsory traffic {d.compulsory_bytes / 1e9:.4g} GB")
             print(render_table(["cascade", "buffer", "traffic GB", "x compulsory", "passes", "fits"],
                                [[p.cascade, format_bytes(p.buffer_capacity_bytes), p.traffic_bytes / 1e9,
                                  p.traffic_ratio, p.passes, p.fits] for p in d.points]))

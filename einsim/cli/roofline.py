@@ -10,7 +10,7 @@ from einsim.cli.output import print_json, render_table, write_csv
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from einsim.simulator.shapes import add_workload_arguments
+    from einsim.simulator.shapes import add_problem_arguments
 
     parser = subparsers.add_parser(
         "roofline", help="roofline of cascades on targets, with measured kernels (PNG/SVG/PDF, CSV, JSON)",
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "performance, measured kernels beside it. The y axis counts attention FLOPs (2·(E+F) per visible "
         "query-key pair); exp and vector roofs are converted into those FLOPs: docs/plots.md.")
     add_target_cascade_arguments(parser)
-    add_workload_arguments(parser)
+    add_problem_arguments(parser)
     parser.add_argument("--mapping", help="mapping YAML for the simulator (default: the design's own)")
     parser.add_argument("--peaks", choices=("measured", "datasheet"), default="measured",
                         help="roof heights: measured ceilings where the target has them (default) or datasheet")
@@ -71,17 +71,17 @@ def run(args: argparse.Namespace) -> int:
     from einsim.simulator.plots.data import roofline_for
     from einsim.simulator.plots.measured import load_measured
     from einsim.simulator.plots.roofline import plot_roofline
-    from einsim.simulator.shapes import workload_from_args
+    from einsim.simulator.shapes import problem_from_args
 
-    workload = workload_from_args(args)
+    problem = problem_from_args(args)
     measured = load_measured(args.measured, args.tuning_db)
-    panels = roofline_for(args.target, args.cascade or list(args.cascade_default), workload, mapping=args.mapping,
+    panels = roofline_for(args.target, args.cascade or list(args.cascade_default), problem, mapping=args.mapping,
                           source=args.peaks, per_einsum=args.per_einsum, measured=measured, measured_match=args.match)
     rows = [row for panel in panels for row in panel.rows()]
 
     def table() -> None:
         for panel in panels:
-            print(f"{panel.target} ({panel.dtype}), {workload.name}: attention FLOPs "
+            print(f"{panel.target} ({panel.dtype}), {problem.name}: attention FLOPs "
                   f"{panel.points[0].flops:.4g}" if panel.points else panel.target)
             print(render_table(
                 ["roof", "peak", "unit", "FLOP/op", "TFLOP/s", "ridge FLOP/B", "source"],

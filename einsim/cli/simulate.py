@@ -17,7 +17,7 @@ DEFAULT_SEQ_LEN = 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from einsim.simulator.shapes import add_workload_arguments
+    from einsim.simulator.shapes import add_problem_arguments
 
     parser = subparsers.add_parser(
         "simulate", help="estimate a cascade on a hardware target (latency, traffic, buffer, energy)",
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cascade", default=DEFAULT_CASCADE, help=f"library cascade or YAML path (default {DEFAULT_CASCADE})")
     parser.add_argument("--target", default=DEFAULT_TARGET, help=f"target preset or YAML path (default {DEFAULT_TARGET})")
     parser.add_argument("--mapping", help="mapping YAML (tiles, query block, binding, schedule; docs/simulator.md §2)")
-    add_workload_arguments(parser)
+    add_problem_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the Estimate as JSON")
     parser.add_argument("--buffer-sweep", action="store_true", help="traffic, latency and energy versus global-buffer size (spatial targets)")
     parser.add_argument("--csv", help="with --buffer-sweep: also write the curve to this CSV file")
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from einsim.simulator.shapes import workload_from_args
+    from einsim.simulator.shapes import problem_from_args
     from einsim.simulator.simulate import resolve_cascade, resolve_target, simulate
 
     if args.csv and not args.buffer_sweep:
@@ -41,11 +41,11 @@ def _run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--csv {args.csv}: writes the --buffer-sweep curve; add --buffer-sweep, "
                           "or use --json (or einsim sweep --out FILE for estimates as CSV rows)")
-    workload = workload_from_args(args, default_model=DEFAULT_MODEL, default_seq_len=DEFAULT_SEQ_LEN)
+    problem = problem_from_args(args, default_model=DEFAULT_MODEL, default_seq_len=DEFAULT_SEQ_LEN)
     if args.buffer_sweep:
-        return _buffer_sweep(args, workload)
+        return _buffer_sweep(args, problem)
     target = resolve_target(args.target)
-    estimate = simulate(args.cascade, workload, target, args.mapping)
+    estimate = simulate(args.cascade, problem, target, args.mapping)
     _check_runs(estimate, target.kind, args.mapping)
     if args.json:
         print_json(estimate.to_json())
@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         if not attention:
             # the workload's batch/heads/queries/keys bind only the ranks this cascade names; show
             # the sizes actually simulated (the rest are the cascade's own defaults)
-            bound = cascade.bind(workload.rank_sizes())
+            bound = cascade.bind(problem.rank_sizes())
             sizes = ", ".join(f"{rank}={bound[rank]}" for rank in cascade.ranks)
             first, rest = text.split("\n", 1)
             text = (f"{estimate.cascade} on {estimate.target} — ranks {sizes} (the workload's sizes where the "
@@ -99,8 +99,8 @@ def report(estimate, live_grows: bool | None = True, attention: bool = True) -> 
     `live_grows`: whether the state live between passes grows with the sequence (the pass
     analysis says; decode-splitkv's per-chunk partials do not). `attention`: the cascade has a
     K/V rank M and a query rank P, so Q, K, V, O and passes over K/V mean something."""
-    w = estimate.workload
-    heads = f"{w.heads} heads" + (f" ({w.key_value_heads} KV heads)" if w.key_value_heads != w.heads else "")
+    w = estimate.problem
+    heads = f"{w.q_heads} heads" + (f" ({w.kv_heads} KV heads)" if w.kv_heads != w.q_heads else "")
     mask = ", causal" if w.causal else ""
     if w.window:
         mask += f", window {w.window[0]},{w.window[1]}"
@@ -138,16 +138,16 @@ def report(estimate, live_grows: bool | None = True, attention: bool = True) -> 
     return "\n".join(lines)
 
 
-def _buffer_sweep(args: argparse.Namespace, workload) -> int:
+def _buffer_sweep(args: argparse.Namespace, problem) -> int:
     from einsim.simulator.sweep import buffer_sweep
 
-    rows = buffer_sweep(args.cascade, workload, args.target, args.mapping)
+    rows = buffer_sweep(args.cascade, problem, args.target, args.mapping)
     if args.csv:
         write_csv(rows, args.csv)
     if args.json:
         print_json(rows)
         return 0
-    print(f"{args.cascade} on {args.target} — {workload.name}: off-chip traffic versus global buffer "
+    print(f"{args.cascade} on {args.target} — {problem.name}: off-chip traffic versus global buffer "
           "(mapping re-chosen at each size; x = times the compulsory traffic)")
     table = []
     for r in rows:
@@ -171,13 +171,13 @@ def _does_not_fit(estimate) -> str:
 
 
 def _traffic_note(estimate) -> str:
-    from einsim.simulator.workload import Workload
+    from einsim.problem import Problem
 
-    w: Workload = estimate.workload
+    w: Problem = estimate.problem
     if w.dtype_bytes <= 0:
         return ""
-    compulsory = w.dtype_bytes * w.batch * (w.heads * w.q_len * (w.head_dim + w.value_dim)
-                                            + w.key_value_heads * w.kv_len * (w.head_dim + w.value_dim))
+    compulsory = w.dtype_bytes * w.batch * (w.q_heads * w.q_len * (w.head_dim + w.v_head_dim)
+                                            + w.kv_heads * w.kv_len * (w.head_dim + w.v_head_dim))
     return f"{estimate.traffic_bytes / compulsory:.3g}x the compulsory Q, K, V, O"
 
 

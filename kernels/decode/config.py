@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 
 from einsim.kernels.multipass.config import PassTraffic, TrafficKernelSpec
-from einsim.kernels.problem import (AttentionProblem, DeviceLimits, next_power_of_two, padded_head_dim,
-                                    shared_memory_reasons)
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits, next_power_of_two, padded_head_dim, shared_memory_reasons
 from einsim.kernels.registry import register
 
 STATS_BYTES = 4  # partial max, sum and numerator are fp32 in HBM
@@ -50,7 +50,7 @@ def packed_rows(problem) -> int:
     return (problem.q_heads // problem.kv_heads) * problem.q_len
 
 
-def row_tiles(problem: AttentionProblem, config: DecodeConfig) -> int:
+def row_tiles(problem: Problem, config: DecodeConfig) -> int:
     return -(-packed_rows(problem) // config.BLOCK_M)
 
 
@@ -67,7 +67,7 @@ def key_range(problem) -> tuple[int, int]:
 
 
 def padded_dims(problem) -> tuple[int, int]:
-    return padded_head_dim(problem.head_dim), padded_head_dim(problem.value_dim)
+    return padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
 
 
 def shared_memory_bytes(config: DecodeConfig, problem) -> int:
@@ -81,7 +81,7 @@ def shared_memory_bytes(config: DecodeConfig, problem) -> int:
                 + config.BLOCK_M * config.BLOCK_N)
 
 
-def programs_per_sm(config: DecodeConfig, problem: AttentionProblem,
+def programs_per_sm(config: DecodeConfig, problem: Problem,
                     limits: DeviceLimits | None = None) -> int:
     """Resident programs per SM, limited by shared memory, threads and (assumed) registers."""
     limits = limits or DeviceLimits.h100()
@@ -98,14 +98,14 @@ def wave_efficiency(programs: int, slots: int) -> float:
     return programs / (math.ceil(programs / slots) * slots)
 
 
-def _plan(problem: AttentionProblem, config: DecodeConfig, splits: int) -> SplitPlan:
+def _plan(problem: Problem, config: DecodeConfig, splits: int) -> SplitPlan:
     lo, hi = key_range(problem)
     keys = max(1, hi - lo)
     split_len = -(-(-(-keys // splits)) // config.BLOCK_N) * config.BLOCK_N
     return SplitPlan(num_splits=-(-keys // split_len), split_len=split_len, kv_lo=lo, kv_hi=hi)
 
 
-def choose_num_splits(problem: AttentionProblem, config: DecodeConfig,
+def choose_num_splits(problem: Problem, config: DecodeConfig,
                       limits: DeviceLimits | None = None) -> int:
     """The fewest splits whose wave efficiency is within WAVE_TOLERANCE of the best.
 
@@ -126,14 +126,14 @@ def choose_num_splits(problem: AttentionProblem, config: DecodeConfig,
 
 
 @functools.lru_cache(maxsize=4096)
-def split_plan(problem: AttentionProblem, config: DecodeConfig,
+def split_plan(problem: Problem, config: DecodeConfig,
                limits: DeviceLimits | None = None) -> SplitPlan:
     """How the visible keys are cut into splits (cached: decode steps repeat the same shapes)."""
     splits = config.NUM_SPLITS or choose_num_splits(problem, config, limits)
     return _plan(problem, config, splits)
 
 
-def pass_traffic(problem: AttentionProblem, config: DecodeConfig,
+def pass_traffic(problem: Problem, config: DecodeConfig,
                  limits: DeviceLimits | None = None) -> tuple[PassTraffic, PassTraffic]:
     """HBM bytes of the split pass and of the merge, by tensor (the decode-splitkv cascade).
 
@@ -142,7 +142,7 @@ def pass_traffic(problem: AttentionProblem, config: DecodeConfig,
     sum (fp32) and numerator (fp32, Dv wide); the merge reads those back and writes O and lse.
     """
     s = problem.dtype_bytes
-    d, dv = problem.head_dim, problem.value_dim
+    d, dv = problem.head_dim, problem.v_head_dim
     plan = split_plan(problem, config, limits)
     keys = plan.kv_hi - plan.kv_lo
     kv_groups = problem.batch * problem.kv_heads
@@ -165,19 +165,19 @@ def pass_traffic(problem: AttentionProblem, config: DecodeConfig,
     )
 
 
-def hbm_bytes(problem: AttentionProblem, config: DecodeConfig,
+def hbm_bytes(problem: Problem, config: DecodeConfig,
               limits: DeviceLimits | None = None) -> int:
     """All bytes of the split pass and the merge (pass_traffic)."""
     return sum(p.total for p in pass_traffic(problem, config, limits))
 
 
-def min_bytes(problem: AttentionProblem) -> int:
+def min_bytes(problem: Problem) -> int:
     """Compulsory traffic: read Q and the visible K/V once, write O and lse (peers' TB/s count
     the same bytes, less the lse)."""
     return problem.forward_min_bytes()
 
 
-def default_config(problem: AttentionProblem) -> DecodeConfig:
+def default_config(problem: Problem) -> DecodeConfig:
     """Packs the whole GQA group when it has at most 64 rows. BLOCK_N = 128 won the H100 sweep
     at D = 128 (docs/performance.md § Decode, within 1 % of cuDNN at every KV length); D = 256
     halves it to stay at two pipeline stages in shared memory (not measured)."""
@@ -188,7 +188,7 @@ def default_config(problem: AttentionProblem) -> DecodeConfig:
     return DecodeConfig(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, num_stages=3)
 
 
-def check_config(config: DecodeConfig, problem: AttentionProblem,
+def check_config(config: DecodeConfig, problem: Problem,
                  limits: DeviceLimits | None = None) -> list[str]:
     """Why `config` cannot run `problem` (empty list: it can)."""
     if not isinstance(config, DecodeConfig):
@@ -209,20 +209,20 @@ def check_config(config: DecodeConfig, problem: AttentionProblem,
         if tuple(capability) < (9, 0):
             reasons.append(f"USE_TMA needs tensor descriptors (sm_90 or newer), the device is "
                            f"sm_{capability[0]}{capability[1]}")
-        if (problem.head_dim * problem.dtype_bytes) % 16 or (problem.value_dim * problem.dtype_bytes) % 16:
+        if (problem.head_dim * problem.dtype_bytes) % 16 or (problem.v_head_dim * problem.dtype_bytes) % 16:
             reasons.append(f"USE_TMA needs 16-byte aligned K/V rows, head dims "
-                           f"{problem.head_dim}/{problem.value_dim} are not")
+                           f"{problem.head_dim}/{problem.v_head_dim} are not")
     if problem.q_len > 128:
         reasons.append(f"q_len={problem.q_len}: the decode kernel takes at most 128 query rows; "
                        "use attention-fwd")
-    if not 16 <= problem.head_dim <= 256 or not 16 <= problem.value_dim <= 256:
-        reasons.append(f"head dims {problem.head_dim}/{problem.value_dim}: expected 16 to 256")
+    if not 16 <= problem.head_dim <= 256 or not 16 <= problem.v_head_dim <= 256:
+        reasons.append(f"head dims {problem.head_dim}/{problem.v_head_dim}: expected 16 to 256")
     if not reasons:
         reasons += shared_memory_reasons(shared_memory_bytes(config, problem), limits)
     return reasons
 
 
-def search_space(problem: AttentionProblem, limits: DeviceLimits | None = None) -> list[DecodeConfig]:
+def search_space(problem: Problem, limits: DeviceLimits | None = None) -> list[DecodeConfig]:
     block_m = default_config(problem).BLOCK_M
     configs = [
         DecodeConfig(BLOCK_M=block_m, BLOCK_N=bn, num_warps=w, num_stages=st, NUM_SPLITS=None)

@@ -199,16 +199,16 @@ def launch(q, k, v, *, scale, config: DecodeConfig, plan: SplitPlan,
     """Split pass then merge on checked inputs. Returns (out, lse)."""
     block_d, block_dv = padded_dims(problem)
     b, hkv, nq, nk = problem.batch, problem.kv_heads, problem.q_len, problem.kv_len
-    rows = problem.group * nq
+    rows = problem.group_size * nq
     partial_shape = (b * hkv, plan.num_splits, rows)
     pm = inputs.scratch(partial_shape, q.device)
     pl = inputs.scratch(partial_shape, q.device)
-    pacc = inputs.scratch((*partial_shape, problem.value_dim), q.device)
-    out = inputs.empty_output((b, problem.q_heads, nq, problem.value_dim), q.device, q.dtype)
+    pacc = inputs.scratch((*partial_shape, problem.v_head_dim), q.device)
+    out = inputs.empty_output((b, problem.q_heads, nq, problem.v_head_dim), q.device, q.dtype)
     lse = inputs.empty_output((b, problem.q_heads, nq), q.device)
     scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
     left, right = problem.window or (0, 0)
-    even_d = problem.head_dim == block_d and problem.value_dim == block_dv
+    even_d = problem.head_dim == block_d and problem.v_head_dim == block_dv
     grid = (plan.num_splits, triton.cdiv(rows, config.BLOCK_M), b * hkv)
     if config.USE_TMA:
         from triton.tools.tensor_descriptor import TensorDescriptor
@@ -219,13 +219,13 @@ def launch(q, k, v, *, scale, config: DecodeConfig, plan: SplitPlan,
         k_arg, v_arg = k, v
     _decode_split[grid](
         q, k_arg, v_arg, pm, pl, pacc, *q.stride(), *k.stride(), *v.stride(),
-        hkv, problem.group, nq, nk, rows, problem.head_dim, problem.value_dim,
+        hkv, problem.group_size, nq, nk, rows, problem.head_dim, problem.v_head_dim,
         plan.kv_lo, plan.kv_hi, plan.split_len, plan.num_splits, scale * LOG2_E, left, right,
         IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32, EVEN_D=even_d,
         USE_TMA=config.USE_TMA,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
         num_warps=config.num_warps, num_stages=config.num_stages)
     _decode_merge[(b * hkv * rows,)](
-        pm, pl, pacc, out, lse, *out.stride(), hkv, problem.group, nq, rows, problem.value_dim,
+        pm, pl, pacc, out, lse, *out.stride(), hkv, problem.group_size, nq, rows, problem.v_head_dim,
         plan.num_splits, BLOCK_S=MERGE_BLOCK_S, BLOCK_DV=block_dv, num_warps=4 if block_dv >= 128 else 2)
     return out, lse

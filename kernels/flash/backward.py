@@ -25,7 +25,7 @@ from einsim.kernels.flash.forward import (descriptor, flash_forward, io_dtype, r
                                           resolve_config, window_args)
 from einsim.kernels.flash.tiles import (LOG2_E, key_bounds, load_tile, query_bounds, store_tile,
                                         visible, visible_t)
-from einsim.kernels.problem import padded_head_dim
+from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.runtime import (check_attention_inputs, interpreter_needs_fp32_dots,
                                     interpreting, patch_interpreter, tma_compatible)
 
@@ -387,7 +387,7 @@ def flash_backward(do, q, k, v, out, lse, *, causal: bool = False, window=None,
     problem = check_attention_inputs(q, k, v, kernel="attention-bwd", causal=causal,
                                      window=window, scale=scale)
     config = resolve_config("attention-bwd", config, problem, q.device)
-    expected_out = (problem.batch, problem.q_heads, problem.q_len, problem.value_dim)
+    expected_out = (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)
     for name, tensor, shape, dtype in (("out", out, expected_out, q.dtype),
                                        ("grad_out", do, expected_out, q.dtype),
                                        ("lse", lse, expected_out[:3], torch.float32)):
@@ -413,14 +413,14 @@ def launch(config: FlashBackwardConfig, problem, do, q, k, v, out, lse, dq, dk, 
         patch_interpreter()
     scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
     block_d = padded_head_dim(problem.head_dim)
-    block_dv = padded_head_dim(problem.value_dim)
+    block_dv = padded_head_dim(problem.v_head_dim)
     rows = problem.batch * problem.q_heads
     delta = torch.empty((rows, problem.q_len), dtype=torch.float32, device=q.device)
     lse2 = torch.empty_like(delta)
     pre_block = 64 if block_dv <= 128 else 32
     _backward_preprocess[(triton.cdiv(problem.q_len, pre_block), rows)](
         out, do, lse, delta, lse2, *out.stride(), *do.stride(),
-        problem.q_heads, problem.q_len, problem.value_dim,
+        problem.q_heads, problem.q_len, problem.v_head_dim,
         BLOCK_M=pre_block, BLOCK_DV=block_dv, num_warps=4)
 
     has_window, left, right = window_args(problem.window)
@@ -446,8 +446,8 @@ def launch(config: FlashBackwardConfig, problem, do, q, k, v, out, lse, dq, dk, 
             arg(dq, bmq, block_d), lse2, delta,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
             *dq.stride(),
-            problem.q_heads, problem.kv_heads, problem.group, problem.q_len, problem.kv_len,
-            problem.head_dim, problem.value_dim, scale, scale * LOG2_E, left, right,
+            problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
+            problem.head_dim, problem.v_head_dim, scale, scale * LOG2_E, left, right,
             num_key_tiles, num_m_tiles, dkdv_programs,
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_M_DQ=bmq, BLOCK_N_DQ=bnq, **common)
         remember_launch("attention-bwd-one-launch", fused)
@@ -468,8 +468,8 @@ def launch(config: FlashBackwardConfig, problem, do, q, k, v, out, lse, dq, dk, 
         lse2, delta,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
         *(dq_acc if dq_acc is not None else dq).stride(),
-        problem.q_heads, problem.kv_heads, problem.group, problem.q_len, problem.kv_len,
-        problem.head_dim, problem.value_dim, scale, scale * LOG2_E, left, right,
+        problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
+        problem.head_dim, problem.v_head_dim, scale, scale * LOG2_E, left, right,
         DQ_ATOMIC=config.dq_atomic, DQ_TMA=dq_tma, BLOCK_M=bm, BLOCK_N=bn, **common)
     remember_launch("attention-bwd-dkdv", dkdv)
     if dq_acc is not None:
@@ -482,8 +482,8 @@ def launch(config: FlashBackwardConfig, problem, do, q, k, v, out, lse, dq, dk, 
         arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
         arg(dq, bm, block_d), lse2, delta,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-        problem.q_heads, problem.group, problem.q_len, problem.kv_len,
-        problem.head_dim, problem.value_dim, scale, scale * LOG2_E, left, right, num_m_tiles,
+        problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
+        problem.head_dim, problem.v_head_dim, scale, scale * LOG2_E, left, right, num_m_tiles,
         BLOCK_M=bm, BLOCK_N=bn, **common)
     remember_launch("attention-bwd-dq", dq_kernel)
     return dq, dk, dv

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from einsim.kernels.problem import AttentionProblem, DeviceLimits, padded_head_dim, shared_memory_reasons
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits, padded_head_dim, shared_memory_reasons
 from einsim.kernels.registry import KernelSpec, register
 
 TILE_SIZES = (16, 32, 64, 128, 256)
@@ -58,7 +59,7 @@ class FlashBackwardConfig:
     one_launch: bool = False  # dK/dV and dQ programs in one grid (ignored with dq_atomic)
 
 
-def _common_reasons(config, problem: AttentionProblem, tiles: dict[str, int]) -> list[str]:
+def _common_reasons(config, problem: Problem, tiles: dict[str, int]) -> list[str]:
     reasons = []
     for name, value in tiles.items():
         if value not in TILE_SIZES:
@@ -67,8 +68,8 @@ def _common_reasons(config, problem: AttentionProblem, tiles: dict[str, int]) ->
         reasons.append(f"num_warps={config.num_warps}: expected one of {', '.join(map(str, WARPS))}")
     if not 1 <= config.num_stages <= MAX_STAGES:
         reasons.append(f"num_stages={config.num_stages}: expected 1 to {MAX_STAGES}")
-    if not 16 <= problem.head_dim <= 256 or not 16 <= problem.value_dim <= 256:
-        reasons.append(f"head dims {problem.head_dim}/{problem.value_dim}: the kernels take 16 to 256")
+    if not 16 <= problem.head_dim <= 256 or not 16 <= problem.v_head_dim <= 256:
+        reasons.append(f"head dims {problem.head_dim}/{problem.v_head_dim}: the kernels take 16 to 256")
     return reasons
 
 
@@ -77,26 +78,26 @@ SHARED_MEMORY_OVERHEAD = 1024
 
 
 # -- forward -----------------------------------------------------------------------------------
-def shared_memory_bytes(config: FlashConfig, problem: AttentionProblem) -> int:
+def shared_memory_bytes(config: FlashConfig, problem: Problem) -> int:
     """Q tile, plus num_stages K and V tiles in flight (the software pipeline's ring).
 
     Matches the compiled kernels' metadata on an H100 to the byte for every config swept
     (docs/performance.md, v1): e.g. 230400 for 128x128 tiles, D=128, 3 stages.
     """
     s = problem.dtype_bytes
-    d, dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.value_dim)
+    d, dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
     return (s * (config.BLOCK_M * d + max(1, config.num_stages) * config.BLOCK_N * (d + dv))
             + SHARED_MEMORY_OVERHEAD)
 
 
-def accumulator_registers(config: FlashConfig, problem: AttentionProblem) -> float:
+def accumulator_registers(config: FlashConfig, problem: Problem) -> float:
     """fp32 registers per thread for the output accumulator and one score tile."""
     threads = 32 * config.num_warps
-    dv = padded_head_dim(problem.value_dim)
+    dv = padded_head_dim(problem.v_head_dim)
     return config.BLOCK_M * (dv + config.BLOCK_N) / threads
 
 
-def check_config(config: FlashConfig, problem: AttentionProblem,
+def check_config(config: FlashConfig, problem: Problem,
                  limits: DeviceLimits | None = None) -> list[str]:
     """Why `config` cannot run `problem` (empty list: it can)."""
     if not isinstance(config, FlashConfig):
@@ -124,9 +125,9 @@ def check_config(config: FlashConfig, problem: AttentionProblem,
     return reasons
 
 
-def default_config(problem: AttentionProblem) -> FlashConfig:
+def default_config(problem: Problem) -> FlashConfig:
     """Best of the H100 sweeps at N=16k (docs/performance.md); runs on every problem."""
-    d = padded_head_dim(max(problem.head_dim, problem.value_dim))
+    d = padded_head_dim(max(problem.head_dim, problem.v_head_dim))
     if d <= 32:
         return FlashConfig(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
     if d <= 64:
@@ -138,7 +139,7 @@ def default_config(problem: AttentionProblem) -> FlashConfig:
     return FlashConfig(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
 
 
-def search_space(problem: AttentionProblem, limits: DeviceLimits | None = None) -> list[FlashConfig]:
+def search_space(problem: Problem, limits: DeviceLimits | None = None) -> list[FlashConfig]:
     """Every config worth compiling for `problem`, filtered by check_config."""
     configs = [
         FlashConfig(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, warp_specialize=ws)
@@ -152,11 +153,11 @@ def search_space(problem: AttentionProblem, limits: DeviceLimits | None = None) 
 
 
 # -- backward ----------------------------------------------------------------------------------
-def backward_shared_memory_bytes(config: FlashBackwardConfig, problem: AttentionProblem) -> int:
+def backward_shared_memory_bytes(config: FlashBackwardConfig, problem: Problem) -> int:
     """The larger of the two kernels: dK/dV keeps K, V resident and rings Q, dO (+ lse, delta);
     dQ keeps Q, dO resident and rings K, V."""
     s = problem.dtype_bytes
-    d, dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.value_dim)
+    d, dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
     stages = max(1, config.num_stages)
     dkdv = s * (config.BLOCK_N * (d + dv) + stages * config.BLOCK_M * (d + dv))
     if config.dq_atomic:
@@ -167,7 +168,7 @@ def backward_shared_memory_bytes(config: FlashBackwardConfig, problem: Attention
     return max(dkdv, dq) + SHARED_MEMORY_OVERHEAD
 
 
-def backward_check_config(config: FlashBackwardConfig, problem: AttentionProblem,
+def backward_check_config(config: FlashBackwardConfig, problem: Problem,
                           limits: DeviceLimits | None = None) -> list[str]:
     if not isinstance(config, FlashBackwardConfig):
         return [f"expected a FlashBackwardConfig, got {type(config).__name__}"]
@@ -177,7 +178,7 @@ def backward_check_config(config: FlashBackwardConfig, problem: AttentionProblem
     if reasons:
         return reasons
     threads = 32 * config.num_warps
-    dv = padded_head_dim(problem.value_dim)
+    dv = padded_head_dim(problem.v_head_dim)
     d = padded_head_dim(problem.head_dim)
     # dK and dV accumulators plus the transposed score tile, fp32, per thread.
     dkdv_registers = config.BLOCK_N * (d + dv + config.BLOCK_M) / threads
@@ -190,8 +191,8 @@ def backward_check_config(config: FlashBackwardConfig, problem: AttentionProblem
     return reasons
 
 
-def backward_default_config(problem: AttentionProblem) -> FlashBackwardConfig:
-    d = padded_head_dim(max(problem.head_dim, problem.value_dim))
+def backward_default_config(problem: Problem) -> FlashBackwardConfig:
+    d = padded_head_dim(max(problem.head_dim, problem.v_head_dim))
     if d <= 64:
         return FlashBackwardConfig(BLOCK_M=64, BLOCK_N=64, BLOCK_M_DQ=64, BLOCK_N_DQ=64,
                                    num_warps=4, num_stages=2)
@@ -202,7 +203,7 @@ def backward_default_config(problem: AttentionProblem) -> FlashBackwardConfig:
                                num_warps=8, num_stages=1)
 
 
-def backward_search_space(problem: AttentionProblem,
+def backward_search_space(problem: Problem,
                           limits: DeviceLimits | None = None) -> list[FlashBackwardConfig]:
     configs = [
         FlashBackwardConfig(BLOCK_M=bm, BLOCK_N=bn, BLOCK_M_DQ=bmq, BLOCK_N_DQ=bnq,
@@ -216,11 +217,11 @@ def backward_search_space(problem: AttentionProblem,
     return [c for c in configs if not backward_check_config(c, problem, limits)]
 
 
-def backward_flops(problem: AttentionProblem) -> float:
+def backward_flops(problem: Problem) -> float:
     return problem.backward_flops()
 
 
-def backward_min_bytes(problem: AttentionProblem) -> int:
+def backward_min_bytes(problem: Problem) -> int:
     return problem.backward_min_bytes()
 
 

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from einsim.kernels.flash.config import FlashConfig
 from einsim.kernels.flash.tiles import LOG2_E, key_bounds, load_tile, store_tile, visible
-from einsim.kernels.problem import padded_head_dim
+from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, device_limits,
                                     interpreter_needs_fp32_dots, interpreting, patch_interpreter,
@@ -216,7 +216,7 @@ def flash_forward(q, k, v, *, causal: bool = False, window=None, scale: float | 
     problem = check_attention_inputs(q, k, v, kernel="attention-fwd", causal=causal,
                                      window=window, scale=scale)
     config = resolve_config("attention-fwd", config, problem, q.device)
-    out_shape = (problem.batch, problem.q_heads, problem.q_len, problem.value_dim)
+    out_shape = (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)
     if out is None:
         out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
     _check_output("out", out, out_shape, q.dtype, q.device)
@@ -237,7 +237,7 @@ def launch(config: FlashConfig, problem, q, k, v, out, lse, scale=None):
         patch_interpreter()
     scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
     block_d = padded_head_dim(problem.head_dim)
-    block_dv = padded_head_dim(problem.value_dim)
+    block_dv = padded_head_dim(problem.v_head_dim)
     use_tma = config.tma and tma_compatible(q, k, v, out)
     if use_tma:
         q_arg = descriptor(q, config.BLOCK_M, block_d)
@@ -252,8 +252,8 @@ def launch(config: FlashConfig, problem, q, k, v, out, lse, scale=None):
     compiled = _flash_forward[grid](
         q_arg, k_arg, v_arg, o_arg, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        problem.q_heads, problem.group, problem.q_len, problem.kv_len,
-        problem.head_dim, problem.value_dim, scale * LOG2_E, left, right, num_m_tiles,
+        problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
+        problem.head_dim, problem.v_head_dim, scale * LOG2_E, left, right, num_m_tiles,
         IS_CAUSAL=problem.causal, HAS_WINDOW=has_window, USE_TMA=use_tma,
         DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
         WARP_SPECIALIZE=bool(config.warp_specialize) and not interpreting(),

@@ -64,7 +64,7 @@ def key_bounds(start_m, q_len, kv_len, window_left, window_right,
     """Key tiles of the query tile at start_m as three ranges: [lo, mid_lo) masked,
     [mid_lo, mid_hi) unmasked (every key visible to every row), [mid_hi, hi) masked.
 
-    lo is tile-aligned; a range may be empty. Twin of AttentionProblem.tile_key_range.
+    lo is tile-aligned; a range may be empty. Twin of Problem.tile_key_range.
     """
     offset = kv_len - q_len
     last_row = tl.minimum(start_m + BLOCK_M, q_len) - 1

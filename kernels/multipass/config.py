@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from einsim.kernels.problem import AttentionProblem, DeviceLimits, shared_memory_reasons, padded_head_dim
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits, shared_memory_reasons, padded_head_dim
 from einsim.kernels.registry import KernelSpec, register
 
 STATS_BYTES = 4  # LM, SLD, GM, SD and lse are fp32 in HBM
@@ -55,7 +56,7 @@ def _query_tiles(problem, config: MultipassConfig):
         yield rows, hi - lo, -(-(hi - lo) // config.BLOCK_N), lo, hi
 
 
-def _union_keys(problem: AttentionProblem, config: MultipassConfig) -> int:
+def _union_keys(problem: Problem, config: MultipassConfig) -> int:
     """Distinct keys of one head that any query tile visits (a pass reads at least these)."""
     covered, end = 0, 0
     for _, _, _, lo, hi in sorted(_query_tiles(problem, config), key=lambda t: t[3]):
@@ -82,7 +83,7 @@ def pass_traffic(problem, config: MultipassConfig, passes: int, *,
     if passes not in (2, 3):
         raise ValueError(f"passes must be 2 or 3, got {passes}")
     s = problem.dtype_bytes
-    d, dv = problem.head_dim, problem.value_dim
+    d, dv = problem.head_dim, problem.v_head_dim
     heads = problem.batch * problem.q_heads
     tiles = list(_query_tiles(problem, config))
     if reuse:
@@ -150,7 +151,7 @@ def requested_bytes(problem, config: MultipassConfig, passes: int) -> int:
 
 def padded_dims(problem) -> tuple[int, int]:
     """Head dims as the kernels tile them (Triton's aranges are powers of two)."""
-    return padded_head_dim(problem.head_dim), padded_head_dim(problem.value_dim)
+    return padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
 
 
 def shared_memory_bytes(config: MultipassConfig, problem) -> int:
@@ -165,7 +166,7 @@ def shared_memory_bytes(config: MultipassConfig, problem) -> int:
     return s * (config.BLOCK_M * block_d + ring * config.BLOCK_N * (block_d + block_dv))
 
 
-def check_config(config: MultipassConfig, problem: AttentionProblem,
+def check_config(config: MultipassConfig, problem: Problem,
                  limits: DeviceLimits | None = None) -> list[str]:
     """Why `config` cannot run `problem` on a device with `limits` (empty when it can)."""
     if not isinstance(config, MultipassConfig):
@@ -179,8 +180,8 @@ def check_config(config: MultipassConfig, problem: AttentionProblem,
         reasons.append(f"num_warps={config.num_warps}: expected a power of two from 1 to 16")
     if not 1 <= config.num_stages <= 6:
         reasons.append(f"num_stages={config.num_stages}: expected 1 to 6")
-    if not 16 <= problem.head_dim <= 256 or not 16 <= problem.value_dim <= 256:
-        reasons.append(f"head dims {problem.head_dim}/{problem.value_dim}: expected 16 to 256")
+    if not 16 <= problem.head_dim <= 256 or not 16 <= problem.v_head_dim <= 256:
+        reasons.append(f"head dims {problem.head_dim}/{problem.v_head_dim}: expected 16 to 256")
     if not reasons:
         reasons += shared_memory_reasons(shared_memory_bytes(config, problem), limits)
     return reasons
@@ -196,7 +197,7 @@ def default_config(problem) -> MultipassConfig:
     return MultipassConfig(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3)
 
 
-def search_space(problem: AttentionProblem, limits: DeviceLimits | None = None) -> list[MultipassConfig]:
+def search_space(problem: Problem, limits: DeviceLimits | None = None) -> list[MultipassConfig]:
     """Every config worth compiling for `problem`, filtered by `check_config`."""
     configs = [
         MultipassConfig(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, MATERIALIZE=False)
@@ -220,10 +221,10 @@ class TrafficKernelSpec(KernelSpec):
 
 
 def _traffic_of(passes: int):
-    def traffic(problem: AttentionProblem, config: MultipassConfig, limits=None):
+    def traffic(problem: Problem, config: MultipassConfig, limits=None):
         return pass_traffic(problem, config, passes)
 
-    def total(problem: AttentionProblem, config: MultipassConfig, limits=None) -> int:
+    def total(problem: Problem, config: MultipassConfig, limits=None) -> int:
         return hbm_bytes(problem, config, passes)
 
     return traffic, total

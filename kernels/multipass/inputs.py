@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from einsim.errors import ConfigError
 from einsim.kernels import runtime
-from einsim.kernels.problem import AttentionProblem, DeviceLimits
+from einsim.problem import Problem
+from einsim.kernels.limits import DeviceLimits
 
 
-def check_tensors(q, k, v, *, kernel: str, causal=False, window=None, scale=None) -> AttentionProblem:
+def check_tensors(q, k, v, *, kernel: str, causal=False, window=None, scale=None) -> Problem:
     """The problem q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] pose, or a ShapeError
     (the checks every launcher shares, einsim.kernels.runtime); any strides are fine."""
     return runtime.check_attention_inputs(q, k, v, kernel=kernel, causal=causal, window=window,
                                           scale=scale)
 
 
-def raise_if_unfit(reasons: list[str], kernel: str, config, problem: AttentionProblem) -> None:
+def raise_if_unfit(reasons: list[str], kernel: str, config, problem: Problem) -> None:
     if reasons:
         raise ConfigError(f"{kernel}: config {config} cannot run {problem.describe()}: "
                           + "; ".join(reasons))
@@ -27,7 +28,7 @@ def device_limits(tensor) -> DeviceLimits:
     return runtime.device_limits(tensor.device)
 
 
-def dot_in_fp32(problem: AttentionProblem) -> bool:
+def dot_in_fp32(problem: Problem) -> bool:
     """The kernels' DOT_FP32 flag: Triton 3.6's interpreter mangles bf16 dots (runtime's note)."""
     return runtime.interpreter_needs_fp32_dots(problem.dtype)
 

@@ -149,7 +149,7 @@ def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
     sd = inputs.scratch((b * hq, nq), q.device)
     # QK, then SN in place; only visited tiles are written and read.
     scores = inputs.scratch((b * hq, nq, nk), q.device) if config.MATERIALIZE else gm
-    out = inputs.empty_output((b, hq, nq, problem.value_dim), q.device, q.dtype)
+    out = inputs.empty_output((b, hq, nq, problem.v_head_dim), q.device, q.dtype)
     lse = inputs.empty_output((b, hq, nq), q.device)
     scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
     left, right = problem.window or (0, 0)
@@ -160,10 +160,10 @@ def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
     for which in (ROW_MAX, ROW_SUM):
         _three_pass_statistics[grid](
             q, k, gm, sd, scores, *q.stride(), *k.stride(),
-            hq, problem.group, nq, nk, problem.head_dim, scale * LOG2_E, left, right,
+            hq, problem.group_size, nq, nk, problem.head_dim, scale * LOG2_E, left, right,
             PASS=which, **common)
     _three_pass_output[grid](
         q, k, v, gm, sd, scores, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        hq, problem.group, nq, nk, problem.head_dim, problem.value_dim, scale * LOG2_E, left, right,
+        hq, problem.group_size, nq, nk, problem.head_dim, problem.v_head_dim, scale * LOG2_E, left, right,
         BLOCK_DV=block_dv, **common)
     return out, lse

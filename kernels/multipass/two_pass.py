@@ -152,10 +152,10 @@ def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
     if config.MATERIALIZE:
         lm = inputs.scratch((b * hq, num_key_tiles, nq), q.device)
         sld = inputs.scratch((b * hq, num_key_tiles, nq), q.device)
-        slnv = inputs.scratch((b * hq, num_key_tiles, nq, problem.value_dim), q.device)
+        slnv = inputs.scratch((b * hq, num_key_tiles, nq, problem.v_head_dim), q.device)
     else:
         lm = sld = slnv = gm  # never touched
-    out = inputs.empty_output((b, hq, nq, problem.value_dim), q.device, q.dtype)
+    out = inputs.empty_output((b, hq, nq, problem.v_head_dim), q.device, q.dtype)
     lse = inputs.empty_output((b, hq, nq), q.device)
     scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
     left, right = problem.window or (0, 0)
@@ -164,7 +164,7 @@ def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
                   HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32,
                   BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
                   num_warps=config.num_warps, num_stages=config.num_stages)
-    sizes = (hq, problem.group, nq, nk, problem.head_dim, problem.value_dim, num_key_tiles,
+    sizes = (hq, problem.group_size, nq, nk, problem.head_dim, problem.v_head_dim, num_key_tiles,
              scale * LOG2_E, left, right)
     _two_pass_first[grid](q, k, v, gm, lm, sld, slnv, *q.stride(), *k.stride(), *v.stride(),
                           *sizes, **common)

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from einsim.errors import ConfigError
-from einsim.simulator.gpu import workload_dtype
 from einsim.simulator.estimate import Estimate
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 from einsim.targets.units import format_bytes, format_rate
 
 # What the y axis counts (docs/plots.md § Roofline). Shown in every figure's JSON.
@@ -46,20 +45,9 @@ def as_cascade(cascade: Any) -> Any:
 
 
 
-def attention_problem(workload: Workload) -> Any:
-    """The kernels' AttentionProblem for a workload (for FLOP and compulsory-byte counts)."""
-    from einsim.kernels.problem import AttentionProblem
-
-    return AttentionProblem(
-        batch=workload.batch, q_heads=workload.heads, kv_heads=workload.key_value_heads,
-        q_len=workload.q_len, kv_len=workload.kv_len, head_dim=workload.head_dim,
-        causal=workload.causal, window=workload.window, dtype="bf16",
-        v_head_dim=workload.v_head_dim if workload.value_dim != workload.head_dim else None)
-
-
-def attention_flops(workload: Workload) -> float:
+def attention_flops(problem: Problem) -> float:
     """The work every roofline point of this workload is credited with (WORK_CONVENTION)."""
-    return attention_problem(workload).forward_flops()
+    return problem.forward_flops()
 
 
 def resource_role(target: Any, resource: str) -> str:
@@ -134,7 +122,7 @@ class RooflinePoint:
     bound_role: str  # memory | matmul | exp | 1D array | vector | launch
     attainable_flops_per_s: float | None  # the lowest roof at its intensity
     limiting_roof: str  # that roof's label
-    workload: str
+    problem_label: str  # the problem's label (model/mode/length, or its shape)
     detail: str = ""  # shape of a measured run, buffer fit of a prediction, ...
 
 
@@ -146,7 +134,7 @@ class RooflineData:
     description: str
     kind: str  # gpu | spatial
     dtype: str
-    workload: Workload | None
+    problem: Problem | None
     roofs: tuple[Roof, ...]
     points: tuple[RooflinePoint, ...]
     work: str = WORK_CONVENTION
@@ -182,7 +170,7 @@ class RooflineData:
             rows.append({
                 "record": "point", "target": self.target, "dtype": self.dtype, "origin": point.origin,
                 "label": point.label, "name": point.name, "einsum": point.einsum or "",
-                "workload": point.workload, "flops": point.flops, "traffic_bytes": point.traffic_bytes,
+                "workload": point.problem_label, "flops": point.flops, "traffic_bytes": point.traffic_bytes,
                 "time_s": point.time_s, "intensity_flop_per_byte": point.intensity,
                 "flops_per_s": point.flops_per_s, "bound": point.bound, "bound_role": point.bound_role,
                 "attainable_flops_per_s": point.attainable_flops_per_s,
@@ -328,17 +316,17 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
     from einsim.simulator.plots.measured import measured_points
 
     target = as_target(target)
-    workloads = {e.workload for e in estimates}
-    if len(workloads) > 1:
+    problems = {e.problem for e in estimates}
+    if len(problems) > 1:
         raise ConfigError("a roofline places cascades of one workload; got "
-                          + ", ".join(sorted(w.name or str(w) for w in workloads)))
-    workload = next(iter(workloads)) if workloads else None
+                          + ", ".join(sorted(w.name or str(w) for w in problems)))
+    problem = next(iter(problems)) if problems else None
     for estimate in estimates:
         if estimate.target != target.name:
             raise ConfigError(f"estimate of {estimate.cascade} is for target {estimate.target}, not {target.name}")
-    dtype = workload_dtype(workload, target) if workload else target.default_dtype
+    dtype = problem.dtype if problem else target.default_dtype
     roofs = target_roofs(target, dtype, source)
-    work = attention_flops(workload) if workload else 0.0
+    work = attention_flops(problem) if problem else 0.0
     mixes = {e.cascade: operation_mix(e, target) for e in estimates}
     extra: list[Roof] = []
     for estimate in estimates:
@@ -361,14 +349,14 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
                 flops = 2.0 * (part.macs + part.array_ops) + exp_per_op * part.exps + vector_per_op * part.vector_ops
                 points.append(_predicted_point(target, roofs, estimate, row.einsum, flops, row.traffic_bytes,
                                                row.latency_s, row.unit))
-    if workload is not None:
-        found, skipped = measured_points(measured, workload, target, roofs, match=measured_match)
+    if problem is not None:
+        found, skipped = measured_points(measured, problem, target, roofs, match=measured_match)
         points += found
         if skipped:
             notes.append(skipped)
     return RooflineData(
         target=target.name, description=target.description, kind=target.kind, dtype=dtype,
-        workload=workload, roofs=tuple(roofs), points=tuple(points), notes=tuple(notes))
+        problem=problem, roofs=tuple(roofs), points=tuple(points), notes=tuple(notes))
 
 
 def _predicted_point(target: Any, roofs: Sequence[Roof], estimate: Estimate, einsum: str | None, flops: float,
@@ -383,24 +371,24 @@ def _predicted_point(target: Any, roofs: Sequence[Roof], estimate: Estimate, ein
         flops=flops, traffic_bytes=traffic, time_s=time_s, intensity=intensity,
         flops_per_s=flops / time_s if time_s > 0 else 0.0, bound=bound,
         bound_role=resource_role(target, bound), attainable_flops_per_s=attainable,
-        limiting_roof=limiting, workload=estimate.workload.name or "", detail=detail)
+        limiting_roof=limiting, problem_label=estimate.problem.name or "", detail=detail)
 
 
-def simulate_each(cascades: Sequence[Any], workload: Workload, target: Any, mapping: Any = None) -> list[Estimate]:
+def simulate_each(cascades: Sequence[Any], problem: Problem, target: Any, mapping: Any = None) -> list[Estimate]:
     """One Estimate per cascade (the simulator's dispatch on the target's kind)."""
     from einsim.simulator.simulate import simulate
 
     target = as_target(target)
-    return [simulate(as_cascade(c), workload, target, mapping) for c in cascades]
+    return [simulate(as_cascade(c), problem, target, mapping) for c in cascades]
 
 
-def roofline_for(targets: Sequence[Any], cascades: Sequence[Any], workload: Workload, *, mapping: Any = None,
+def roofline_for(targets: Sequence[Any], cascades: Sequence[Any], problem: Problem, *, mapping: Any = None,
                  **options: Any) -> list[RooflineData]:
     """roofline_data for each target, simulating every cascade on it."""
     out = []
     for target in targets:
         target = as_target(target)
-        out.append(roofline_data(target, simulate_each(cascades, workload, target, mapping), **options))
+        out.append(roofline_data(target, simulate_each(cascades, problem, target, mapping), **options))
     return out
 
 
@@ -431,7 +419,7 @@ class TrafficSteps:
 
     target: str
     level: str  # the on-chip level whose capacity is swept
-    workload: Workload
+    problem: Problem
     compulsory_bytes: float
     points: tuple[TrafficPoint, ...]
     steps: Mapping[str, tuple[tuple[float, float, float], ...]]
@@ -441,11 +429,11 @@ class TrafficSteps:
         return sorted((p for p in self.points if p.cascade == cascade), key=lambda p: p.buffer_capacity_bytes)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"target": self.target, "level": self.level, "workload": self.workload.name,
+        return [{"target": self.target, "level": self.level, "workload": self.problem.name,
                  "compulsory_bytes": self.compulsory_bytes, **p.__dict__} for p in self.points]
 
 
-def traffic_steps(cascades: Sequence[Any], workload: Workload, target: Any,
+def traffic_steps(cascades: Sequence[Any], problem: Problem, target: Any,
                   capacities: Sequence[float] | None = None, mapping: Any = None) -> TrafficSteps:
     """The simulator's buffer sweep (einsim.simulator.sweep.buffer_sweep) of each cascade, and
     where each curve steps down by more than 1 %."""
@@ -459,7 +447,7 @@ def traffic_steps(cascades: Sequence[Any], workload: Workload, target: Any,
     for cascade in cascades:
         cascade = as_cascade(cascade)
         passes = analyze_passes(cascade).passes
-        rows = buffer_sweep(cascade, workload, target, mapping=mapping, capacities=capacities)
+        rows = buffer_sweep(cascade, problem, target, mapping=mapping, capacities=capacities)
         unmapped = [row["buffer_bytes"] for row in rows if not math.isfinite(row["traffic_bytes"])]
         if unmapped:
             notes.append(f"{cascade.name}: no mapping fits in {format_bytes(max(unmapped))} or less (not drawn)")
@@ -476,7 +464,7 @@ def traffic_steps(cascades: Sequence[Any], workload: Workload, target: Any,
         curve = sorted((p for p in points if p.cascade == name), key=lambda p: p.buffer_capacity_bytes)
         steps[name] = tuple((b.buffer_capacity_bytes, a.traffic_bytes, b.traffic_bytes)
                             for a, b in zip(curve, curve[1:]) if b.traffic_bytes < a.traffic_bytes * 0.99)
-    return TrafficSteps(target=target.name, level=target.memory_levels[-2].name, workload=workload,
+    return TrafficSteps(target=target.name, level=target.memory_levels[-2].name, problem=problem,
                         compulsory_bytes=compulsory, points=tuple(points), steps=steps, notes=tuple(notes))
 
 
@@ -563,8 +551,8 @@ def speedup_data(models: Sequence[str], seq_lens: Sequence[int], designs: Sequen
     for model_name in models:
         model = load_model(model_name)
         for seq_len in seq_lens:
-            workload = model.workload(int(seq_len), mode, batch)
-            estimates = {d.label: simulate(cascades[d.cascade], workload, targets[d.target]) for d in designs}
+            problem = model.problem(int(seq_len), mode, batch)
+            estimates = {d.label: simulate(cascades[d.cascade], problem, targets[d.target]) for d in designs}
             base = estimates[baseline]
             for d in designs:
                 e = estimates[d.label]

@@ -26,7 +26,7 @@ ANCHORS = ROOT.parent / "shared" / "anchors" / "h100-peers.csv"
 
 def figures(measured: list[Path]) -> dict[str, object]:
     """File name -> a function drawing it."""
-    bert_4k = load_model("BERT").workload(4096)
+    bert_4k = load_model("BERT").problem(4096)
     runs = load_measured([p for p in measured if p.is_file()])
     return {
         "roofline-h100.png": lambda: plot_roofline(roofline_for(
@@ -34,7 +34,7 @@ def figures(measured: list[Path]) -> dict[str, object]:
         "roofline-accelerators.png": lambda: plot_roofline(roofline_for(
             ["flat-cloud", "fusemax-cloud"], ["attention-3pass", "fusemax"], bert_4k)),
         "traffic-vs-buffer.png": lambda: plot_traffic_vs_buffer(traffic_steps(
-            ["attention-3pass", "attention-2pass", "fusemax"], load_model("BERT").workload(16384), "flat-cloud")),
+            ["attention-3pass", "attention-2pass", "fusemax"], load_model("BERT").problem(16384), "flat-cloud")),
         "speedup.png": lambda: plot_speedup(speedup_data(
             ["BERT", "TrXL", "T5", "XLM"], [1024, 4096, 16384, 65536, 262144, 1048576], PAPER_DESIGNS)),
         "passes-attention-3pass.png": lambda: plot_pass_graph(pass_graph("attention-3pass")),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from einsim.errors import ConfigError
-from einsim.simulator.workload import Workload
+from einsim.problem import Problem
 
 # CSV `kind` values that are a forward pass of attention over a whole sequence / one decode step.
 PREFILL_KINDS = ("prefill", "forward", "fwd")
@@ -33,7 +33,7 @@ class MeasuredRun:
     source: str  # the file or storage URL it came from
     kind: str  # prefill | decode | backward
     backend: str  # sdpa_flash, flex, einsim attention-fwd, ...
-    problem: Any  # einsim.kernels.problem.AttentionProblem (batch/heads 1 when the file omits them)
+    problem: Any  # einsim.problem.Problem (batch/heads 1 when the file omits them)
     time_s: float
     flops_per_s: float  # as the benchmark reports it (2·(E+F) FLOP per visible pair)
     traffic_bytes: float  # compulsory bytes of the problem
@@ -76,7 +76,7 @@ def load_benchmark_csv(path: str | Path) -> list[MeasuredRun]:
     of benchmarks/bench_attention.py and ../shared/anchors/h100-peers.csv). Optional columns:
     batch (B), heads (H), kv_heads, q_len, target. `ceiling` rows (copy, matmul) are not attention
     runs and are skipped; a row needs a positive ms and tflops or tbps."""
-    from einsim.kernels.problem import AttentionProblem
+    from einsim.problem import Problem
 
     path = Path(path)
     try:
@@ -108,7 +108,7 @@ def load_benchmark_csv(path: str | Path) -> list[MeasuredRun]:
                 raise ConfigError(f"{path}:{line}: {error}") from None
             if ms <= 0 or n <= 0 or d <= 0 or (tflops <= 0 and tbps <= 0):
                 continue
-            problem = AttentionProblem(batch=batch, q_heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=n,
+            problem = Problem(batch=batch, q_heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=n,
                                        head_dim=d, causal=causal)
             flops, traffic = _work(problem, phase)
             # Without batch and heads in the file, FLOPs and bytes are those of one (batch, head):
@@ -127,15 +127,15 @@ _TAG = re.compile(
 
 
 def parse_problem_tag(tag: str) -> Any:
-    """The AttentionProblem of einsim.autotune.study.problem_tag (B4-H16-N4096-D128-causal-bf16)."""
-    from einsim.kernels.problem import AttentionProblem
+    """The Problem of einsim.autotune.study.problem_tag (B4-H16-N4096-D128-causal-bf16)."""
+    from einsim.problem import Problem
 
     match = _TAG.match(tag)
     if not match:
         raise ConfigError(f"not an einsim problem tag: {tag!r}")
     g = match.groupdict()
     n = int(g["n"])
-    return AttentionProblem(
+    return Problem(
         batch=int(g["batch"]), q_heads=int(g["heads"]), kv_heads=int(g["kv"] or g["heads"]),
         q_len=int(g["q"] or n), kv_len=n, head_dim=int(g["d"]), causal=g["mask"] == "causal",
         window=(int(g["left"]), int(g["right"])) if g["left"] is not None else None, dtype=g["dtype"],
@@ -192,23 +192,23 @@ def load_measured(csv_paths: Sequence[str | Path] = (), storages: Sequence[str] 
     return runs
 
 
-def matches(run: MeasuredRun, workload: Workload, match: str = "shape") -> bool:
+def matches(run: MeasuredRun, problem: Problem, match: str = "shape") -> bool:
     """Is `run` the workload's attention problem? shape: same phase, head dim, mask and lengths;
     lengths: any sequence length; all: any measured forward run."""
     if match not in ("shape", "lengths", "all"):
         raise ConfigError(f"measured match must be shape, lengths or all, got {match!r}")
-    phase = "decode" if workload.q_len == 1 and workload.kv_len > 1 else "prefill"
+    phase = "decode" if problem.q_len == 1 and problem.kv_len > 1 else "prefill"
     if match == "all":
         return run.kind in ("prefill", "decode")
     p = run.problem
-    same = (run.kind == phase and p.head_dim == workload.head_dim and p.causal == workload.causal
-            and p.window == workload.window)
+    same = (run.kind == phase and p.head_dim == problem.head_dim and p.causal == problem.causal
+            and p.window == problem.window)
     if match == "lengths":
         return same
-    return same and p.kv_len == workload.kv_len and p.q_len == workload.q_len
+    return same and p.kv_len == problem.kv_len and p.q_len == problem.q_len
 
 
-def measured_points(runs: Sequence[MeasuredRun], workload: Workload, target: Any, roofs: Sequence[Any],
+def measured_points(runs: Sequence[MeasuredRun], problem: Problem, target: Any, roofs: Sequence[Any],
                     match: str = "shape") -> tuple[list[Any], str]:
     """RooflinePoints of the runs that belong on `target`'s roofline for `workload`, and a note
     naming how many were left out (empty when none were)."""
@@ -222,7 +222,7 @@ def measured_points(runs: Sequence[MeasuredRun], workload: Workload, target: Any
             continue
         if not run.target and target.kind != "gpu":
             continue  # a benchmark file without a target column holds GPU runs
-        if not matches(run, workload, match):
+        if not matches(run, problem, match):
             continue
         attainable, limiting = lowest_roof(roofs, run.intensity, None)
         p = run.problem
@@ -232,10 +232,10 @@ def measured_points(runs: Sequence[MeasuredRun], workload: Workload, target: Any
             flops=run.flops, traffic_bytes=run.traffic_bytes, time_s=run.time_s,
             intensity=run.intensity, flops_per_s=run.flops_per_s, bound="", bound_role="",
             attainable_flops_per_s=attainable, limiting_roof=limiting,
-            workload=f"{run.kind} {shape}", detail=run.source))
+            problem_label=f"{run.kind} {shape}", detail=run.source))
     left = len([r for r in runs if not r.target or r.target == target.name]) - len(points)
     note = ""
     if left > 0 and target.kind == "gpu":
-        note = (f"{left} measured run(s) left out: not {workload.name or 'this workload'}'s problem "
+        note = (f"{left} measured run(s) left out: not {problem.name or 'this workload'}'s problem "
                 f"(match={match}: same phase, head dim, mask" + (", lengths)" if match == "shape" else ")"))
     return points, note

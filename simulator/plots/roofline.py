@@ -44,10 +44,10 @@ def plot_roofline(data: RooflineData | Sequence[RooflineData], *, annotate: bool
     return figure
 
 
-def roofline(targets: Sequence[Any], cascades: Sequence[Any], workload: Any, **options: Any) -> Figure:
+def roofline(targets: Sequence[Any], cascades: Sequence[Any], problem: Any, **options: Any) -> Figure:
     """Simulate every cascade on every target and draw the rooflines (options: see roofline_data)."""
     annotate = options.pop("annotate", True)
-    return plot_roofline(roofline_for(targets, cascades, workload, **options), annotate=annotate)
+    return plot_roofline(roofline_for(targets, cascades, problem, **options), annotate=annotate)
 
 
 def _extent(panel: RooflineData) -> tuple[float, float, float, float]:
@@ -117,14 +117,14 @@ def _draw_panel(axis: Any, panel: RooflineData, colors: dict[str, str], annotate
             i = backends.index(point.name)
             axis.scatter([x], [y], s=55, marker=MEASURED_MARKERS[i % len(MEASURED_MARKERS)],
                          color=MEASURED_COLORS[i % len(MEASURED_COLORS)], edgecolor="black", linewidth=0.6,
-                         zorder=5, label=f"{point.name} ({point.origin}, {point.workload})")
+                         zorder=5, label=f"{point.name} ({point.origin}, {point.problem_label})")
 
     axis.set_xlim(x_low, x_high)
     axis.set_ylim(y_low, y_high)
     axis.set_xlabel("Operational intensity (FLOP per off-chip byte)")
     axis.set_ylabel("Performance (attention TFLOP/s)")
-    workload = panel.workload.name if panel.workload is not None else ""
-    axis.set_title(f"{panel.target} ({panel.dtype})" + (f" — {workload}" if workload else ""), fontsize=10)
+    problem = panel.problem.name if panel.problem is not None else ""
+    axis.set_title(f"{panel.target} ({panel.dtype})" + (f" — {problem}" if problem else ""), fontsize=10)
     axis.grid(True, which="major", color="#DDDDDD", linewidth=0.6)
     handles, labels = axis.get_legend_handles_labels()
     unique = dict(zip(labels, handles))

@@ -65,12 +65,12 @@ def _draw_panel(axis: Any, data: TrafficSteps, annotate: bool) -> None:
     compulsory = data.compulsory_bytes / 1e9
     right = axis.secondary_yaxis("right", functions=(lambda v: v / compulsory, lambda r: r * compulsory))
     right.set_ylabel("x compulsory traffic")
-    axis.set_title(f"{data.target} — {data.workload.name}", fontsize=10)
+    axis.set_title(f"{data.target} — {data.problem.name}", fontsize=10)
     axis.grid(True, which="major", color="#DDDDDD", linewidth=0.6)
     axis.legend(fontsize=7, loc="upper right")
 
 
-def traffic_vs_buffer(cascades: Sequence[Any], workload: Any, target: Any, capacities: Sequence[float],
+def traffic_vs_buffer(cascades: Sequence[Any], problem: Any, target: Any, capacities: Sequence[float],
                       **options: Any) -> Figure:
-    return plot_traffic_vs_buffer(traffic_steps(cascades, workload, target, capacities, **options))
+    return plot_traffic_vs_buffer(traffic_steps(cascades, problem, target, capacities, **options))
 
