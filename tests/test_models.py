@@ -1,9 +1,8 @@
-"""Model presets and command-line shapes: the paper's and the LLMs' figures, prefill vs decode,
-GQA and windows, and clear errors for unknown names and bad shapes."""
+"""Model presets: the paper's and the LLMs' figures, prefill vs decode, GQA and windows, the
+layer widths they bind, and clear errors for unknown names and bad fields."""
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 
@@ -12,7 +11,6 @@ import pytest
 from einsim.errors import ShapeError, SpecError
 from einsim.simulator import load_model, model_names
 from einsim.simulator.models import PAPER_SEQ_LENS, parse_model
-from einsim.simulator.shapes import add_problem_arguments, parse_shape, parse_window, problem_from_args
 
 PAPER = {"BERT": (768, 12, 64, 3072), "TrXL": (1024, 16, 64, 4096), "T5": (512, 8, 64, 2048), "XLM": (2048, 16, 128, 8192)}
 
@@ -64,31 +62,6 @@ def test_malformed_model_document_names_the_field():
 
 def test_paper_sweep_is_1k_to_1m():
     assert PAPER_SEQ_LENS[0] == 1024 and PAPER_SEQ_LENS[-1] == 2**20 and len(PAPER_SEQ_LENS) == 6
-
-
-def test_shape_parser():
-    w = parse_shape("16,32,4k,128", kv_heads=8, causal=True, window=(256, 0))
-    assert (w.batch, w.q_heads, w.kv_len, w.q_len, w.head_dim, w.kv_heads, w.causal, w.window) == (16, 32, 4096, 4096, 128, 8, True, (256, 0))
-    assert parse_shape("4x16x65536x128", q_len=1).q_len == 1
-    for bad in ("16,32,4096", "a,b,c,d", "16,32,0,128", "16,-1,4,4"):
-        with pytest.raises(ShapeError):
-            parse_shape(bad)
-    with pytest.raises(ShapeError):
-        parse_shape("1,32,128,64", kv_heads=5)
-    assert parse_window("4096") == (4096, 0) and parse_window("128,64") == (128, 64) and parse_window(None) is None
-    with pytest.raises(ShapeError):
-        parse_window("1,2,3")
-
-
-def test_workload_arguments_round_trip():
-    parser = argparse.ArgumentParser()
-    add_problem_arguments(parser)
-    w = problem_from_args(parser.parse_args(["--model", "mistral-7b", "--seq-len", "16k", "--mode", "decode"]))
-    assert (w.q_len, w.kv_len, w.window) == (1, 16384, (4096, 0))
-    w = problem_from_args(parser.parse_args(["--shape", "2,32,1024,64", "--kv-heads", "8", "--causal"]))
-    assert (w.batch, w.kv_heads, w.causal) == (2, 8, True)
-    with pytest.raises(ShapeError):
-        problem_from_args(parser.parse_args(["--shape", "2,32,1024,64", "--model", "BERT"]))
 
 
 def test_cli_lists_models():

@@ -8,11 +8,10 @@ import argparse
 import sys
 
 from einsim.cli.output import print_json, render_table
+from einsim.cli.problem_args import add_problem_arguments, kernel_problem_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from einsim.simulator.shapes import add_problem_arguments
-
     parser = subparsers.add_parser(
         "autotune", help="tune a kernel's config on the GPU, guided by the simulator (Optuna)",
         description="Run (or resume) an Optuna study over a kernel's configs: the default config and "
@@ -21,7 +20,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kernel", required=True, help="kernel name (einsim kernels list): attention-fwd, decode, ...")
     parser.add_argument("--target", default="h100-sxm", help="GPU target the simulator models (default h100-sxm)")
     add_problem_arguments(parser)
-    parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16", help="element type (default bf16)")
     parser.add_argument("--trials", type=int, help="configs to run in the whole study (default: a quarter of "
                         "those that fit); a resumed study runs only the missing ones")
     parser.add_argument("--storage", help="Optuna storage: sqlite:///file.db (default sqlite:///einsim-tuning.db), "
@@ -38,22 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run)
-
-
-def problem_from_args(args: argparse.Namespace):
-    """The Problem the arguments describe, in --dtype (decode kernels default to 1 query). A
-    kernel runs the attention call only: a model preset's layer widths are dropped."""
-    from dataclasses import replace
-
-    from einsim.errors import ShapeError
-    from einsim.simulator import shapes
-
-    if not getattr(args, "shape", None) and not getattr(args, "model", None):
-        raise ShapeError("a problem is needed: --shape B,H,N,D (with --kv-heads, --causal, --q-len) or "
-                         "--model NAME --seq-len N")
-    if args.kernel == "decode" and args.q_len is None and getattr(args, "mode", "prefill") == "prefill":
-        args.q_len = 1
-    return replace(shapes.problem_from_args(args), dtype=args.dtype, symbols=())
 
 
 def config_text(config: dict) -> str:
@@ -135,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from einsim.kernels.registry import get_kernel
 
     get_kernel(args.kernel)  # unknown kernel: a clear error before anything else
-    problem = problem_from_args(args)
+    problem = kernel_problem_from_args(args, decode=args.kernel == "decode")
     if args.trials is not None and args.trials <= 0:
         raise ConfigError(f"--trials must be a positive number, got {args.trials}")
     try:

@@ -8,7 +8,9 @@ import argparse
 import dataclasses
 
 from einsim.cli.output import print_json, render_table
-from einsim.errors import ShapeError
+from einsim.cli.problem_args import add_problem_arguments, kernel_problem_from_args
+
+DEFAULT_SHAPE = "1,16,16384,128"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,12 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = actions.add_parser("show", help="one kernel's default config, resources and search "
                                            "space for a shape")
     show.add_argument("name", help="kernel name (einsim kernels list)")
-    show.add_argument("--shape", default="1,16,16384,128",
-                      help="B,H,N,D (self-attention) or B,H,Nq,Nk,D; default 1,16,16384,128")
-    show.add_argument("--kv-heads", type=int, default=None, help="key/value heads (GQA)")
-    show.add_argument("--causal", action="store_true")
-    show.add_argument("--window", default=None, help="LEFT,RIGHT")
-    show.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
+    add_problem_arguments(show)  # without --shape or --model: DEFAULT_SHAPE
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_show)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
@@ -50,40 +47,14 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _problem(args: argparse.Namespace):
-    from einsim.problem import Problem
-
-    try:
-        sizes = [int(part) for part in args.shape.split(",")]
-    except ValueError:
-        raise ShapeError(f"--shape: expected integers B,H,N,D or B,H,Nq,Nk,D, got {args.shape!r}") from None
-    if len(sizes) == 4:
-        batch, heads, n, d = sizes
-        # B,H,N,D means self-attention, except for decode, whose N is the KV-cache length and
-        # which takes one query row per step (as `einsim autotune --kernel decode` does).
-        q_len, kv_len = (1, n) if args.name == "decode" else (n, n)
-    elif len(sizes) == 5:
-        batch, heads, q_len, kv_len, d = sizes
-    else:
-        raise ShapeError(f"--shape: expected B,H,N,D or B,H,Nq,Nk,D, got {args.shape!r}")
-    window = None
-    if args.window:
-        try:
-            left, right = (int(part) for part in args.window.split(","))
-        except ValueError:
-            raise ShapeError(f"--window: expected LEFT,RIGHT, got {args.window!r}") from None
-        window = (left, right)
-    return Problem(batch=batch, q_heads=heads, kv_heads=args.kv_heads or heads,
-                            q_len=q_len, kv_len=kv_len, head_dim=d, causal=args.causal,
-                            window=window, dtype=args.dtype)
-
-
 def _show(args: argparse.Namespace) -> int:
     from einsim.kernels.limits import DeviceLimits
     from einsim.kernels.registry import get_kernel
 
     spec = get_kernel(args.name)
-    problem = _problem(args)
+    # B,H,N,D means self-attention, except for decode, whose N is the KV-cache length and which
+    # takes one query row per step (as `einsim autotune --kernel decode` does)
+    problem = kernel_problem_from_args(args, default_shape=DEFAULT_SHAPE, decode=args.name == "decode")
     limits = DeviceLimits.h100()
     default = spec.resolve_config(None, problem, limits)
     space = spec.search_space(problem)

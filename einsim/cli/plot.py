@@ -10,7 +10,7 @@ from einsim.cli.roofline import add_output_arguments, add_target_cascade_argumen
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from einsim.simulator.shapes import add_problem_arguments
+    from einsim.cli.problem_args import add_problem_arguments
 
     parser = subparsers.add_parser("plot", help="traffic against buffer, speedup bars, pass-coloured cascade graph")
     kinds = parser.add_subparsers(dest="plot_kind", metavar="PLOT")
@@ -72,7 +72,7 @@ def _bytes_argument(text: str, option: str) -> float:
 def _traffic(args: argparse.Namespace) -> int:
     from einsim.simulator.plots.data import traffic_steps
     from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
-    from einsim.simulator.shapes import problem_from_args
+    from einsim.cli.problem_args import problem_from_args
     from einsim.simulator.sweep import buffer_capacities
     from einsim.targets.units import format_bytes
 
@@ -103,7 +103,7 @@ def _traffic(args: argparse.Namespace) -> int:
 
 def _speedup(args: argparse.Namespace) -> int:
     from einsim.simulator.plots.data import PAPER_DESIGNS, parse_design, speedup_data
-    from einsim.simulator.shapes import parse_lengths
+    from einsim.shapes import parse_lengths
     from einsim.simulator.plots.speedup import plot_speedup
 
     designs = [parse_design(text) for text in args.design] if args.design else list(PAPER_DESIGNS)

@@ -10,7 +10,7 @@ from einsim.cli.output import print_json, render_table, write_csv
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from einsim.simulator.shapes import add_problem_arguments
+    from einsim.cli.problem_args import add_problem_arguments
 
     parser = subparsers.add_parser(
         "roofline", help="roofline of cascades on targets, with measured kernels (PNG/SVG/PDF, CSV, JSON)",
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from einsim.simulator.plots.data import roofline_for
     from einsim.simulator.plots.measured import load_measured
     from einsim.simulator.plots.roofline import plot_roofline
-    from einsim.simulator.shapes import problem_from_args
+    from einsim.cli.problem_args import problem_from_args
 
     problem = problem_from_args(args)
     measured = load_measured(args.measured, args.tuning_db)

@@ -17,7 +17,7 @@ DEFAULT_SEQ_LEN = 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from einsim.simulator.shapes import add_problem_arguments
+    from einsim.cli.problem_args import add_problem_arguments
 
     parser = subparsers.add_parser(
         "simulate", help="estimate a cascade on a hardware target (latency, traffic, buffer, energy)",
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from einsim.simulator.shapes import problem_from_args
+    from einsim.cli.problem_args import problem_from_args
     from einsim.simulator.simulate import resolve_cascade, resolve_target, simulate
 
     if args.csv and not args.buffer_sweep:

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from einsim.simulator.shapes import parse_lengths
+    from einsim.shapes import parse_lengths
     from einsim.simulator.sweep import grid
 
     def names(text: str) -> list[str]:
