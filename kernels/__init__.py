@@ -9,7 +9,7 @@ autograd-aware front door) is resolved on first access.
 from einsim.kernels.limits import DeviceLimits
 from einsim.kernels.registry import KERNELS, KernelSpec, get_kernel, register
 
-__all__ = ["DeviceLimits", "KERNELS", "KernelSpec", "attention",
+__all__ = ["DeviceLimits", "KERNELS", "KernelSpec", "attention", "compile",
            "get_kernel", "register"]
 
 
@@ -18,4 +18,8 @@ def __getattr__(name):
         from einsim.kernels.interface import attention
 
         return attention
+    if name == "compile":
+        from einsim.kernels.compiler import compile
+
+        return compile
     raise AttributeError(f"module 'einsim.kernels' has no attribute {name!r}")

@@ -1,0 +1,48 @@
+"""The cascade compiler: any softmax-attention cascade becomes a fused forward + backward Triton
+kernel. `compile(cascade)` recognises the cascade's 1-pass form by structure (frontend), derives
+the score, its derivative and the mask (derivative, bounds), generates the kernel module from the
+template (codegen, template, generate), caches it on disk by content (source_cache) and returns
+the callable (launch). docs/compiler.md explains each step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_COMPILED: dict[str, object] = {}
+
+
+def compile(cascade) -> "CompiledAttention":  # noqa: A001  (einsim.kernels.compile, by design)
+    """A callable f(q, k, v, *, scale=None, **tensors) computing the cascade as fused kernels.
+
+    `cascade`: a Cascade, a library name ("attention-causal") or a YAML path. Raises ConfigError
+    (naming the Einsum) for a cascade that is not softmax attention in a form the compiler
+    knows, SpecError for a file that does not parse. The result is cached per cascade content.
+    """
+    from einsim.einsum_cascades import Cascade, load_cascade
+    from einsim.kernels.compiler.frontend import content_hash, recognise
+    from einsim.kernels.compiler.generate import generate
+    from einsim.kernels.compiler.launch import CompiledAttention
+
+    if isinstance(cascade, (str, Path)):
+        cascade = load_cascade(cascade)
+    if not isinstance(cascade, Cascade):
+        from einsim.errors import ConfigError
+
+        raise ConfigError(f"compile() takes a Cascade, a library name or a YAML path; got "
+                          f"{type(cascade).__name__}")
+    key = content_hash(cascade)
+    if key not in _COMPILED:
+        _COMPILED[key] = CompiledAttention(generate(recognise(cascade)))
+    return _COMPILED[key]
+
+
+def __getattr__(name):
+    if name == "CompiledAttention":
+        from einsim.kernels.compiler.launch import CompiledAttention
+
+        return CompiledAttention
+    raise AttributeError(f"module 'einsim.kernels.compiler' has no attribute {name!r}")
+
+
+__all__ = ["compile"]

@@ -1,0 +1,265 @@
+"""The cascade compiler (einsim.kernels.compile): every compiled cascade against the float64
+executor (einsum_cascades.execute) on odd shapes, forward and gradients; gradients of variants
+against the executor's own directional derivatives (central differences in float64, so no
+second formula is written here); what it refuses, and how it caches what it generates. On CPU
+the kernels run in Triton's interpreter at tiny shapes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+os.environ.setdefault("EINSIM_COMPILE_DIR", tempfile.mkdtemp(prefix="einsim-compiled-"))
+
+from einsim.einsum_cascades import execute, load_cascade, parse_cascade  # noqa: E402
+from einsim.einsum_cascades.reference import attention_reference_torch  # noqa: E402
+from einsim.errors import ConfigError, ShapeError  # noqa: E402
+from einsim.kernels import compile as compile_cascade  # noqa: E402
+from einsim.kernels.compiler.source_cache import module_path  # noqa: E402
+from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig  # noqa: E402
+from einsim.kernels.runtime import interpreting  # noqa: E402
+
+DEVICE = "cpu" if interpreting() or not torch.cuda.is_available() else "cuda"
+SMALL = FlashConfig(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2)
+WIDE = FlashConfig(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=2)
+SMALL_BWD = FlashBackwardConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_M_DQ=32, BLOCK_N_DQ=16,
+                                num_warps=4, num_stages=2)
+TOLERANCE = {torch.float16: 5e-3, torch.bfloat16: 3e-2}  # absolute, outputs are O(1)
+GRADIENT_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2}  # relative to the largest entry
+
+
+def make_qkv(batch, q_heads, kv_heads, q_len, kv_len, head_dim, dtype=torch.float16, seed=0,
+             value_dim=None):
+    generator = torch.Generator().manual_seed(seed)
+    shapes = ((batch, q_heads, q_len, head_dim), (batch, kv_heads, kv_len, head_dim),
+              (batch, kv_heads, kv_len, value_dim or head_dim))
+    return [torch.randn(s, generator=generator).to(dtype).to(DEVICE) for s in shapes]
+
+
+def executor_attention(cascade, q, k, v, scale=None, symbols=None, **extras) -> np.ndarray:
+    """The cascade run by the float64 executor on SDPA-layout tensors: QK is scaled by putting
+    the scale into Q (QK is linear in Q), key/value heads repeated when the cascade has no GQA
+    of its own. Returns [B, Hq, P, Dv]."""
+    form = compile_cascade(cascade).form
+    q64, k64, v64 = (t.detach().double().cpu().numpy() for t in (q, k, v))
+    scale = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
+    roles = form.roles
+    if roles.kv_head == roles.head and k64.shape[1] != q64.shape[1]:
+        group = q64.shape[1] // k64.shape[1]
+        k64, v64 = (np.repeat(t, group, axis=1) for t in (k64, v64))
+    inputs = {form.q: np.swapaxes(q64 * scale, 2, 3), form.k: np.swapaxes(k64, 2, 3),
+              form.v: np.swapaxes(v64, 2, 3)}
+    inputs.update({name: t.detach().double().cpu().numpy() for name, t in extras.items()})
+    out = execute(form.cascade, inputs, sizes=symbols)[form.output]
+    return np.swapaxes(out, 2, 3)
+
+
+def assert_close(out, reference, dtype):
+    assert not torch.isnan(out).any(), "NaN in the kernel's output"
+    np.testing.assert_allclose(out.detach().double().cpu().numpy(), reference, atol=TOLERANCE[dtype], rtol=0)
+
+
+# -- the library's 1-pass cascades, forward and gradients ----------------------------------------
+# (cascade, batch, q_heads, kv_heads, q_len, kv_len, head_dim, dtype, symbols, oracle mask)
+LIBRARY_CASES = {
+    "fusemax-length-1": ("fusemax", 1, 2, 2, 1, 1, 64, torch.float16, {}, {}),
+    "fusemax-67-d80-gqa4": ("fusemax", 1, 4, 1, 67, 67, 80, torch.bfloat16, {}, {}),
+    "causal-130-d64": ("attention-causal", 1, 2, 2, 130, 130, 64, torch.float16, {},
+                       {"causal": True}),
+    "causal-q-longer-empty-rows": ("attention-causal", 1, 2, 1, 40, 9, 128, torch.float16, {},
+                                   {"causal": True}),
+    "window-67": ("attention-window", 1, 2, 2, 67, 67, 64, torch.bfloat16,
+                  {"window_left": 9, "window_right": 3}, {"window": (9, 3)}),
+    "gqa-4-to-1": ("gqa", 1, 4, 1, 33, 50, 64, torch.float16, {}, {}),
+}
+
+
+@pytest.mark.parametrize("case", list(LIBRARY_CASES), ids=list(LIBRARY_CASES))
+def test_library_cascade_compiles_to_the_executors_attention(case):
+    name, b, hq, hkv, nq, nk, d, dtype, symbols, oracle_mask = LIBRARY_CASES[case]
+    f = compile_cascade(name)
+    q, k, v = make_qkv(b, hq, hkv, nq, nk, d, dtype)
+    out = f(q, k, v, config=SMALL, **symbols)
+    assert out.shape == (b, hq, nq, d) and out.dtype == dtype
+    assert_close(out, executor_attention(name, q, k, v, symbols=symbols, **{}), dtype)
+    if oracle_mask.get("causal") and nq > nk:
+        assert (out[:, :, : nq - nk] == 0).all(), "rows that see no key must output 0"
+
+    # gradients against the oracle's torch twin (the executor has none), same mask
+    q, k, v = (t.clone().requires_grad_(True) for t in (q, k, v))
+    out = f(q, k, v, config=SMALL, backward_config=SMALL_BWD, **symbols)
+    do = torch.randn_like(out)
+    out.backward(do)
+    q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+    ref, _ = attention_reference_torch(q64, k64, v64, **oracle_mask)
+    ref.backward(do.double())
+    for name_, got, want in (("dq", q.grad, q64.grad), ("dk", k.grad, k64.grad),
+                             ("dv", v.grad, v64.grad)):
+        error = (got.double() - want).abs().max().item() / max(want.abs().max().item(), 1e-3)
+        assert error <= GRADIENT_TOLERANCE[dtype], f"{name_}: relative error {error:.3g}"
+
+
+def test_compiled_fusemax_takes_any_strides_and_an_explicit_scale():
+    generator = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 19, 2, 32, generator=generator).half().to(DEVICE).transpose(1, 2)
+    k = torch.randn(1, 2, 19, 40, generator=generator).half().to(DEVICE)[..., 3:35]
+    v = torch.randn(1, 2, 32, 19, generator=generator).half().to(DEVICE).transpose(2, 3)
+    out = compile_cascade("fusemax")(q, k, v, scale=0.3, config=SMALL)
+    assert_close(out, executor_attention("fusemax", q, k, v, scale=0.3), torch.float16)
+
+
+def test_scale_one_leaves_the_cascade_as_written():
+    q, k, v = make_qkv(1, 1, 1, 20, 20, 16)
+    q = q * 0.25
+    out = compile_cascade("fusemax")(q, k, v, scale=1.0, config=SMALL)
+    assert_close(out, executor_attention("fusemax", q, k, v, scale=1.0), torch.float16)
+
+
+# -- variants: score expressions, extra inputs, filters ----------------------------------------
+FUSEMAX_TAIL = """
+  - LM[b,h,m1,p]      = max(m0) S[b,h,m1,m0,p]
+  - RM[b,h,m1+1,p]    = max(RM[b,h,m1,p], LM[b,h,m1,p])
+  - SLN[b,h,m1,m0,p]  = exp(S[b,h,m1,m0,p] - RM[b,h,m1+1,p])
+  - SLD[b,h,m1,p]     = SLN[b,h,m1,m0,p]
+  - PRM[b,h,m1,p]     = exp(RM[b,h,m1,p] - RM[b,h,m1+1,p])
+  - SPD[b,h,m1,p]     = PRM[b,h,m1,p] * RD[b,h,m1,p]
+  - RD[b,h,m1+1,p]    = SPD[b,h,m1,p] + SLD[b,h,m1,p]
+  - SLNV[b,h,m1,f,p]  = SLN[b,h,m1,m0,p] * V[b,h,f,m1,m0]
+  - SPNV[b,h,m1,f,p]  = PRM[b,h,m1,p] * RNV[b,h,m1,f,p]
+  - RNV[b,h,m1+1,f,p] = SPNV[b,h,m1,f,p] + SLNV[b,h,m1,f,p]
+  - AV[b,h,f,p]       = RNV[b,h,M1,f,p] / RD[b,h,M1,p]
+outputs: [AV]
+"""
+
+
+def variant(name: str, score: str, inputs: str = "", filters: str = "", symbols: str = "") -> str:
+    """A fusemax-shaped cascade whose score is `score` (a line defining S[b,h,m1,m0,p])."""
+    return f"""
+name: {name}
+ranks: {{B: batch, H: heads, E: head_dim, F: v_head_dim, M: kv_len, P: q_len, M0: block_m}}
+symbols: {{batch: 1, heads: 1, head_dim: 64, v_head_dim: 64, block_m: 64{symbols}}}
+partitions: {{M: [M1, M0]}}
+inputs: {{Q: [B, H, E, P], K: [B, H, E, M], V: [B, H, F, M]{inputs}}}
+init: {{RM: -inf, RD: 0, RNV: 0}}
+{f"filters: [{filters!r}]" if filters else ""}
+einsums:
+  - QK[b,h,m1,m0,p]   = Q[b,h,e,p] * K[b,h,e,m1,m0]
+  - {score}
+""" + FUSEMAX_TAIL
+
+
+VARIANTS = {
+    # 5·tanh(QK/10) written through the sigmoid (tanh(x) = 2σ(2x) - 1)
+    "softcap": (variant("softcap", "S[b,h,m1,m0,p] = 10 * sigmoid(QK[b,h,m1,m0,p] / 5) - 5"), {}),
+    "relative-bias": (variant("relative-bias", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] + BIAS[h,p,m1,m0]",
+                              inputs=", BIAS: [H, P, M]"), {"BIAS": ("H", "P", "M")}),
+    "per-head-temperature": (variant("temperature", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] * TEMP[h]",
+                                     inputs=", TEMP: [H]"), {"TEMP": ("H",)}),
+    "late-start-causal": (variant("late-start", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
+                                  filters="m <= p + M - P and m >= 3 and p >= 2"), {}),
+}
+
+
+def extra_tensor(ranks, sizes, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn([sizes[r] for r in ranks], generator=generator).to(DEVICE)
+
+
+@pytest.mark.parametrize("case", list(VARIANTS), ids=list(VARIANTS))
+def test_variant_forward_and_gradients_equal_the_executor(case):
+    text, extras = VARIANTS[case]
+    cascade = parse_cascade(text, source=f"<{case}>")
+    f = compile_cascade(cascade)
+    b, h, nq, nk, d = 1, 2, 37, 45, 32
+    q, k, v = make_qkv(b, h, h, nq, nk, d, torch.float32)
+    sizes = {"H": h, "P": nq, "M": nk}
+    tensors = {name: extra_tensor(ranks, sizes, seed) for seed, (name, ranks) in enumerate(extras.items())}
+    q16, k16, v16 = (t.half().requires_grad_(True) for t in (q, k, v))
+    out = f(q16, k16, v16, config=SMALL, backward_config=SMALL_BWD, **tensors)
+    reference = executor_attention(cascade, q16, k16, v16, **tensors)
+    assert_close(out, reference, torch.float16)
+    if case == "late-start-causal":
+        assert (out[:, :, :2] == 0).all(), "rows the filter leaves without keys output 0"
+    do = torch.randn_like(out)
+    out.backward(do)
+    # <dL/dx, u> against the executor's central difference along u, for each of q, k, v
+    eps = 1e-4
+    do64 = do.double().cpu().numpy()
+    base = {"q": q16, "k": k16, "v": v16}
+    for name, grad in (("q", q16.grad), ("k", k16.grad), ("v", v16.grad)):
+        direction = torch.randn(base[name].shape, generator=torch.Generator().manual_seed(7))
+        moved = {n: t.detach().double() for n, t in base.items()}
+        plus, minus = dict(moved), dict(moved)
+        plus[name] = moved[name] + eps * direction.double()
+        minus[name] = moved[name] - eps * direction.double()
+        numeric = ((executor_attention(cascade, plus["q"], plus["k"], plus["v"], **tensors)
+                    - executor_attention(cascade, minus["q"], minus["k"], minus["v"], **tensors))
+                   * do64).sum() / (2 * eps)
+        analytic = (grad.double().cpu() * direction.double()).sum().item()
+        scale = np.abs(grad.double().cpu().numpy()).sum() * 1e-2 + 1e-3
+        assert abs(analytic - numeric) <= scale, f"d{name}: {analytic} vs executor {numeric}"
+
+
+def test_variant_source_shows_the_score_and_its_derivative():
+    f = compile_cascade(parse_cascade(VARIANTS["softcap"][0], source="<softcap>"))
+    assert "lib.sigmoid((qk / 5))" in f.source
+    assert "def score_grad" in f.source and "GRAD_IS_CONST: tl.constexpr = False" in f.source
+    identity = compile_cascade("attention-causal")
+    assert "SCORE_IS_QK: tl.constexpr = True" in identity.source
+
+
+# -- what the compiler refuses ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ffn", "linear-attention", "flat", "attention-2pass"])
+def test_cascades_that_are_not_one_pass_softmax_are_refused_naming_the_einsum(name):
+    with pytest.raises(ConfigError, match=r"Einsum '.*': cannot compile cascade"):
+        compile_cascade(name)
+
+
+def test_a_running_sum_without_the_max_correction_is_refused():
+    text = variant("no-correction", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]").replace(
+        "SPD[b,h,m1,p]     = PRM[b,h,m1,p] * RD[b,h,m1,p]",
+        "SPD[b,h,m1,p]     = LM[b,h,m1,p] * RD[b,h,m1,p]")
+    with pytest.raises(ConfigError, match="correction of a running sum"):
+        compile_cascade(parse_cascade(text, source="<no-correction>"))
+
+
+def test_a_score_indexed_by_the_head_dimension_is_refused():
+    text = variant("by-e", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] + W[e]", inputs=", W: [E]")
+    with pytest.raises(ConfigError):
+        compile_cascade(parse_cascade(text, source="<by-e>"))
+
+
+@pytest.mark.xfail(reason="the plain (3-pass) form compiles once the notation stream's FuseMax "
+                          "reassociation rewrite (plain -> 1-pass, in einsum_cascades) lands",
+                   raises=ConfigError, strict=True)
+def test_the_plain_form_compiles_to_the_same_kernel():
+    compile_cascade("attention-3pass")
+
+
+def test_missing_and_misshapen_extra_inputs_are_named():
+    f = compile_cascade(parse_cascade(VARIANTS["relative-bias"][0], source="<bias>"))
+    q, k, v = make_qkv(1, 2, 2, 8, 8, 16)
+    with pytest.raises(ShapeError, match=r"missing input\(s\) BIAS \[H, P, M\]"):
+        f(q, k, v, config=SMALL)
+    with pytest.raises(ShapeError, match=r"BIAS .* must have shape \(2, 8, 8\)"):
+        f(q, k, v, config=SMALL, BIAS=torch.zeros(2, 8, 9, device=DEVICE))
+    with pytest.raises(ShapeError, match="unknown keyword 'bias'"):
+        f(q, k, v, config=SMALL, bias=torch.zeros(2, 8, 8, device=DEVICE))
+
+
+# -- generated source: one file per content, reused ----------------------------------------------
+def test_generated_source_is_cached_by_content_and_importable():
+    f = compile_cascade("attention-causal")
+    assert compile_cascade(load_cascade("attention-causal")) is f
+    q, k, v = make_qkv(1, 1, 1, 5, 5, 16)
+    f(q, k, v, config=SMALL)
+    path = module_path(f.generated.digest)
+    assert path.is_file() and path.read_text() == f.source
+    assert f.module.__file__ == str(path)
