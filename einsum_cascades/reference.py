@@ -88,21 +88,107 @@ def elu_feature_map(x: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
 
 
-def linear_attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Causal, unnormalised linear attention in float64, the obvious quadratic way:
-    out[i] = sum over j <= i of (phi(q_i) . phi(k_j)) v_j, with phi = elu + 1.
+FEATURE_MAPS = (None, "elu1")
 
-    Layout [B, H, N, D] for q and k, [B, H, N, Dv] for v (self-attention: one length N).
-    Returns [B, H, N, Dv]. Lightning-style block/recurrent kernels compute the same function.
+
+def _check_linear_shapes(q_shape, k_shape, v_shape, decay_shape, state_shape) -> int:
+    """The query-head group size of linear attention's inputs, or a ShapeError."""
+    if len(q_shape) != 4 or len(k_shape) != 4 or len(v_shape) != 4:
+        raise ShapeError(f"linear attention needs 4-D q, k, v [B, H, N, D]; got {q_shape}, {k_shape}, {v_shape}")
+    batch, q_heads, length, head_dim = q_shape
+    if tuple(k_shape[:3]) != tuple(v_shape[:3]) or k_shape[0] != batch or k_shape[2] != length \
+            or k_shape[3] != head_dim:
+        raise ShapeError(f"linear attention needs q [B, Hq, N, D], k [B, Hkv, N, D], v [B, Hkv, N, Dv]; "
+                         f"got {q_shape}, {k_shape}, {v_shape}")
+    if q_heads % k_shape[1]:
+        raise ShapeError(f"query heads ({q_heads}) must be a multiple of key/value heads ({k_shape[1]})")
+    if decay_shape is not None and tuple(decay_shape) != (q_heads,):
+        raise ShapeError(f"decay must hold one slope per query head, shape ({q_heads},); got {decay_shape}")
+    want_state = (batch, q_heads, head_dim, v_shape[3])
+    if state_shape is not None and tuple(state_shape) != want_state:
+        raise ShapeError(f"initial_state must be [B, Hq, D, Dv] = {want_state}; got {state_shape}")
+    return q_heads // k_shape[1]
+
+
+def linear_attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
+                               feature_map: str | None = "elu1", scale: float = 1.0,
+                               decay: np.ndarray | None = None,
+                               initial_state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Causal, unnormalised linear attention in float64, the obvious quadratic way:
+
+        out[i] = scale * (sum over j <= i of g^(i-j) (phi(q_i) . phi(k_j)) v_j  +  g^(i+1) phi(q_i) S0)
+        state  = g^N S0 + sum over j of g^(N-1-j) phi(k_j)^T v_j
+
+    with phi = elu + 1 (feature_map="elu1") or the identity (None), g = exp(-decay[h]) the
+    per-head decay of Lightning Attention / RetNet (decay=None: g = 1), S0 the initial state
+    [B, Hq, D, Dv] (None: zeros). The state is that of the recurrence S_i = g S_(i-1) + phi(k_i)^T
+    v_i, o_i = scale phi(q_i) S_i, which chunked and recurrent kernels compute the same way.
+
+    Layout [B, Hq, N, D] for q, [B, Hkv, N, D] for k and [B, Hkv, N, Dv] for v (self-attention:
+    one length N; query head h reads key/value head h // (Hq // Hkv)). Returns
+    (out [B, Hq, N, Dv], final state [B, Hq, D, Dv]).
     """
     q, k, v = (np.asarray(t, dtype=np.float64) for t in (q, k, v))
-    if q.ndim != 4 or q.shape != k.shape or k.shape[:3] != v.shape[:3]:
-        raise ShapeError(f"linear attention needs q, k [B, H, N, D] of one shape and v [B, H, N, Dv]; "
-                         f"got {q.shape}, {k.shape}, {v.shape}")
-    scores = np.einsum("bhpe,bhme->bhpm", elu_feature_map(q), elu_feature_map(k))
+    if feature_map not in FEATURE_MAPS:
+        raise ShapeError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
+    group = _check_linear_shapes(q.shape, k.shape, v.shape, None if decay is None else np.shape(decay),
+                                 None if initial_state is None else np.shape(initial_state))
+    k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    if feature_map == "elu1":
+        q, k = elu_feature_map(q), elu_feature_map(k)
     length = q.shape[2]
-    scores = np.where(visible_keys(length, length, causal=True), scores, 0.0)
-    return np.einsum("bhpm,bhmf->bhpf", scores, v)
+    position = np.arange(length)
+    distance = position[:, None] - position[None, :]
+    slopes = np.zeros(q.shape[1]) if decay is None else np.asarray(decay, dtype=np.float64)
+    # g^(i-j) on the causal triangle, per head: [H, N, N]
+    weights = np.where(distance >= 0, np.exp(-slopes[:, None, None] * np.maximum(distance, 0)), 0.0)
+    scores = np.einsum("bhpe,bhme->bhpm", q, k) * weights
+    out = np.einsum("bhpm,bhmf->bhpf", scores, v)
+    tail = np.exp(-slopes[:, None] * (length - 1 - position))  # g^(N-1-j): [H, N]
+    state = np.einsum("bhme,bhmf,hm->bhef", k, v, tail)
+    if initial_state is not None:
+        initial_state = np.asarray(initial_state, dtype=np.float64)
+        lead = np.exp(-slopes[:, None] * (position + 1))  # g^(i+1): [H, N]
+        out = out + np.einsum("bhpe,bhef,hp->bhpf", q, initial_state, lead)
+        state = state + initial_state * np.exp(-slopes * length)[None, :, None, None]
+    return scale * out, state
+
+
+def linear_attention_reference_torch(q, k, v, *, feature_map: str | None = "elu1", scale: float = 1.0,
+                                     decay=None, initial_state=None, dtype=None):
+    """`linear_attention_reference`'s formula on torch tensors: differentiable (in q, k, v and the
+    initial state), on the inputs' device, in `dtype` (default float64 on the CPU, float32
+    elsewhere). Returns (out, final state) with the oracle's layout and conventions;
+    tests/test_reference.py checks it equals linear_attention_reference."""
+    import torch
+
+    if feature_map not in FEATURE_MAPS:
+        raise ShapeError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
+    group = _check_linear_shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape),
+                                 None if decay is None else tuple(decay.shape),
+                                 None if initial_state is None else tuple(initial_state.shape))
+    compute = dtype or (torch.float64 if q.device.type == "cpu" else torch.float32)
+    q = q.to(compute)
+    k = k.to(compute).repeat_interleave(group, 1)
+    v = v.to(compute).repeat_interleave(group, 1)
+    if feature_map == "elu1":
+        q, k = torch.nn.functional.elu(q) + 1.0, torch.nn.functional.elu(k) + 1.0
+    length = q.shape[2]
+    position = torch.arange(length, device=q.device, dtype=compute)
+    distance = position[:, None] - position[None, :]
+    slopes = (torch.zeros(q.shape[1], device=q.device, dtype=compute) if decay is None
+              else decay.to(device=q.device, dtype=compute))
+    weights = torch.where(distance >= 0, torch.exp(-slopes[:, None, None] * distance.clamp_min(0)),
+                          torch.zeros((), device=q.device, dtype=compute))
+    out = ((q @ k.transpose(-1, -2)) * weights) @ v
+    tail = torch.exp(-slopes[:, None] * (length - 1 - position))
+    state = (k * tail[None, :, :, None]).transpose(-1, -2) @ v
+    if initial_state is not None:
+        initial_state = initial_state.to(compute)
+        lead = torch.exp(-slopes[:, None] * (position + 1))
+        out = out + (q * lead[None, :, :, None]) @ initial_state
+        state = state + initial_state * torch.exp(-slopes * length)[None, :, None, None]
+    return scale * out, state
 
 
 def attention_reference_torch(q, k, v, *, scale: float | None = None, causal: bool = False,
