@@ -38,6 +38,7 @@ _FAMILY_MODULES = (
     "einsim.kernels.flash.config",
     "einsim.kernels.multipass.config",
     "einsim.kernels.decode.config",
+    "einsim.kernels.linear.config",
 )
 TUNED_DIR = Path(__file__).resolve().parent / "tuned"
 # What einsim's Triton kernels load and store (a Problem may name others for the simulator).
@@ -110,6 +111,10 @@ class KernelSpec:
     make_inputs: Callable[..., dict] = make_attention_inputs
     description: str = ""
     direction: str = "forward"  # "forward" | "backward": what `launch` times
+    # What the launcher must return for `make_inputs`' inputs (its first output is compared), by
+    # the oracle's formula; None: softmax attention (attention_reference_torch), as the
+    # flash, multi-pass and decode kernels compute.
+    reference: Callable[[dict[str, Any]], Any] | None = None
 
     def launch(self, config, inputs: dict[str, Any]):
         """Run the kernel with an explicit config (imports torch/triton on first call)."""
