@@ -1,0 +1,593 @@
+"""Chunked causal linear attention (`linear-fwd`, `linear-bwd`): the Triton kernels, their
+launchers and the autograd Function. docs/kernels.md § Linear attention.
+
+    o_i = scale * (sum_{j <= i} g^(i-j) (phi(q_i)·phi(k_j)) v_j + g^(i+1) phi(q_i) S0),  g = exp(-slope[h])
+
+One kernel, `_chunk_walk`, does all the work. A program owns one (batch, query head, block of
+output columns, segment) and walks its segment chunk by chunk, carrying a running state
+S [D_ab, BLOCK_C] in fp32 registers:
+
+    out[chunk] = A·S (decayed per row) + mask(A·Bᵀ ⊙ decay)·C          the inter- and intra-chunk terms
+    S          = g^len · S + (B decayed per row)ᵀ·C                    the state carried on
+
+The forward is the walk with (A, B, C) = (scale·phi(q), phi(k), v). The backward is the same walk
+three more times: dQ = walk(scale·dO, V, phi(K)) forward in time (its state is Sᵀ), and dV =
+walk(phi(K), scale·phi(Q), dO), dK = walk(V, scale·dO, phi(Q)) backward in time, whose state is the
+gradient of S (REVERSE flips the mask and measures decay from the chunk's end). So there is one
+loop to get right, and the tests check every role of it against the float64 oracle.
+
+A walk over the whole sequence is sequential in its chunks; SEGMENT cuts it into independent
+walks: `_segment_sums` sums every segment's state contribution in parallel, `_segment_scan`
+turns those into each segment's starting state (and the final state), then the walks run side by
+side. Segment length = CHUNK is FLA's per-chunk state materialisation; no segments is Lightning
+Attention-2's single walk.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from einsim.errors import ShapeError
+from einsim.kernels.linear.config import LinearBackwardConfig, LinearConfig
+from einsim.kernels.problem import AttentionProblem, padded_head_dim
+from einsim.kernels.registry import KERNELS
+from einsim.kernels.runtime import (check_attention_inputs, device_limits, interpreter_needs_fp32_dots,
+                                    interpreting, patch_interpreter)
+
+LOG2_E = 1.4426950408889634
+FEATURE_MAPS = {None: 0, "elu1": 1}
+
+
+# -- Triton helpers ----------------------------------------------------------------------------------
+@triton.jit
+def _feature(x, FEATURE: tl.constexpr):
+    """phi(x): the identity (0) or elu(x) + 1 (1)."""
+    if FEATURE == 1:
+        x = tl.where(x > 0, x + 1.0, tl.exp(tl.minimum(x, 0.0)))
+    return x
+
+
+@triton.jit
+def _operand(x, IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr):
+    """x as a tensor-core operand in the inputs' dtype; in the interpreter, rounded to it but kept
+    fp32 (its bf16 dots are wrong, kernels.runtime.interpreter_needs_fp32_dots)."""
+    if DOT_FP32:
+        y = x.to(IO_DTYPE).to(tl.float32)
+    else:
+        y = x.to(IO_DTYPE)
+    return y
+
+
+@triton.jit
+def _load_rows(X, base, rows, length, cols, dim, stride_n, stride_d, FEATURE: tl.constexpr, scale):
+    """scale * phi(X[rows, cols]) in fp32; zero outside the sequence and the head dim (also after
+    phi, whose elu1 is 1 at 0)."""
+    mask = (rows[:, None] < length) & (cols[None, :] < dim)
+    x = tl.load(X + base + rows[:, None] * stride_n + cols[None, :] * stride_d, mask=mask, other=0.0)
+    x = _feature(x.to(tl.float32), FEATURE)
+    if FEATURE != 0:
+        x = tl.where(mask, x, 0.0)
+    return x * scale
+
+
+@triton.jit
+def _chunk_walk(
+    A, B, C, Out, X, StateIn, StateOut, Slope,
+    stride_ab, stride_ah, stride_an, stride_ad,
+    stride_bb, stride_bh, stride_bn, stride_bd,
+    stride_cb, stride_ch, stride_cn, stride_cd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_xb, stride_xh, stride_xn, stride_xd,
+    stride_ib, stride_ih, stride_is, stride_ir, stride_ic,
+    stride_fb, stride_fh, stride_fr, stride_fc,
+    heads, group_a, group_b, group_c, group_x, length, dim_ab, dim_c, scale_a, scale_b, segment_chunks,
+    REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, FEATURE_A: tl.constexpr, FEATURE_B: tl.constexpr,
+    FEATURE_C: tl.constexpr, FEATURE_GRAD: tl.constexpr, HAS_STATE_IN: tl.constexpr,
+    STORE_STATE: tl.constexpr, IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """out = A·S + mask(A·Bᵀ)·C chunk by chunk, S += Bᵀ·C (with decay); see the module docstring.
+    Rows of A, B, C, Out and X index heads through their group (query head h reads h // group)."""
+    pid_c = tl.program_id(0)
+    segment = tl.program_id(1)
+    bh = tl.program_id(2)
+    batch = (bh // heads).to(tl.int64)
+    head = bh % heads
+    base_a = batch * stride_ab + (head // group_a).to(tl.int64) * stride_ah
+    base_b = batch * stride_bb + (head // group_b).to(tl.int64) * stride_bh
+    base_c = batch * stride_cb + (head // group_c).to(tl.int64) * stride_ch
+    base_o = batch * stride_ob + head.to(tl.int64) * stride_oh
+    base_x = batch * stride_xb + (head // group_x).to(tl.int64) * stride_xh
+    cols_ab = tl.arange(0, BLOCK_AB)
+    cols_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    local = tl.arange(0, CHUNK)
+    state_mask = (cols_ab[:, None] < dim_ab) & (cols_c[None, :] < dim_c)
+
+    if HAS_STATE_IN:
+        start_state = StateIn + batch * stride_ib + head.to(tl.int64) * stride_ih + segment.to(tl.int64) * stride_is
+        state = tl.load(start_state + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic,
+                        mask=state_mask, other=0.0)
+    else:
+        state = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
+    rate = 0.0
+    if HAS_DECAY:
+        rate = tl.load(Slope + head).to(tl.float32) * 1.4426950408889634  # log2 units per token
+    if REVERSE:
+        keep = local[None, :] >= local[:, None]
+    else:
+        keep = local[None, :] <= local[:, None]
+    distance = tl.abs(local[:, None] - local[None, :]).to(tl.float32)
+
+    chunks = tl.cdiv(length, CHUNK)
+    first = segment * segment_chunks
+    count = tl.minimum(segment_chunks, chunks - first)
+    for step in range(0, count):
+        if REVERSE:
+            index = first + count - 1 - step
+        else:
+            index = first + step
+        start = index * CHUNK
+        rows = start + local
+        valid = rows < length
+        span = tl.minimum(length - start, CHUNK)  # tokens in this chunk (the tail may be short)
+        a = _load_rows(A, base_a, rows, length, cols_ab, dim_ab, stride_an, stride_ad, FEATURE_A, scale_a)
+        b = _load_rows(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B, scale_b)
+        c = _operand(_load_rows(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, 1.0),
+                     IO_DTYPE, DOT_FP32)
+        scores = tl.dot(_operand(a, IO_DTYPE, DOT_FP32), tl.trans(_operand(b, IO_DTYPE, DOT_FP32)))
+        if HAS_DECAY:
+            scores = tl.where(keep, scores * tl.math.exp2(-rate * distance), 0.0)
+            # the state enters row i decayed by its distance from the chunk's start (end, reversed)
+            if REVERSE:
+                lead = span - 1 - local
+            else:
+                lead = local + 1
+            lead = tl.where(valid, lead, 0).to(tl.float32)
+            a = a * tl.math.exp2(-rate * lead)[:, None]
+        else:
+            scores = tl.where(keep, scores, 0.0)
+        out = tl.dot(_operand(scores, IO_DTYPE, DOT_FP32), c)
+        out = tl.dot(_operand(a, IO_DTYPE, DOT_FP32), _operand(state, IO_DTYPE, DOT_FP32), out)
+        out_mask = valid[:, None] & (cols_c[None, :] < dim_c)
+        if FEATURE_GRAD:
+            # the walk computed the gradient of phi(X); chain rule through elu(x) + 1
+            x = tl.load(X + base_x + rows[:, None] * stride_xn + cols_c[None, :] * stride_xd,
+                        mask=out_mask, other=0.0).to(tl.float32)
+            out = out * tl.where(x > 0, 1.0, tl.exp(tl.minimum(x, 0.0)))
+        tl.store(Out + base_o + rows[:, None] * stride_on + cols_c[None, :] * stride_od,
+                 out.to(Out.dtype.element_ty), mask=out_mask)
+        if HAS_DECAY:
+            if REVERSE:
+                tail = local + 1
+            else:
+                tail = span - 1 - local
+            tail = tl.where(valid, tail, 0).to(tl.float32)
+            b = b * tl.math.exp2(-rate * tail)[:, None]
+            state = state * tl.math.exp2(-rate * span.to(tl.float32))
+        state = tl.dot(tl.trans(_operand(b, IO_DTYPE, DOT_FP32)), c, state)
+
+    if STORE_STATE:
+        final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
+        tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state, mask=state_mask)
+
+
+@triton.jit
+def _segment_sums(
+    B, C, Sums, Slope,
+    stride_bb, stride_bh, stride_bn, stride_bd,
+    stride_cb, stride_ch, stride_cn, stride_cd,
+    stride_sb, stride_sh, stride_ss, stride_sr, stride_sc,
+    heads, group_b, group_c, length, dim_ab, dim_c, scale_b, segment_chunks,
+    REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, FEATURE_B: tl.constexpr, FEATURE_C: tl.constexpr,
+    IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Each segment's own contribution to the state at its end (its start, reversed):
+    sum over its tokens of g^(distance) · B_tᵀ C_t. No chunk depends on another: one long dot."""
+    pid_c = tl.program_id(0)
+    segment = tl.program_id(1)
+    bh = tl.program_id(2)
+    batch = (bh // heads).to(tl.int64)
+    head = bh % heads
+    base_b = batch * stride_bb + (head // group_b).to(tl.int64) * stride_bh
+    base_c = batch * stride_cb + (head // group_c).to(tl.int64) * stride_ch
+    cols_ab = tl.arange(0, BLOCK_AB)
+    cols_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    local = tl.arange(0, CHUNK)
+    rate = 0.0
+    if HAS_DECAY:
+        rate = tl.load(Slope + head).to(tl.float32) * 1.4426950408889634
+    chunks = tl.cdiv(length, CHUNK)
+    first = segment * segment_chunks
+    count = tl.minimum(segment_chunks, chunks - first)
+    segment_start = first * CHUNK
+    segment_end = tl.minimum((first + count) * CHUNK, length)
+    total = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
+    for index in range(first, first + count):
+        rows = index * CHUNK + local
+        b = _load_rows(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B, scale_b)
+        c = _load_rows(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, 1.0)
+        if HAS_DECAY:
+            if REVERSE:
+                age = rows - segment_start + 1
+            else:
+                age = segment_end - 1 - rows
+            age = tl.where(rows < length, age, 0).to(tl.float32)
+            b = b * tl.math.exp2(-rate * age)[:, None]
+        total = tl.dot(tl.trans(_operand(b, IO_DTYPE, DOT_FP32)), _operand(c, IO_DTYPE, DOT_FP32), total)
+    out = Sums + batch * stride_sb + head.to(tl.int64) * stride_sh + segment.to(tl.int64) * stride_ss
+    tl.store(out + cols_ab[:, None] * stride_sr + cols_c[None, :] * stride_sc, total,
+             mask=(cols_ab[:, None] < dim_ab) & (cols_c[None, :] < dim_c))
+
+
+@triton.jit
+def _segment_scan(
+    Sums, StateIn, StateOut, Slope,
+    stride_sb, stride_sh, stride_ss, stride_sr, stride_sc,
+    stride_ib, stride_ih, stride_ir, stride_ic,
+    stride_fb, stride_fh, stride_fr, stride_fc,
+    heads, length, dim_ab, dim_c, segments, segment_tokens,
+    REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, HAS_STATE_IN: tl.constexpr, STORE_STATE: tl.constexpr,
+    BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """In place, segment by segment (backward in time when REVERSE): replace each segment's sum by
+    the state it starts from, S = g^len · S + sum, from the initial state; store the final one."""
+    pid_c = tl.program_id(0)
+    bh = tl.program_id(1)
+    batch = (bh // heads).to(tl.int64)
+    head = bh % heads
+    cols_ab = tl.arange(0, BLOCK_AB)
+    cols_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (cols_ab[:, None] < dim_ab) & (cols_c[None, :] < dim_c)
+    if HAS_STATE_IN:
+        start = StateIn + batch * stride_ib + head.to(tl.int64) * stride_ih
+        state = tl.load(start + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic, mask=mask, other=0.0)
+    else:
+        state = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
+    rate = 0.0
+    if HAS_DECAY:
+        rate = tl.load(Slope + head).to(tl.float32) * 1.4426950408889634
+    sums = Sums + batch * stride_sb + head.to(tl.int64) * stride_sh
+    offsets = cols_ab[:, None] * stride_sr + cols_c[None, :] * stride_sc
+    for step in range(0, segments):
+        if REVERSE:
+            segment = segments - 1 - step
+        else:
+            segment = step
+        where = sums + segment.to(tl.int64) * stride_ss + offsets
+        own = tl.load(where, mask=mask, other=0.0)
+        tl.store(where, state, mask=mask)
+        if HAS_DECAY:
+            span = tl.minimum(segment_tokens, length - segment * segment_tokens).to(tl.float32)
+            state = state * tl.math.exp2(-rate * span)
+        state = state + own
+    if STORE_STATE:
+        final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
+        tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state, mask=mask)
+
+
+# -- launchers --------------------------------------------------------------------------------------------
+def _io_dtype(tensor):
+    import torch
+
+    return tl.bfloat16 if tensor.dtype == torch.bfloat16 else tl.float16
+
+
+def _strides(tensor, count: int) -> tuple:
+    """The tensor's strides, or zeros for a missing tensor (its pointer is never read)."""
+    return tuple(tensor.stride()) if tensor is not None else (0,) * count
+
+
+def walk(config, *, a, b, c, out, heads: int, groups: tuple[int, int, int], length: int,
+         scale_a: float, scale_b: float, features: tuple[int, int, int], reverse: bool, slope=None,
+         grad_x=None, group_x: int = 1, initial=None, final=None, starts=None,
+         segment_tokens: int | None = None, keep_starts: bool = False):
+    """One chunked walk over tensors [batch, heads (or heads / group), length, dim] of any strides.
+
+    a, b: [.., dim_ab]; c: [.., dim_c]; out: [batch, heads, length, dim_c], written. initial:
+    the starting state [batch, heads, dim_ab, dim_c] (any strides, fp32) or None (zeros); final:
+    where to store the end state, or None. starts: segment starting states already known
+    [batch, heads, segments, dim_ab, dim_c] for `segment_tokens`-long segments (the forward's,
+    reused by the backward). keep_starts: return the segment starts computed here (None when
+    the walk has one segment). dtype of the dots: a's.
+    """
+    import torch
+
+    if interpreting():
+        patch_interpreter()
+    batch = a.shape[0]
+    dim_ab, dim_c = a.shape[-1], c.shape[-1]
+    chunk = config.CHUNK
+    block_ab = padded_head_dim(dim_ab)
+    block_c = min(config.BLOCK_C, padded_head_dim(dim_c))
+    column_blocks = triton.cdiv(dim_c, block_c)
+    segment_tokens = config.SEGMENT if segment_tokens is None else segment_tokens
+    if not segment_tokens or segment_tokens >= length:
+        segments, segment_chunks = 1, triton.cdiv(length, chunk)
+    else:
+        if segment_tokens % chunk:
+            raise ShapeError(f"linear attention: segments of {segment_tokens} tokens are not whole chunks "
+                             f"of {chunk}")
+        segments, segment_chunks = triton.cdiv(length, segment_tokens), segment_tokens // chunk
+    decay = slope is not None
+    io_dtype = _io_dtype(a)
+    dot_fp32 = interpreter_needs_fp32_dots("bf16" if a.dtype == torch.bfloat16 else "fp16")
+    dummy = out  # a pointer for arguments the constexpr flags never read
+    if segments > 1 and starts is None:
+        starts = torch.empty(batch, heads, segments, dim_ab, dim_c, dtype=torch.float32, device=a.device)
+        _segment_sums[(column_blocks, segments, batch * heads)](
+            b, c, starts, slope if decay else dummy,
+            *b.stride(), *c.stride(), *starts.stride(),
+            heads, groups[1], groups[2], length, dim_ab, dim_c, float(scale_b), segment_chunks,
+            REVERSE=reverse, HAS_DECAY=decay, FEATURE_B=features[1], FEATURE_C=features[2],
+            IO_DTYPE=io_dtype, DOT_FP32=dot_fp32, CHUNK=chunk, BLOCK_AB=block_ab, BLOCK_C=block_c,
+            num_warps=config.num_warps, num_stages=config.num_stages)
+        _segment_scan[(column_blocks, batch * heads)](
+            starts, initial if initial is not None else dummy, final if final is not None else dummy,
+            slope if decay else dummy,
+            *starts.stride(), *_strides(initial, 4), *_strides(final, 4),
+            heads, length, dim_ab, dim_c, segments, segment_tokens,
+            REVERSE=reverse, HAS_DECAY=decay, HAS_STATE_IN=initial is not None,
+            STORE_STATE=final is not None, BLOCK_AB=block_ab, BLOCK_C=block_c, num_warps=4)
+        final = None  # the scan stored it
+    elif segments > 1 and final is not None:
+        raise ShapeError("linear attention: a walk from given segment starts cannot also give the final state")
+    if segments > 1:
+        state_in, state_strides = starts, tuple(starts.stride())
+    elif initial is not None:
+        state_in, state_strides = initial, tuple(initial.stride()[:2]) + (0,) + tuple(initial.stride()[2:])
+    else:
+        state_in, state_strides = None, (0,) * 5
+    _chunk_walk[(column_blocks, segments, batch * heads)](
+        a, b, c, out, grad_x if grad_x is not None else dummy,
+        state_in if state_in is not None else dummy, final if final is not None else dummy,
+        slope if decay else dummy,
+        *a.stride(), *b.stride(), *c.stride(), *out.stride(), *_strides(grad_x, 4),
+        *state_strides, *_strides(final, 4),
+        heads, groups[0], groups[1], groups[2], group_x, length, dim_ab, dim_c,
+        float(scale_a), float(scale_b), segment_chunks,
+        REVERSE=reverse, HAS_DECAY=decay, FEATURE_A=features[0], FEATURE_B=features[1],
+        FEATURE_C=features[2], FEATURE_GRAD=grad_x is not None, HAS_STATE_IN=state_in is not None,
+        STORE_STATE=final is not None, IO_DTYPE=io_dtype, DOT_FP32=dot_fp32,
+        CHUNK=chunk, BLOCK_AB=block_ab, BLOCK_C=block_c,
+        num_warps=config.num_warps, num_stages=config.num_stages)
+    return starts if (keep_starts and segments > 1) else None
+
+
+# -- checked entry points -----------------------------------------------------------------------------------
+def check_linear_inputs(q, k, v, *, kernel: str, decay=None, feature_map=None, scale=None,
+                        initial_state=None) -> AttentionProblem:
+    """The (causal, self-attention) AttentionProblem of q [B, Hq, N, D], k [B, Hkv, N, D],
+    v [B, Hkv, N, Dv], or a ShapeError naming what is wrong with any input."""
+    import torch
+
+    problem = check_attention_inputs(q, k, v, kernel=kernel, causal=True, scale=scale)
+    if problem.q_len != problem.kv_len:
+        raise ShapeError(f"{kernel}: linear attention is self-attention: q has {problem.q_len} tokens, "
+                         f"k and v {problem.kv_len}")
+    if feature_map not in FEATURE_MAPS:
+        raise ShapeError(f"{kernel}: feature_map must be one of {list(FEATURE_MAPS)}, got {feature_map!r}")
+    if decay is not None:
+        if not isinstance(decay, torch.Tensor) or tuple(decay.shape) != (problem.q_heads,) \
+                or not decay.dtype.is_floating_point or decay.device != q.device:
+            raise ShapeError(f"{kernel}: decay must be a float tensor of {problem.q_heads} per-head slopes "
+                             f"(g = exp(-slope)) on {q.device}; got "
+                             f"{getattr(decay, 'shape', type(decay).__name__)} "
+                             f"{getattr(decay, 'dtype', '')} on {getattr(decay, 'device', '?')}")
+    if initial_state is not None:
+        want = (problem.batch, problem.q_heads, problem.head_dim, problem.value_dim)
+        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != want \
+                or not initial_state.dtype.is_floating_point or initial_state.device != q.device:
+            raise ShapeError(f"{kernel}: initial_state must be a float tensor [B, Hq, D, Dv] = {want} on "
+                             f"{q.device}; got {getattr(initial_state, 'shape', type(initial_state).__name__)}")
+    return problem
+
+
+def _resolve(kernel: str, config, problem, device):
+    spec = KERNELS[kernel]
+    limits = device_limits(device)
+    config = spec.resolve_config(config, problem, limits)
+    spec.validate(config, problem, limits)
+    return config
+
+
+def _scale(scale, head_dim: int) -> float:
+    return head_dim ** -0.5 if scale is None else float(scale)
+
+
+def _slopes(decay):
+    return None if decay is None else decay.detach().float().contiguous()
+
+
+def _state(state):
+    return None if state is None else state.detach().float()
+
+
+def linear_forward(q, k, v, *, decay=None, feature_map: str | None = None, scale: float | None = None,
+                   initial_state=None, output_final_state: bool = False, config: LinearConfig | None = None,
+                   keep_starts: bool = False):
+    """Chunked causal linear attention. q [B, Hq, N, D], k [B, Hkv, N, D], v [B, Hkv, N, Dv], any
+    strides, fp16 or bf16; decay [Hq] per-head slopes (g = exp(-slope)) or None; feature_map None
+    or "elu1" (applied to q and k in the kernel); scale defaults to D^-0.5; initial_state
+    [B, Hq, D, Dv] or None. Returns (out [B, Hq, N, Dv] in q's dtype, final state [B, Hq, D, Dv]
+    fp32 or None, the segment starts kept for the backward or None).
+
+    Raises ShapeError for bad inputs and ConfigError for a config that cannot run, before any launch.
+    """
+    import torch
+
+    problem = check_linear_inputs(q, k, v, kernel="linear-fwd", decay=decay, feature_map=feature_map,
+                                  scale=scale, initial_state=initial_state)
+    config = _resolve("linear-fwd", config, problem, q.device)
+    out = torch.empty(problem.batch, problem.q_heads, problem.q_len, problem.value_dim, dtype=q.dtype,
+                      device=q.device)
+    final = None
+    if output_final_state:
+        final = torch.empty(problem.batch, problem.q_heads, problem.head_dim, problem.value_dim,
+                            dtype=torch.float32, device=q.device)
+    feature = FEATURE_MAPS[feature_map]
+    starts = walk(config, a=q, b=k, c=v, out=out, heads=problem.q_heads, groups=(1, problem.group, problem.group),
+                  length=problem.q_len, scale_a=_scale(scale, problem.head_dim), scale_b=1.0,
+                  features=(feature, feature, 0), reverse=False, slope=_slopes(decay),
+                  initial=_state(initial_state), final=final, keep_starts=keep_starts)
+    return out, final, starts
+
+
+def linear_backward(do, q, k, v, *, decay=None, feature_map: str | None = None, scale: float | None = None,
+                    initial_state=None, grad_final_state=None, starts=None, starts_segment: int = 0,
+                    config: LinearBackwardConfig | None = None, want_initial_grad: bool = False):
+    """dq, dk, dv (inputs' dtypes) and the initial state's gradient (fp32, or None unless
+    want_initial_grad) of linear_forward's output for the output gradient do [B, Hq, N, Dv] and
+    the final state's gradient grad_final_state [B, Hq, D, Dv] (or None). starts: the forward's
+    segment starts for segments of starts_segment tokens (used when config.store_states)."""
+    import torch
+
+    problem = check_linear_inputs(q, k, v, kernel="linear-bwd", decay=decay, feature_map=feature_map,
+                                  scale=scale, initial_state=initial_state)
+    if tuple(do.shape) != (problem.batch, problem.q_heads, problem.q_len, problem.value_dim):
+        raise ShapeError(f"linear-bwd: the output gradient has shape {tuple(do.shape)}, the output "
+                         f"{(problem.batch, problem.q_heads, problem.q_len, problem.value_dim)}")
+    config = _resolve("linear-bwd", config, problem, q.device)
+    feature = FEATURE_MAPS[feature_map]
+    scale = _scale(scale, problem.head_dim)
+    slope = _slopes(decay)
+    heads, group, length = problem.q_heads, problem.group, problem.q_len
+    do = do.to(q.dtype)
+    initial, grad_final = _state(initial_state), _state(grad_final_state)
+
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    use_starts = (config.store_states and starts is not None and starts_segment
+                  and starts_segment % config.CHUNK == 0)
+    walk(config, a=do, b=v, c=k, out=dq, heads=heads, groups=(1, group, group), length=length,
+         scale_a=scale, scale_b=1.0, features=(0, 0, feature), reverse=False, slope=slope,
+         grad_x=q if feature else None, group_x=1,
+         initial=initial.transpose(-1, -2) if initial is not None else None,
+         starts=starts.transpose(-1, -2) if use_starts else None,
+         segment_tokens=starts_segment if use_starts else None)
+
+    # dK and dV per query head (summed over each key/value head's group below), fp32 when summed.
+    partial_dtype = q.dtype if group == 1 else torch.float32
+    dk = torch.empty(problem.batch, heads, length, problem.head_dim, dtype=partial_dtype, device=q.device)
+    dv = torch.empty(problem.batch, heads, length, problem.value_dim, dtype=partial_dtype, device=q.device)
+    grad_initial = None
+    if want_initial_grad:
+        grad_initial = torch.empty(problem.batch, heads, problem.head_dim, problem.value_dim,
+                                   dtype=torch.float32, device=q.device)
+    gradient_starts = walk(config, a=k, b=q, c=do, out=dv, heads=heads, groups=(group, 1, 1), length=length,
+                           scale_a=1.0, scale_b=scale, features=(feature, feature, 0), reverse=True,
+                           slope=slope, initial=grad_final, final=grad_initial, keep_starts=True)
+    walk(config, a=v, b=do, c=q, out=dk, heads=heads, groups=(group, 1, 1), length=length,
+         scale_a=1.0, scale_b=scale, features=(0, 0, feature), reverse=True, slope=slope,
+         grad_x=k if feature else None, group_x=group,
+         initial=grad_final.transpose(-1, -2) if grad_final is not None else None,
+         starts=gradient_starts.transpose(-1, -2) if gradient_starts is not None else None)
+    if group > 1:
+        shape = (problem.batch, problem.kv_heads, group, length)
+        dk = dk.view(*shape, problem.head_dim).sum(2).to(k.dtype)
+        dv = dv.view(*shape, problem.value_dim).sum(2).to(v.dtype)
+    return dq, dk, dv, grad_initial
+
+
+def _make_function():
+    import torch
+
+    class _LinearAttentionFunction(torch.autograd.Function):
+        """out, final_state = linear attention; gradients for q, k, v and the initial state."""
+
+        @staticmethod
+        def forward(ctx, q, k, v, decay, initial_state, feature_map, scale, output_final_state,
+                    config, backward_config):
+            problem = check_linear_inputs(q, k, v, kernel="linear-fwd", decay=decay, feature_map=feature_map,
+                                          scale=scale, initial_state=initial_state)
+            backward_config = _resolve("linear-bwd", backward_config, problem, q.device)
+            forward_config = _resolve("linear-fwd", config, problem, q.device)
+            out, final, starts = linear_forward(q, k, v, decay=decay, feature_map=feature_map, scale=scale,
+                                                initial_state=initial_state,
+                                                output_final_state=output_final_state, config=forward_config,
+                                                keep_starts=backward_config.store_states)
+            ctx.save_for_backward(q, k, v, decay, initial_state, starts)
+            ctx.options = (feature_map, scale, backward_config, forward_config.SEGMENT)
+            if final is None:
+                return out, None
+            return out, final
+
+        @staticmethod
+        def backward(ctx, grad_out, grad_final):
+            q, k, v, decay, initial_state, starts = ctx.saved_tensors
+            feature_map, scale, backward_config, segment = ctx.options
+            dq, dk, dv, d_initial = linear_backward(
+                grad_out.contiguous(), q, k, v, decay=decay, feature_map=feature_map, scale=scale,
+                initial_state=initial_state, grad_final_state=grad_final, starts=starts,
+                starts_segment=segment, config=backward_config,
+                want_initial_grad=initial_state is not None and ctx.needs_input_grad[4])
+            if d_initial is not None:
+                d_initial = d_initial.to(initial_state.dtype)
+            return dq, dk, dv, None, d_initial, None, None, None, None, None
+
+    return _LinearAttentionFunction
+
+
+_FUNCTION = None
+
+
+def linear_attention(q, k, v, *, decay=None, feature_map: str | None = None, scale: float | None = None,
+                     initial_state=None, output_final_state: bool = False,
+                     config: LinearConfig | None = None, backward_config: LinearBackwardConfig | None = None):
+    """Causal linear attention by the chunked kernels, differentiable in q, k, v and initial_state:
+
+        o_i = scale * (sum_{j <= i} g^(i-j) (phi(q_i)·phi(k_j)) v_j + g^(i+1) phi(q_i) S0)
+
+    q [B, Hq, N, D], k [B, Hkv, N, D], v [B, Hkv, N, Dv] (torch SDPA's layout, any strides; GQA
+    when Hkv divides Hq), fp16 or bf16. decay: [Hq] slopes, g = exp(-slope) per query head
+    (Lightning Attention, RetNet), or None (no decay). feature_map: None or "elu1". scale:
+    default D^-0.5. initial_state: [B, Hq, D, Dv] or None. Returns (out [B, Hq, N, Dv], final
+    state [B, Hq, D, Dv] fp32 when output_final_state, else None): the state a decode step
+    (`linear_attention_decode`) continues from.
+    """
+    global _FUNCTION
+    import torch
+
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v, initial_state))
+    if not needs_grad:
+        out, final, _ = linear_forward(q, k, v, decay=decay, feature_map=feature_map, scale=scale,
+                                       initial_state=initial_state, output_final_state=output_final_state,
+                                       config=config)
+        return out, final
+    if _FUNCTION is None:
+        _FUNCTION = _make_function()
+    return _FUNCTION.apply(q, k, v, decay, initial_state, feature_map, scale, output_final_state,
+                           config, backward_config)
+
+
+def launch_forward_from_inputs(config: LinearConfig, inputs: dict):
+    """The registry's launcher: (out, final state) for KernelSpec.make_inputs' inputs."""
+    out, final, _ = linear_forward(inputs["q"], inputs["k"], inputs["v"], decay=inputs.get("slope"),
+                                   feature_map=inputs.get("feature_map"), scale=inputs.get("scale"),
+                                   initial_state=inputs.get("initial_state"), output_final_state=True,
+                                   config=config)
+    return out, final
+
+
+def launch_backward_from_inputs(config: LinearBackwardConfig, inputs: dict):
+    """The registry's launcher: (dq, dk, dv) for inputs with "do"; the forward runs once on the
+    first call (its segment starts kept when the config stores states)."""
+    key = ("starts", config.store_states)
+    if key not in inputs:
+        forward = inputs.get("forward_config") or KERNELS["linear-fwd"].resolve_config(
+            None, check_linear_inputs(inputs["q"], inputs["k"], inputs["v"], kernel="linear-fwd"))
+        _, _, starts = linear_forward(inputs["q"].detach(), inputs["k"].detach(), inputs["v"].detach(),
+                                      decay=inputs.get("slope"), feature_map=inputs.get("feature_map"),
+                                      scale=inputs.get("scale"), config=forward, keep_starts=config.store_states)
+        inputs[key] = (starts, forward.SEGMENT)
+    starts, segment = inputs[key]
+    dq, dk, dv, _ = linear_backward(inputs["do"], inputs["q"].detach(), inputs["k"].detach(),
+                                    inputs["v"].detach(), decay=inputs.get("slope"),
+                                    feature_map=inputs.get("feature_map"), scale=inputs.get("scale"),
+                                    starts=starts, starts_segment=segment, config=config)
+    return dq, dk, dv
+
+
+__all__ = ["linear_attention", "linear_backward", "linear_forward", "walk",
+           "launch_backward_from_inputs", "launch_forward_from_inputs"]
