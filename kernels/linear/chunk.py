@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from einsim.errors import ShapeError
+from einsim.kernels.flash.forward import LAST_LAUNCH, remember_launch
 from einsim.kernels.linear.config import LinearBackwardConfig, LinearConfig
 from einsim.kernels.problem import AttentionProblem, padded_head_dim
 from einsim.kernels.registry import KERNELS
@@ -339,7 +340,7 @@ def walk(config, *, a, b, c, out, heads: int, groups: tuple[int, int, int], leng
         state_in, state_strides = initial, tuple(initial.stride()[:2]) + (0,) + tuple(initial.stride()[2:])
     else:
         state_in, state_strides = None, (0,) * 5
-    _chunk_walk[(column_blocks, segments, batch * heads)](
+    compiled = _chunk_walk[(column_blocks, segments, batch * heads)](
         a, b, c, out, grad_x if grad_x is not None else dummy,
         state_in if state_in is not None else dummy, final if final is not None else dummy,
         slope if decay else dummy,
@@ -352,6 +353,7 @@ def walk(config, *, a, b, c, out, heads: int, groups: tuple[int, int, int], leng
         STORE_STATE=final is not None, IO_DTYPE=io_dtype, DOT_FP32=dot_fp32,
         CHUNK=chunk, BLOCK_AB=block_ab, BLOCK_C=block_c,
         num_warps=config.num_warps, num_stages=config.num_stages)
+    remember_launch("_chunk_walk", compiled)
     return starts if (keep_starts and segments > 1) else None
 
 
@@ -589,5 +591,5 @@ def launch_backward_from_inputs(config: LinearBackwardConfig, inputs: dict):
     return dq, dk, dv
 
 
-__all__ = ["linear_attention", "linear_backward", "linear_forward", "walk",
+__all__ = ["LAST_LAUNCH", "linear_attention", "linear_backward", "linear_forward", "walk",
            "launch_backward_from_inputs", "launch_forward_from_inputs"]
