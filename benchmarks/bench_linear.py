@@ -41,7 +41,7 @@ from einsim.kernels.linear.chunk import LAST_LAUNCH, linear_attention, linear_fo
 from einsim.kernels.linear.config import (LinearBackwardConfig, LinearConfig, backward_default_config,  # noqa: E402
                                           backward_flops, default_config, forward_flops, lightning_slopes)
 from einsim.kernels.linear.decode import linear_attention_decode  # noqa: E402
-from einsim.kernels.problem import AttentionProblem  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 
 TOKENS = 65536
 HEADS = 16
@@ -92,7 +92,7 @@ class Case:
     def __init__(self, length: int, seed: int = 0):
         self.length = length
         self.batch = max(1, TOKENS // length)
-        self.problem = AttentionProblem(batch=self.batch, q_heads=HEADS, kv_heads=HEADS, q_len=length,
+        self.problem = Problem(batch=self.batch, q_heads=HEADS, kv_heads=HEADS, q_len=length,
                                         kv_len=length, head_dim=HEAD_DIM, causal=True, dtype="bf16")
         generator = torch.Generator(device=DEVICE[0]).manual_seed(seed)
         shape = (self.batch, HEADS, length, HEAD_DIM)
@@ -342,7 +342,7 @@ def time_decode(rows: list[dict]) -> None:
     from einsim.kernels.linear.config import decode_min_bytes
 
     batch = 64
-    problem = AttentionProblem(batch=batch, q_heads=HEADS, kv_heads=HEADS, q_len=1, kv_len=1, head_dim=HEAD_DIM)
+    problem = Problem(batch=batch, q_heads=HEADS, kv_heads=HEADS, q_len=1, kv_len=1, head_dim=HEAD_DIM)
     q, k, v = (torch.randn(batch, HEADS, 1, HEAD_DIM, device=DEVICE[0], dtype=torch.bfloat16) for _ in range(3))
     state = torch.zeros(batch, HEADS, HEAD_DIM, HEAD_DIM, device=DEVICE[0])
     slope = torch.tensor(lightning_slopes(HEADS), device=DEVICE[0])

@@ -20,13 +20,14 @@ pytest.importorskip("triton")
 from einsim.einsum_cascades.reference import (linear_attention_reference,  # noqa: E402
                                               linear_attention_reference_torch)
 from einsim.errors import ConfigError, ShapeError  # noqa: E402
-from einsim.kernels import KERNELS, AttentionProblem  # noqa: E402
+from einsim.kernels import KERNELS  # noqa: E402
 from einsim.kernels.linear.chunk import linear_attention, linear_forward  # noqa: E402
 from einsim.kernels.linear.config import (LinearBackwardConfig, LinearConfig, LinearDecodeConfig,  # noqa: E402
                                           default_config, lightning_slopes)
 from einsim.kernels.linear.decode import linear_attention_decode  # noqa: E402
 from einsim.kernels.linear.naive import recurrent_linear_attention  # noqa: E402
 from einsim.kernels.runtime import interpreting  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 
 DEVICE = "cpu" if interpreting() or not torch.cuda.is_available() else "cuda"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -155,7 +156,7 @@ def test_recurrent_form_equals_the_quadratic_oracle():
 
 
 def test_registry_launchers_run_every_linear_kernel():
-    problem = AttentionProblem(batch=1, q_heads=2, kv_heads=1, q_len=20, kv_len=20, head_dim=16, causal=True,
+    problem = Problem(batch=1, q_heads=2, kv_heads=1, q_len=20, kv_len=20, head_dim=16, causal=True,
                                dtype="fp16")
     for name, config in (("linear-fwd", LinearConfig(CHUNK=16, BLOCK_C=16)),
                          ("linear-bwd", LinearBackwardConfig(CHUNK=16, BLOCK_C=16))):
@@ -163,7 +164,7 @@ def test_registry_launchers_run_every_linear_kernel():
         inputs = spec.make_inputs(problem, device=DEVICE)
         got, want = spec.launch(config, inputs), spec.reference(inputs)
         assert relative_error(got[0], want[0]) < TOLERANCE["fp16"], name
-    decode = AttentionProblem(batch=1, q_heads=2, kv_heads=1, q_len=1, kv_len=1, head_dim=16, dtype="fp16")
+    decode = Problem(batch=1, q_heads=2, kv_heads=1, q_len=1, kv_len=1, head_dim=16, dtype="fp16")
     spec = KERNELS["linear-decode"]
     inputs = spec.make_inputs(decode, device=DEVICE)
     want = spec.reference(inputs)
@@ -190,20 +191,20 @@ def test_bad_inputs_are_rejected_before_any_launch():
 
 
 def test_configs_that_cannot_run_are_rejected_with_reasons():
-    problem = AttentionProblem(batch=1, q_heads=16, kv_heads=16, q_len=65536, kv_len=65536, head_dim=128,
+    problem = Problem(batch=1, q_heads=16, kv_heads=16, q_len=65536, kv_len=65536, head_dim=128,
                                causal=True)
     spec = KERNELS["linear-fwd"]
     reasons = spec.config_reasons(LinearConfig(CHUNK=128, BLOCK_C=128, num_warps=4), problem)
     assert any("registers" in r for r in reasons)
     assert any("multiple of CHUNK" in r for r in spec.config_reasons(LinearConfig(CHUNK=64, SEGMENT=96), problem))
     with pytest.raises(ConfigError, match="causal"):
-        spec.validate(LinearConfig(), AttentionProblem(1, 1, 1, 64, 64, 64))
+        spec.validate(LinearConfig(), Problem(batch=1, q_heads=1, q_len=64, kv_len=64, head_dim=64))
     assert spec.search_space(problem) and all(not spec.config_reasons(c, problem) for c in spec.search_space(problem))
 
 
 def test_default_config_cuts_long_sequences_into_segments_to_fill_the_gpu():
-    long = default_config(AttentionProblem(1, 16, 16, 65536, 65536, 128, causal=True))
-    short = default_config(AttentionProblem(32, 16, 16, 2048, 2048, 128, causal=True))
+    long = default_config(Problem(batch=1, q_heads=16, q_len=65536, kv_len=65536, head_dim=128, causal=True))
+    short = default_config(Problem(batch=32, q_heads=16, q_len=2048, kv_len=2048, head_dim=128, causal=True))
     assert short.SEGMENT == 0  # 32 x 16 heads x 2 column blocks already fill the GPU
     assert long.SEGMENT and 65536 // long.SEGMENT * 16 * 2 >= 264
 

@@ -30,11 +30,12 @@ import triton.language as tl
 
 from einsim.errors import ShapeError
 from einsim.kernels.flash.forward import LAST_LAUNCH, remember_launch
+from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.linear.config import LinearBackwardConfig, LinearConfig
-from einsim.kernels.problem import AttentionProblem, padded_head_dim
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, device_limits, interpreter_needs_fp32_dots,
                                     interpreting, patch_interpreter)
+from einsim.problem import Problem
 
 LOG2_E = 1.4426950408889634
 FEATURE_MAPS = {None: 0, "elu1": 1}
@@ -359,8 +360,8 @@ def walk(config, *, a, b, c, out, heads: int, groups: tuple[int, int, int], leng
 
 # -- checked entry points -----------------------------------------------------------------------------------
 def check_linear_inputs(q, k, v, *, kernel: str, decay=None, feature_map=None, scale=None,
-                        initial_state=None) -> AttentionProblem:
-    """The (causal, self-attention) AttentionProblem of q [B, Hq, N, D], k [B, Hkv, N, D],
+                        initial_state=None) -> Problem:
+    """The (causal, self-attention) Problem of q [B, Hq, N, D], k [B, Hkv, N, D],
     v [B, Hkv, N, Dv], or a ShapeError naming what is wrong with any input."""
     import torch
 
@@ -378,7 +379,7 @@ def check_linear_inputs(q, k, v, *, kernel: str, decay=None, feature_map=None, s
                              f"{getattr(decay, 'shape', type(decay).__name__)} "
                              f"{getattr(decay, 'dtype', '')} on {getattr(decay, 'device', '?')}")
     if initial_state is not None:
-        want = (problem.batch, problem.q_heads, problem.head_dim, problem.value_dim)
+        want = (problem.batch, problem.q_heads, problem.head_dim, problem.v_head_dim)
         if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != want \
                 or not initial_state.dtype.is_floating_point or initial_state.device != q.device:
             raise ShapeError(f"{kernel}: initial_state must be a float tensor [B, Hq, D, Dv] = {want} on "
@@ -422,14 +423,14 @@ def linear_forward(q, k, v, *, decay=None, feature_map: str | None = None, scale
     problem = check_linear_inputs(q, k, v, kernel="linear-fwd", decay=decay, feature_map=feature_map,
                                   scale=scale, initial_state=initial_state)
     config = _resolve("linear-fwd", config, problem, q.device)
-    out = torch.empty(problem.batch, problem.q_heads, problem.q_len, problem.value_dim, dtype=q.dtype,
+    out = torch.empty(problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim, dtype=q.dtype,
                       device=q.device)
     final = None
     if output_final_state:
-        final = torch.empty(problem.batch, problem.q_heads, problem.head_dim, problem.value_dim,
+        final = torch.empty(problem.batch, problem.q_heads, problem.head_dim, problem.v_head_dim,
                             dtype=torch.float32, device=q.device)
     feature = FEATURE_MAPS[feature_map]
-    starts = walk(config, a=q, b=k, c=v, out=out, heads=problem.q_heads, groups=(1, problem.group, problem.group),
+    starts = walk(config, a=q, b=k, c=v, out=out, heads=problem.q_heads, groups=(1, problem.group_size, problem.group_size),
                   length=problem.q_len, scale_a=_scale(scale, problem.head_dim), scale_b=1.0,
                   features=(feature, feature, 0), reverse=False, slope=_slopes(decay),
                   initial=_state(initial_state), final=final, keep_starts=keep_starts)
@@ -447,14 +448,14 @@ def linear_backward(do, q, k, v, *, decay=None, feature_map: str | None = None, 
 
     problem = check_linear_inputs(q, k, v, kernel="linear-bwd", decay=decay, feature_map=feature_map,
                                   scale=scale, initial_state=initial_state)
-    if tuple(do.shape) != (problem.batch, problem.q_heads, problem.q_len, problem.value_dim):
+    if tuple(do.shape) != (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim):
         raise ShapeError(f"linear-bwd: the output gradient has shape {tuple(do.shape)}, the output "
-                         f"{(problem.batch, problem.q_heads, problem.q_len, problem.value_dim)}")
+                         f"{(problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)}")
     config = _resolve("linear-bwd", config, problem, q.device)
     feature = FEATURE_MAPS[feature_map]
     scale = _scale(scale, problem.head_dim)
     slope = _slopes(decay)
-    heads, group, length = problem.q_heads, problem.group, problem.q_len
+    heads, group, length = problem.q_heads, problem.group_size, problem.q_len
     do = do.to(q.dtype)
     initial, grad_final = _state(initial_state), _state(grad_final_state)
 
@@ -471,10 +472,10 @@ def linear_backward(do, q, k, v, *, decay=None, feature_map: str | None = None, 
     # dK and dV per query head (summed over each key/value head's group below), fp32 when summed.
     partial_dtype = q.dtype if group == 1 else torch.float32
     dk = torch.empty(problem.batch, heads, length, problem.head_dim, dtype=partial_dtype, device=q.device)
-    dv = torch.empty(problem.batch, heads, length, problem.value_dim, dtype=partial_dtype, device=q.device)
+    dv = torch.empty(problem.batch, heads, length, problem.v_head_dim, dtype=partial_dtype, device=q.device)
     grad_initial = None
     if want_initial_grad:
-        grad_initial = torch.empty(problem.batch, heads, problem.head_dim, problem.value_dim,
+        grad_initial = torch.empty(problem.batch, heads, problem.head_dim, problem.v_head_dim,
                                    dtype=torch.float32, device=q.device)
     gradient_starts = walk(config, a=k, b=q, c=do, out=dv, heads=heads, groups=(group, 1, 1), length=length,
                            scale_a=1.0, scale_b=scale, features=(feature, feature, 0), reverse=True,
@@ -487,7 +488,7 @@ def linear_backward(do, q, k, v, *, decay=None, feature_map: str | None = None, 
     if group > 1:
         shape = (problem.batch, problem.kv_heads, group, length)
         dk = dk.view(*shape, problem.head_dim).sum(2).to(k.dtype)
-        dv = dv.view(*shape, problem.value_dim).sum(2).to(v.dtype)
+        dv = dv.view(*shape, problem.v_head_dim).sum(2).to(v.dtype)
     return dq, dk, dv, grad_initial
 
 

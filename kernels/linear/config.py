@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from einsim.kernels.problem import AttentionProblem, DeviceLimits, padded_head_dim, shared_memory_reasons
+from einsim.kernels.limits import DeviceLimits, padded_head_dim, shared_memory_reasons
 from einsim.kernels.registry import KernelSpec, register
+from einsim.problem import Problem
 
 CHUNKS = (16, 32, 64, 128)
 BLOCKS = (16, 32, 64, 128)
@@ -80,7 +81,7 @@ def segment_count(length: int, config) -> int:
     return -(-length // config.SEGMENT)
 
 
-def walk_flops(problem: AttentionProblem, chunk: int, a_dim: int, c_dim: int) -> float:
+def walk_flops(problem: Problem, chunk: int, a_dim: int, c_dim: int) -> float:
     """Matmul FLOPs of one chunked walk as the kernel runs it, for all query heads: per chunk of
     C tokens A·Bᵀ (C x C x D), the masked scores times C (C x C x Dc), A times the state
     (C x D x Dc) and the state update Bᵀ·C (D x C x Dc); padded tail chunks counted whole."""
@@ -89,39 +90,39 @@ def walk_flops(problem: AttentionProblem, chunk: int, a_dim: int, c_dim: int) ->
     return float(problem.batch * problem.q_heads * tokens * per_token)
 
 
-def forward_flops(problem: AttentionProblem, chunk: int = 64) -> float:
-    return walk_flops(problem, chunk, problem.head_dim, problem.value_dim)
+def forward_flops(problem: Problem, chunk: int = 64) -> float:
+    return walk_flops(problem, chunk, problem.head_dim, problem.v_head_dim)
 
 
-def backward_flops(problem: AttentionProblem, chunk: int = 64) -> float:
+def backward_flops(problem: Problem, chunk: int = 64) -> float:
     """dQ (A = dO over Dv, C = K), dV (A = K over D, C = dO) and dK (A = V over Dv, C = Q)."""
-    d, dv = problem.head_dim, problem.value_dim
+    d, dv = problem.head_dim, problem.v_head_dim
     return walk_flops(problem, chunk, dv, d) + walk_flops(problem, chunk, d, dv) + walk_flops(problem, chunk, dv, d)
 
 
-def forward_min_bytes(problem: AttentionProblem) -> int:
+def forward_min_bytes(problem: Problem) -> int:
     """Compulsory HBM traffic of the forward: read Q, K, V once, write O."""
     s = problem.dtype_bytes
     q = problem.batch * problem.q_heads * problem.q_len
     kv = problem.batch * problem.kv_heads * problem.kv_len
-    return s * (q * (problem.head_dim + problem.value_dim) + kv * (problem.head_dim + problem.value_dim))
+    return s * (q * (problem.head_dim + problem.v_head_dim) + kv * (problem.head_dim + problem.v_head_dim))
 
 
-def backward_min_bytes(problem: AttentionProblem) -> int:
+def backward_min_bytes(problem: Problem) -> int:
     """Read Q, K, V, dO; write dQ, dK, dV (no saved statistics: linear attention has none)."""
     s = problem.dtype_bytes
     q = problem.batch * problem.q_heads * problem.q_len
     kv = problem.batch * problem.kv_heads * problem.kv_len
-    d, dv = problem.head_dim, problem.value_dim
+    d, dv = problem.head_dim, problem.v_head_dim
     return s * (2 * q * (d + dv) + 2 * kv * (d + dv))
 
 
-def state_bytes(problem: AttentionProblem) -> int:
+def state_bytes(problem: Problem) -> int:
     """One fp32 state [D, Dv] per (batch, query head): what decode reads and writes per token."""
-    return STATE_BYTES * problem.batch * problem.q_heads * problem.head_dim * problem.value_dim
+    return STATE_BYTES * problem.batch * problem.q_heads * problem.head_dim * problem.v_head_dim
 
 
-def segment_state_bytes(problem: AttentionProblem, config) -> int:
+def segment_state_bytes(problem: Problem, config) -> int:
     """HBM traffic of the states between launches when SEGMENT splits the walk: every segment's
     local state written by the summing pass, read and rewritten by the scan, read by its walk."""
     segments = segment_count(problem.q_len, config)
@@ -130,20 +131,20 @@ def segment_state_bytes(problem: AttentionProblem, config) -> int:
     return 4 * segments * state_bytes(problem)
 
 
-def decode_flops(problem: AttentionProblem) -> float:
-    return float(4 * problem.batch * problem.q_heads * problem.head_dim * problem.value_dim)
+def decode_flops(problem: Problem) -> float:
+    return float(4 * problem.batch * problem.q_heads * problem.head_dim * problem.v_head_dim)
 
 
-def decode_min_bytes(problem: AttentionProblem) -> int:
+def decode_min_bytes(problem: Problem) -> int:
     """The state read and written once, plus the token's q, k, v and the output."""
     s = problem.dtype_bytes
-    tokens = problem.batch * (problem.q_heads * (problem.head_dim + problem.value_dim)
-                              + problem.kv_heads * (problem.head_dim + problem.value_dim))
+    tokens = problem.batch * (problem.q_heads * (problem.head_dim + problem.v_head_dim)
+                              + problem.kv_heads * (problem.head_dim + problem.v_head_dim))
     return 2 * state_bytes(problem) + s * tokens
 
 
 # -- resource model --------------------------------------------------------------------------------
-def _walk_shared_memory(config, problem: AttentionProblem, a_dim: int, c_dim: int) -> int:
+def _walk_shared_memory(config, problem: Problem, a_dim: int, c_dim: int) -> int:
     """num_stages rings of the A, B and C chunk tiles, plus the operands Triton stages in shared
     memory for the four dots: the state (D x BLOCK_C), the score tile (C x C) and Bᵀ (D x C)."""
     s = problem.dtype_bytes
@@ -163,16 +164,16 @@ def walk_registers(config, a_dim: int, c_dim: int) -> float:
     return (d * block_c + config.CHUNK * block_c + config.CHUNK * config.CHUNK) / (32 * config.num_warps)
 
 
-def shared_memory_bytes(config: LinearConfig, problem: AttentionProblem) -> int:
-    return _walk_shared_memory(config, problem, problem.head_dim, problem.value_dim)
+def shared_memory_bytes(config: LinearConfig, problem: Problem) -> int:
+    return _walk_shared_memory(config, problem, problem.head_dim, problem.v_head_dim)
 
 
-def backward_shared_memory_bytes(config: LinearBackwardConfig, problem: AttentionProblem) -> int:
-    d, dv = problem.head_dim, problem.value_dim
+def backward_shared_memory_bytes(config: LinearBackwardConfig, problem: Problem) -> int:
+    d, dv = problem.head_dim, problem.v_head_dim
     return max(_walk_shared_memory(config, problem, dv, d), _walk_shared_memory(config, problem, d, dv))
 
 
-def _walk_reasons(config, problem: AttentionProblem, walks: tuple[tuple[int, int], ...]) -> list[str]:
+def _walk_reasons(config, problem: Problem, walks: tuple[tuple[int, int], ...]) -> list[str]:
     reasons = []
     if config.CHUNK not in CHUNKS:
         reasons.append(f"CHUNK={config.CHUNK}: expected one of {', '.join(map(str, CHUNKS))}")
@@ -193,7 +194,7 @@ def _walk_reasons(config, problem: AttentionProblem, walks: tuple[tuple[int, int
         reasons.append("the chunked kernels compute causal linear attention: pass --causal (causal=True)")
     if problem.window is not None:
         reasons.append("linear attention has no window (a decay plays that role)")
-    for dim in (problem.head_dim, problem.value_dim):
+    for dim in (problem.head_dim, problem.v_head_dim):
         if not 16 <= dim <= 256:
             reasons.append(f"head dim {dim}: the kernels take 16 to 256")
     if reasons:
@@ -207,23 +208,23 @@ def _walk_reasons(config, problem: AttentionProblem, walks: tuple[tuple[int, int
     return reasons
 
 
-def check_config(config: LinearConfig, problem: AttentionProblem,
+def check_config(config: LinearConfig, problem: Problem,
                  limits: DeviceLimits | None = None) -> list[str]:
     """Why `config` cannot run the forward of `problem` (empty list: it can)."""
     if not isinstance(config, LinearConfig):
         return [f"expected a LinearConfig, got {type(config).__name__}"]
-    reasons = _walk_reasons(config, problem, ((problem.head_dim, problem.value_dim),))
+    reasons = _walk_reasons(config, problem, ((problem.head_dim, problem.v_head_dim),))
     if not reasons:
         reasons += shared_memory_reasons(shared_memory_bytes(config, problem), limits,
                                          "the chunk ring and the staged state")
     return reasons
 
 
-def backward_check_config(config: LinearBackwardConfig, problem: AttentionProblem,
+def backward_check_config(config: LinearBackwardConfig, problem: Problem,
                           limits: DeviceLimits | None = None) -> list[str]:
     if not isinstance(config, LinearBackwardConfig):
         return [f"expected a LinearBackwardConfig, got {type(config).__name__}"]
-    d, dv = problem.head_dim, problem.value_dim
+    d, dv = problem.head_dim, problem.v_head_dim
     reasons = _walk_reasons(config, problem, ((dv, d), (d, dv)))
     if not reasons:
         reasons += shared_memory_reasons(backward_shared_memory_bytes(config, problem), limits,
@@ -231,7 +232,7 @@ def backward_check_config(config: LinearBackwardConfig, problem: AttentionProble
     return reasons
 
 
-def default_segment(problem: AttentionProblem, chunk: int, block_c: int, columns: int) -> int:
+def default_segment(problem: Problem, chunk: int, block_c: int, columns: int) -> int:
     """The SEGMENT that gives at least TARGET_PROGRAMS programs: 0 when (batch, head, column block)
     programs alone reach it, else the longest power-of-two number of chunks that does, never
     below MIN_SEGMENT_CHUNKS chunks."""
@@ -245,31 +246,31 @@ def default_segment(problem: AttentionProblem, chunk: int, block_c: int, columns
     return 0 if per_segment >= chunks else per_segment * chunk
 
 
-def default_config(problem: AttentionProblem) -> LinearConfig:
-    block_c = min(64, padded_head_dim(problem.value_dim))
+def default_config(problem: Problem) -> LinearConfig:
+    block_c = min(64, padded_head_dim(problem.v_head_dim))
     return LinearConfig(CHUNK=64, BLOCK_C=block_c, num_warps=4, num_stages=2,
-                        SEGMENT=default_segment(problem, 64, block_c, problem.value_dim))
+                        SEGMENT=default_segment(problem, 64, block_c, problem.v_head_dim))
 
 
-def backward_default_config(problem: AttentionProblem) -> LinearBackwardConfig:
-    block_c = min(64, padded_head_dim(min(problem.head_dim, problem.value_dim)))
+def backward_default_config(problem: Problem) -> LinearBackwardConfig:
+    block_c = min(64, padded_head_dim(min(problem.head_dim, problem.v_head_dim)))
     return LinearBackwardConfig(CHUNK=64, BLOCK_C=block_c, num_warps=4, num_stages=2,
-                                SEGMENT=default_segment(problem, 64, block_c, problem.value_dim),
+                                SEGMENT=default_segment(problem, 64, block_c, problem.v_head_dim),
                                 store_states=True)
 
 
-def _segments_for(problem: AttentionProblem) -> tuple[int, ...]:
+def _segments_for(problem: Problem) -> tuple[int, ...]:
     return (0,) + tuple(s for s in (512, 1024, 2048, 4096, 8192) if s < problem.q_len)
 
 
-def search_space(problem: AttentionProblem, limits: DeviceLimits | None = None) -> list[LinearConfig]:
+def search_space(problem: Problem, limits: DeviceLimits | None = None) -> list[LinearConfig]:
     configs = [LinearConfig(CHUNK=c, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=st)
                for c in (32, 64, 128) for b in (32, 64, 128) for s in _segments_for(problem)
                for w in (4, 8) for st in (1, 2, 3)]
     return [c for c in configs if not check_config(c, problem, limits)]
 
 
-def backward_search_space(problem: AttentionProblem,
+def backward_search_space(problem: Problem,
                           limits: DeviceLimits | None = None) -> list[LinearBackwardConfig]:
     configs = [LinearBackwardConfig(CHUNK=c, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=st,
                                     store_states=store)
@@ -279,13 +280,13 @@ def backward_search_space(problem: AttentionProblem,
 
 
 # -- decode ------------------------------------------------------------------------------------------
-def decode_shared_memory_bytes(config: LinearDecodeConfig, problem: AttentionProblem) -> int:
+def decode_shared_memory_bytes(config: LinearDecodeConfig, problem: Problem) -> int:
     """No tiles are staged: the state slice goes through registers; Triton's reductions use a
     little scratch."""
     return SHARED_MEMORY_OVERHEAD + 4 * padded_head_dim(problem.head_dim)
 
 
-def decode_check_config(config: LinearDecodeConfig, problem: AttentionProblem,
+def decode_check_config(config: LinearDecodeConfig, problem: Problem,
                         limits: DeviceLimits | None = None) -> list[str]:
     if not isinstance(config, LinearDecodeConfig):
         return [f"expected a LinearDecodeConfig, got {type(config).__name__}"]
@@ -296,7 +297,7 @@ def decode_check_config(config: LinearDecodeConfig, problem: AttentionProblem,
         reasons.append(f"num_warps={config.num_warps}: expected one of {', '.join(map(str, WARPS))}")
     if problem.q_len != 1:
         reasons.append(f"linear-decode takes one token (q_len=1), got q_len={problem.q_len}")
-    for dim in (problem.head_dim, problem.value_dim):
+    for dim in (problem.head_dim, problem.v_head_dim):
         if not 16 <= dim <= 256:
             reasons.append(f"head dim {dim}: the kernels take 16 to 256")
     if not reasons:
@@ -307,18 +308,18 @@ def decode_check_config(config: LinearDecodeConfig, problem: AttentionProblem,
     return reasons
 
 
-def decode_default_config(problem: AttentionProblem) -> LinearDecodeConfig:
-    return LinearDecodeConfig(BLOCK_C=min(32, padded_head_dim(problem.value_dim)), num_warps=4)
+def decode_default_config(problem: Problem) -> LinearDecodeConfig:
+    return LinearDecodeConfig(BLOCK_C=min(32, padded_head_dim(problem.v_head_dim)), num_warps=4)
 
 
-def decode_search_space(problem: AttentionProblem,
+def decode_search_space(problem: Problem,
                         limits: DeviceLimits | None = None) -> list[LinearDecodeConfig]:
     configs = [LinearDecodeConfig(BLOCK_C=b, num_warps=w) for b in (16, 32, 64, 128) for w in (1, 2, 4, 8)]
     return [c for c in configs if not decode_check_config(c, problem, limits)]
 
 
 # -- inputs and registration ------------------------------------------------------------------------
-def make_linear_inputs(problem: AttentionProblem, dtype: str | None = None, device: str = "cuda",
+def make_linear_inputs(problem: Problem, dtype: str | None = None, device: str = "cuda",
                        seed: int = 0, *, requires_grad: bool = False, decay: bool = True,
                        feature_map: str | None = None) -> dict:
     """Random q, k, v for `problem` (q and k scaled so that phi(q)·phi(k) sums stay O(1)), the
@@ -355,7 +356,7 @@ def _decode_inputs(problem, dtype=None, device="cuda", seed=0):
     token = dataclasses.replace(problem, q_len=1, kv_len=1, causal=False, window=None)
     inputs = make_linear_inputs(token, dtype, device, seed)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
-    inputs["state"] = torch.randn(problem.batch, problem.q_heads, problem.head_dim, problem.value_dim,
+    inputs["state"] = torch.randn(problem.batch, problem.q_heads, problem.head_dim, problem.v_head_dim,
                                   generator=generator).to(device)
     return inputs
 

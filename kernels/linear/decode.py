@@ -14,10 +14,11 @@ import triton
 import triton.language as tl
 
 from einsim.errors import ShapeError
+from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.linear.chunk import FEATURE_MAPS, _feature, _resolve, _scale
 from einsim.kernels.linear.config import LinearDecodeConfig
-from einsim.kernels.problem import AttentionProblem, padded_head_dim
 from einsim.kernels.runtime import check_attention_inputs, interpreting, patch_interpreter
+from einsim.problem import Problem
 
 
 @triton.jit
@@ -58,7 +59,7 @@ def _decode_step(
              out.to(Out.dtype.element_ty), mask=col_ok)
 
 
-def check_decode_inputs(q, k, v, state, *, decay=None, feature_map=None, scale=None) -> AttentionProblem:
+def check_decode_inputs(q, k, v, state, *, decay=None, feature_map=None, scale=None) -> Problem:
     """The problem of one decode step: q [B, Hq, 1, D], k [B, Hkv, 1, D], v [B, Hkv, 1, Dv] and an
     fp32 state [B, Hq, D, Dv] (updated in place), or a ShapeError naming what is wrong."""
     import torch
@@ -70,7 +71,7 @@ def check_decode_inputs(q, k, v, state, *, decay=None, feature_map=None, scale=N
                          "with output_final_state=True)")
     if feature_map not in FEATURE_MAPS:
         raise ShapeError(f"linear-decode: feature_map must be one of {list(FEATURE_MAPS)}, got {feature_map!r}")
-    want = (problem.batch, problem.q_heads, problem.head_dim, problem.value_dim)
+    want = (problem.batch, problem.q_heads, problem.head_dim, problem.v_head_dim)
     if not isinstance(state, torch.Tensor) or tuple(state.shape) != want or state.dtype != torch.float32 \
             or state.device != q.device:
         raise ShapeError(f"linear-decode: state must be a float32 tensor [B, Hq, D, Dv] = {want} on {q.device} "
@@ -93,24 +94,24 @@ def linear_attention_decode(q, k, v, state, *, decay=None, feature_map: str | No
     problem = check_decode_inputs(q, k, v, state, decay=decay, feature_map=feature_map, scale=scale)
     config = _resolve("linear-decode", config, problem, q.device)
     if out is None:
-        out = torch.empty(problem.batch, problem.q_heads, 1, problem.value_dim, dtype=q.dtype, device=q.device)
+        out = torch.empty(problem.batch, problem.q_heads, 1, problem.v_head_dim, dtype=q.dtype, device=q.device)
     launch(config, problem, q, k, v, out, state, decay, feature_map, scale)
     return out
 
 
-def launch(config: LinearDecodeConfig, problem: AttentionProblem, q, k, v, out, state, decay, feature_map,
+def launch(config: LinearDecodeConfig, problem: Problem, q, k, v, out, state, decay, feature_map,
            scale):
     if interpreting():
         patch_interpreter()
-    block_c = min(config.BLOCK_C, padded_head_dim(problem.value_dim))
-    grid = (triton.cdiv(problem.value_dim, block_c), problem.batch * problem.q_heads)
+    block_c = min(config.BLOCK_C, padded_head_dim(problem.v_head_dim))
+    grid = (triton.cdiv(problem.v_head_dim, block_c), problem.batch * problem.q_heads)
     slope = decay.detach().float().contiguous() if decay is not None else state
     _decode_step[grid](
         q, k, v, out, state, slope,
         q.stride(0), q.stride(1), q.stride(3), k.stride(0), k.stride(1), k.stride(3),
         v.stride(0), v.stride(1), v.stride(3), out.stride(0), out.stride(1), out.stride(3),
         *state.stride(),
-        problem.q_heads, problem.group, problem.head_dim, problem.value_dim, _scale(scale, problem.head_dim),
+        problem.q_heads, problem.group_size, problem.head_dim, problem.v_head_dim, _scale(scale, problem.head_dim),
         HAS_DECAY=decay is not None, FEATURE=FEATURE_MAPS[feature_map],
         BLOCK_D=padded_head_dim(problem.head_dim), BLOCK_C=block_c, num_warps=config.num_warps)
     return out
