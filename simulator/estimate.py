@@ -33,7 +33,7 @@ class Estimate:
     target: str
     problem: Problem
     passes: int
-    buffer_bytes: float  # on-chip bytes the mapping needs live at the innermost shared level
+    buffer_bytes: float  # on-chip bytes the chosen mapping fills (uses) at the innermost shared level
     buffer_capacity_bytes: float
     fits: bool
     traffic_bytes: float  # total off-chip (DRAM/HBM) bytes, reads + writes
@@ -47,6 +47,9 @@ class Estimate:
     per_einsum: tuple[EinsumEstimate, ...] = ()
     notes: tuple[str, ...] = field(default=())
     mapping: dict = field(default_factory=dict)  # the mapping the model chose or was given (tiles, blocks, binding)
+    # the least on-chip bytes the design runs in without spilling (spatial: one array-wide tile
+    # of queries, docs/simulator.md §5.1); None where the model does not distinguish it from use
+    buffer_needed_bytes: float | None = None
 
     def to_json(self) -> dict:
         """The documented JSON shape of `einsim simulate --json`."""

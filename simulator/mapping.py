@@ -9,9 +9,13 @@ A *design* of the FuseMax paper is a target plus its dataflow:
   an *epoch*; queries are processed in blocks of ``query_block`` (P1*P0) whose per-query state
   (Q, running max/denominator/numerator) stays in the global buffer; every Einsum on the M x P
   plane goes to the 2D array (exp as sequential MACs), running statistics to the 1D array.
-- ``flat``: FLAT's row-granular fusion: one fusion group; a block of ``query_block`` query rows
-  keeps its whole rows of QK on chip across the passes; contractions on the 2D array, the whole
-  softmax on the 1D array.
+- ``flat``: FLAT's row-granular fusion: one fusion group over a block of ``query_block`` query
+  rows; contractions on the 2D array, the whole softmax on the 1D array. ``staging`` says which
+  tensors the global buffer holds (FLAT's own policy: the block's rows of QK/SN/A, with Q, K, V
+  and the output streaming past; or, when those rows cannot fit, the rows streaming through DRAM)
+  and ``stationarity`` each contraction's inner dataflow (§5.6); ``staging: resident`` is the
+  FuseMax paper's reading of FLAT instead (K and V kept on chip when they fit, QK rows spilled by
+  storing or recomputing, §5.1-5.3).
 - ``unfused``: every contraction is its own kernel and the softmax between them one kernel; all
   tensors between kernels go through DRAM.
 """
@@ -29,10 +33,16 @@ from einsim.targets.loader import read_yaml_file
 DATAFLOWS = ("unfused", "flat", "fusemax")
 SCHEDULES = ("pipelined", "sequential")
 SPILL_POLICIES = ("store", "recompute")
+OVERBOOK = "overbook"  # FLAT's staging: an overbooked buffer sends a share of each access to DRAM (§5.6)
+STAGING_PLANS = ("flat", "fused", "rows", "resident")  # "flat": FLAT's policy, fused or rows, searched
+STAGINGS = ("buffer", "stream")
+STATIONARITIES = ("output", "weight", "input")
+BUFFERING = {"single": 1, "double": 2}
 UNITS = ("pe_2d", "pe_1d")
 BINDING_STYLES = ("flat", "fusemax")  # contractions only on the 2D array | the whole M x P plane
 
-_FIELDS = ("dataflow", "key_tile", "query_tile", "query_block", "schedule", "spill", "binding", "groups")
+_FIELDS = ("dataflow", "key_tile", "query_tile", "query_block", "schedule", "spill", "binding", "groups", "staging",
+           "stationarity", "buffering")
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,13 @@ class Mapping:
     binding: Einsum -> "pe_2d" | "pe_1d" overrides; binding_style: the rule for the rest, "flat"
     (only contractions on the 2D array) or "fusemax" (every Einsum on the key-tile x query plane
     on the 2D array), by default the dataflow's own. groups: fusion groups (kernels) as lists of
-    Einsum names, in cascade order.
+    Einsum names, in cascade order. staging (flat dataflow): "flat" (FLAT's own policy: the
+    faster of "fused" and "rows"), "fused" (the block's plane rows in the buffer, inputs and output
+    streamed), "rows" (planes streamed through DRAM, the block's queries and output staged),
+    "resident" (the FuseMax paper's reading: K/V kept when they fit, rows spilled), or a mapping
+    tensor -> buffer | stream over the fused plan. stationarity: contraction -> output | weight |
+    input (§5.6). buffering: "double" (default: a streamed tile loads while the previous one is
+    used) or "single" (the FuseMax artifact's buffer sizing).
     """
 
     dataflow: str | None = None
@@ -62,11 +78,16 @@ class Mapping:
     binding: dict[str, str] = field(default_factory=dict)
     binding_style: str | None = None
     groups: tuple[tuple[str, ...], ...] | None = None
+    staging: str | dict[str, str] | None = None
+    stationarity: dict[str, str] = field(default_factory=dict)
+    buffering: str | None = None
     source: str = "<mapping>"
 
     def __hash__(self) -> int:
+        staging = tuple(sorted(self.staging.items())) if isinstance(self.staging, dict) else self.staging
         return hash((self.dataflow, self.key_tile, self.query_tile, self.query_block, self.schedule,
-                     self.spill, tuple(sorted(self.binding.items())), self.binding_style, self.groups))
+                     self.spill, tuple(sorted(self.binding.items())), self.binding_style, self.groups,
+                     staging, tuple(sorted(self.stationarity.items())), self.buffering))
 
 
 @dataclass(frozen=True)
@@ -81,19 +102,30 @@ class ResolvedMapping:
     query_tile: int
     query_blocks: tuple[int, ...]
     schedule: str
-    spills: tuple[str, ...]  # policies to try ("store",), ("recompute",) or both
+    spills: tuple[str, ...]  # policies to try ("store",), ("recompute",) or both; ("overbook",) when staged
     key_rank_1d: bool  # the 1D array spreads the key rank (FLAT's softmax) instead of queries
+    staging: str | dict[str, str] | None = None  # None: the resident model (§5.1-5.3); else §5.6
+    stationarity: dict[str, str] = field(default_factory=dict)
+    buffering: int = 2  # copies of each streamed tile (§5.1, §5.6)
 
-    def describe(self, query_blocks: list[int], spills: list[str]) -> dict[str, Any]:
+    def describe(self, query_blocks: list[int], spills: list[str], plans: list | None = None) -> dict[str, Any]:
         """The chosen mapping as plain data (Estimate.mapping): one query block and spill policy
-        per group. Loading it back with load_mapping reproduces the estimate."""
+        per group, and what each staged group keeps in the buffer. Loading it back with
+        load_mapping reproduces the estimate."""
         out: dict[str, Any] = {"dataflow": self.dataflow}
         if self.key_tile is not None:
             out["key_tile"] = self.key_tile
         out.update(query_tile=self.query_tile, schedule=self.schedule,
                    query_block=query_blocks[0] if len(set(query_blocks)) == 1 else list(query_blocks),
                    spill=spills[0] if len(set(spills)) == 1 else list(spills),
-                   groups=[list(g) for g in self.groups], binding=dict(self.binding))
+                   groups=[list(g) for g in self.groups], binding=dict(self.binding),
+                   buffering={v: k for k, v in BUFFERING.items()}[self.buffering])
+        staged = [p for p in (plans or []) if p is not None]
+        if staged:
+            out["staging"] = dict(staged[0].staging)
+            out["stationarity"] = dict(staged[0].stationarity)
+        elif self.staging == "resident":
+            out["staging"] = "resident"
         return out
 
 
@@ -173,16 +205,34 @@ def parse_mapping(document: Any, source: str = "<mapping>") -> Mapping:
             parsed.append(tuple(group))
         groups = tuple(parsed)
 
+    staging = document.get("staging")
+    if isinstance(staging, dict):
+        for tensor, where in staging.items():
+            if where not in STAGINGS:
+                fail(f"staging.{tensor}", "buffer or stream", where)
+        staging = {str(k): v for k, v in staging.items()}
+    elif staging is not None and staging not in STAGING_PLANS:
+        fail("staging", f"one of {', '.join(STAGING_PLANS)}, or a mapping of tensor -> buffer | stream", staging)
+    stationarity = document.get("stationarity") or {}
+    if not isinstance(stationarity, dict):
+        fail("stationarity", "a mapping of contraction -> output | weight | input", stationarity)
+    for einsum, kind in stationarity.items():
+        if kind not in STATIONARITIES:
+            fail(f"stationarity.{einsum}", "output, weight or input", kind)
+
     return Mapping(
         dataflow=choice("dataflow", DATAFLOWS),
         key_tile=positive("key_tile"),
         query_tile=positive("query_tile"),
         query_block=positive("query_block"),
         schedule=choice("schedule", SCHEDULES),
-        spill=choice("spill", SPILL_POLICIES),
+        spill=choice("spill", SPILL_POLICIES + (OVERBOOK,)),
         binding=binding,
         binding_style=style,
         groups=groups,
+        staging=staging,
+        stationarity={str(k): v for k, v in stationarity.items()},
+        buffering=choice("buffering", tuple(BUFFERING)),
         source=source,
     )
 
@@ -251,7 +301,16 @@ def resolve_mapping(mapping: Mapping, cascade, target, report, problem) -> Resol
         blocks = (min(mapping.query_block, query_len),)
     else:
         blocks = query_block_candidates(query_len, query_tile)
-    spills = (mapping.spill,) if mapping.spill else (SPILL_POLICIES if report.passes > 1 else ("store",))
+    staging = _resolve_staging(mapping, cascade, dataflow, partitioned, binding, names)
+    if staging is not None and staging != "resident":
+        if mapping.spill not in (None, OVERBOOK):
+            raise ConfigError(f"{mapping.source}: spill: {mapping.spill} applies to staging: resident; FLAT's staging "
+                              f"overbooks the buffer (docs/simulator.md §5.6): drop spill or set staging: resident")
+        spills: tuple[str, ...] = (OVERBOOK,)
+    elif mapping.spill == OVERBOOK:
+        raise ConfigError(f"{mapping.source}: spill: overbook is FLAT's staging (dataflow flat); use store or recompute")
+    else:
+        spills = (mapping.spill,) if mapping.spill else (SPILL_POLICIES if report.passes > 1 else ("store",))
     return ResolvedMapping(
         dataflow=dataflow,
         groups=tuple(tuple(g) for g in groups),
@@ -262,7 +321,40 @@ def resolve_mapping(mapping: Mapping, cascade, target, report, problem) -> Resol
         schedule=mapping.schedule or "pipelined",
         spills=spills,
         key_rank_1d=dataflow != "fusemax",
+        staging=staging,
+        stationarity=dict(mapping.stationarity),
+        buffering=BUFFERING[mapping.buffering or "double"],
     )
+
+
+def _resolve_staging(mapping: Mapping, cascade, dataflow: str, partitioned: bool, binding: dict[str, str],
+                     names: list[str]) -> str | dict[str, str] | None:
+    """FLAT's staging (§5.6) applies to the flat dataflow of a cascade without key tiles whose
+    contractions run on the 2D array; everything else uses the resident model (None)."""
+    wanted = mapping.staging
+    contractions = [n for n in names if binding[n] == "pe_2d" and is_contraction(cascade.einsum(n))]
+    if wanted is None and not mapping.stationarity:
+        # FLAT fuses two contractions around the softmax; a lone GEMM or a 1-pass cascade is
+        # mapped by the resident model
+        if dataflow != "flat" or partitioned or mapping.groups is not None or len(contractions) < 2:
+            return None
+        return "flat"
+    if wanted == "resident" and not mapping.stationarity:
+        return "resident"  # the resident model, which every dataflow has
+    if dataflow != "flat" or partitioned:
+        why = "its key rank is split into tiles (a 1-pass cascade)" if partitioned else f"the dataflow is {dataflow}"
+        raise ConfigError(f"{mapping.source}: staging/stationarity describe FLAT's dataflow (dataflow flat on a cascade "
+                          f"without key tiles); here {why}: drop them")
+    tensors = cascade.tensors
+    if isinstance(wanted, dict):
+        for tensor in wanted:
+            if tensor not in tensors:
+                raise ConfigError(f"{mapping.source}: staging: no tensor {tensor!r} in {cascade.name} ({', '.join(tensors)})")
+    for einsum in mapping.stationarity:
+        if einsum not in contractions:
+            raise ConfigError(f"{mapping.source}: stationarity: {einsum!r} is not a contraction on the 2D array "
+                              f"of {cascade.name} ({', '.join(contractions) or 'none'})")
+    return wanted if wanted is not None else "flat"
 
 
 def query_block_candidates(query_len: int, query_tile: int) -> tuple[int, ...]:

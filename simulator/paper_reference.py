@@ -3,7 +3,8 @@ reference that docs/validation.md and tests/test_validation_paper.py compare the
 
 Source: FPSG-UIUC/micro24-fusemax-artifact, data/pregenerated/attn-{unfused,flat,cascade,
 stall_proposal,proposal}.csv and end2end-{flat,proposal}.csv: the data behind the paper's
-Figures 6-11 (cloud configuration, batch 64). Their averages are the paper's headline numbers:
+Figures 6-11 (cloud configuration, batch 64), and the FLAT mapping behind each FLAT point
+(data/pregenerated/flat_validation.csv). Their averages are the paper's headline numbers:
 FuseMax/FLAT attention speedup 6.72x (arithmetic mean over the 24 model x length points), energy
 78.7 %; end-to-end 5.30x, 83.3 %. Energies in the files are picojoules (Accelergy); we convert to
 joules. Design names: the paper's ablation steps, "+cascade" (the 1-pass cascade on FLAT's arrays
@@ -55,6 +56,23 @@ def attention_points() -> dict[tuple[str, str, int], PaperPoint]:
                            float(util_2d), float(util_1d))
         out[(design, model, point.seq_len)] = point
     return out
+
+
+def flat_mapping(model: str, seq_len: int) -> dict:
+    """The FLAT mapping the artifact evaluates at (model, seq_len), cloud configuration, as an
+    einsim mapping document: FLAT's own dataflow explorer's choice per point (its
+    `data/pregenerated/flat_validation.csv`, which `src/accel/flat.py` reads: the tensors staged
+    on chip ("onchip") or streamed ("offchip"), both contractions' stationarity, the row block
+    P1 of row granularity or the whole query length at head granularity)."""
+    row = _FLAT_MAPPINGS[(model, seq_len)]
+    staging = {t: ("buffer" if row[t] == "onchip" else "stream") for t in ("Q", "K", "QK", "A", "V", "AV")}
+    staging["SN"] = staging["QK"]  # the softmax's own rows live where QK's do (stable_softmax.py)
+    return {
+        "dataflow": "flat",
+        "staging": staging,
+        "stationarity": {"QK": row["QK_stationarity"], "AV": row["AV_stationarity"]},
+        "query_block": seq_len if row["granularity"] == "head" else row["P1"],
+    }
 
 
 def linear_points() -> dict[tuple[str, str, int], PaperLinear]:
@@ -242,3 +260,37 @@ fusemax,XLM,64K,652868583424,3.426835608510639,3739883264216819.5
 fusemax,XLM,256K,2611373670400,13.707342434042555,1.4959526819309282e+16
 fusemax,XLM,1M,10445394018304,54.82936973617022,5.983810103967914e+16
 """
+
+# flat_validation.csv, cloud rows on the paper's grid: models,seq_len,Q_loc,K_loc,QK_loc,A_loc,
+# V_loc,AV_loc,QK_stationarity,AV_stationarity,fusion_granularity,P1
+_FLAT_MAPPING_ROWS = """\
+BERT,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
+BERT,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
+BERT,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024
+BERT,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256
+BERT,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+BERT,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+TrXL,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
+TrXL,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
+TrXL,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024
+TrXL,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256
+TrXL,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+TrXL,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+T5,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
+T5,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
+T5,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024
+T5,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256
+T5,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+T5,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+XLM,1K,offchip,offchip,onchip,onchip,onchip,offchip,output,output,head,256
+XLM,4K,offchip,offchip,onchip,onchip,onchip,offchip,output,output,head,256
+XLM,16K,onchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024
+XLM,64K,onchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256
+XLM,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+XLM,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+"""
+_FLAT_FIELDS = ("Q", "K", "QK", "A", "V", "AV", "QK_stationarity", "AV_stationarity", "granularity", "P1")
+_FLAT_MAPPINGS = {
+    (fields[0], SEQ_LENS[fields[1]]): {**dict(zip(_FLAT_FIELDS, fields[2:])), "P1": int(fields[-1])}
+    for fields in csv.reader(io.StringIO(_FLAT_MAPPING_ROWS))
+}

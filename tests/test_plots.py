@@ -150,10 +150,11 @@ def test_traffic_steps_are_the_simulators_buffer_sweep():
 
     w = Problem(batch=1, q_heads=2, q_len=2048, kv_len=2048, head_dim=64, name="small")
     capacities = [2.0**k for k in range(12, 25)]
-    data = traffic_steps(["attention-3pass", "fusemax"], w, "flat-cloud", capacities)
+    resident = {"staging": "resident"}  # live rows kept or spilled: the curve steps with the passes
+    data = traffic_steps(["attention-3pass", "fusemax"], w, "flat-cloud", capacities, resident)
     assert data.level == "global_buffer"
     for name in ("attention-3pass", "fusemax"):
-        rows = [r for r in buffer_sweep(name, w, "flat-cloud", capacities=capacities) if math.isfinite(r["traffic_bytes"])]
+        rows = [r for r in buffer_sweep(name, w, "flat-cloud", resident, capacities=capacities) if math.isfinite(r["traffic_bytes"])]
         curve = data.curve(name)
         assert [(p.buffer_capacity_bytes, p.traffic_bytes) for p in curve] == [(r["buffer_bytes"], r["traffic_bytes"]) for r in rows]
     assert any("no mapping fits" in note for note in data.notes)  # the smallest buffers hold no tile

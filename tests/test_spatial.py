@@ -76,7 +76,8 @@ def test_fusemax_reaches_the_compulsory_traffic_with_enough_buffer():
 
 def test_a_live_row_that_does_not_fit_spills_and_traffic_grows():
     w = bert(16384)
-    design = compile_design(load_cascade("attention-3pass"), w, load_target("flat-cloud"), Mapping(query_block=256, spill="store"))
+    design = compile_design(load_cascade("attention-3pass"), w, load_target("flat-cloud"),
+                            Mapping(query_block=256, spill="store", staging="resident"))
     # a 256-row block of QK is 8 MiB: at 6 and 4 MiB part of it spills (K and V re-read alike)
     result = design.evaluate(np.array([256.0, 256.0]), "store", np.array([6 * 2**20, 4 * 2**20]))
     qk_bytes = w.batch * w.q_heads * w.q_len * w.kv_len * 2
@@ -89,7 +90,7 @@ def test_a_live_row_that_does_not_fit_spills_and_traffic_grows():
 
 def test_recomputing_instead_of_storing_rereads_k_and_redoes_qk():
     w = bert(16384)
-    design = compile_design(load_cascade("attention-3pass"), w, load_target("flat-cloud"), Mapping())
+    design = compile_design(load_cascade("attention-3pass"), w, load_target("flat-cloud"), Mapping(staging="resident"))
     store = design.evaluate(np.array([256.0]), "store", 256 * 2**10)
     recompute = design.evaluate(np.array([256.0]), "recompute", 256 * 2**10)
     assert recompute["traffic_bytes"][0] < store["traffic_bytes"][0]

@@ -113,7 +113,9 @@ def report(estimate, live_grows: bool | None = True, attention: bool = True) -> 
         ["latency", _time(estimate.latency_s), f"bound by {estimate.bound}"],
         ["off-chip traffic", _bytes(estimate.traffic_bytes), _traffic_note(estimate) if attention else ""],
         ["on-chip buffer", f"{_bytes(estimate.buffer_bytes)} of {_bytes(estimate.buffer_capacity_bytes)}",
-         "fits" if estimate.fits else _does_not_fit(estimate)],
+         ("fits" if estimate.fits else _does_not_fit(estimate))
+         + (f"; the design needs {_bytes(estimate.buffer_needed_bytes)} (one array-wide tile of queries)"
+            if estimate.buffer_needed_bytes is not None else "")],
         ["energy", _energy(estimate.energy_j), ", ".join(f"{k} {v / estimate.energy_j:.0%}" for k, v in
                                                         sorted(estimate.energy_by_component.items(), key=lambda kv: -kv[1])[:3]
                                                         if estimate.energy_j > 0)],
