@@ -90,7 +90,7 @@ def test_rows_plan_streams_the_planes_through_dram_once_each_way():
 
 
 def test_flats_policy_picks_the_rows_plan_when_the_rows_cannot_fit():
-    long = replace(W, q_len=1 << 20, kv_len=1 << 20, batch=1, q_heads=1)  # one row of QK: 2 MiB
+    long = replace(W, q_len=1 << 20, kv_len=1 << 20, batch=1, q_heads=1, kv_heads=1)  # one row of QK: 2 MiB
     estimate = simulate("attention-3pass", long, "flat-edge")  # 512 KiB
     assert estimate.mapping["staging"]["QK"] == "stream" and estimate.mapping["stationarity"]["QK"] == "weight"
     short = simulate("attention-3pass", W, "flat-cloud")
