@@ -1,10 +1,19 @@
-"""`einsim.kernels.attention`: the front door to the fused kernels, a drop-in autograd function.
+"""`einsim.kernels.attention`: the front door to the fused kernels, a drop-in autograd function
+that is also a PyTorch operator (`torch.ops.einsim.attention_forward`) under torch.compile.
 
 attention(q, k, v) with q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (torch SDPA's
 layout; GQA when Hkv divides Hq), fp16 or bf16, any strides. Differentiable in q, k and v.
 """
 
 from __future__ import annotations
+
+import torch
+
+from einsim.kernels import ops
+from einsim.kernels.flash.backward import FlashAttentionFunction
+from einsim.kernels.flash.forward import flash_forward
+
+_is_compiling = torch.compiler.is_compiling
 
 
 def attention(q, k, v, causal: bool = False, window=None, scale: float | None = None,
@@ -16,19 +25,21 @@ def attention(q, k, v, causal: bool = False, window=None, scale: float | None = 
     FlashConfig / FlashBackwardConfig (None: tuned cache, else the default). With
     return_lse=True also returns the natural-log log-sum-exp [B, Hq, Nq] (fp32, not
     differentiable; -inf for a row that sees no key, whose output is 0).
+
+    Eager calls on plain tensors go straight to the cached launch plan (no dispatcher hop: a
+    few microseconds a call); under torch.compile, and for tensor subclasses (fake, functional
+    tensors), the call is the operator torch.ops.einsim.attention_forward, which the compiler
+    keeps as one node (docs/kernels.md § PyTorch operators).
     """
-    import torch
-
-    from einsim.kernels.flash.backward import FlashAttentionFunction
-    from einsim.kernels.flash.forward import flash_forward
-
-    window = tuple(window) if window is not None else None
-    needs_grad = torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v))
-    if needs_grad:
+    if window is not None and not isinstance(window, tuple):
+        window = tuple(window) if isinstance(window, list) else window
+    if _is_compiling() or type(q) is not torch.Tensor:
+        out, lse = ops.attention_forward(q, k, v, bool(causal), window, scale,
+                                         ops.config_json(config), ops.config_json(backward_config))
+    elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out, lse = FlashAttentionFunction.apply(q, k, v, bool(causal), window, scale, config,
                                                 backward_config)
     else:
-        out, lse = flash_forward(q, k, v, causal=bool(causal), window=window, scale=scale,
+        out, lse = flash_forward(q, k, v, causal=causal, window=window, scale=scale,
                                  config=config)
     return (out, lse) if return_lse else out

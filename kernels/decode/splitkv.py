@@ -15,8 +15,9 @@ import math
 import triton
 import triton.language as tl
 
+from einsim.kernels.decode.config import padded_dims
+from einsim.kernels.launch import DescriptorFactory, TritonLaunch
 from einsim.kernels.multipass import inputs
-from einsim.kernels.decode.config import DecodeConfig, SplitPlan, padded_dims
 
 LOG2_E = 1.4426950408889634
 LN_2 = tl.constexpr(0.6931471805599453)  # a constexpr: jit code may read it
@@ -194,38 +195,56 @@ def _decode_merge(
     tl.store(Lse + (batch * kv_heads * group + head) * q_len + position, lse)
 
 
-def launch(q, k, v, *, scale, config: DecodeConfig, plan: SplitPlan,
-           problem, dot_fp32: bool):
-    """Split pass then merge on checked inputs. Returns (out, lse)."""
-    block_d, block_dv = padded_dims(problem)
-    b, hkv, nq, nk = problem.batch, problem.kv_heads, problem.q_len, problem.kv_len
+def run(plan, q, k, v):
+    """Split pass then merge of a DecodePlan on checked inputs. Returns (out, lse)."""
+    problem, config, split = plan.problem, plan.config, plan.split
+    b, hkv, nq = problem.batch, problem.kv_heads, problem.q_len
     rows = problem.group_size * nq
-    partial_shape = (b * hkv, plan.num_splits, rows)
+    partial_shape = (b * hkv, split.num_splits, rows)
     pm = inputs.scratch(partial_shape, q.device)
     pl = inputs.scratch(partial_shape, q.device)
     pacc = inputs.scratch((*partial_shape, problem.v_head_dim), q.device)
     out = inputs.empty_output((b, problem.q_heads, nq, problem.v_head_dim), q.device, q.dtype)
     lse = inputs.empty_output((b, problem.q_heads, nq), q.device)
-    scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
-    left, right = problem.window or (0, 0)
-    even_d = problem.head_dim == block_d and problem.v_head_dim == block_dv
-    grid = (plan.num_splits, triton.cdiv(rows, config.BLOCK_M), b * hkv)
     if config.USE_TMA:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-
-        k_arg = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, 1, config.BLOCK_N, block_d])
-        v_arg = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, 1, config.BLOCK_N, block_dv])
+        factories = plan.descriptors
+        if factories is None:
+            block_d, block_dv = padded_dims(problem)
+            factories = plan.descriptors = (
+                DescriptorFactory(k, [1, 1, config.BLOCK_N, block_d]),
+                DescriptorFactory(v, [1, 1, config.BLOCK_N, block_dv]))
+        k_arg, v_arg = factories[0](k), factories[1](v)
     else:
         k_arg, v_arg = k, v
-    _decode_split[grid](
-        q, k_arg, v_arg, pm, pl, pacc, *q.stride(), *k.stride(), *v.stride(),
+    split_args = (q, k_arg, v_arg, pm, pl, pacc)
+    merge_args = (pm, pl, pacc, out, lse)
+    launches = plan.launches
+    if launches is None:
+        launches = plan.launches = _make_launches(plan, q, k, v, out, split_args, merge_args)
+    launches[0](*split_args)
+    launches[1](*merge_args)
+    return out, lse
+
+
+def _make_launches(plan, q, k, v, out, split_args, merge_args):
+    problem, config, split = plan.problem, plan.config, plan.split
+    block_d, block_dv = padded_dims(problem)
+    b, hkv, nq, nk = problem.batch, problem.kv_heads, problem.q_len, problem.kv_len
+    rows = problem.group_size * nq
+    scale = 1.0 / math.sqrt(problem.head_dim) if plan.scale is None else float(plan.scale)
+    left, right = problem.window or (0, 0)
+    even_d = problem.head_dim == block_d and problem.v_head_dim == block_dv
+    split_launch = TritonLaunch(
+        _decode_split, (split.num_splits, triton.cdiv(rows, config.BLOCK_M), b * hkv), *split_args,
+        *q.stride(), *k.stride(), *v.stride(),
         hkv, problem.group_size, nq, nk, rows, problem.head_dim, problem.v_head_dim,
-        plan.kv_lo, plan.kv_hi, plan.split_len, plan.num_splits, scale * LOG2_E, left, right,
-        IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32, EVEN_D=even_d,
-        USE_TMA=config.USE_TMA,
+        split.kv_lo, split.kv_hi, split.split_len, split.num_splits, scale * LOG2_E, left, right,
+        IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=plan.dot_fp32,
+        EVEN_D=even_d, USE_TMA=config.USE_TMA,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
         num_warps=config.num_warps, num_stages=config.num_stages)
-    _decode_merge[(b * hkv * rows,)](
-        pm, pl, pacc, out, lse, *out.stride(), hkv, problem.group_size, nq, rows, problem.v_head_dim,
-        plan.num_splits, BLOCK_S=MERGE_BLOCK_S, BLOCK_DV=block_dv, num_warps=4 if block_dv >= 128 else 2)
-    return out, lse
+    merge_launch = TritonLaunch(
+        _decode_merge, (b * hkv * rows,), *merge_args, *out.stride(), hkv, problem.group_size, nq, rows,
+        problem.v_head_dim, split.num_splits, BLOCK_S=MERGE_BLOCK_S, BLOCK_DV=block_dv,
+        num_warps=4 if block_dv >= 128 else 2)
+    return split_launch, merge_launch

@@ -21,10 +21,11 @@ import triton.language as tl
 
 from einsim.errors import ShapeError
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig
-from einsim.kernels.flash.forward import (descriptor, flash_forward, io_dtype, remember_launch,
-                                          resolve_config, window_args)
+from einsim.kernels.flash.forward import (flash_forward, io_dtype, remember_launch, resolve_config,
+                                          window_args)
 from einsim.kernels.flash.tiles import (LOG2_E, key_bounds, load_tile, query_bounds, store_tile,
                                         visible, visible_t)
+from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
 from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.runtime import (check_attention_inputs, interpreter_needs_fp32_dots,
                                     interpreting, patch_interpreter, tma_compatible)
@@ -379,14 +380,134 @@ def _check_like(name, tensor, reference):
                          f"{tensor.device}")
 
 
-def flash_backward(do, q, k, v, out, lse, *, causal: bool = False, window=None,
-                   scale: float | None = None, config: FlashBackwardConfig | None = None,
-                   dq=None, dk=None, dv=None):
-    """Gradients (dq, dk, dv) of flash_forward's output, given its out and lse and dO = dL/dout.
-    Any strides; `dq`/`dk`/`dv` may be given (tests poison them)."""
-    problem = check_attention_inputs(q, k, v, kernel="attention-bwd", causal=causal,
-                                     window=window, scale=scale)
-    config = resolve_config("attention-bwd", config, problem, q.device)
+class BackwardPlan:
+    """What a backward call of one key needs, decided once (docs/kernels.md § Launch plans):
+    the checked problem, the resolved config, the launches (built on the first call, with
+    tensor descriptors of fixed shape when TMA can address every tensor)."""
+
+    __slots__ = ("problem", "config", "scale", "use_tma", "dq_tma", "launches", "descriptors",
+                 "pre_block", "block_d", "block_dv")
+
+    def __init__(self, problem, config: FlashBackwardConfig, scale, use_tma: bool) -> None:
+        self.problem = problem
+        self.config = config
+        self.scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
+        self.use_tma = use_tma
+        # Triton 3.6's interpreter has no descriptor reduce: element-wise atomics there.
+        self.dq_tma = use_tma and not interpreting()
+        self.launches = None
+        self.descriptors = {}
+        self.block_d = padded_head_dim(problem.head_dim)
+        self.block_dv = padded_head_dim(problem.v_head_dim)
+        self.pre_block = 64 if self.block_dv <= 128 else 32
+
+    def _arg(self, name, tensor, block, cols):
+        if not self.use_tma:
+            return tensor
+        factory = self.descriptors.get((name, block))
+        if factory is None:
+            factory = self.descriptors[(name, block)] = DescriptorFactory(tensor, [1, 1, block, cols])
+        return factory(tensor)
+
+    def run(self, do, q, k, v, out, lse, dq, dk, dv) -> None:
+        problem, config = self.problem, self.config
+        rows = problem.batch * problem.q_heads
+        delta = torch.empty((rows, problem.q_len), dtype=torch.float32, device=q.device)
+        lse2 = torch.empty_like(delta)
+        d, dvb = self.block_d, self.block_dv
+        arg = self._arg
+        dq_acc = None
+        if config.one_launch and not config.dq_atomic:
+            bm, bn, bmq, bnq = config.BLOCK_M, config.BLOCK_N, config.BLOCK_M_DQ, config.BLOCK_N_DQ
+            main = (arg("q", q, bm, d), arg("k", k, bn, d), arg("v", v, bn, dvb), arg("do", do, bm, dvb),
+                    arg("q", q, bmq, d), arg("k", k, bnq, d), arg("v", v, bnq, dvb),
+                    arg("do", do, bmq, dvb), arg("dk", dk, bn, d), arg("dv", dv, bn, dvb),
+                    arg("dq", dq, bmq, d), lse2, delta)
+            rest = ()
+        else:
+            bm, bn = config.BLOCK_M, config.BLOCK_N
+            if config.dq_atomic:
+                dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+                dq_target = arg("dq_acc", dq_acc, bm, d) if self.dq_tma else dq_acc
+            else:
+                dq_target = dq
+            main = (arg("q", q, bm, d), arg("k", k, bn, d), arg("v", v, bn, dvb), arg("do", do, bm, dvb),
+                    arg("dk", dk, bn, d), arg("dv", dv, bn, dvb), dq_target, lse2, delta)
+            if dq_acc is None:
+                bmq, bnq = config.BLOCK_M_DQ, config.BLOCK_N_DQ
+                rest = (arg("q", q, bmq, d), arg("k", k, bnq, d), arg("v", v, bnq, dvb),
+                        arg("do", do, bmq, dvb), arg("dq", dq, bmq, d), lse2, delta)
+            else:
+                rest = None
+        pre = (out, do, lse, delta, lse2)
+        launches = self.launches
+        if launches is None:
+            launches = self.launches = self._make_launches(do, q, k, v, out, dq, dk, dv, pre, main,
+                                                           rest, dq_acc if rest is None else None)
+        launches[0](*pre)
+        launches[1](*main)
+        if rest is None:
+            dq.copy_(dq_acc)
+        elif rest:
+            launches[2](*rest)
+
+    def _make_launches(self, do, q, k, v, out, dq, dk, dv, pre, main, rest, dq_acc) -> list:
+        if interpreting():
+            patch_interpreter()
+        problem, config = self.problem, self.config
+        rows = problem.batch * problem.q_heads
+        has_window, left, right = window_args(problem.window)
+        common = dict(IS_CAUSAL=problem.causal, HAS_WINDOW=has_window, USE_TMA=self.use_tma,
+                      DOT_FP32=interpreter_needs_fp32_dots(problem.dtype), IO_DTYPE=io_dtype(q),
+                      BLOCK_D=self.block_d, BLOCK_DV=self.block_dv,
+                      num_warps=config.num_warps, num_stages=config.num_stages)
+        scale, qk_scale = self.scale, self.scale * LOG2_E
+        launches = [TritonLaunch(
+            _backward_preprocess, (triton.cdiv(problem.q_len, self.pre_block), rows), *pre,
+            *out.stride(), *do.stride(), problem.q_heads, problem.q_len, problem.v_head_dim,
+            BLOCK_M=self.pre_block, BLOCK_DV=self.block_dv, num_warps=4)]
+        if config.one_launch and not config.dq_atomic:
+            bm, bn, bmq, bnq = config.BLOCK_M, config.BLOCK_N, config.BLOCK_M_DQ, config.BLOCK_N_DQ
+            num_key_tiles = triton.cdiv(problem.kv_len, bn)
+            num_m_tiles = triton.cdiv(problem.q_len, bmq)
+            dkdv_programs = num_key_tiles * problem.batch * problem.kv_heads
+            launches.append(TritonLaunch(
+                _flash_backward_one_launch, (dkdv_programs + num_m_tiles * rows,), *main,
+                *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+                *dq.stride(),
+                problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
+                problem.head_dim, problem.v_head_dim, scale, qk_scale, left, right,
+                num_key_tiles, num_m_tiles, dkdv_programs,
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_M_DQ=bmq, BLOCK_N_DQ=bnq,
+                on_compile=lambda c: remember_launch("attention-bwd-one-launch", c), **common))
+            return launches
+        bm, bn = config.BLOCK_M, config.BLOCK_N
+        dq_strides = (dq_acc if dq_acc is not None else dq).stride()
+        launches.append(TritonLaunch(
+            _flash_backward_dkdv, (triton.cdiv(problem.kv_len, bn), problem.batch * problem.kv_heads),
+            *main, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+            *dq_strides,
+            problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
+            problem.head_dim, problem.v_head_dim, scale, qk_scale, left, right,
+            DQ_ATOMIC=config.dq_atomic, DQ_TMA=self.dq_tma, BLOCK_M=bm, BLOCK_N=bn,
+            on_compile=lambda c: remember_launch("attention-bwd-dkdv", c), **common))
+        if rest:
+            bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
+            num_m_tiles = triton.cdiv(problem.q_len, bm)
+            launches.append(TritonLaunch(
+                _flash_backward_dq, (num_m_tiles, rows), *rest,
+                *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+                problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
+                problem.head_dim, problem.v_head_dim, scale, qk_scale, left, right, num_m_tiles,
+                BLOCK_M=bm, BLOCK_N=bn,
+                on_compile=lambda c: remember_launch("attention-bwd-dq", c), **common))
+        return launches
+
+
+PLANS = plan_cache("attention-bwd")
+
+
+def _check_backward_tensors(problem, q, out, do, lse) -> None:
     expected_out = (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)
     for name, tensor, shape, dtype in (("out", out, expected_out, q.dtype),
                                        ("grad_out", do, expected_out, q.dtype),
@@ -397,95 +518,50 @@ def flash_backward(do, q, k, v, out, lse, *, causal: bool = False, window=None,
                    if isinstance(tensor, torch.Tensor) else type(tensor).__name__)
             raise ShapeError(f"attention-bwd: {name} must be {shape} {dtype} on {q.device}, "
                              f"got {got}")
-    lse = lse.contiguous()
+
+
+def backward_plan(do, q, k, v, out, lse, causal=False, window=None, scale=None, config=None,
+                  grads=(None, None, None)) -> BackwardPlan:
+    """The cached plan for these tensors and options (checked and resolved on first use)."""
+    try:
+        key = (tensor_key(do), tensor_key(q), tensor_key(k), tensor_key(v), tensor_key(out),
+               tensor_key(lse), causal, window, scale, config,
+               tuple(None if g is None else tensor_key(g) for g in grads))
+        hash(key)
+    except (AttributeError, TypeError):
+        key = None
+    if key is not None:
+        plan = PLANS.lookup(key)
+        if plan is not None:
+            return plan
+    problem = check_attention_inputs(q, k, v, kernel="attention-bwd", causal=causal,
+                                     window=window, scale=scale)
+    config = resolve_config("attention-bwd", config, problem, q.device)
+    _check_backward_tensors(problem, q, out, do, lse)
+    for name, grad, like in zip(("dq", "dk", "dv"), grads, (q, k, v)):
+        if grad is not None:
+            _check_like(name, grad, like)
+    like = [torch.empty_like(t, memory_format=torch.contiguous_format) if g is None else g
+            for g, t in zip(grads, (q, k, v))]
+    plan = BackwardPlan(problem, config, scale,
+                        bool(config.tma) and tma_compatible(q, k, v, do, *like))
+    return plan if key is None else PLANS.store(key, plan)
+
+
+def flash_backward(do, q, k, v, out, lse, *, causal: bool = False, window=None,
+                   scale: float | None = None, config: FlashBackwardConfig | None = None,
+                   dq=None, dk=None, dv=None):
+    """Gradients (dq, dk, dv) of flash_forward's output, given its out and lse and dO = dL/dout.
+    Any strides; `dq`/`dk`/`dv` may be given (tests poison them)."""
+    if window is not None and not isinstance(window, tuple) and isinstance(window, list):
+        window = tuple(window)
+    plan = backward_plan(do, q, k, v, out, lse, causal, window, scale, config, (dq, dk, dv))
+    if not lse.is_contiguous():
+        lse = lse.contiguous()
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
-    for name, grad, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
-        _check_like(name, grad, like)
-    launch(config, problem, do, q, k, v, out, lse, dq, dk, dv, scale)
-    return dq, dk, dv
-
-
-def launch(config: FlashBackwardConfig, problem, do, q, k, v, out, lse, dq, dk, dv, scale=None):
-    """The three launches on checked tensors (flash_backward is the checked entry point)."""
-    if interpreting():
-        patch_interpreter()
-    scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
-    block_d = padded_head_dim(problem.head_dim)
-    block_dv = padded_head_dim(problem.v_head_dim)
-    rows = problem.batch * problem.q_heads
-    delta = torch.empty((rows, problem.q_len), dtype=torch.float32, device=q.device)
-    lse2 = torch.empty_like(delta)
-    pre_block = 64 if block_dv <= 128 else 32
-    _backward_preprocess[(triton.cdiv(problem.q_len, pre_block), rows)](
-        out, do, lse, delta, lse2, *out.stride(), *do.stride(),
-        problem.q_heads, problem.q_len, problem.v_head_dim,
-        BLOCK_M=pre_block, BLOCK_DV=block_dv, num_warps=4)
-
-    has_window, left, right = window_args(problem.window)
-    dot_fp32 = interpreter_needs_fp32_dots(problem.dtype)
-    use_tma = config.tma and tma_compatible(q, k, v, do, dq, dk, dv)
-    common = dict(IS_CAUSAL=problem.causal, HAS_WINDOW=has_window, USE_TMA=use_tma,
-                  DOT_FP32=dot_fp32, IO_DTYPE=io_dtype(q), BLOCK_D=block_d, BLOCK_DV=block_dv,
-                  num_warps=config.num_warps, num_stages=config.num_stages)
-
-    def arg(tensor, block, cols):
-        return descriptor(tensor, block, cols) if use_tma else tensor
-
-    if config.one_launch and not config.dq_atomic:
-        bm, bn, bmq, bnq = config.BLOCK_M, config.BLOCK_N, config.BLOCK_M_DQ, config.BLOCK_N_DQ
-        num_key_tiles = triton.cdiv(problem.kv_len, bn)
-        num_m_tiles = triton.cdiv(problem.q_len, bmq)
-        dkdv_programs = num_key_tiles * problem.batch * problem.kv_heads
-        grid = (dkdv_programs + num_m_tiles * rows,)
-        fused = _flash_backward_one_launch[grid](
-            arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
-            arg(q, bmq, block_d), arg(k, bnq, block_d), arg(v, bnq, block_dv),
-            arg(do, bmq, block_dv), arg(dk, bn, block_d), arg(dv, bn, block_dv),
-            arg(dq, bmq, block_d), lse2, delta,
-            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-            *dq.stride(),
-            problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
-            problem.head_dim, problem.v_head_dim, scale, scale * LOG2_E, left, right,
-            num_key_tiles, num_m_tiles, dkdv_programs,
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_M_DQ=bmq, BLOCK_N_DQ=bnq, **common)
-        remember_launch("attention-bwd-one-launch", fused)
-        return dq, dk, dv
-
-    bm, bn = config.BLOCK_M, config.BLOCK_N
-    # dQ by reduce-add from the dK/dV kernel (5 matmuls a tile pair, order of the fp32 sums not
-    # fixed) or by its own kernel (7 matmuls: P and dP recomputed, deterministic).
-    dq_acc = None
-    # Triton 3.6's interpreter has no descriptor reduce: element-wise atomics there.
-    dq_tma = use_tma and not interpreting()
-    if config.dq_atomic:
-        dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    dkdv = _flash_backward_dkdv[(triton.cdiv(problem.kv_len, bn), problem.batch * problem.kv_heads)](
-        arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
-        arg(dk, bn, block_d), arg(dv, bn, block_dv),
-        (descriptor(dq_acc, bm, block_d) if dq_tma else dq_acc) if dq_acc is not None else dq,
-        lse2, delta,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-        *(dq_acc if dq_acc is not None else dq).stride(),
-        problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
-        problem.head_dim, problem.v_head_dim, scale, scale * LOG2_E, left, right,
-        DQ_ATOMIC=config.dq_atomic, DQ_TMA=dq_tma, BLOCK_M=bm, BLOCK_N=bn, **common)
-    remember_launch("attention-bwd-dkdv", dkdv)
-    if dq_acc is not None:
-        dq.copy_(dq_acc)
-        return dq, dk, dv
-
-    bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
-    num_m_tiles = triton.cdiv(problem.q_len, bm)
-    dq_kernel = _flash_backward_dq[(num_m_tiles, rows)](
-        arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
-        arg(dq, bm, block_d), lse2, delta,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-        problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
-        problem.head_dim, problem.v_head_dim, scale, scale * LOG2_E, left, right, num_m_tiles,
-        BLOCK_M=bm, BLOCK_N=bn, **common)
-    remember_launch("attention-bwd-dq", dq_kernel)
+    plan.run(do, q, k, v, out, lse, dq, dk, dv)
     return dq, dk, dv
 
 
@@ -526,5 +602,5 @@ def launch_from_inputs(config: FlashBackwardConfig, inputs: dict):
                           scale=inputs.get("scale"), config=config)
 
 
-__all__ = ["FlashAttentionFunction", "flash_backward", "launch", "launch_from_inputs",
-           "FlashConfig"]
+__all__ = ["BackwardPlan", "FlashAttentionFunction", "backward_plan", "flash_backward",
+           "launch_from_inputs", "FlashConfig"]

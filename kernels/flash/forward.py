@@ -17,6 +17,7 @@ import triton.language as tl
 
 from einsim.kernels.flash.config import FlashConfig
 from einsim.kernels.flash.tiles import LOG2_E, key_bounds, load_tile, store_tile, visible
+from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
 from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, device_limits,
@@ -197,9 +198,94 @@ def resolve_config(kernel: str, config, problem, device):
 def _check_output(name, tensor, shape, dtype, device):
     from einsim.errors import ShapeError
 
-    if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype or tensor.device != device:
-        raise ShapeError(f"attention-fwd: {name} must be {tuple(shape)} {dtype} on {device}, got "
-                         f"{tuple(tensor.shape)} {tensor.dtype} on {tensor.device}")
+    if not hasattr(tensor, "shape") or tuple(tensor.shape) != tuple(shape) \
+            or tensor.dtype != dtype or tensor.device != device:
+        got = (f"{tuple(tensor.shape)} {tensor.dtype} on {tensor.device}" if hasattr(tensor, "shape")
+               else type(tensor).__name__)
+        raise ShapeError(f"attention-fwd: {name} must be {tuple(shape)} {dtype} on {device}, got {got}")
+    if name == "lse" and not tensor.is_contiguous():
+        raise ShapeError("attention-fwd: lse must be contiguous")
+
+
+class ForwardPlan:
+    """Everything a forward call of one key needs, decided once: the checked problem, the
+    resolved config, output shapes and the launch (docs/kernels.md § Launch plans)."""
+
+    __slots__ = ("problem", "config", "scale", "out_shape", "use_tma", "descriptors", "launch")
+
+    def __init__(self, problem, config: FlashConfig, scale, use_tma: bool) -> None:
+        self.problem = problem
+        self.config = config
+        self.scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
+        self.out_shape = (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)
+        self.use_tma = use_tma
+        self.descriptors = None
+        self.launch = None
+
+    def run(self, q, k, v, out, lse) -> None:
+        if self.use_tma:
+            factories = self.descriptors
+            if factories is None:
+                config = self.config
+                block_d = padded_head_dim(self.problem.head_dim)
+                block_dv = padded_head_dim(self.problem.v_head_dim)
+                factories = self.descriptors = (
+                    DescriptorFactory(q, [1, 1, config.BLOCK_M, block_d]),
+                    DescriptorFactory(k, [1, 1, config.BLOCK_N, block_d]),
+                    DescriptorFactory(v, [1, 1, config.BLOCK_N, block_dv]),
+                    DescriptorFactory(out, [1, 1, config.BLOCK_M, block_dv]))
+            args = (factories[0](q), factories[1](k), factories[2](v), factories[3](out), lse)
+        else:
+            args = (q, k, v, out, lse)
+        launch = self.launch
+        if launch is None:
+            launch = self.launch = self._make_launch(q, k, v, out, args)
+        launch(*args)
+
+    def _make_launch(self, q, k, v, out, args) -> TritonLaunch:
+        if interpreting():
+            patch_interpreter()
+        problem, config = self.problem, self.config
+        has_window, left, right = window_args(problem.window)
+        num_m_tiles = triton.cdiv(problem.q_len, config.BLOCK_M)
+        return TritonLaunch(
+            _flash_forward, (num_m_tiles, problem.batch * problem.q_heads), *args,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
+            problem.head_dim, problem.v_head_dim, self.scale * LOG2_E, left, right, num_m_tiles,
+            IS_CAUSAL=problem.causal, HAS_WINDOW=has_window, USE_TMA=self.use_tma,
+            DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
+            WARP_SPECIALIZE=bool(config.warp_specialize) and not interpreting(),
+            IO_DTYPE=io_dtype(q), EXP_SPLIT=config.exp_split,
+            BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N,
+            BLOCK_D=padded_head_dim(problem.head_dim), BLOCK_DV=padded_head_dim(problem.v_head_dim),
+            num_warps=config.num_warps, num_stages=config.num_stages,
+            on_compile=lambda compiled: remember_launch("attention-fwd", compiled))
+
+
+PLANS = plan_cache("attention-fwd")
+
+
+def forward_plan(q, k, v, causal=False, window=None, scale=None, config=None, out=None,
+                 lse=None) -> ForwardPlan:
+    """The cached plan for these tensors and options, built (inputs checked, config resolved)
+    on first use. Raises ShapeError/ConfigError for bad input, whether cached or not."""
+    try:
+        key = (tensor_key(q), tensor_key(k), tensor_key(v), causal, window, scale, config,
+               None if out is None else tensor_key(out), None if lse is None else tensor_key(lse))
+        hash(key)
+    except (AttributeError, TypeError):  # not tensors, unhashable options: the checks say why
+        key = None
+    if key is not None:
+        plan = PLANS.lookup(key)
+        if plan is not None:
+            return plan
+    problem = check_attention_inputs(q, k, v, kernel="attention-fwd", causal=causal,
+                                     window=window, scale=scale)
+    config = resolve_config("attention-fwd", config, problem, q.device)
+    plan = ForwardPlan(problem, config, scale,
+                       bool(config.tma) and tma_compatible(q, k, v))
+    return plan if key is None else PLANS.store(key, plan)
 
 
 def flash_forward(q, k, v, *, causal: bool = False, window=None, scale: float | None = None,
@@ -209,59 +295,22 @@ def flash_forward(q, k, v, *, causal: bool = False, window=None, scale: float | 
     natural log). `out`/`lse` may be given (tests poison them to catch unwritten elements).
 
     Raises ShapeError for bad tensors and ConfigError for a config that cannot run, before any
-    launch.
+    launch. The checks, the config and the launch are decided once per shape (a launch plan).
     """
     import torch
 
-    problem = check_attention_inputs(q, k, v, kernel="attention-fwd", causal=causal,
-                                     window=window, scale=scale)
-    config = resolve_config("attention-fwd", config, problem, q.device)
-    out_shape = (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)
+    if window is not None and not isinstance(window, tuple):
+        window = tuple(window) if isinstance(window, (list, tuple)) else window
+    plan = forward_plan(q, k, v, causal, window, scale, config, out, lse)
     if out is None:
-        out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
-    _check_output("out", out, out_shape, q.dtype, q.device)
-    if lse is None:
-        lse = torch.empty(out_shape[:3], dtype=torch.float32, device=q.device)
-    _check_output("lse", lse, out_shape[:3], torch.float32, q.device)
-    if not lse.is_contiguous():
-        from einsim.errors import ShapeError
-
-        raise ShapeError("attention-fwd: lse must be contiguous")
-    launch(config, problem, q, k, v, out, lse, scale)
-    return out, lse
-
-
-def launch(config: FlashConfig, problem, q, k, v, out, lse, scale=None):
-    """Launch the kernel on checked tensors (flash_forward is the checked entry point)."""
-    if interpreting():
-        patch_interpreter()
-    scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
-    block_d = padded_head_dim(problem.head_dim)
-    block_dv = padded_head_dim(problem.v_head_dim)
-    use_tma = config.tma and tma_compatible(q, k, v, out)
-    if use_tma:
-        q_arg = descriptor(q, config.BLOCK_M, block_d)
-        k_arg = descriptor(k, config.BLOCK_N, block_d)
-        v_arg = descriptor(v, config.BLOCK_N, block_dv)
-        o_arg = descriptor(out, config.BLOCK_M, block_dv)
+        out = torch.empty(plan.out_shape, dtype=q.dtype, device=q.device)
     else:
-        q_arg, k_arg, v_arg, o_arg = q, k, v, out
-    has_window, left, right = window_args(problem.window)
-    num_m_tiles = triton.cdiv(problem.q_len, config.BLOCK_M)
-    grid = (num_m_tiles, problem.batch * problem.q_heads)
-    compiled = _flash_forward[grid](
-        q_arg, k_arg, v_arg, o_arg, lse,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
-        problem.head_dim, problem.v_head_dim, scale * LOG2_E, left, right, num_m_tiles,
-        IS_CAUSAL=problem.causal, HAS_WINDOW=has_window, USE_TMA=use_tma,
-        DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
-        WARP_SPECIALIZE=bool(config.warp_specialize) and not interpreting(),
-        IO_DTYPE=io_dtype(q), EXP_SPLIT=config.exp_split,
-        BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
-        num_warps=config.num_warps, num_stages=config.num_stages,
-    )
-    remember_launch("attention-fwd", compiled)
+        _check_output("out", out, plan.out_shape, q.dtype, q.device)
+    if lse is None:
+        lse = torch.empty(plan.out_shape[:3], dtype=torch.float32, device=q.device)
+    else:
+        _check_output("lse", lse, plan.out_shape[:3], torch.float32, q.device)
+    plan.run(q, k, v, out, lse)
     return out, lse
 
 
@@ -269,8 +318,8 @@ LAST_LAUNCH: dict[str, dict] = {}
 
 
 def remember_launch(kernel: str, compiled) -> None:
-    """Keep what the compiler chose for the latest launch (shared memory, registers, spills),
-    so benchmarks can check the resource model against it."""
+    """Keep what the compiler chose for a kernel's first launch of a plan (shared memory,
+    registers, spills), so benchmarks can check the resource model against it."""
     try:
         LAST_LAUNCH[kernel] = {"shared": int(compiled.metadata.shared),
                                "registers": int(getattr(compiled, "n_regs", 0) or 0),
@@ -285,4 +334,4 @@ def launch_from_inputs(config: FlashConfig, inputs: dict):
                          window=inputs.get("window"), scale=inputs.get("scale"), config=config)
 
 
-__all__ = ["flash_forward", "launch", "launch_from_inputs"]
+__all__ = ["ForwardPlan", "flash_forward", "forward_plan", "launch_from_inputs"]

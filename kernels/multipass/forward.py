@@ -3,26 +3,59 @@ every pass. Same call style as the fused forward; returns (out, lse)."""
 
 from __future__ import annotations
 
+from einsim.kernels.launch import plan_cache, tensor_key
 from einsim.kernels.multipass import config as cfg
 from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
                                              interpreting, patch_interpreter, raise_if_unfit)
 from einsim.kernels.registry import get_kernel
 
 
+PLANS = plan_cache("multipass")
+
+
+class MultipassPlan:
+    """A 2- or 3-pass call of one key, decided once: problem, config, launches."""
+
+    __slots__ = ("passes", "problem", "config", "scale", "dot_fp32", "launches")
+
+    def __init__(self, passes: int, problem, config: cfg.MultipassConfig, scale) -> None:
+        self.passes = passes
+        self.problem = problem
+        self.config = config
+        self.scale = scale
+        self.dot_fp32 = dot_in_fp32(problem)
+        self.launches = None
+
+    def run(self, q, k, v):
+        if self.passes == 2:
+            from einsim.kernels.multipass import two_pass as module
+        else:
+            from einsim.kernels.multipass import three_pass as module
+        return module.run(self, q, k, v)
+
+
 def _run(passes: int, q, k, v, causal, window, scale, config, limits=None):
-    spec = get_kernel(f"attention-{passes}pass-fwd")
-    problem = check_tensors(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
-    limits = limits or device_limits(q)
-    config = spec.resolve_config(config, problem, limits)
-    raise_if_unfit(spec.config_reasons(config, problem, limits), spec.name, config, problem)
-    if interpreting():
-        patch_interpreter()
-    if passes == 2:
-        from einsim.kernels.multipass import two_pass as module
-    else:
-        from einsim.kernels.multipass import three_pass as module
-    return module.launch(q, k, v, scale=scale, config=config, problem=problem,
-                         dot_fp32=dot_in_fp32(problem))
+    if isinstance(window, list):
+        window = tuple(window)
+    try:
+        key = (passes, tensor_key(q), tensor_key(k), tensor_key(v), causal, window, scale, config,
+               limits)
+        hash(key)
+    except (AttributeError, TypeError):
+        key = None
+    plan = PLANS.lookup(key) if key is not None else None
+    if plan is None:
+        spec = get_kernel(f"attention-{passes}pass-fwd")
+        problem = check_tensors(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
+        limits = limits or device_limits(q)
+        config = spec.resolve_config(config, problem, limits)
+        raise_if_unfit(spec.config_reasons(config, problem, limits), spec.name, config, problem)
+        if interpreting():
+            patch_interpreter()
+        plan = MultipassPlan(passes, problem, config, scale)
+        if key is not None:
+            PLANS.store(key, plan)
+    return plan.run(q, k, v)
 
 
 def attention_2pass(q, k, v, *, causal: bool = False, window=None, scale=None,

@@ -19,8 +19,9 @@ import math
 import triton
 import triton.language as tl
 
+from einsim.kernels.launch import TritonLaunch
 from einsim.kernels.multipass import inputs, tiles
-from einsim.kernels.multipass.config import MultipassConfig, padded_dims
+from einsim.kernels.multipass.config import padded_dims
 from einsim.kernels.multipass.tiles import LN_2, LOG2_E
 
 # Which statistics pass a launch of _three_pass_statistics runs.
@@ -141,9 +142,9 @@ def _three_pass_output(
     tl.store(Lse + pid_bh * q_len + rows, lse, mask=row_ok)
 
 
-def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
-    """The three passes of the 3-pass kernel on checked inputs. Returns (out, lse)."""
-    block_d, block_dv = padded_dims(problem)
+def run(plan, q, k, v):
+    """The three passes of the 3-pass kernel for a MultipassPlan on checked inputs: (out, lse)."""
+    problem, config = plan.problem, plan.config
     b, hq, nq, nk = problem.batch, problem.q_heads, problem.q_len, problem.kv_len
     gm = inputs.scratch((b * hq, nq), q.device)
     sd = inputs.scratch((b * hq, nq), q.device)
@@ -151,19 +152,27 @@ def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
     scores = inputs.scratch((b * hq, nq, nk), q.device) if config.MATERIALIZE else gm
     out = inputs.empty_output((b, hq, nq, problem.v_head_dim), q.device, q.dtype)
     lse = inputs.empty_output((b, hq, nq), q.device)
-    scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
-    left, right = problem.window or (0, 0)
-    grid = (triton.cdiv(nq, config.BLOCK_M), b * hq)
-    common = dict(MATERIALIZE=config.MATERIALIZE, IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32,
-                  BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
-                  num_warps=config.num_warps, num_stages=config.num_stages)
-    for which in (ROW_MAX, ROW_SUM):
-        _three_pass_statistics[grid](
-            q, k, gm, sd, scores, *q.stride(), *k.stride(),
-            hq, problem.group_size, nq, nk, problem.head_dim, scale * LOG2_E, left, right,
-            PASS=which, **common)
-    _three_pass_output[grid](
-        q, k, v, gm, sd, scores, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        hq, problem.group_size, nq, nk, problem.head_dim, problem.v_head_dim, scale * LOG2_E, left, right,
-        BLOCK_DV=block_dv, **common)
+    statistics_args = (q, k, gm, sd, scores)
+    output_args = (q, k, v, gm, sd, scores, out, lse)
+    if plan.launches is None:
+        block_d, block_dv = padded_dims(problem)
+        scale = 1.0 / math.sqrt(problem.head_dim) if plan.scale is None else float(plan.scale)
+        left, right = problem.window or (0, 0)
+        grid = (triton.cdiv(nq, config.BLOCK_M), b * hq)
+        common = dict(MATERIALIZE=config.MATERIALIZE, IS_CAUSAL=problem.causal,
+                      HAS_WINDOW=problem.window is not None, DOT_FP32=plan.dot_fp32,
+                      BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
+                      num_warps=config.num_warps, num_stages=config.num_stages)
+        plan.launches = tuple(
+            TritonLaunch(_three_pass_statistics, grid, *statistics_args, *q.stride(), *k.stride(),
+                         hq, problem.group_size, nq, nk, problem.head_dim, scale * LOG2_E, left, right,
+                         PASS=which, **common)
+            for which in (ROW_MAX, ROW_SUM)) + (
+            TritonLaunch(_three_pass_output, grid, *output_args, *q.stride(), *k.stride(),
+                         *v.stride(), *out.stride(), hq, problem.group_size, nq, nk, problem.head_dim,
+                         problem.v_head_dim, scale * LOG2_E, left, right, BLOCK_DV=block_dv,
+                         **common),)
+    plan.launches[0](*statistics_args)
+    plan.launches[1](*statistics_args)
+    plan.launches[2](*output_args)
     return out, lse

@@ -20,8 +20,9 @@ import math
 import triton
 import triton.language as tl
 
+from einsim.kernels.launch import TritonLaunch
 from einsim.kernels.multipass import inputs, tiles
-from einsim.kernels.multipass.config import MultipassConfig, padded_dims
+from einsim.kernels.multipass.config import padded_dims
 from einsim.kernels.multipass.tiles import LN_2, LOG2_E
 
 
@@ -143,9 +144,9 @@ def _two_pass_second(
     tl.store(Lse + pid_bh * q_len + rows, lse, mask=row_ok)
 
 
-def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
-    """Both passes of the 2-pass kernel on checked inputs. Returns (out, lse)."""
-    block_d, block_dv = padded_dims(problem)
+def run(plan, q, k, v):
+    """Both passes of the 2-pass kernel for a MultipassPlan on checked inputs: (out, lse)."""
+    problem, config = plan.problem, plan.config
     b, hq, nq, nk = problem.batch, problem.q_heads, problem.q_len, problem.kv_len
     num_key_tiles = triton.cdiv(nk, config.BLOCK_N)
     gm = inputs.scratch((b * hq, nq), q.device)
@@ -157,17 +158,24 @@ def launch(q, k, v, *, scale, config: MultipassConfig, problem, dot_fp32: bool):
         lm = sld = slnv = gm  # never touched
     out = inputs.empty_output((b, hq, nq, problem.v_head_dim), q.device, q.dtype)
     lse = inputs.empty_output((b, hq, nq), q.device)
-    scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
-    left, right = problem.window or (0, 0)
-    grid = (triton.cdiv(nq, config.BLOCK_M), b * hq)
-    common = dict(MATERIALIZE=config.MATERIALIZE, IS_CAUSAL=problem.causal,
-                  HAS_WINDOW=problem.window is not None, DOT_FP32=dot_fp32,
-                  BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
-                  num_warps=config.num_warps, num_stages=config.num_stages)
-    sizes = (hq, problem.group_size, nq, nk, problem.head_dim, problem.v_head_dim, num_key_tiles,
-             scale * LOG2_E, left, right)
-    _two_pass_first[grid](q, k, v, gm, lm, sld, slnv, *q.stride(), *k.stride(), *v.stride(),
-                          *sizes, **common)
-    _two_pass_second[grid](q, k, v, gm, lm, sld, slnv, out, lse, *q.stride(), *k.stride(),
-                           *v.stride(), *out.stride(), *sizes, **common)
+    first_args = (q, k, v, gm, lm, sld, slnv)
+    second_args = (q, k, v, gm, lm, sld, slnv, out, lse)
+    if plan.launches is None:
+        block_d, block_dv = padded_dims(problem)
+        scale = 1.0 / math.sqrt(problem.head_dim) if plan.scale is None else float(plan.scale)
+        left, right = problem.window or (0, 0)
+        grid = (triton.cdiv(nq, config.BLOCK_M), b * hq)
+        common = dict(MATERIALIZE=config.MATERIALIZE, IS_CAUSAL=problem.causal,
+                      HAS_WINDOW=problem.window is not None, DOT_FP32=plan.dot_fp32,
+                      BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
+                      BLOCK_DV=block_dv, num_warps=config.num_warps, num_stages=config.num_stages)
+        sizes = (hq, problem.group_size, nq, nk, problem.head_dim, problem.v_head_dim, num_key_tiles,
+                 scale * LOG2_E, left, right)
+        plan.launches = (
+            TritonLaunch(_two_pass_first, grid, *first_args, *q.stride(), *k.stride(), *v.stride(),
+                         *sizes, **common),
+            TritonLaunch(_two_pass_second, grid, *second_args, *q.stride(), *k.stride(),
+                         *v.stride(), *out.stride(), *sizes, **common))
+    plan.launches[0](*first_args)
+    plan.launches[1](*second_args)
     return out, lse
