@@ -143,14 +143,23 @@ class PlanCache:
         self.hits = 0
         self.misses = 0
 
-    def lookup(self, key: Hashable) -> Any | None:
-        """The plan stored under `key`, or None (a miss: build it and `store` it)."""
-        plan = self._plans.get(key)
+    def find(self, make_key: Callable[[], Hashable]) -> tuple[Hashable | None, Any | None]:
+        """(key, plan) for the call `make_key` describes; plan None on a miss (build it and
+        `store` it). key None when the arguments cannot make a key (not tensors, unhashable
+        options): the caller's checks then say what is wrong, and nothing is cached."""
+        try:
+            key = make_key()
+            plan = self._plans.get(key)
+        except (AttributeError, TypeError):
+            return None, None
         if plan is not None:
             self.hits += 1
-        return plan
+        return key, plan
 
-    def store(self, key: Hashable, plan: Any) -> Any:
+    def store(self, key: Hashable | None, plan: Any) -> Any:
+        """Keep `plan` under `key` (not when key is None) and return it."""
+        if key is None:
+            return plan
         with self._lock:
             self.misses += 1
             self._plans[key] = plan

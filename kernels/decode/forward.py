@@ -35,15 +35,10 @@ class DecodePlan:
 
 def decode_plan(q, k, v, causal=False, window=None, scale=None, config=None, limits=None) -> DecodePlan:
     """The cached plan for these tensors and options (checked and resolved on first use)."""
-    try:
-        key = (tensor_key(q), tensor_key(k), tensor_key(v), causal, window, scale, config, limits)
-        hash(key)
-    except (AttributeError, TypeError):
-        key = None
-    if key is not None:
-        plan = PLANS.lookup(key)
-        if plan is not None:
-            return plan
+    key, plan = PLANS.find(lambda: (tensor_key(q), tensor_key(k), tensor_key(v), causal, window,
+                                    scale, config, limits))
+    if plan is not None:
+        return plan
     spec = get_kernel("decode")
     problem = check_tensors(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
     limits = limits or device_limits(q)
@@ -54,7 +49,7 @@ def decode_plan(q, k, v, causal=False, window=None, scale=None, config=None, lim
     if interpreting():
         patch_interpreter()
     plan = DecodePlan(problem, config, cfg.split_plan(problem, config, limits), scale)
-    return plan if key is None else PLANS.store(key, plan)
+    return PLANS.store(key, plan)
 
 
 def decode_attention(q, k, v, *, causal: bool = False, window=None, scale=None,

@@ -523,17 +523,12 @@ def _check_backward_tensors(problem, q, out, do, lse) -> None:
 def backward_plan(do, q, k, v, out, lse, causal=False, window=None, scale=None, config=None,
                   grads=(None, None, None)) -> BackwardPlan:
     """The cached plan for these tensors and options (checked and resolved on first use)."""
-    try:
-        key = (tensor_key(do), tensor_key(q), tensor_key(k), tensor_key(v), tensor_key(out),
-               tensor_key(lse), causal, window, scale, config,
-               tuple(None if g is None else tensor_key(g) for g in grads))
-        hash(key)
-    except (AttributeError, TypeError):
-        key = None
-    if key is not None:
-        plan = PLANS.lookup(key)
-        if plan is not None:
-            return plan
+    key, plan = PLANS.find(lambda: (
+        tensor_key(do), tensor_key(q), tensor_key(k), tensor_key(v), tensor_key(out),
+        tensor_key(lse), causal, window, scale, config,
+        tuple(None if g is None else tensor_key(g) for g in grads)))
+    if plan is not None:
+        return plan
     problem = check_attention_inputs(q, k, v, kernel="attention-bwd", causal=causal,
                                      window=window, scale=scale)
     config = resolve_config("attention-bwd", config, problem, q.device)
@@ -545,7 +540,7 @@ def backward_plan(do, q, k, v, out, lse, causal=False, window=None, scale=None, 
             for g, t in zip(grads, (q, k, v))]
     plan = BackwardPlan(problem, config, scale,
                         bool(config.tma) and tma_compatible(q, k, v, do, *like))
-    return plan if key is None else PLANS.store(key, plan)
+    return PLANS.store(key, plan)
 
 
 def flash_backward(do, q, k, v, out, lse, *, causal: bool = False, window=None,

@@ -270,22 +270,17 @@ def forward_plan(q, k, v, causal=False, window=None, scale=None, config=None, ou
                  lse=None) -> ForwardPlan:
     """The cached plan for these tensors and options, built (inputs checked, config resolved)
     on first use. Raises ShapeError/ConfigError for bad input, whether cached or not."""
-    try:
-        key = (tensor_key(q), tensor_key(k), tensor_key(v), causal, window, scale, config,
-               None if out is None else tensor_key(out), None if lse is None else tensor_key(lse))
-        hash(key)
-    except (AttributeError, TypeError):  # not tensors, unhashable options: the checks say why
-        key = None
-    if key is not None:
-        plan = PLANS.lookup(key)
-        if plan is not None:
-            return plan
+    key, plan = PLANS.find(lambda: (
+        tensor_key(q), tensor_key(k), tensor_key(v), causal, window, scale, config,
+        None if out is None else tensor_key(out), None if lse is None else tensor_key(lse)))
+    if plan is not None:
+        return plan
     problem = check_attention_inputs(q, k, v, kernel="attention-fwd", causal=causal,
                                      window=window, scale=scale)
     config = resolve_config("attention-fwd", config, problem, q.device)
     plan = ForwardPlan(problem, config, scale,
                        bool(config.tma) and tma_compatible(q, k, v))
-    return plan if key is None else PLANS.store(key, plan)
+    return PLANS.store(key, plan)
 
 
 def flash_forward(q, k, v, *, causal: bool = False, window=None, scale: float | None = None,

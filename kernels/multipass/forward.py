@@ -37,13 +37,8 @@ class MultipassPlan:
 def _run(passes: int, q, k, v, causal, window, scale, config, limits=None):
     if isinstance(window, list):
         window = tuple(window)
-    try:
-        key = (passes, tensor_key(q), tensor_key(k), tensor_key(v), causal, window, scale, config,
-               limits)
-        hash(key)
-    except (AttributeError, TypeError):
-        key = None
-    plan = PLANS.lookup(key) if key is not None else None
+    key, plan = PLANS.find(lambda: (passes, tensor_key(q), tensor_key(k), tensor_key(v), causal,
+                                    window, scale, config, limits))
     if plan is None:
         spec = get_kernel(f"attention-{passes}pass-fwd")
         problem = check_tensors(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
@@ -53,8 +48,7 @@ def _run(passes: int, q, k, v, causal, window, scale, config, limits=None):
         if interpreting():
             patch_interpreter()
         plan = MultipassPlan(passes, problem, config, scale)
-        if key is not None:
-            PLANS.store(key, plan)
+        PLANS.store(key, plan)
     return plan.run(q, k, v)
 
 
