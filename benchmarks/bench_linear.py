@@ -191,65 +191,59 @@ def softmax_backward(case):
 
 
 VARIANTS = {
-    # name: (algorithm, decay, (forward builder, backward builder))
+    # name: (algorithm, decay, (forward builder, backward builder)); ours first (fla compares
+    # its forward output with ours of the same decay)
     "einsim-linear": ("linear", "none", ours(None)),
-    "fla-chunk_linear_attn": ("linear", "none", fla_variant(lambda case: fla_linear)),
     "einsim-linear-decay": ("linear", "lightning", ours("lightning")),
+    "einsim-softmax": ("softmax", "causal", (softmax_forward, softmax_backward)),
+    "fla-chunk_linear_attn": ("linear", "none", fla_variant(lambda case: fla_linear)),
     "fla-chunk_simple_gla": ("linear", "lightning", fla_variant(lambda case: fla_simple_gla(case.slope))),
     "einsim-linear-retention": ("linear", "retention", ours("retention")),
     "fla-chunk_retention": ("linear", "retention", fla_variant(lambda case: fla_retention)),
-    "einsim-softmax": ("softmax", "causal", (softmax_forward, softmax_backward)),
 }
 OURS_FOR = {"none": "einsim-linear", "lightning": "einsim-linear-decay", "retention": "einsim-linear-retention"}
 
 
 # -- correctness ----------------------------------------------------------------------------------------
-def check_case(case: Case, rows: list[dict]) -> None:
-    """Ours against the fp32 oracle (a slice of heads, N <= CHECK_MAX_LENGTH) and against fla."""
+def check_case(case: Case, rows: list[dict], decays: tuple[str, ...]) -> None:
+    """Ours against the fp32 oracle on a slice of heads (N <= CHECK_MAX_LENGTH): output, final
+    state and gradients. fla is compared with ours where it is timed (time_case)."""
+    if case.length > CHECK_MAX_LENGTH:
+        return
     heads = slice(0, CHECK_HEADS)
-    for decay in ("none", "lightning", "retention"):
-        slope = {"none": None, "lightning": case.slope, "retention": case.retention_slope}[decay]
-        for what in ("forward", "backward", "final_state", "fla_forward"):
-            if time.time() > DEADLINE[0]:
-                return
-            row = {"kind": "check", "what": what, "decay": decay, "N": case.length, "backend": OURS_FOR[decay]}
-            try:
-                if what == "fla_forward":
-                    fla_name = {"none": "fla-chunk_linear_attn", "lightning": "fla-chunk_simple_gla",
-                                "retention": "fla-chunk_retention"}[decay]
-                    row["backend"] = f"{OURS_FOR[decay]} vs {fla_name}"
-                    q, k, v, _ = case.fla
-                    theirs = to_ours(VARIANTS[fla_name][2][0](case)())
-                    mine = linear_forward(case.q, case.k, case.v, decay=slope)[0]
-                    row["error"] = relative_error(mine, theirs)
-                elif case.length > CHECK_MAX_LENGTH:
-                    continue
-                else:
-                    q, k, v, do = (t[:1, heads] for t in (case.q, case.k, case.v, case.do))
-                    part = None if slope is None else slope[heads].contiguous()
-                    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
-                    mine, final = linear_attention(*leaves, decay=part, output_final_state=True)
-                    ref_leaves = [t.detach().float().requires_grad_(True) for t in (q, k, v)]
-                    want, want_state = linear_attention_reference_torch(*ref_leaves, feature_map=None,
-                                                                        scale=HEAD_DIM ** -0.5, decay=part,
-                                                                        dtype=torch.float32)
-                    if what == "forward":
-                        row["error"] = relative_error(mine, want)
-                    elif what == "final_state":
-                        row["error"] = relative_error(final, want_state)
-                    else:
-                        got = torch.autograd.grad(mine, leaves, do)
-                        expected = torch.autograd.grad(want, ref_leaves, do.float())
-                        row["error"] = max(relative_error(g, e) for g, e in zip(got, expected))
-                row["ok"] = bool(row["error"] <= TOLERANCE)
-            except Exception as error:  # fla refusing to run, out of memory: recorded, not fatal
-                row["ok"] = False
-                row["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    for decay in decays:
+        if time.time() > DEADLINE[0]:
+            return
+        slope = slope_for(case, decay)
+        base = {"kind": "check", "decay": decay, "N": case.length, "backend": OURS_FOR[decay]}
+        try:
+            q, k, v, do = (t[:1, heads] for t in (case.q, case.k, case.v, case.do))
+            part = None if slope is None else slope[heads].contiguous()
+            leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+            mine, final = linear_attention(*leaves, decay=part, output_final_state=True)
+            ref_leaves = [t.detach().float().requires_grad_(True) for t in (q, k, v)]
+            want, want_state = linear_attention_reference_torch(*ref_leaves, feature_map=None,
+                                                                scale=HEAD_DIM ** -0.5, decay=part,
+                                                                dtype=torch.float32)
+            got = torch.autograd.grad(mine, leaves, do)
+            expected = torch.autograd.grad(want, ref_leaves, do.float())
+            errors = {"forward": relative_error(mine, want), "final_state": relative_error(final, want_state),
+                      "backward": max(relative_error(g, e) for g, e in zip(got, expected))}
+            found = [{**base, "what": what, "error": error, "ok": bool(error <= TOLERANCE)}
+                     for what, error in errors.items()]
+        except Exception as error:  # out of memory, a compile failure: recorded, not fatal
+            found = [{**base, "what": "all", "ok": False,
+                      "failure": f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"}]
+        for row in found:
             rows.append(row)
-            print(f"  check {what:12s} {row['backend']:48s} N={case.length:6d} "
-                  f"error={row.get('error', float('nan')):.2e} {'ok' if row.get('ok') else 'FAIL ' + row.get('failure', '')}",
+            print(f"  check {row['what']:12s} {row['backend']:26s} N={case.length:6d} "
+                  f"error={row.get('error', float('nan')):.2e} {'ok' if row['ok'] else 'FAIL ' + row.get('failure', '')}",
                   flush=True)
-            empty_cache()
+        empty_cache()
+
+
+def slope_for(case: Case, decay: str):
+    return {"none": None, "causal": None, "lightning": case.slope, "retention": case.retention_slope}[decay]
 
 
 def check_decode(rows: list[dict]) -> None:
@@ -282,6 +276,7 @@ def check_decode(rows: list[dict]) -> None:
 
 # -- timing ------------------------------------------------------------------------------------------------
 def time_case(case: Case, rows: list[dict], names: list[str]) -> None:
+    ours_outputs: dict[str, torch.Tensor] = {}
     for direction, index in (("fwd", 0), ("bwd", 1)):
         for name in names:
             if time.time() > DEADLINE[0]:
@@ -291,8 +286,15 @@ def time_case(case: Case, rows: list[dict], names: list[str]) -> None:
                    "N": case.length, "B": case.batch, "H": HEADS, "D": HEAD_DIM}
             try:
                 fn = builders[index](case)
-                fn()
+                result = fn()
                 synchronize()
+                if direction == "fwd" and algorithm == "linear":
+                    output = result[0] if isinstance(result, tuple) else result
+                    if name.startswith("einsim"):
+                        ours_outputs[decay] = output
+                    elif decay in ours_outputs:  # fla's [B, N, H, D] against ours [B, H, N, D]
+                        row["error_vs_ours"] = relative_error(to_ours(output), ours_outputs[decay])
+                del result
                 row["ms"] = time_ms(fn)
                 if algorithm == "linear":
                     work = forward_flops(case.problem) if direction == "fwd" else backward_flops(case.problem)
@@ -305,6 +307,8 @@ def time_case(case: Case, rows: list[dict], names: list[str]) -> None:
                 row["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
             rows.append(row)
             shown = f"{row['ms']:8.3f} ms {row['tflops']:6.1f} TFLOP/s" if "ms" in row else "FAILED " + row["failure"]
+            if "error_vs_ours" in row:
+                shown += f"  ‖fla − ours‖/‖ours‖ = {row['error_vs_ours']:.2e}"
             print(f"  {direction} {name:26s} N={case.length:6d} B={case.batch:3d} {shown}", flush=True)
             empty_cache()
 
@@ -362,12 +366,12 @@ def sweep(case: Case, rows: list[dict], direction: str) -> None:
     if direction == "fwd":
         base = default_config(problem)
         grid = [LinearConfig(CHUNK=c, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=st)
-                for c in (64, 128) for b in (64, 128) for s in sorted({0, 1024, 4096, base.SEGMENT})
+                for s in sorted({1024, 4096, base.SEGMENT}) for c, b in ((64, 64), (64, 128), (128, 64))
                 for w in (4, 8) for st in (2, 3)]
     else:
         base = backward_default_config(problem)
         grid = [LinearBackwardConfig(CHUNK=c, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=2, store_states=store)
-                for c in (64,) for b in (64, 128) for s in sorted({0, 1024, 4096, base.SEGMENT})
+                for s in sorted({1024, 4096, base.SEGMENT}) for c, b in ((64, 64), (64, 128))
                 for w in (4, 8) for store in (True, False)]
     best = None
     for config in grid:
@@ -455,8 +459,8 @@ def main(argv=None) -> int:
     parser.add_argument("--head-dim", type=int, default=HEAD_DIM)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--sweep", action="store_true", help="also time a grid of configs at the first two "
-                                                             "lengths given")
+    parser.add_argument("--sweep", action="store_true", help="then time a grid of configs at the first "
+                                                             "length given (until --budget-s)")
     parser.add_argument("--no-check", action="store_true")
     parser.add_argument("--budget-s", type=float, default=float("inf"),
                         help="stop starting new measurements after this many seconds")
@@ -486,7 +490,8 @@ def main(argv=None) -> int:
         try:
             case = Case(length)
             if not args.no_check:
-                check_case(case, rows)
+                check_case(case, rows, tuple(dict.fromkeys(VARIANTS[n][1] for n in names
+                                                            if n.startswith("einsim-linear"))))
             time_case(case, rows, names)
             del case
             empty_cache()
@@ -497,12 +502,11 @@ def main(argv=None) -> int:
     time_decode(rows)
     write_csv(args.csv, rows)
     if args.sweep:
-        for length in (lengths[0], lengths[1] if len(lengths) > 1 else lengths[0]):
-            case = Case(length)
-            for direction in ("fwd", "bwd"):
-                sweep(case, rows, direction)
-                write_csv(args.csv, rows)
-            del case
+        case = Case(lengths[0])
+        for direction in ("fwd", "bwd"):
+            sweep(case, rows, direction)
+            write_csv(args.csv, rows)
+        del case
     write_csv(args.csv, rows)
     if args.csv:
         print(f"wrote {args.csv}")

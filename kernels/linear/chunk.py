@@ -119,7 +119,9 @@ def _chunk_walk(
         keep = local[None, :] >= local[:, None]
     else:
         keep = local[None, :] <= local[:, None]
-    distance = tl.abs(local[:, None] - local[None, :]).to(tl.float32)
+    if HAS_DECAY:
+        # g^|i-j| on the kept triangle, 0 elsewhere: the same for every chunk of the walk
+        weights = tl.where(keep, tl.math.exp2(-rate * tl.abs(local[:, None] - local[None, :]).to(tl.float32)), 0.0)
 
     chunks = tl.cdiv(length, CHUNK)
     first = segment * segment_chunks
@@ -139,7 +141,7 @@ def _chunk_walk(
                      IO_DTYPE, DOT_FP32)
         scores = tl.dot(_operand(a, IO_DTYPE, DOT_FP32), tl.trans(_operand(b, IO_DTYPE, DOT_FP32)))
         if HAS_DECAY:
-            scores = tl.where(keep, scores * tl.math.exp2(-rate * distance), 0.0)
+            scores = scores * weights
             # the state enters row i decayed by its distance from the chunk's start (end, reversed)
             if REVERSE:
                 lead = span - 1 - local
