@@ -150,5 +150,24 @@ decode = _register_forward_only("decode", "decode", _decode)
 attention_2pass = _register_forward_only("attention_2pass", "attention-2pass-fwd", _two_pass)
 attention_3pass = _register_forward_only("attention_3pass", "attention-3pass-fwd", _three_pass)
 
+@custom_op(f"{NAMESPACE}::decode_paged", mutates_args=())
+def decode_paged(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                 cache_seqlens: torch.Tensor, block_table: torch.Tensor | None = None,
+                 causal: bool = False, scale: float | None = None,
+                 config_json: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of serving decode (`decode-paged`): per-sequence lengths, paged cache."""
+    from einsim.kernels.decode.forward import decode_paged as run
+
+    return run(q, k_cache, v_cache, cache_seqlens, block_table, causal=causal, scale=scale,
+               config=_config("decode-paged", config_json))
+
+
+@decode_paged.register_fake
+def _(q, k_cache, v_cache, cache_seqlens, block_table=None, causal=False, scale=None,
+      config_json=None):
+    out_shape, lse_shape = _out_shapes(q, v_cache)
+    return q.new_empty(out_shape), q.new_empty(lse_shape, dtype=torch.float32)
+
+
 __all__ = ["attention_2pass", "attention_3pass", "attention_backward", "attention_forward",
-           "config_json", "decode"]
+           "config_json", "decode", "decode_paged"]

@@ -33,6 +33,16 @@ def test_operators_pass_opcheck():
                            ops.config_json(BACKWARD)))
     torch.library.opcheck(torch.ops.einsim.decode.default, (q[:, :, :1], k, v, False, None, None,
                                                             None))
+    from einsim.kernels.decode import config as decode_config
+    from einsim.problem import Problem
+
+    served = decode_config.make_paged_inputs(
+        Problem(batch=2, q_heads=2, kv_heads=1, q_len=1, kv_len=20, head_dim=16, dtype="fp16"),
+        device=DEVICE, page_size=8, cache_seqlens=[20, 3])
+    paged = ops.config_json(decode_config.PagedDecodeConfig(BLOCK_N=16, num_stages=1, PROGRAMS=2))
+    torch.library.opcheck(torch.ops.einsim.decode_paged.default,
+                          (served["q"], served["k_cache"], served["v_cache"],
+                           served["cache_seqlens"], served["block_table"], False, None, paged))
     multipass = ops.config_json(MultipassConfig(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=1))
     torch.library.opcheck(torch.ops.einsim.attention_2pass.default,
                           (q, k, v, True, [3, 0], None, multipass),

@@ -156,3 +156,15 @@ def test_compiled_kernel_is_launched_directly_after_the_first_call(monkeypatch):
 def test_a_launch_must_name_every_kernel_parameter():
     with pytest.raises(ConfigError, match="missing \\['BLOCK'\\]"):
         launch.TritonLaunch(_StubKernel(), (1,), torch.zeros(1), 1, torch.zeros(1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_kernels_take_the_direct_launch_on_this_triton():
+    launch.clear_plans()
+    q, k, v = make_qkv(1, 2, 1, 300, 300, 64, "bf16")
+    forward.flash_forward(q, k, v, causal=True)
+    out, lse = forward.flash_forward(q, k, v, causal=True)
+    (plan,) = forward.PLANS._plans.values()
+    assert plan.launch.fast, f"Triton {triton.__version__}: direct launch unavailable"
+    assert_forward_matches(out, lse, q, k, v, causal=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from einsim.kernels.multipass.config import PassTraffic, TrafficKernelSpec
 from einsim.problem import Problem
 from einsim.kernels.limits import DeviceLimits, next_power_of_two, padded_head_dim, shared_memory_reasons
-from einsim.kernels.registry import register
+from einsim.kernels.registry import KernelSpec, register
 
 STATS_BYTES = 4  # partial max, sum and numerator are fp32 in HBM
 MIN_TILES_PER_SPLIT = 4  # below this a split spends more on its prologue and partials than on keys
@@ -249,3 +249,153 @@ DECODE = register(TrafficKernelSpec(
     pass_traffic=pass_traffic,
     passes=1,
 ))
+
+
+# -- serving decode: per-sequence lengths, paged cache, stream-K split (kernels/decode/paged.py) --
+DEFAULT_PAGE_SIZE = 16  # what make_paged_inputs pages a cache into (vLLM's default block size)
+
+
+@dataclass(frozen=True)
+class PagedDecodeConfig:
+    """One launch of the serving decode kernel. BLOCK_N keys per tile (a tile may span pages:
+    each key finds its page in the block table); PROGRAMS: the split pass's fixed grid (None:
+    the device's SMs times the programs one SM holds, `paged_programs`). The packed row tile
+    (GQA group x query tokens) is sized from the problem, as in `decode`."""
+
+    BLOCK_N: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    PROGRAMS: int | None = None
+
+
+def paged_block_m(problem: Problem) -> int:
+    return min(64, max(16, next_power_of_two(packed_rows(problem))))
+
+
+def paged_shared_memory_bytes(config: PagedDecodeConfig, problem: Problem) -> int:
+    as_decode = DecodeConfig(BLOCK_M=paged_block_m(problem), BLOCK_N=config.BLOCK_N,
+                             num_warps=config.num_warps, num_stages=config.num_stages)
+    return shared_memory_bytes(as_decode, problem)
+
+
+def paged_programs(problem: Problem, config: PagedDecodeConfig,
+                   limits: DeviceLimits | None = None) -> int:
+    """The split pass's grid: config.PROGRAMS, else SMs x resident programs per SM (so one
+    wave covers the device and every program gets an equal share of the key tiles)."""
+    if config.PROGRAMS:
+        return config.PROGRAMS
+    as_decode = DecodeConfig(BLOCK_M=paged_block_m(problem), BLOCK_N=config.BLOCK_N,
+                             num_warps=config.num_warps, num_stages=config.num_stages)
+    limits = limits or DeviceLimits.h100()
+    return limits.sm_count * programs_per_sm(as_decode, problem, limits)
+
+
+def paged_default_config(problem: Problem) -> PagedDecodeConfig:
+    return PagedDecodeConfig(BLOCK_N=64 if padded_head_dim(problem.head_dim) <= 128 else 32)
+
+
+def paged_check_config(config: PagedDecodeConfig, problem: Problem,
+                       limits: DeviceLimits | None = None) -> list[str]:
+    if not isinstance(config, PagedDecodeConfig):
+        return [f"expected a PagedDecodeConfig, got {type(config).__name__}"]
+    reasons = []
+    if config.BLOCK_N not in (16, 32, 64, 128):
+        reasons.append(f"BLOCK_N={config.BLOCK_N}: expected 16, 32, 64 or 128")
+    if config.num_warps not in (1, 2, 4, 8):
+        reasons.append(f"num_warps={config.num_warps}: expected 1, 2, 4 or 8")
+    if not 1 <= config.num_stages <= 6:
+        reasons.append(f"num_stages={config.num_stages}: expected 1 to 6")
+    if config.PROGRAMS is not None and not 1 <= config.PROGRAMS <= 65536:
+        reasons.append(f"PROGRAMS={config.PROGRAMS}: expected None (automatic) or 1 to 65536")
+    if problem.q_len > 64:
+        reasons.append(f"q_len={problem.q_len}: serving decode takes at most 64 query tokens per "
+                       "sequence; use attention-fwd")
+    if problem.window is not None:
+        reasons.append("window: serving decode has no sliding window (use decode)")
+    if not 16 <= problem.head_dim <= 256 or not 16 <= problem.v_head_dim <= 256:
+        reasons.append(f"head dims {problem.head_dim}/{problem.v_head_dim}: expected 16 to 256")
+    if not reasons:
+        reasons += shared_memory_reasons(paged_shared_memory_bytes(config, problem), limits)
+    return reasons
+
+
+def paged_search_space(problem: Problem, limits: DeviceLimits | None = None) -> list[PagedDecodeConfig]:
+    configs = [PagedDecodeConfig(BLOCK_N=bn, num_warps=w, num_stages=st)
+               for bn in (32, 64, 128) for w in (2, 4, 8) for st in (2, 3, 4)]
+    return [c for c in configs if not paged_check_config(c, problem, limits)]
+
+
+def make_paged_inputs(problem: Problem, dtype: str | None = None, device: str = "cuda",
+                      seed: int = 0, *, page_size: int = DEFAULT_PAGE_SIZE, cache_seqlens=None):
+    """Random q and a paged KV cache for `problem` (every sequence kv_len long unless
+    `cache_seqlens` says otherwise), pages of one sequence scattered over the pool (a shuffled
+    block table, as a serving engine's allocator leaves them). Also returns dense per-sequence
+    k/v views for references: {"q", "k_cache", "v_cache", "block_table", "cache_seqlens",
+    "causal", "scale"}. Imports torch."""
+    import torch
+
+    from einsim.kernels.registry import make_attention_inputs
+
+    dense = make_attention_inputs(problem, dtype, device, seed)
+    lengths = [problem.kv_len] * problem.batch if cache_seqlens is None else list(cache_seqlens)
+    pages_per_seq = -(-problem.kv_len // page_size)
+    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+    order = torch.randperm(problem.batch * pages_per_seq, generator=generator)
+    table = order.view(problem.batch, pages_per_seq).to(torch.int32)
+    pool_shape = (problem.batch * pages_per_seq, page_size, problem.kv_heads)
+    k_cache = dense["k"].new_zeros(*pool_shape, problem.head_dim)
+    v_cache = dense["v"].new_zeros(*pool_shape, problem.v_head_dim)
+    padded = pages_per_seq * page_size
+    for name, cache in (("k", k_cache), ("v", v_cache)):
+        tensor = dense[name]  # [B, Hkv, N, D] -> pages [B, pages, page_size, Hkv, D]
+        full = tensor.new_zeros(problem.batch, problem.kv_heads, padded, tensor.shape[-1])
+        full[:, :, :problem.kv_len] = tensor
+        pages = full.view(problem.batch, problem.kv_heads, pages_per_seq, page_size, -1)
+        cache[table.long().to(cache.device)] = pages.permute(0, 2, 3, 1, 4)
+    return {"q": dense["q"], "k": dense["k"], "v": dense["v"], "k_cache": k_cache,
+            "v_cache": v_cache, "block_table": table.to(device),
+            "cache_seqlens": torch.tensor(lengths, dtype=torch.int32, device=device),
+            "causal": problem.causal, "scale": None}
+
+
+DECODE_PAGED = register(KernelSpec(
+    name="decode-paged",
+    cascade="decode-splitkv",
+    config_type=PagedDecodeConfig,
+    default_config=paged_default_config,
+    search_space=paged_search_space,
+    check_config=paged_check_config,
+    shared_memory_bytes=paged_shared_memory_bytes,
+    launcher="einsim.kernels.decode.forward:launch_paged",
+    min_bytes=min_bytes,
+    make_inputs=make_paged_inputs,
+    description="serving decode: per-sequence cache lengths, paged KV cache (block table), GQA, "
+                "several query tokens; stream-K split balanced over unequal lengths, then merged",
+))
+
+
+def stream_k_pieces(lengths, kv_segments: int, block_n: int, programs: int,
+                    min_tiles: int = MIN_TILES_PER_SPLIT) -> list[list[tuple[int, int, int]]]:
+    """The Python twin of the serving kernel's schedule (paged.py `_schedule`): for each program,
+    its pieces as (segment, first tile, tiles). Segments are (sequence, KV head, row tile) in
+    order; `lengths` the per-sequence cache lengths. Every program gets ceil(T / P') tiles or
+    fewer (T the total, P' <= programs the programs with work): balanced however unequal."""
+    tiles = [-(-max(0, n) // block_n) for n in lengths]
+    total = sum(t * kv_segments for t in tiles)
+    active = min(programs, max(1, -(-total // min_tiles)))
+    chunk = max(1, -(-total // active))
+    starts, unit = [], 0
+    for b, t in enumerate(tiles):
+        for seg in range(kv_segments):
+            starts.append((b * kv_segments + seg, unit, t))
+            unit += t
+    result = []
+    for p in range(programs):
+        lo, hi = p * chunk, min((p + 1) * chunk, total) if p < active else p * chunk
+        pieces = []
+        for segment, first, t in starts:
+            a, z = max(lo, first), min(hi, first + t)
+            if a < z:
+                pieces.append((segment, a - first, z - a))
+        result.append(pieces)
+    return result

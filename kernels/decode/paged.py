@@ -1,0 +1,255 @@
+"""Serving-shaped decode (`decode-paged`): the `decode-splitkv` cascade over a KV cache whose
+sequences have their own lengths (`cache_seqlens`), optionally paged (a block table into a pool
+of fixed-size pages, the vLLM/FlashInfer layout), with GQA and several query tokens per sequence
+(speculative decoding), split so that every program gets the same number of key tiles however
+unequal the lengths are (stream-K, as Lean Attention partitions decode).
+
+Work units are key tiles of one (sequence, KV head, row tile) segment, laid end to end over the
+batch. The split pass runs a fixed grid of P programs (the device's SMs times the programs one
+SM holds: static, so a CUDA graph can capture it); each reads `cache_seqlens` on the GPU,
+derives the same schedule (total units T, chunk = ceil(T / P') with P' <= P programs of at least
+MIN_TILES units each) and walks its contiguous chunk, which may cross segment boundaries: for
+each piece it writes a partial (running max, sum, numerator) to slot `segment + program` (pieces
+in chunk order make that index strictly increase, so slots never collide and number at most
+segments + P). The merge pass, one program per segment, finds the programs that covered it from
+the same schedule, rescales their partials to the common max and writes O and the log-sum-exp.
+No host synchronisation, no dependence of the grid on the lengths. docs/kernels.md § Serving
+decode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import triton
+import triton.language as tl
+
+from einsim.kernels.decode.config import MIN_TILES_PER_SPLIT
+from einsim.kernels.launch import TritonLaunch
+from einsim.kernels.limits import padded_head_dim
+from einsim.kernels.multipass import inputs
+
+LOG2_E = 1.4426950408889634
+LN_2_VALUE = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _schedule(Seqlens, batch, kv_segments, capacity, num_programs,
+              BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, MIN_TILES: tl.constexpr):
+    """Per-sequence lengths (clamped to the cache's capacity) and tiles, the running unit count
+    at the end of each sequence, the total, the programs that get work and their chunk."""
+    offs_b = tl.arange(0, BLOCK_B)
+    lens = tl.load(Seqlens + offs_b, mask=offs_b < batch, other=0).to(tl.int32)
+    lens = tl.minimum(tl.maximum(lens, 0), capacity)
+    tiles = (lens + BLOCK_N - 1) // BLOCK_N
+    units = tiles * kv_segments
+    ends = tl.cumsum(units, 0)
+    total = tl.sum(units, 0)
+    programs = tl.minimum(num_programs, tl.maximum((total + MIN_TILES - 1) // MIN_TILES, 1))
+    chunk = tl.maximum((total + programs - 1) // programs, 1)
+    return offs_b, lens, tiles, ends, total, programs, chunk
+
+
+@triton.jit
+def _pick(offs_b, b, values):
+    """values[b] of a [BLOCK_B] vector, as a scalar."""
+    return tl.sum(tl.where(offs_b == b, values, 0), 0)
+
+
+@triton.jit
+def _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
+                 stride_page, stride_row, PAGED: tl.constexpr):
+    """Element offsets of keys `cols` of sequence b: through the block table when paged (page
+    = table[b, j // page_size], row j % page_size), else batch b, row j."""
+    if PAGED:
+        page = tl.load(BlockTable + b * stride_tb + (cols // page_size) * stride_tp,
+                       mask=col_ok, other=0).to(tl.int64)
+        return page * stride_page + (cols % page_size).to(tl.int64) * stride_row
+    else:
+        return b.to(tl.int64) * stride_page + cols.to(tl.int64) * stride_row
+
+
+@triton.jit
+def _paged_split(
+    Q, K, V, BlockTable, Seqlens, PM, PL, PACC,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kp, stride_kr, stride_kh, stride_kd,
+    stride_vp, stride_vr, stride_vh, stride_vd,
+    stride_tb, stride_tp,
+    batch, kv_heads, group, q_len, rows_total, row_tiles, head_dim, v_head_dim,
+    page_size, capacity, num_programs, scale_log2,
+    PAGED: tl.constexpr, IS_CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_B: tl.constexpr, MIN_TILES: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    kv_segments = kv_heads * row_tiles
+    offs_b, lens, tiles, ends, total, programs, chunk = _schedule(
+        Seqlens, batch, kv_segments, capacity, num_programs, BLOCK_N, BLOCK_B, MIN_TILES)
+    start = pid * chunk
+    end = tl.minimum(start + chunk, total)
+    end = tl.where(pid < programs, end, start)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    while start < end:
+        # The segment holding unit `start`: its sequence, KV head, row tile, first tile.
+        b = tl.sum((ends <= start).to(tl.int32), 0)
+        len_b = _pick(offs_b, b, lens)
+        tiles_b = _pick(offs_b, b, tiles)
+        first_unit = _pick(offs_b, b, ends) - tiles_b * kv_segments
+        segment = (start - first_unit) // tiles_b
+        first_tile = start - first_unit - segment * tiles_b
+        stop = tl.minimum(end, first_unit + (segment + 1) * tiles_b)
+        kv_head = segment // row_tiles
+        rows = (segment - kv_head * row_tiles) * BLOCK_M + offs_m
+        row_ok = rows < rows_total
+        qg = rows // q_len
+        qi = rows - qg * q_len
+        position = len_b - q_len + qi  # key position of each query row (bottom-right aligned)
+        q = tl.load(Q + b.to(tl.int64) * stride_qb + (kv_head * group + qg)[:, None] * stride_qh
+                    + qi[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                    mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+        if DOT_FP32:
+            q = q.to(tl.float32)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+        for tile in tl.range(first_tile, first_tile + (stop - start)):
+            cols = tile * BLOCK_N + offs_n
+            col_ok = cols < len_b
+            k_rows = _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
+                                  stride_kp, stride_kr, PAGED)
+            kt = tl.load(K + kv_head * stride_kh + k_rows[None, :] + offs_d[:, None] * stride_kd,
+                         mask=col_ok[None, :] & (offs_d[:, None] < head_dim), other=0.0)
+            if DOT_FP32:
+                qk = tl.dot(q, kt.to(tl.float32))
+            else:
+                qk = tl.dot(q, kt)
+            visible = col_ok[None, :] & row_ok[:, None]
+            if IS_CAUSAL:
+                visible = visible & (cols[None, :] <= position[:, None])
+            qk = tl.where(visible, qk * scale_log2, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_safe)
+            p = tl.exp2(qk - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v_rows = _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
+                                  stride_vp, stride_vr, PAGED)
+            v = tl.load(V + kv_head * stride_vh + v_rows[:, None] + offs_dv[None, :] * stride_vd,
+                        mask=col_ok[:, None] & (offs_dv[None, :] < v_head_dim), other=0.0)
+            acc = acc * alpha[:, None]
+            if DOT_FP32:
+                acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc)
+            else:
+                acc = tl.dot(p.to(v.dtype), v, acc)
+            m_i = m_new
+        slot = (b * kv_segments + segment + pid).to(tl.int64)
+        tl.store(PM + slot * BLOCK_M + offs_m, m_i)
+        tl.store(PL + slot * BLOCK_M + offs_m, l_i)
+        tl.store(PACC + (slot * BLOCK_M + offs_m)[:, None] * BLOCK_DV + offs_dv[None, :], acc)
+        start = stop
+
+
+@triton.jit
+def _paged_merge(
+    Seqlens, PM, PL, PACC, Out, Lse,
+    stride_ob, stride_oh, stride_om, stride_od,
+    batch, kv_heads, group, q_len, rows_total, row_tiles, v_head_dim, capacity, num_programs,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_B: tl.constexpr,
+    MIN_TILES: tl.constexpr,
+):
+    s = tl.program_id(0)
+    kv_segments = kv_heads * row_tiles
+    b = s // kv_segments
+    segment = s - b * kv_segments
+    offs_b, lens, tiles, ends, total, programs, chunk = _schedule(
+        Seqlens, batch, kv_segments, capacity, num_programs, BLOCK_N, BLOCK_B, MIN_TILES)
+    tiles_b = _pick(offs_b, b, tiles)
+    first = _pick(offs_b, b, ends) - tiles_b * kv_segments + segment * tiles_b
+    p_first = first // chunk
+    pieces = tl.where(tiles_b > 0, (first + tiles_b - 1) // chunk - p_first + 1, 0)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_sum = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    for i in range(0, pieces):
+        slot = (s + p_first + i).to(tl.int64)
+        pm = tl.load(PM + slot * BLOCK_M + offs_m)
+        pl = tl.load(PL + slot * BLOCK_M + offs_m)
+        pacc = tl.load(PACC + (slot * BLOCK_M + offs_m)[:, None] * BLOCK_DV + offs_dv[None, :])
+        m_new = tl.maximum(m, pm)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m - m_safe)
+        weight = tl.exp2(pm - m_safe)
+        l_sum = l_sum * alpha + weight * pl
+        acc = acc * alpha[:, None] + weight[:, None] * pacc
+        m = m_new
+    empty = l_sum == 0.0
+    out = acc / tl.where(empty, 1.0, l_sum)[:, None]
+    lse = tl.where(empty, float("-inf"),
+                   (tl.where(m == float("-inf"), 0.0, m) + tl.log2(tl.where(empty, 1.0, l_sum)))
+                   * LN_2_VALUE)
+    kv_head = segment // row_tiles
+    rows = (segment - kv_head * row_tiles) * BLOCK_M + offs_m
+    row_ok = rows < rows_total
+    qg = rows // q_len
+    qi = rows - qg * q_len
+    head = kv_head * group + qg
+    o_ptrs = (Out + b.to(tl.int64) * stride_ob + head[:, None] * stride_oh + qi[:, None] * stride_om
+              + offs_dv[None, :] * stride_od)
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty),
+             mask=row_ok[:, None] & (offs_dv[None, :] < v_head_dim))
+    tl.store(Lse + (b.to(tl.int64) * kv_heads * group + head) * q_len + qi, lse, mask=row_ok)
+
+
+def run(plan, q, k_cache, v_cache, cache_seqlens, block_table):
+    """Split pass then merge of a PagedDecodePlan on checked inputs. Returns (out, lse)."""
+    out = inputs.empty_output(plan.out_shape, q.device, q.dtype)
+    lse = inputs.empty_output(plan.out_shape[:3], q.device)
+    pm = inputs.scratch((plan.slots, plan.block_m), q.device)
+    pl = inputs.scratch((plan.slots, plan.block_m), q.device)
+    pacc = inputs.scratch((plan.slots, plan.block_m, plan.block_dv), q.device)
+    table = block_table if block_table is not None else cache_seqlens  # never read unpaged
+    split_args = (q, k_cache, v_cache, table, cache_seqlens, pm, pl, pacc)
+    merge_args = (cache_seqlens, pm, pl, pacc, out, lse)
+    if plan.launches is None:
+        plan.launches = _make_launches(plan, q, k_cache, v_cache, table, out, split_args,
+                                       merge_args)
+    plan.launches[0](*split_args)
+    plan.launches[1](*merge_args)
+    return out, lse
+
+
+def cache_strides(cache, paged: bool) -> tuple[int, int, int, int]:
+    """(page or batch, row, head, dim) strides of a paged [pages, page_size, Hkv, D] cache or a
+    contiguous [B, Hkv, N, D] one."""
+    s = cache.stride()
+    return (s[0], s[1], s[2], s[3]) if paged else (s[0], s[2], s[1], s[3])
+
+
+def _make_launches(plan, q, k_cache, v_cache, table, out, split_args, merge_args):
+    problem, config = plan.problem, plan.config
+    scale = 1.0 / math.sqrt(problem.head_dim) if plan.scale is None else float(plan.scale)
+    table_strides = (table.stride(0), table.stride(1)) if plan.paged else (0, 0)
+    sizes = (problem.batch, problem.kv_heads, problem.group_size, problem.q_len, plan.rows,
+             plan.row_tiles)
+    block_b = max(16, triton.next_power_of_2(problem.batch))
+    split = TritonLaunch(
+        _paged_split, (plan.programs,), *split_args, *q.stride(),
+        *cache_strides(k_cache, plan.paged), *cache_strides(v_cache, plan.paged), *table_strides,
+        *sizes, problem.head_dim, problem.v_head_dim, plan.page_size, plan.capacity,
+        plan.programs, scale * LOG2_E,
+        PAGED=plan.paged, IS_CAUSAL=problem.causal, DOT_FP32=plan.dot_fp32,
+        BLOCK_M=plan.block_m, BLOCK_N=config.BLOCK_N, BLOCK_D=padded_head_dim(problem.head_dim),
+        BLOCK_DV=plan.block_dv, BLOCK_B=block_b, MIN_TILES=MIN_TILES_PER_SPLIT,
+        num_warps=config.num_warps, num_stages=config.num_stages)
+    merge = TritonLaunch(
+        _paged_merge, (problem.batch * problem.kv_heads * plan.row_tiles,), *merge_args,
+        *out.stride(), *sizes, problem.v_head_dim, plan.capacity, plan.programs,
+        BLOCK_M=plan.block_m, BLOCK_N=config.BLOCK_N, BLOCK_DV=plan.block_dv, BLOCK_B=block_b,
+        MIN_TILES=MIN_TILES_PER_SPLIT, num_warps=4 if plan.block_dv >= 128 else 2)
+    return split, merge
