@@ -18,6 +18,7 @@ import numpy as np
 from einsim.errors import ConfigError, SpecError
 from einsim.simulator.estimate import EinsumEstimate, Estimate
 from einsim.problem import Problem
+from einsim.simulator.simulate import window_binding
 from einsim.targets.loader import read_yaml_file
 
 # --- the ceilings -------------------------------------------------------------------------------
@@ -790,9 +791,8 @@ def _cascade_mask(cascade: Any, problem: Problem) -> tuple[bool, tuple[int, int]
     texts = {str(f).replace(" ", "") for f in getattr(cascade, "filters", ())}
     if "m<=p+M-P" in texts:
         causal = True
-    symbols = getattr(cascade, "symbols", {})
-    if window is None and "window_left" in symbols:
-        window = (int(symbols["window_left"]), int(symbols.get("window_right", 0)))
+    if window is None and window_binding(cascade, problem):  # raises: no window to invent
+        window = problem.window
     return causal, window
 
 

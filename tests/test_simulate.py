@@ -4,13 +4,15 @@ targets dispatch, the default command runs, JSON has the documented shape, bad i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from einsim.cli import main
-from einsim.errors import SpecError
+from einsim.errors import ShapeError, SpecError
+from einsim.problem import Problem
 from einsim.simulator.mapping import parse_mapping
 from einsim.simulator.models import load_model
 from einsim.simulator.simulate import simulate
@@ -159,3 +161,18 @@ def test_a_non_attention_cascade_header_shows_the_rank_sizes_simulated(capsys):
     assert main(["simulate", "--cascade", "gemm", "--model", "BERT", "--seq-len", "2k"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("gemm on h100-sxm — ranks K=1024, M=2048, N=1024") and "heads" not in first
+
+
+@pytest.mark.parametrize("target", ["fusemax-cloud", "h100-sxm"])
+def test_a_window_cascade_without_a_window_is_an_error_naming_the_fix(target):
+    problem = Problem(batch=1, q_heads=2, q_len=1024, kv_len=1024, head_dim=64)
+    with pytest.raises(ShapeError, match=r"has no window; give it one: --window LEFT,RIGHT"):
+        simulate("attention-window", problem, target)
+
+
+def test_the_spatial_model_binds_the_problems_window_into_the_cascades_filter():
+    problem = Problem(batch=1, q_heads=2, q_len=2048, kv_len=2048, head_dim=64, window=(127, 0))
+    narrow = simulate("attention-window", problem, "fusemax-cloud")
+    wide = simulate("attention-window", replace(problem, window=(1023, 0)), "fusemax-cloud")
+    # the cascade's own window filter follows the problem (not the YAML's example 256)
+    assert narrow.compute_ops["exp"] < wide.compute_ops["exp"]

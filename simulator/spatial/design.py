@@ -16,6 +16,7 @@ from einsim.einsum_cascades.passes import PassReport, analyze_passes, dependency
 from einsim.errors import ConfigError
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import ResolvedMapping, array_shape, key_leaf, vector_length
+from einsim.simulator.simulate import window_binding
 from einsim.simulator.spatial import search
 from einsim.simulator.spatial.costs import OP_KINDS, compute_energy_per_point, cycles_per_point, fill, on_chip_levels
 from einsim.simulator.spatial.evaluate import evaluate_group
@@ -99,6 +100,7 @@ class Design:
         given = dict(problem.rank_sizes())
         given.update({"batch": problem.batch, "heads": problem.q_heads, "head_dim": problem.head_dim,
                       "v_head_dim": problem.v_head_dim})
+        given.update(window_binding(cascade, problem))  # the problem's window, or a named error
         given.update(sizes or {})
         if self.key_inner is not None:
             given[self.key_inner] = mapping.key_tile
