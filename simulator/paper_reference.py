@@ -4,7 +4,8 @@ reference that docs/validation.md and tests/test_validation_paper.py compare the
 Source: FPSG-UIUC/micro24-fusemax-artifact, data/pregenerated/attn-{unfused,flat,cascade,
 stall_proposal,proposal}.csv and end2end-{flat,proposal}.csv: the data behind the paper's
 Figures 6-11 (cloud configuration, batch 64), and the FLAT mapping behind each FLAT point
-(data/pregenerated/flat_validation.csv). Their averages are the paper's headline numbers:
+(data/pregenerated/flat_validation.csv), and the FuseMax points of its Figure 12 (pareto.csv:
+256K tokens, PE arrays of 16 x 16 to 512 x 512, each at its smallest buffer, `src/run.py pareto`). Their averages are the paper's headline numbers:
 FuseMax/FLAT attention speedup 6.72x (arithmetic mean over the 24 model x length points), energy
 78.7 %; end-to-end 5.30x, 83.3 %. Energies in the files are picojoules (Accelergy); we convert to
 joules. Design names: the paper's ablation steps, "+cascade" (the 1-pass cascade on FLAT's arrays
@@ -73,6 +74,37 @@ def flat_mapping(model: str, seq_len: int) -> dict:
         "stationarity": {"QK": row["QK_stationarity"], "AV": row["AV_stationarity"]},
         "query_block": seq_len if row["granularity"] == "head" else row["P1"],
     }
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """FuseMax at 256K tokens on a PE_dim x PE_dim array (and PE_dim-PE 1D array) at the smallest
+    buffer whose DRAM time does not exceed the 1D array's (the artifact's Figure 12)."""
+
+    model: str
+    pe_dim: int
+    traffic_bytes: float
+    memory_latency_s: float
+    latency_s: float
+
+
+def pareto_points() -> dict[tuple[str, int], ParetoPoint]:
+    """(model, PE_dim) -> the artifact's Figure 12 point."""
+    out = {}
+    for row in csv.reader(io.StringIO(_PARETO)):
+        model, dim, traffic, memory, latency = row
+        out[(model, int(dim))] = ParetoPoint(model, int(dim), float(traffic), float(memory), float(latency))
+    return out
+
+
+def pareto_buffer_bytes(pe_dim: int, multiplier: int, head_dim: int) -> int:
+    """The buffer the artifact gives FuseMax at Figure 12's points (`src/utils/pareto.py`
+    get_l3_sz): `multiplier` times one PE_dim-wide tile of 8 fibers of E values, in 16-bit words,
+    for at least two array-wide tiles of queries."""
+    min_tiles = max(1, pe_dim // head_dim) * 2
+    num_tiles = 256 * 2**10 // pe_dim
+    min_p1 = max(1, min_tiles // num_tiles)
+    return pe_dim * min_p1 * head_dim * 8 * 2 * multiplier
 
 
 def linear_points() -> dict[tuple[str, str, int], PaperLinear]:
@@ -294,3 +326,31 @@ _FLAT_MAPPINGS = {
     (fields[0], SEQ_LENS[fields[1]]): {**dict(zip(_FLAT_FIELDS, fields[2:])), "P1": int(fields[-1])}
     for fields in csv.reader(io.StringIO(_FLAT_MAPPING_ROWS))
 }
+
+# pareto.csv: model,PE_dim,traffic (bytes),mem_lat (s),latency (s)
+_PARETO = """\
+BERT,16,422264004673536,983.1599999999999,30266.668803268083
+BERT,32,211157772140544,491.64,7566.8813780425535
+BERT,64,105604655874048,245.88,1891.8274331234043
+BERT,128,52828097740800,123.0,473.010402587234
+BERT,256,26439818674176,61.56,118.2793728
+BERT,512,6648609374208,15.48,29.583229276595745
+TrXL,16,563018672898048,1310.88,40355.55840435745
+TrXL,32,281543696187392,655.5200000000001,10089.175170723403
+TrXL,64,140806207832064,327.84,2522.4365774978723
+TrXL,128,70437463654400,164.00000000000003,630.6805367829787
+TrXL,256,35253091565568,82.08,157.7058304
+TrXL,512,8864812498944,20.64,39.444305702127664
+T5,16,281509336449024,655.44,20177.779202178725
+T5,32,140771848093696,327.76000000000005,5044.587585361702
+T5,64,70403103916032,163.92,1261.2182887489362
+T5,128,35218731827200,82.00000000000001,315.34026839148936
+T5,256,17626545782784,41.04,78.8529152
+T5,512,4432406249472,10.32,19.722152851063832
+XLM,16,1126037345796096,2621.76,77786.88375611915
+XLM,32,563087392374784,1311.0400000000002,19447.292078297873
+XLM,64,281612415664128,655.68,4862.10858920851
+XLM,128,140874927308800,328.00000000000006,1215.669932119149
+XLM,256,70506183131136,164.16,303.9888754382979
+XLM,512,17729624997888,41.28,76.03291506382979
+"""

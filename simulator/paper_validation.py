@@ -9,6 +9,7 @@ numbers are their means over the 4 models x 6 lengths of the cloud configuration
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import statistics
 import sys
@@ -21,7 +22,9 @@ from einsim.simulator.estimate import Estimate
 from einsim.simulator.layer import linear_shapes, simulate_linear
 from einsim.simulator.mapping import Mapping, load_mapping
 from einsim.simulator.models import PAPER_SEQ_LENS, load_model
-from einsim.simulator.paper_reference import MODELS, attention_points, flat_mapping, linear_points
+from einsim.simulator.paper_reference import (
+    MODELS, attention_points, flat_mapping, linear_points, pareto_buffer_bytes, pareto_points,
+)
 from einsim.simulator.simulate import simulate
 from einsim.simulator.spatial import compile_design
 from einsim.targets.units import format_bytes
@@ -200,6 +203,67 @@ def flat_traffic_table(ours: dict, paper: dict) -> list[list[str]]:
     return rows
 
 
+FIGURE12_DIMS = (16, 32, 64, 128, 256, 512)
+FIGURE12_SEQ_LEN = 262144
+
+
+def scaled_fusemax(pe_dim: int, buffer_bytes: float):
+    """fusemax-cloud with a pe_dim x pe_dim 2D array, a pe_dim-PE 1D array and the given global
+    buffer (Figure 12's design points; everything else, energies included, unchanged)."""
+    from einsim.simulator.simulate import resolve_target
+
+    base = resolve_target("fusemax-cloud")
+    units = dict(base.compute_units)
+    units["pe_2d"] = dataclasses.replace(units["pe_2d"], shape=(pe_dim, pe_dim), count=pe_dim * pe_dim)
+    units["pe_1d"] = dataclasses.replace(units["pe_1d"], shape=(pe_dim,), count=pe_dim)
+    resized = {"pe_registers": {"instances": pe_dim * pe_dim}, "registers_1d": {"instances": pe_dim},
+               "global_buffer": {"capacity_bytes": buffer_bytes}}
+    levels = tuple(dataclasses.replace(level, **resized.get(level.name, {})) for level in base.memory_levels)
+    return dataclasses.replace(base, name=f"fusemax-{pe_dim}x{pe_dim}-{buffer_bytes:.0f}B", compute_units=units,
+                               memory_levels=levels)
+
+
+def figure12(buffering: str = "single", models=MODELS) -> dict[tuple[str, int], tuple[Estimate, float]]:
+    """FuseMax at 256K tokens on each array size at the smallest buffer the artifact gives it
+    (`src/run.py pareto`): start from one tile's worth (paper_reference.pareto_buffer_bytes) and
+    double it while the DRAM time exceeds the 1D array's busy time; the multiplier carries over
+    to the next (larger) array, and arrays stop once the buffer passes 32 MiB. Returns each
+    point's estimate and buffer."""
+    out = {}
+    for model_name in models:
+        problem = load_model(model_name).problem(FIGURE12_SEQ_LEN)
+        multiplier = 1
+        for pe_dim in FIGURE12_DIMS:
+            while True:
+                buffer = pareto_buffer_bytes(pe_dim, multiplier, problem.head_dim)
+                target = scaled_fusemax(pe_dim, buffer)
+                estimate = simulate("fusemax", problem, target, Mapping(buffering=buffering))
+                dram_s = estimate.traffic_bytes / target.offchip.bandwidth()
+                if dram_s > estimate.utilization["pe_1d"] * estimate.latency_s * (1 + 1e-9):
+                    multiplier *= 2
+                    continue
+                break
+            out[(model_name, pe_dim)] = (estimate, buffer)
+            if buffer > 32 * 2**20:
+                break
+    return out
+
+
+def figure12_table(single: dict, paper: dict) -> list[list[str]]:
+    """Per model and array size: the buffer, the artifact's traffic and latency, einsim's with
+    single-buffered key tiles (the artifact's sizing) and with double-buffered ones in the same
+    buffer."""
+    rows = []
+    for (model, pe_dim), (estimate, buffer) in single.items():
+        want = paper[(model, pe_dim)]
+        double = simulate("fusemax", estimate.problem, scaled_fusemax(pe_dim, buffer), Mapping(buffering="double"))
+        rows.append([model, f"{pe_dim} x {pe_dim}", format_bytes(buffer), f"{want.traffic_bytes:.4g}",
+                     f"{estimate.traffic_bytes:.4g} ({_diff(estimate.traffic_bytes, want.traffic_bytes)})",
+                     f"{double.traffic_bytes / want.traffic_bytes:.2f}x",
+                     f"{want.latency_s:.4g} / {estimate.latency_s:.4g} ({_diff(estimate.latency_s, want.latency_s)})"])
+    return rows
+
+
 def buffer_table(platform: str = "cloud", model: str = "BERT") -> list[list[str]]:
     rows = []
     for seq_len in PAPER_SEQ_LENS:
@@ -211,7 +275,7 @@ def buffer_table(platform: str = "cloud", model: str = "BERT") -> list[list[str]
 # --- output ----------------------------------------------------------------------------------
 
 
-def markdown(cloud: dict, edge: dict | None = None) -> str:
+def markdown(cloud: dict, edge: dict | None = None, pareto: dict | None = None) -> str:
     attention, linear = attention_points(), linear_points()
     out = ["Cloud configuration, batch 64, the paper's four models at 1K-1M tokens; paper = the "
            "artifact's per-point data (simulator/paper_reference.py), einsim = this model with each "
@@ -231,6 +295,13 @@ def markdown(cloud: dict, edge: dict | None = None) -> str:
                    "FLAT query block, spill"], point_table(cloud, attention))
     out += ["", "Minimum on-chip buffer to run without spilling, one array-width block of queries (BERT, cloud):", ""]
     out += _table(["length", "FLAT", "FuseMax"], buffer_table("cloud"))
+    if pareto is not None:
+        out += ["", "The paper's Figure 12: FuseMax at 256K tokens on smaller and larger arrays, each at the smallest "
+                "buffer the artifact gives it (paper_validation.figure12); einsim with single-buffered K/V tiles, "
+                "the artifact's sizing (`buffering: single`), and the traffic with double-buffered tiles "
+                "in the same buffer:", ""]
+        out += _table(["model", "array", "buffer", "artifact traffic", "einsim, single-buffered", "double-buffered / artifact",
+                       "latency s (artifact / einsim)"], figure12_table(pareto, pareto_points()))
     if edge is not None:
         out += ["", "Edge configuration (32 x 32 array, 50 GiB/s; the paper reports no per-point edge figures, "
                 "so only einsim's):", ""]
@@ -284,7 +355,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cloud = run("cloud", designs=tuple(DESIGN_SPECS) + tuple(EXTRA_DESIGNS), progress=sys.stderr.isatty())
     edge = None if args.no_edge else run("edge", designs=("flat", "fusemax"), progress=sys.stderr.isatty())
-    text = markdown(cloud, edge)
+    text = markdown(cloud, edge, figure12("single"))
     if args.update:
         update_doc(args.update, text)
         print(f"updated {args.update}")

@@ -9,7 +9,8 @@ import pytest
 
 from einsim.simulator import paper_validation as pv
 from einsim.simulator.models import PAPER_SEQ_LENS
-from einsim.simulator.paper_reference import MODELS, attention_points, linear_points
+from einsim.simulator.paper_reference import MODELS, attention_points, linear_points, pareto_points
+from einsim.simulator.simulate import simulate
 
 POINTS = [(m, n) for m in MODELS for n in PAPER_SEQ_LENS]
 
@@ -128,3 +129,24 @@ def test_flat_buffer_need_grows_with_sequence_length_and_fusemaxs_does_not():
 def test_the_validation_tables_render(ours):
     text = pv.markdown(ours)
     assert "attention speedup, FuseMax over FLAT" in text and "| BERT | 1K |" in text
+
+
+def test_figure_12_minimal_buffers_match_with_single_buffered_tiles_and_double_them_otherwise():
+    paper = pareto_points()
+    points = pv.figure12("single", models=("BERT",))
+    assert len(points) == 6
+    for (model, pe_dim), (estimate, buffer) in points.items():
+        want = paper[(model, pe_dim)]
+        assert estimate.traffic_bytes == pytest.approx(want.traffic_bytes, rel=1e-6), pe_dim
+        assert estimate.latency_s == pytest.approx(want.latency_s, rel=1e-6), pe_dim
+    # a tile loading while the previous one is used halves the query block in the same buffer
+    estimate, buffer = points[("BERT", 64)]
+    double = simulate("fusemax", estimate.problem, pv.scaled_fusemax(64, buffer), {"buffering": "double"})
+    assert double.traffic_bytes == pytest.approx(2 * estimate.traffic_bytes, rel=1e-3)
+
+
+def test_fusemax_needs_a_constant_buffer_while_the_mapper_fills_more_as_the_sequence_grows(ours):
+    estimates = [ours[("fusemax", "BERT", n)].attention for n in PAPER_SEQ_LENS]
+    assert len({e.buffer_needed_bytes for e in estimates}) == 1
+    assert estimates[0].buffer_needed_bytes < 256 * 2**10
+    assert estimates[-1].buffer_bytes > 10 * estimates[0].buffer_needed_bytes

@@ -226,12 +226,25 @@ class Design:
                         resident.append(tensor)
                 if any(c not in members for c in consumers.get(name, ())) or name in cascade.outputs:
                     outputs.append(name)
-                if self.tensors[name].role == "query" and name not in resident:
+                if self.tensors[name].role == "query" and name not in resident and not self._in_place(name, names, producer, consumers):
                     resident.append(name)
             live = self._live(names, producer, consumers)
             units = {self.node_by_name[n].unit for n in names}
             groups.append(Group(index, tuple(names), tuple(inputs), tuple(outputs), tuple(resident), live, "pe_2d" in units))
         return tuple(groups)
+
+    def _in_place(self, name: str, names, producer, consumers) -> bool:
+        """§5.1 a per-query result written over a per-query operand of its size that nothing reads
+        after it (AV = RNV / RD overwrites RNV) takes no room of its own (the artifact's P1 rule
+        counts Q, RM, RD and RNV, proposal.py)."""
+        order = {n: i for i, n in enumerate(names)}
+        size = self.tensors[name].per_query
+        for operand in producer[name].operand_tensors:
+            readers = [c for c in consumers.get(operand, ()) if c in order]
+            if (operand in order and self.tensors[operand].role == "query" and self.tensors[operand].per_query == size
+                    and readers and max(readers, key=order.get) == name and operand not in self.cascade.outputs):
+                return True
+        return False
 
     def _live(self, names, producer, consumers) -> tuple[tuple[str, int, tuple[int, ...], bool], ...]:
         """§5.1 plane tensors that one pass of this group writes (or first reads from DRAM) and a
