@@ -67,11 +67,24 @@ class Inputs:
         problem = Problem(batch=case.batch, q_heads=Q_HEADS, kv_heads=KV_HEADS, q_len=case.q_len,
                           kv_len=capacity, head_dim=HEAD_DIM, causal=case.q_len > 1)
         self.problem = problem
-        self.sets = [cfg.make_paged_inputs(problem, device="cuda", seed=seed, page_size=PAGE_SIZE,
-                                           cache_seqlens=case.lengths) for seed in range(copies)]
+        self.sets = [cfg.make_paged_inputs(problem, device="cuda", page_size=PAGE_SIZE,
+                                           cache_seqlens=case.lengths, dense=dense(problem, seed))
+                     for seed in range(copies)]
         visible_kv = sum(case.lengths) * KV_HEADS * HEAD_DIM * 2 * 2
         q_and_out = 2 * case.batch * Q_HEADS * case.q_len * HEAD_DIM * 2
         self.bytes = visible_kv + q_and_out
+
+
+def dense(problem: Problem, seed: int) -> dict:
+    """q, k, v drawn on the GPU (the CPU would take seconds for a 64 x 16k cache)."""
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, device="cuda", dtype=torch.bfloat16)
+    p = problem
+    return {"q": randn(p.batch, p.q_heads, p.q_len, p.head_dim),
+            "k": randn(p.batch, p.kv_heads, p.kv_len, p.head_dim),
+            "v": randn(p.batch, p.kv_heads, p.kv_len, p.v_head_dim)}
 
 
 def backends(case: Case, inputs: Inputs):

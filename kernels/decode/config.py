@@ -326,22 +326,23 @@ def paged_search_space(problem: Problem, limits: DeviceLimits | None = None) -> 
 
 
 def make_paged_inputs(problem: Problem, dtype: str | None = None, device: str = "cuda",
-                      seed: int = 0, *, page_size: int = DEFAULT_PAGE_SIZE, cache_seqlens=None):
+                      seed: int = 0, *, page_size: int = DEFAULT_PAGE_SIZE, cache_seqlens=None,
+                      dense: dict | None = None):
     """Random q and a paged KV cache for `problem` (every sequence kv_len long unless
     `cache_seqlens` says otherwise), pages of one sequence scattered over the pool (a shuffled
     block table, as a serving engine's allocator leaves them). Also returns dense per-sequence
     k/v views for references: {"q", "k_cache", "v_cache", "block_table", "cache_seqlens",
-    "causal", "scale"}. Imports torch."""
+    "causal", "scale"}. `dense`: q, k, v made elsewhere (e.g. drawn on the GPU). Imports torch."""
     import torch
 
     from einsim.kernels.registry import make_attention_inputs
 
-    dense = make_attention_inputs(problem, dtype, device, seed)
+    dense = dense or make_attention_inputs(problem, dtype, device, seed)
     lengths = [problem.kv_len] * problem.batch if cache_seqlens is None else list(cache_seqlens)
     pages_per_seq = -(-problem.kv_len // page_size)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     order = torch.randperm(problem.batch * pages_per_seq, generator=generator)
-    table = order.view(problem.batch, pages_per_seq).to(torch.int32)
+    table = order.view(problem.batch, pages_per_seq).to(device=device, dtype=torch.int32)
     pool_shape = (problem.batch * pages_per_seq, page_size, problem.kv_heads)
     k_cache = dense["k"].new_zeros(*pool_shape, problem.head_dim)
     v_cache = dense["v"].new_zeros(*pool_shape, problem.v_head_dim)
@@ -351,9 +352,9 @@ def make_paged_inputs(problem: Problem, dtype: str | None = None, device: str = 
         full = tensor.new_zeros(problem.batch, problem.kv_heads, padded, tensor.shape[-1])
         full[:, :, :problem.kv_len] = tensor
         pages = full.view(problem.batch, problem.kv_heads, pages_per_seq, page_size, -1)
-        cache[table.long().to(cache.device)] = pages.permute(0, 2, 3, 1, 4)
+        cache[table.long()] = pages.permute(0, 2, 3, 1, 4)
     return {"q": dense["q"], "k": dense["k"], "v": dense["v"], "k_cache": k_cache,
-            "v_cache": v_cache, "block_table": table.to(device),
+            "v_cache": v_cache, "block_table": table,
             "cache_seqlens": torch.tensor(lengths, dtype=torch.int32, device=device),
             "causal": problem.causal, "scale": None}
 
