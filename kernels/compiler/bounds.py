@@ -1,13 +1,18 @@
 """Tile skipping from the mask's coordinates: which key tiles a query tile must visit (and which
-query tiles a key tile must), split into masked edges and an unmasked middle.
+query tiles a key tile must), as segments that run masked or unmasked.
 
-Each mask condition is put in the form  a_m*m + a_p*p + c (op) 0  with integer a_m, a_p and c
-an integer expression of sizes, symbols and the program's batch/head. A condition with a unit
-coefficient on the walked coordinate bounds it by an affine function of the tile's other
-coordinate, whose extremes sit at the tile's first and last row (column); a condition free of
-the walked coordinate keeps or drops the whole tile. Anything else (non-affine, a tensor read,
-a coefficient other than +-1) bounds nothing and only ever runs masked, which is always right.
-The generated helpers return (lo, mid_lo, mid_hi, hi) like kernels.flash.tiles.key_bounds.
+The mask (every filter, and-ed) is put in disjunctive normal form: a few terms, each a
+conjunction of comparisons. A comparison becomes  a_m*m + a_p*p + c (op) 0  with integer a_m,
+a_p and c an integer expression of sizes, symbols and the program's batch/head. With a unit
+coefficient on the walked coordinate it bounds that coordinate by an affine function of the
+tile's other coordinate, whose extremes sit at the tile's first and last row (column); free of
+the walked coordinate it keeps or drops the whole tile. Anything else (non-affine, a tensor read,
+a coefficient other than +-1) bounds nothing and rules out unmasked tiles, which is always right.
+
+Each term gives [lo, mid_lo) masked, [mid_lo, mid_hi) unmasked, [mid_hi, hi) masked (tiles
+full for one term are full for the whole mask; masked tiles test the whole mask). Terms are
+sorted by lo and each is clipped to start after the tiles the earlier ones cover, so no tile is
+visited twice (sinks + window: [0, 4) and the window; prefix-LM: their union).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from einsim.kernels.compiler.codegen import Emitter, condition_nodes
 from einsim.kernels.compiler.frontend import SoftmaxAttention
 
 _FLIP = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "==", "!=": "!="}
+_NEGATE = {"<=": ">", "<": ">=", ">=": "<", ">": "<=", "==": "!=", "!=": "=="}
+# More terms than this and the mask is treated as one opaque term (visited whole, masked).
+MAX_TERMS = 4
 
 
 @dataclass(frozen=True)
@@ -53,21 +61,28 @@ class _Affinizer:
         roles = emitter.form.roles
         self.query, self.key = roles.query, roles.key
 
+    def rank(self, rank: str) -> Affine | None:
+        if rank == self.key:
+            return Affine(1, 0, "0")
+        if rank == self.query:
+            return Affine(0, 1, "0")
+        code = self.emitter.coordinate(rank)
+        if "P_" in code or "M_" in code:
+            return None  # a partition part of m or p (m1, m0): not affine
+        return Affine(0, 0, code)
+
     def __call__(self, node) -> Affine | None:
         if isinstance(node, Number):
             if not float(node.value).is_integer():
                 return None
             return Affine(0, 0, str(int(node.value)))
+        if type(node).__name__ == "Coordinate":
+            return self.rank(node.rank)
         if isinstance(node, Name):
             text = node.name
-            if text.islower() and text.upper() == self.key:
-                return Affine(1, 0, "0")
-            if text.islower() and text.upper() == self.query:
-                return Affine(0, 1, "0")
-            code = self.emitter.name(node)
-            if "P_" in code or "M_" in code:
-                return None  # a partition part of m or p (m1, m0): not affine
-            return Affine(0, 0, code)
+            if text.islower() and text.upper() in self.emitter.cascade.ranks:
+                return self.rank(text.upper())
+            return Affine(0, 0, self.emitter.name(node))
         if isinstance(node, Unary) and node.op == "-":
             inner = self(node.operand)
             return None if inner is None else _combine(Affine(0, 0, "0"), inner, -1)
@@ -88,55 +103,96 @@ class _Affinizer:
         return None
 
 
-def affine_conditions(form: SoftmaxAttention, emitter: Emitter) -> list[AffineCondition]:
-    """The mask's conditions as a_m*m + a_p*p + c (op) 0, strict comparisons made inclusive."""
+def affine_condition(node, affinize: _Affinizer) -> AffineCondition:
+    """One comparison as a_m*m + a_p*p + c (op) 0, strict comparisons made inclusive."""
+    if not isinstance(node, Compare):
+        return AffineCondition(None, "", str(node))
+    left, right = affinize(node.left), affinize(node.right)
+    if left is None or right is None:
+        return AffineCondition(None, "", str(node))
+    form = _combine(left, right, -1)
+    op = node.op
+    if op == "<":  # x < 0  <=>  x + 1 <= 0 for integers
+        form, op = _combine(form, Affine(0, 0, "1"), 1), "<="
+    elif op == ">":
+        form, op = _combine(form, Affine(0, 0, "1"), -1), ">="
+    return AffineCondition(form, op, str(node))
+
+
+# -- disjunctive normal form ------------------------------------------------------------------
+def _dnf(node, negate: bool = False) -> list[list]:
+    kind = type(node).__name__
+    if kind == "Not":
+        return _dnf(node.operand, not negate)
+    if kind == "Logical":
+        conjunction = (node.op == "and") != negate
+        parts = [_dnf(operand, negate) for operand in node.operands]
+        if conjunction:
+            terms = [[]]
+            for part in parts:
+                terms = [t + p for t in terms for p in part]
+                if len(terms) > MAX_TERMS * 4:
+                    raise _TooMany()
+            return terms
+        return [t for part in parts for t in part]
+    if isinstance(node, Compare) and negate:
+        return [[Compare(_NEGATE[node.op], node.left, node.right)]]
+    if negate:
+        return [[_Opaque(node)]]
+    return [[node]]
+
+
+class _TooMany(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Opaque:
+    node: object
+
+    def __str__(self) -> str:
+        return f"not ({self.node})"
+
+
+def mask_terms(form: SoftmaxAttention) -> list[list]:
+    """The mask as a disjunction of conjunctions of atoms (one term with every condition when
+    the normal form would have more than MAX_TERMS terms)."""
+    conditions = condition_nodes(form)
+    terms: list[list] = [[]]
+    try:
+        for condition in conditions:
+            terms = [t + p for t in terms for p in _dnf(condition)]
+            if len(terms) > MAX_TERMS:
+                raise _TooMany()
+    except _TooMany:
+        return [[_Opaque(c) for c in conditions]]
+    return terms
+
+
+def is_affine(form: SoftmaxAttention, emitter: Emitter) -> bool:
+    """True when every atom of the mask's normal form bounds tiles exactly (no opaque atom): tile
+    ranges then skip every empty tile; otherwise a block mask does better."""
     affinize = _Affinizer(emitter)
-    found = []
-    for condition in condition_nodes(form):
-        if not isinstance(condition, Compare):
-            found.append(AffineCondition(None, "", str(condition)))
-            continue
-        left, right = affinize(condition.left), affinize(condition.right)
-        if left is None or right is None:
-            found.append(AffineCondition(None, "", str(condition)))
-            continue
-        form_ = _combine(left, right, -1)
-        op = condition.op
-        if op == "<":  # x < 0  <=>  x + 1 <= 0 for integers
-            form_, op = _combine(form_, Affine(0, 0, "1"), 1), "<="
-        elif op == ">":
-            form_, op = _combine(form_, Affine(0, 0, "1"), -1), ">="
-        found.append(AffineCondition(form_, op, str(condition)))
-    return found
+    for term in mask_terms(form):
+        for atom in term:
+            condition = affine_condition(atom, affinize)
+            if condition.form is None or (abs(condition.form.a_m) > 1 or abs(condition.form.a_p) > 1) \
+                    or condition.op == "!=":
+                return False
+    return True
 
 
-def range_function(name: str, form: SoftmaxAttention, emitter: Emitter, walked: str) -> str:
-    """Source of a @triton.jit helper `name(start, batch, head, kv_head, q_len, kv_len, ...)`
-    returning (lo, mid_lo, mid_hi, hi) of the coordinate `walked` ("m": key tiles of the query
-    tile at `start`; "p": query tiles of the key tile at `start`)."""
-    conditions = affine_conditions(form, emitter)
-    if walked == "m":
-        extent, other_extent, block, other_block = "kv_len", "q_len", "BLOCK_N", "BLOCK_M"
-    else:
-        extent, other_extent, block, other_block = "q_len", "kv_len", "BLOCK_M", "BLOCK_N"
-    lines = [
-        "@triton.jit",
-        f"def {name}(start, batch, head, kv_head, q_len, kv_len{emitter.args.text()},",
-        "        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):",
-        f'    """Tiles of {"keys" if walked == "m" else "queries"} the tile at `start` visits: '
-        "[lo, mid_lo) masked, [mid_lo, mid_hi) unmasked, [mid_hi, hi) masked.\"\"\"",
-        "    s0 = start",
-        f"    s1 = tl.minimum(start + {other_block}, {other_extent}) - 1",
-        "    lo = start * 0",
-        f"    hi = lo + {extent}",
-        "    full_lo = lo",
-        "    full_hi = hi",
-    ]
-    for condition in conditions:
+# -- code ---------------------------------------------------------------------------------------
+def _term_lines(term: list, affinize: _Affinizer, walked: str, t: int, extent: str,
+                block: str) -> list[str]:
+    lines = [f"    lo_{t} = start * 0", f"    hi_{t} = lo_{t} + {extent}",
+             f"    flo_{t} = lo_{t}", f"    fhi_{t} = hi_{t}"]
+    for atom in term:
+        condition = affine_condition(atom, affinize)
         lines.append(f"    # {condition.text}")
         affine = condition.form
         if affine is None:
-            lines.append("    full_hi = full_lo * 0  # not affine: every visited tile is masked")
+            lines.append(f"    fhi_{t} = flo_{t} * 0  # not affine: every visited tile is masked")
             continue
         walked_coef = affine.a_m if walked == "m" else affine.a_p
         other_coef = affine.a_p if walked == "m" else affine.a_m
@@ -151,34 +207,88 @@ def range_function(name: str, form: SoftmaxAttention, emitter: Emitter, walked: 
         if walked_coef == 0:
             if op in ("<=", ">="):
                 lines += [f"    r0 = ({at('s0')}) {op} 0", f"    r1 = ({at('s1')}) {op} 0",
-                          "    hi = tl.where(r0 | r1, hi, lo)",
-                          "    full_hi = tl.where(r0 & r1, full_hi, full_lo * 0)"]
+                          f"    hi_{t} = tl.where(r0 | r1, hi_{t}, lo_{t})",
+                          f"    fhi_{t} = tl.where(r0 & r1, fhi_{t}, flo_{t} * 0)"]
             elif other_coef == 0:
-                lines += [f"    r0 = ({at('s0')}) {op} 0", "    hi = tl.where(r0, hi, lo)"]
+                lines += [f"    r0 = ({at('s0')}) {op} 0", f"    hi_{t} = tl.where(r0, hi_{t}, lo_{t})"]
             else:
-                lines.append("    full_hi = full_lo * 0  # an (in)equality on the other coordinate")
+                lines.append(f"    fhi_{t} = flo_{t} * 0  # an (in)equality on the other coordinate")
             continue
         if abs(walked_coef) != 1:
-            lines.append(f"    full_hi = full_lo * 0  # coefficient {walked_coef}: masked only")
+            lines.append(f"    fhi_{t} = flo_{t} * 0  # coefficient {walked_coef}: masked only")
             continue
         # walked_coef * x + rest (op) 0  ->  x (op') -rest / walked_coef
         if walked_coef == 1:
-            bound = lambda e: f"-({at(e)})"  # noqa: E731
+            def bound(e):
+                return f"-({at(e)})"
             op_x = op
         else:
-            bound = lambda e: f"({at(e)})"  # noqa: E731
+            def bound(e):
+                return f"({at(e)})"
             op_x = _FLIP[op]
         lines += [f"    b0 = {bound('s0')}", f"    b1 = {bound('s1')}"]
         if op_x in ("<=", "=="):
-            lines += ["    hi = tl.minimum(hi, tl.maximum(b0, b1) + 1)",
-                      "    full_hi = tl.minimum(full_hi, tl.minimum(b0, b1) + 1)"]
+            lines += [f"    hi_{t} = tl.minimum(hi_{t}, tl.maximum(b0, b1) + 1)",
+                      f"    fhi_{t} = tl.minimum(fhi_{t}, tl.minimum(b0, b1) + 1)"]
         if op_x in (">=", "=="):
-            lines += ["    lo = tl.maximum(lo, tl.minimum(b0, b1))",
-                      "    full_lo = tl.maximum(full_lo, tl.maximum(b0, b1))"]
+            lines += [f"    lo_{t} = tl.maximum(lo_{t}, tl.minimum(b0, b1))",
+                      f"    flo_{t} = tl.maximum(flo_{t}, tl.maximum(b0, b1))"]
         if op_x == "!=":
-            lines.append("    full_hi = full_lo * 0  # x != bound: every tile is masked")
-    lines.append(f"    return lib.tile_ranges(lo, hi, full_lo, full_hi, {block})")
+            lines.append(f"    fhi_{t} = flo_{t} * 0  # x != bound: every tile is masked")
+    lines.append(f"    lo_{t}, ml_{t}, mh_{t}, hi_{t} = lib.tile_ranges(lo_{t}, hi_{t}, flo_{t}, "
+                 f"fhi_{t}, {block})")
+    return lines
+
+
+def range_function(name: str, form: SoftmaxAttention, emitter: Emitter, walked: str) -> str:
+    """Source of a @triton.jit helper `name(start, batch, head, kv_head, q_len, kv_len, ...)`
+    returning 3 segments (start, end) per term of the mask — masked, unmasked, masked — of the
+    coordinate `walked` ("m": key tiles of the query tile at `start`; "p": query tiles of the
+    key tile at `start`). segment_count() says how many."""
+    terms = mask_terms(form)
+    affinize = _Affinizer(emitter)
+    if walked == "m":
+        extent, other_extent, block, other_block = "kv_len", "q_len", "BLOCK_N", "BLOCK_M"
+    else:
+        extent, other_extent, block, other_block = "q_len", "kv_len", "BLOCK_M", "BLOCK_N"
+    lines = [
+        "@triton.jit",
+        f"def {name}(start, batch, head, kv_head, q_len, kv_len{emitter.args.text()},",
+        "        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):",
+        f'    """{"Key" if walked == "m" else "Query"} tiles the tile at `start` visits, per term '
+        'of the mask: [lo, ml) masked, [ml, mh) unmasked, [mh, hi) masked."""',
+        "    s0 = start",
+        f"    s1 = tl.minimum(start + {other_block}, {other_extent}) - 1",
+    ]
+    for t, term in enumerate(terms):
+        lines += _term_lines(term, affinize, walked, t, extent, block)
+    count = len(terms)
+    if count > 1:
+        lines.append("    # terms in order of their first tile (bubble sort: a handful of terms)")
+        for i in range(count):
+            for j in range(count - 1 - i):
+                a, b = j, j + 1
+                lines.append(f"    sw = lo_{b} < lo_{a}")
+                for var in ("lo", "ml", "mh", "hi"):
+                    lines.append(f"    {var}_{a}, {var}_{b} = tl.where(sw, {var}_{b}, {var}_{a}), "
+                                 f"tl.where(sw, {var}_{a}, {var}_{b})")
+        lines.append("    # each term starts after the tiles the earlier ones cover")
+        lines.append(f"    end = lo_0 + ((hi_0 - lo_0 + {block} - 1) // {block}) * {block}")
+        for t in range(1, count):
+            lines += [f"    lo_{t} = tl.maximum(lo_{t}, end)",
+                      f"    ml_{t} = tl.maximum(ml_{t}, lo_{t})",
+                      f"    mh_{t} = tl.maximum(mh_{t}, ml_{t})",
+                      f"    hi_{t} = tl.maximum(hi_{t}, mh_{t})",
+                      f"    end = tl.maximum(end, lo_{t} + ((hi_{t} - lo_{t} + {block} - 1) // {block}) * {block})"]
+    returned = ", ".join(f"lo_{t}, ml_{t}, ml_{t}, mh_{t}, mh_{t}, hi_{t}" for t in range(count))
+    lines.append(f"    return {returned}")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Affine", "AffineCondition", "affine_conditions", "range_function"]
+def segment_count(form: SoftmaxAttention) -> int:
+    """Segments range_function returns: masked, unmasked, masked per term of the mask."""
+    return 3 * len(mask_terms(form))
+
+
+__all__ = ["Affine", "AffineCondition", "MAX_TERMS", "affine_condition", "is_affine",
+           "mask_terms", "range_function", "segment_count"]

@@ -178,13 +178,15 @@ class Emitter:
                                   + ", ".join(sorted(FUNCTIONS)))
             return f"{FUNCTIONS[node.func]}({', '.join(self.expr(a) for a in node.args)})"
         kind = type(node).__name__
-        boolean = {"And": "&", "Or": "|"}
-        if kind in boolean:
-            parts = [self.expr(c) for c in children(node)]
-            return "(" + f" {boolean[kind]} ".join(parts) + ")"
+        # Node kinds of the notation's conditions and coordinates-as-values (einsum_cascades.expr):
+        # matched by name so that this module does not depend on when each one landed.
+        if kind == "Coordinate":
+            return self.coordinate(node.rank)
+        if kind == "Logical":
+            joiner = {"and": " & ", "or": " | "}[node.op]
+            return "(" + joiner.join(self.expr(c) for c in node.operands) + ")"
         if kind == "Not":
-            (inner,) = children(node)
-            return f"(~{self.expr(inner)})"
+            return f"(~{self.expr(node.operand)})"
         raise ConfigError(f"{self.cascade.source}: the kernel compiler cannot generate {kind} "
                           f"node {node} of the score or mask")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from einsim.einsum_cascades.expr import Number
 from einsim.kernels.compiler import template
-from einsim.kernels.compiler.bounds import range_function
+from einsim.kernels.compiler.bounds import range_function, segment_count
 from einsim.kernels.compiler.codegen import Emitter, KernelArgs, condition_nodes
 from einsim.kernels.compiler.derivative import derivative
 from einsim.kernels.compiler.frontend import QKLeaf, SoftmaxAttention, nodes
@@ -69,6 +69,7 @@ def generate(form: SoftmaxAttention) -> GeneratedKernel:
     values, ranges, grad = _emit(form, args)
     assert args.names() == probe.names(), "the second pass read new arguments"
     values["XARGS"] = args.text()
+    values.update(template.visits(segment_count(form)))
     source = template.render(values, ranges)
     return GeneratedKernel(
         form=form, source=source, args=tuple(args.names()), tensors=tuple(args.tensors.items()),

@@ -135,24 +135,7 @@ def forward_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
-    lo, mid_lo, mid_hi, hi = key_range(start_m, batch, head, kv_head, q_len, kv_len$XARGS,
-                                       BLOCK_M, BLOCK_N)
-    acc, l_i, m_i = _forward_tiles(
-        acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, lo, mid_lo,
-        q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
-        True, USE_TMA, DOT_FP32, False, IO_DTYPE, 1, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
-    acc, l_i, m_i = _forward_tiles(
-        acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, mid_lo, mid_hi,
-        q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
-        False, USE_TMA, DOT_FP32, WARP_SPECIALIZE, IO_DTYPE, EXP_SPLIT,
-        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
-    acc, l_i, m_i = _forward_tiles(
-        acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, mid_hi, hi,
-        q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
-        True, USE_TMA, DOT_FP32, False, IO_DTYPE, 1, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
+$FORWARD_VISITS
     # Deferred normalisation; a row that saw no key gives 0 and lse = -inf (the oracle's).
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
@@ -247,23 +230,7 @@ def backward_dkdv_kernel(
     for g in range(0, group):
         head = kv_head * group + g
         bh = batch * q_heads + head
-        lo, mid_lo, mid_hi, hi = query_range(start_n, batch, head, kv_head, q_len, kv_len$XARGS,
-                                             BLOCK_M, BLOCK_N)
-        dk, dv = _dkdv_tiles(
-            dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, lo, mid_lo,
-            q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-            stride_qb, stride_qh, stride_qm, stride_qd, stride_gb, stride_gh, stride_gm,
-            stride_gd$XARGS, True, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_D, BLOCK_DV)
-        dk, dv = _dkdv_tiles(
-            dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, mid_lo, mid_hi,
-            q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-            stride_qb, stride_qh, stride_qm, stride_qd, stride_gb, stride_gh, stride_gm,
-            stride_gd$XARGS, False, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_D, BLOCK_DV)
-        dk, dv = _dkdv_tiles(
-            dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, mid_hi, hi,
-            q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-            stride_qb, stride_qh, stride_qm, stride_qd, stride_gb, stride_gh, stride_gm,
-            stride_gd$XARGS, True, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_D, BLOCK_DV)
+$DKDV_VISITS
     dk = dk * grad_scale
     lib.store_tile(DK, dk.to(IO_DTYPE), batch, kv_head, start_n, kv_len, head_dim,
                    stride_dkb, stride_dkh, stride_dkn, stride_dkd, BLOCK_N, BLOCK_D, USE_TMA)
@@ -342,33 +309,55 @@ def backward_dq_kernel(
     m = tl.load(Lse2 + bh.to(tl.int64) * q_len + rows, mask=row_ok, other=float("inf"))
     delta = tl.load(Delta + bh.to(tl.int64) * q_len + rows, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    lo, mid_lo, mid_hi, hi = key_range(start_m, batch, head, kv_head, q_len, kv_len$XARGS,
-                                       BLOCK_M, BLOCK_N)
-    dq = _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, lo, mid_lo,
-                   q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-                   stride_kb, stride_kh, stride_kn, stride_kd,
-                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
-                   True, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_N, BLOCK_D, BLOCK_DV)
-    dq = _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, mid_lo, mid_hi,
-                   q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-                   stride_kb, stride_kh, stride_kn, stride_kd,
-                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
-                   False, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_N, BLOCK_D, BLOCK_DV)
-    dq = _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, mid_hi, hi,
-                   q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-                   stride_kb, stride_kh, stride_kn, stride_kd,
-                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
-                   True, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_N, BLOCK_D, BLOCK_DV)
+$DQ_VISITS
     dq = dq * grad_scale
     lib.store_tile(DQ, dq.to(IO_DTYPE), batch, head, start_m, q_len, head_dim,
                    stride_dqb, stride_dqh, stride_dqm, stride_dqd, BLOCK_M, BLOCK_D, USE_TMA)
 '''
 
 
+def visits(count: int) -> dict[str, str]:
+    """The calls that walk the segments the range helpers return (masked, unmasked, masked per
+    term of the mask): only unmasked segments use warp specialization and FMA exponentials."""
+    names = ", ".join(f"s{i}, e{i}" for i in range(count))
+    forward = [f"    {names} = key_range(start_m, batch, head, kv_head, q_len, kv_len$XARGS,",
+               "                             BLOCK_M, BLOCK_N)"]
+    dkdv = [f"        {names} = query_range(start_n, batch, head, kv_head, q_len, kv_len$XARGS,",
+            "                                 BLOCK_M, BLOCK_N)"]
+    dq = list(forward)
+    for i in range(count):
+        masked = i % 3 != 1
+        forward += [
+            "    acc, l_i, m_i = _forward_tiles(",
+            f"        acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, s{i}, e{i},",
+            "        q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,",
+            "        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn,",
+            "        stride_vd$XARGS, "
+            + ("True, USE_TMA, DOT_FP32, False, IO_DTYPE, 1," if masked else
+               "False, USE_TMA, DOT_FP32, WARP_SPECIALIZE, IO_DTYPE, EXP_SPLIT,"),
+            "        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)"]
+        dkdv += [
+            "        dk, dv = _dkdv_tiles(",
+            f"            dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, s{i}, e{i},",
+            "            q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,",
+            "            stride_qb, stride_qh, stride_qm, stride_qd, stride_gb, stride_gh, stride_gm,",
+            f"            stride_gd$XARGS, {masked}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_D,",
+            "            BLOCK_DV)"]
+        dq += [
+            f"    dq = _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, s{i}, e{i},",
+            "                   q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,",
+            "                   stride_kb, stride_kh, stride_kn, stride_kd,",
+            "                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS,",
+            f"                   {masked}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_N, BLOCK_D, BLOCK_DV)"]
+    return {"FORWARD_VISITS": "\n".join(forward), "DKDV_VISITS": "\n".join(dkdv),
+            "DQ_VISITS": "\n".join(dq)}
+
+
 def render(values: dict[str, str], ranges: str) -> str:
     """The whole module: header with the generated helpers, the range helpers, the kernels."""
+    kernels = Template(KERNELS).safe_substitute({k: v for k, v in values.items() if k.endswith("VISITS")})
     return (Template(HEADER).substitute(values) + ranges + "\n"
-            + Template(KERNELS).substitute(values))
+            + Template(kernels).substitute(values))
 
 
 __all__ = ["render"]
