@@ -164,6 +164,9 @@ VARIANTS = {
                                      inputs=", TEMP: [H]"), {"TEMP": ("H",)}),
     "late-start-causal": (variant("late-start", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
                                   filters="m <= p + M - P and m >= 3 and p >= 2"), {}),
+    # not affine in m: tiles are skipped by a block mask built from the element mask
+    "band-block-mask": (variant("band", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
+                                filters="abs(m - p - M + P) <= 26 and 2 * m <= p + M - P + 50"), {}),
 }
 
 
@@ -205,6 +208,13 @@ def test_variant_forward_and_gradients_equal_the_executor(case):
         analytic = (grad.double().cpu() * direction.double()).sum().item()
         scale = np.abs(grad.double().cpu().numpy()).sum() * 1e-2 + 1e-3
         assert abs(analytic - numeric) <= scale, f"d{name}: {analytic} vs executor {numeric}"
+
+
+def test_masks_choose_tile_ranges_or_a_block_mask():
+    assert compile_cascade("attention-window").generated.mask_mode == "ranges"
+    band = compile_cascade(parse_cascade(VARIANTS["band-block-mask"][0], source="<band>"))
+    assert band.generated.mask_mode == "blocks"
+    assert not band.generated.mask_reads_tensors and not band.generated.mask_by_head
 
 
 def test_variant_source_shows_the_score_and_its_derivative():

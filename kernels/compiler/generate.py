@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from einsim.einsum_cascades.expr import Number
 from einsim.kernels.compiler import template
-from einsim.kernels.compiler.bounds import range_function, segment_count
+import re
+
+from einsim.kernels.compiler.bounds import is_affine, range_function, segment_count
 from einsim.kernels.compiler.codegen import Emitter, KernelArgs, condition_nodes
 from einsim.kernels.compiler.derivative import derivative
 from einsim.kernels.compiler.frontend import QKLeaf, SoftmaxAttention, nodes
@@ -28,6 +30,12 @@ class GeneratedKernel:
     score_is_qk: bool
     grad_constant: float | None  # dS/dQK when it is one number (folded into the scale)
     digest: str  # sha256 of the source: the key of the cache file
+    # How tiles are skipped: "ranges" (in-kernel bounds from an affine mask) or "blocks" (a
+    # block mask built on the GPU from the element mask, for masks bounds cannot describe).
+    mask_mode: str = "ranges"
+    mask_reads_tensors: bool = False  # the block mask depends on input values: built per call
+    mask_by_batch: bool = False  # the mask differs between batches / heads (else one is shared)
+    mask_by_head: bool = False
 
     @property
     def name(self) -> str:
@@ -69,13 +77,19 @@ def generate(form: SoftmaxAttention) -> GeneratedKernel:
     values, ranges, grad = _emit(form, args)
     assert args.names() == probe.names(), "the second pass read new arguments"
     values["XARGS"] = args.text()
-    values.update(template.visits(segment_count(form)))
+    block_mask = not is_affine(form, Emitter(form, args))
+    values.update(template.visits(segment_count(form), block_mask))
     source = template.render(values, ranges)
+    keep_code = values["KEEP_CODE"]
     return GeneratedKernel(
         form=form, source=source, args=tuple(args.names()), tensors=tuple(args.tensors.items()),
         sizes=tuple(args.sizes), symbols=tuple(args.symbols), score_is_qk=form.score == QKLeaf(),
         grad_constant=grad.value if isinstance(grad, Number) else None,
-        digest=hashlib.sha256(source.encode()).hexdigest()[:20])
+        digest=hashlib.sha256(source.encode()).hexdigest()[:20],
+        mask_mode="blocks" if block_mask else "ranges",
+        mask_reads_tensors="x_" in keep_code,
+        mask_by_batch=bool(re.search(r"\bbatch\b", keep_code)),
+        mask_by_head=bool(re.search(r"\b(kv_)?head\b", keep_code)))
 
 
 __all__ = ["GeneratedKernel", "generate"]

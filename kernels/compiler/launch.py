@@ -167,6 +167,36 @@ class CompiledAttention:
             forward_config=default_config(problem),
             backward_config=backward_default_config(problem))
 
+    def tile_lists(self, plan: LaunchPlan, extras: tuple, block_m: int, block_n: int, *,
+                   by_key: bool = False, device=None) -> tuple:
+        """The block mask's tile lists for (block_m x block_n) tiles, as kernel arguments
+        (Lists, ls_b, ls_h, ls_o, ls_k): per query tile (by_key: per key tile) the partial tiles
+        and the full tiles of the other side. Built on the GPU from the element mask; kept in the
+        plan when the mask reads no input values, else built per call."""
+        import torch
+        import triton
+
+        generated = self.generated
+        key = ("lists", block_m, block_n, by_key)
+        if not generated.mask_reads_tensors and key in plan.extra:
+            return plan.extra[key]
+        problem = plan.problem
+        batches = problem.batch if generated.mask_by_batch else 1
+        heads = problem.q_heads if generated.mask_by_head else 1
+        m_tiles, n_tiles = triton.cdiv(problem.q_len, block_m), triton.cdiv(problem.kv_len, block_n)
+        any_ = torch.empty((batches, heads, m_tiles, n_tiles), dtype=torch.int8, device=device)
+        full = torch.empty_like(any_)
+        self.module.block_classes_kernel[(m_tiles, n_tiles, batches * heads)](
+            any_, full, any_.stride(0), any_.stride(1), any_.stride(2), problem.q_len,
+            problem.kv_len, heads, problem.group_size, *self._extra_args(plan, extras),
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
+        lists = tile_lists(any_.bool(), full.bool(), by_key)
+        args = (lists, lists.stride(0) if batches > 1 else 0, lists.stride(1) if heads > 1 else 0,
+                lists.stride(2), lists.stride(3))
+        if not generated.mask_reads_tensors:
+            plan.extra[key] = args
+        return args
+
     def _extra_args(self, plan: LaunchPlan, extras: tuple) -> list:
         args = []
         for tensor in extras:
@@ -225,12 +255,14 @@ class CompiledAttention:
         else:
             q_arg, k_arg, v_arg, o_arg = q, k, v, out
         num_m_tiles = triton.cdiv(problem.q_len, config.BLOCK_M)
+        lists = (self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, device=q.device)
+                 if self.generated.mask_mode == "blocks" else (lse, 0, 0, 0, 0))
         compiled = self.module.forward_kernel[(num_m_tiles, problem.batch * problem.q_heads)](
             q_arg, k_arg, v_arg, o_arg, lse,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
             problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, num_m_tiles,
-            *self._extra_args(plan, extras),
+            *lists, *self._extra_args(plan, extras),
             USE_TMA=use_tma, DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
             WARP_SPECIALIZE=bool(config.warp_specialize) and not interpreting(),
             IO_DTYPE=io_dtype(q), EXP_SPLIT=config.exp_split,
@@ -276,7 +308,10 @@ class CompiledAttention:
                       IO_DTYPE=io_dtype(q), BLOCK_D=block_d, BLOCK_DV=block_dv,
                       num_warps=config.num_warps, num_stages=config.num_stages)
         extra = self._extra_args(plan, extras)
+        blocks = self.generated.mask_mode == "blocks"
         bm, bn = config.BLOCK_M, config.BLOCK_N
+        lists = (self.tile_lists(plan, extras, bm, bn, by_key=True, device=q.device) if blocks
+                 else (delta, 0, 0, 0, 0))
         dkdv = self.module.backward_dkdv_kernel[
             (triton.cdiv(problem.kv_len, bn), problem.batch * problem.kv_heads)](
             arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
@@ -284,17 +319,19 @@ class CompiledAttention:
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
             problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
             problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, grad_scale,
-            *extra, BLOCK_M=bm, BLOCK_N=bn, **common)
+            *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common)
         remember_launch(f"{self.name}-bwd-dkdv", dkdv)
         bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
         num_m_tiles = triton.cdiv(problem.q_len, bm)
+        lists = (self.tile_lists(plan, extras, bm, bn, device=q.device) if blocks
+                 else (delta, 0, 0, 0, 0))
         dq_kernel = self.module.backward_dq_kernel[(num_m_tiles, rows)](
             arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
             arg(dq, bm, block_d), lse2, delta,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
             problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
             problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, grad_scale,
-            num_m_tiles, *extra, BLOCK_M=bm, BLOCK_N=bn, **common)
+            num_m_tiles, *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common)
         remember_launch(f"{self.name}-bwd-dq", dq_kernel)
         return dq, dk, dv
 
@@ -306,6 +343,25 @@ class CompiledAttention:
             raise ConfigError(f"{self.name}: config {config} cannot run {problem.describe()}: "
                               + "; ".join(reasons))
         return config
+
+
+def tile_lists(any_, full, by_key: bool):
+    """[B', H', outer tiles, 2, 1 + inner tiles] int32 from the block classes [B', H', query
+    tiles, key tiles]: for each outer tile (a query tile; by_key: a key tile) the number of
+    partial inner tiles then their indices in ascending order, and the same for full tiles."""
+    import torch
+
+    if by_key:
+        any_, full = any_.transpose(-1, -2), full.transpose(-1, -2)
+    full = full & any_
+    partial = any_ & ~full
+    inner = partial.shape[-1]
+    lists = torch.empty((*partial.shape[:-1], 2, 1 + inner), dtype=torch.int32, device=any_.device)
+    for kind, chosen in enumerate((partial, full)):
+        lists[..., kind, 0] = chosen.sum(-1, dtype=torch.int32)
+        # a stable sort of "not chosen" puts the chosen tiles first, in ascending order
+        lists[..., kind, 1:] = torch.sort((~chosen).to(torch.int8), dim=-1, stable=True).indices
+    return lists
 
 
 def _autograd_function():

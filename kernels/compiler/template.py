@@ -51,22 +51,48 @@ $KEEP_CODE
     return ok
 
 
+@triton.jit
+def block_classes_kernel(Any, Full, stride_b, stride_h, stride_m, q_len, kv_len, mask_heads,
+                         group$XARGS, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The block mask: per (query tile, key tile), does any point pass the mask (Any), does every
+    point of a real query row (Full; a tile past the keys' end never is)?"""
+    m_tile = tl.program_id(0)
+    n_tile = tl.program_id(1)
+    bh = tl.program_id(2)
+    batch = bh // mask_heads
+    head = bh % mask_heads
+    kv_head = head // group
+    P_ = (m_tile * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]
+    M_ = (n_tile * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]
+    ok = keep(P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
+    any_ok = tl.max(tl.max(ok.to(tl.int32), 1), 0)
+    all_ok = tl.min(tl.min((ok | (P_ >= q_len)).to(tl.int32), 1), 0)
+    offset = batch.to(tl.int64) * stride_b + head * stride_h + m_tile * stride_m + n_tile
+    tl.store(Any + offset, any_ok.to(tl.int8))
+    tl.store(Full + offset, all_ok.to(tl.int8))
+
+
 '''
 
 KERNELS = '''
 @triton.jit
-def _forward_tiles(acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, lo, hi,
+def _forward_tiles(acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, lo, hi, Idx,
                    q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
                    stride_kb, stride_kh, stride_kn, stride_kd,
                    stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
-                   MASKED: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr,
-                   WARP_SPECIALIZE: tl.constexpr, IO_DTYPE: tl.constexpr,
+                   MASKED: tl.constexpr, INDEXED: tl.constexpr, USE_TMA: tl.constexpr,
+                   DOT_FP32: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, IO_DTYPE: tl.constexpr,
                    EXP_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
-    """Key tiles [lo, hi): update the running max (m_i), denominator (l_i), numerator (acc)."""
+    """Key tiles from lo to hi (INDEXED: entries [lo, hi) of the tile list Idx of a block
+    mask): update the running max (m_i), denominator (l_i) and numerator (acc)."""
     offs_n = tl.arange(0, BLOCK_N)
     P_ = rows[:, None]
-    for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+    for it in tl.range(lo, hi, 1 if INDEXED else BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        if INDEXED:
+            start_n = tl.load(Idx + it) * BLOCK_N
+        else:
+            start_n = it
         start_n = tl.multiple_of(start_n, BLOCK_N)
         M_ = (start_n + offs_n)[None, :]
         k = lib.load_tile(K, batch, kv_head, start_n, kv_len, head_dim,
@@ -115,7 +141,8 @@ def forward_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
-    q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, num_m_tiles$XARGS,
+    q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, num_m_tiles,
+    Lists, ls_b, ls_h, ls_o, ls_k$XARGS,
     USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
     IO_DTYPE: tl.constexpr, EXP_SPLIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -147,17 +174,22 @@ $FORWARD_VISITS
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, lo, hi,
+def _dkdv_tiles(dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, lo, hi, Idx,
                 q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
                 stride_qb, stride_qh, stride_qm, stride_qd,
                 stride_gb, stride_gh, stride_gm, stride_gd$XARGS,
-                MASKED: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr,
-                IO_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-                BLOCK_DV: tl.constexpr):
-    """Query tiles [lo, hi) of one query head against the resident key tile (scores as Kᵀ·Q)."""
+                MASKED: tl.constexpr, INDEXED: tl.constexpr, USE_TMA: tl.constexpr,
+                DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """Query tiles from lo to hi (INDEXED: entries of the tile list Idx) of one query head
+    against the resident key tile (scores as Kᵀ·Q)."""
     offs_m = tl.arange(0, BLOCK_M)
     M_ = cols[:, None]
-    for start_m in tl.range(lo, hi, BLOCK_M):
+    for it in tl.range(lo, hi, 1 if INDEXED else BLOCK_M):
+        if INDEXED:
+            start_m = tl.load(Idx + it) * BLOCK_M
+        else:
+            start_m = it
         start_m = tl.multiple_of(start_m, BLOCK_M)
         rows = start_m + offs_m
         P_ = rows[None, :]
@@ -207,7 +239,7 @@ def backward_dkdv_kernel(
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
     q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-    grad_scale$XARGS,
+    grad_scale, Lists, ls_b, ls_h, ls_o, ls_k$XARGS,
     USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
@@ -239,16 +271,20 @@ $DKDV_VISITS
 
 
 @triton.jit
-def _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, lo, hi,
+def _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, lo, hi, Idx,
               q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
               stride_kb, stride_kh, stride_kn, stride_kd,
               stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
-              MASKED: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr,
-              IO_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-              BLOCK_DV: tl.constexpr):
+              MASKED: tl.constexpr, INDEXED: tl.constexpr, USE_TMA: tl.constexpr,
+              DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
+              BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
     P_ = rows[:, None]
-    for start_n in tl.range(lo, hi, BLOCK_N):
+    for it in tl.range(lo, hi, 1 if INDEXED else BLOCK_N):
+        if INDEXED:
+            start_n = tl.load(Idx + it) * BLOCK_N
+        else:
+            start_n = it
         start_n = tl.multiple_of(start_n, BLOCK_N)
         M_ = (start_n + offs_n)[None, :]
         k = lib.load_tile(K, batch, kv_head, start_n, kv_len, head_dim,
@@ -287,7 +323,7 @@ def backward_dq_kernel(
     stride_gb, stride_gh, stride_gm, stride_gd,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,
-    num_m_tiles$XARGS,
+    num_m_tiles, Lists, ls_b, ls_h, ls_o, ls_k$XARGS,
     USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
@@ -316,39 +352,64 @@ $DQ_VISITS
 '''
 
 
-def visits(count: int) -> dict[str, str]:
-    """The calls that walk the segments the range helpers return (masked, unmasked, masked per
-    term of the mask): only unmasked segments use warp specialization and FMA exponentials."""
-    names = ", ".join(f"s{i}, e{i}" for i in range(count))
-    forward = [f"    {names} = key_range(start_m, batch, head, kv_head, q_len, kv_len$XARGS,",
-               "                             BLOCK_M, BLOCK_N)"]
-    dkdv = [f"        {names} = query_range(start_n, batch, head, kv_head, q_len, kv_len$XARGS,",
-            "                                 BLOCK_M, BLOCK_N)"]
-    dq = list(forward)
-    for i in range(count):
-        masked = i % 3 != 1
-        forward += [
-            "    acc, l_i, m_i = _forward_tiles(",
-            f"        acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, s{i}, e{i},",
-            "        q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,",
-            "        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn,",
-            "        stride_vd$XARGS, "
-            + ("True, USE_TMA, DOT_FP32, False, IO_DTYPE, 1," if masked else
-               "False, USE_TMA, DOT_FP32, WARP_SPECIALIZE, IO_DTYPE, EXP_SPLIT,"),
-            "        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)"]
-        dkdv += [
-            "        dk, dv = _dkdv_tiles(",
-            f"            dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, s{i}, e{i},",
-            "            q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,",
-            "            stride_qb, stride_qh, stride_qm, stride_qd, stride_gb, stride_gh, stride_gm,",
-            f"            stride_gd$XARGS, {masked}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_D,",
-            "            BLOCK_DV)"]
-        dq += [
-            f"    dq = _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, s{i}, e{i},",
-            "                   q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,",
-            "                   stride_kb, stride_kh, stride_kn, stride_kd,",
-            "                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS,",
-            f"                   {masked}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_N, BLOCK_D, BLOCK_DV)"]
+def visits(count: int, block_mask: bool) -> dict[str, str]:
+    """The calls that walk a program's tiles. Tile ranges: the segments the range helpers return
+    (masked, unmasked, masked per term of the mask). Block mask: the program's two tile lists
+    (partial tiles masked, full tiles unmasked) of Lists [B', H', tiles, 2, 1 + tiles] (count,
+    then tile indices). Only unmasked walks use warp specialization and FMA exponentials."""
+    fwd_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,\n"
+                "        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn,\n"
+                "        stride_vd$XARGS, ")
+    dq_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,\n"
+               "                   stride_kb, stride_kh, stride_kn, stride_kd,\n"
+               "                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS,\n                   ")
+    dkdv_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,\n"
+                 "            stride_qb, stride_qh, stride_qm, stride_qd, stride_gb, stride_gh, stride_gm,\n"
+                 "            stride_gd$XARGS, ")
+
+    def forward_call(lo, hi, idx, masked, indexed):
+        flags = (f"True, {indexed}, USE_TMA, DOT_FP32, False, IO_DTYPE, 1," if masked else
+                 f"False, {indexed}, USE_TMA, DOT_FP32, WARP_SPECIALIZE, IO_DTYPE, EXP_SPLIT,")
+        return ["    acc, l_i, m_i = _forward_tiles(",
+                f"        acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, {lo}, {hi}, {idx},",
+                "        " + fwd_args + flags, "        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)"]
+
+    def dq_call(lo, hi, idx, masked, indexed):
+        return [f"    dq = _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, {lo}, {hi}, {idx},",
+                "                   " + dq_args
+                + f"{masked}, {indexed}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_N, BLOCK_D, BLOCK_DV)"]
+
+    def dkdv_call(lo, hi, idx, masked, indexed):
+        return ["        dk, dv = _dkdv_tiles(",
+                f"            dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, {lo}, {hi}, {idx},",
+                "            " + dkdv_args
+                + f"{masked}, {indexed}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_D, BLOCK_DV)"]
+
+    if block_mask:
+        def lists(indent, tile):
+            return [f"{indent}lists = Lists + batch * ls_b + head * ls_h + ({tile}) * ls_o",
+                    f"{indent}n_partial = tl.load(lists)", f"{indent}n_full = tl.load(lists + ls_k)"]
+        forward = lists("    ", "start_m // BLOCK_M")
+        forward += forward_call(0, "n_partial", "lists + 1", True, True)
+        forward += forward_call(0, "n_full", "lists + ls_k + 1", False, True)
+        dq = lists("    ", "start_m // BLOCK_M")
+        dq += dq_call(0, "n_partial", "lists + 1", True, True)
+        dq += dq_call(0, "n_full", "lists + ls_k + 1", False, True)
+        dkdv = lists("        ", "start_n // BLOCK_N")
+        dkdv += dkdv_call(0, "n_partial", "lists + 1", True, True)
+        dkdv += dkdv_call(0, "n_full", "lists + ls_k + 1", False, True)
+    else:
+        names = ", ".join(f"s{i}, e{i}" for i in range(count))
+        forward = [f"    {names} = key_range(start_m, batch, head, kv_head, q_len, kv_len$XARGS,",
+                   "                             BLOCK_M, BLOCK_N)"]
+        dq = list(forward)
+        dkdv = [f"        {names} = query_range(start_n, batch, head, kv_head, q_len, kv_len$XARGS,",
+                "                                 BLOCK_M, BLOCK_N)"]
+        for i in range(count):
+            masked = i % 3 != 1
+            forward += forward_call(f"s{i}", f"e{i}", 0, masked, False)
+            dq += dq_call(f"s{i}", f"e{i}", 0, masked, False)
+            dkdv += dkdv_call(f"s{i}", f"e{i}", 0, masked, False)
     return {"FORWARD_VISITS": "\n".join(forward), "DKDV_VISITS": "\n".join(dkdv),
             "DQ_VISITS": "\n".join(dq)}
 
