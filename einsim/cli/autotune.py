@@ -17,7 +17,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run (or resume) an Optuna study over a kernel's configs: the default config and "
         "the simulator's best predictions first, then TPE. Every trial is saved in the storage as it "
         "finishes; rerunning the same command resumes. View with: optuna-dashboard <storage URL>.")
-    parser.add_argument("--kernel", required=True, help="kernel name (einsim kernels list): attention-fwd, decode, ...")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--kernel", help="kernel name (einsim kernels list): attention-fwd, decode, ...")
+    which.add_argument("--cascade", metavar="FILE.yaml",
+                       help="a softmax-attention cascade (YAML file or library name): compile it and "
+                       "tune its kernel (the tuning cache is keyed by the cascade's content)")
+    parser.add_argument("--backward", action="store_true",
+                        help="with --cascade: tune the compiled backward instead of the forward")
     parser.add_argument("--target", default="h100-sxm", help="GPU target the simulator models (default h100-sxm)")
     add_problem_arguments(parser)
     parser.add_argument("--trials", type=int, help="configs to run in the whole study (default: a quarter of "
@@ -116,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
     from einsim.errors import ConfigError
     from einsim.kernels.registry import get_kernel
 
+    if args.cascade:
+        from einsim.kernels.compiler import compile as compile_cascade
+        from einsim.kernels.compiler.registry import kernel_stem
+
+        args.kernel = kernel_stem(compile_cascade(args.cascade)) + ("-bwd" if args.backward else "-fwd")
+    elif args.backward:
+        raise ConfigError("--backward goes with --cascade; name a backward kernel with --kernel")
     get_kernel(args.kernel)  # unknown kernel: a clear error before anything else
     problem = kernel_problem_from_args(args, decode=args.kernel == "decode")
     if args.trials is not None and args.trials <= 0:

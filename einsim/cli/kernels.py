@@ -1,6 +1,7 @@
-"""`einsim kernels list|show NAME`: the Triton kernels einsim has, the cascade each implements,
-its config knobs, and (for a shape) its default config, shared memory and search space. Needs no
-torch or triton: it reads the registry and the resource models only."""
+"""`einsim kernels list|show NAME|compile FILE`: the Triton kernels einsim has, the cascade each
+implements, its config knobs, and (for a shape) its default config, shared memory and search
+space; `compile` turns a cascade into its fused kernels and says what it made of it. Needs no
+torch or triton: it reads the registry, the resource models and the generated source only."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_problem_arguments(show)  # without --shape or --model: DEFAULT_SHAPE
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_show)
+    compile_ = actions.add_parser(
+        "compile", help="compile a softmax-attention cascade to fused forward/backward kernels",
+        description="Recognise the cascade's softmax-attention form, generate its Triton kernels "
+        "(written to the compile cache, $EINSIM_COMPILE_DIR or ~/.cache/einsim/compiled) and "
+        "register them; prints the score, its derivative, the mask and how tiles are skipped.")
+    compile_.add_argument("cascade", help="cascade YAML file or library name (einsim cascades list)")
+    compile_.add_argument("--show-source", action="store_true", help="print the generated module")
+    compile_.add_argument("--json", action="store_true", help="print JSON")
+    compile_.set_defaults(handler=_compile)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -78,4 +88,55 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  search space   {len(space)} configs that fit an H100")
     print(f"  work           {result['flops'] / 1e12:.4g} TFLOP over visible pairs, "
           f"{result['min_bytes'] / 1e9:.4g} GB compulsory HBM traffic")
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from einsim.kernels.compiler import compile as compile_cascade
+    from einsim.kernels.compiler.registry import kernel_stem
+    from einsim.kernels.compiler.source_cache import write_source
+
+    compiled = compile_cascade(args.cascade)
+    generated, form = compiled.generated, compiled.form
+    path = write_source(generated.source, generated.digest)
+    stem = kernel_stem(compiled)
+    roles = form.roles
+    result = {
+        "cascade": compiled.cascade.name, "source": compiled.cascade.source,
+        "kernels": [f"{stem}-fwd", f"{stem}-bwd"],
+        "q": form.q, "k": form.k, "v": form.v, "output": form.output,
+        "ranks": {"batch": roles.batch, "heads": roles.head, "kv_heads": roles.kv_head,
+                  "queries": roles.query, "keys": roles.key, "head_dim": roles.head_dim,
+                  "value_dim": roles.value_dim},
+        "score": str(form.score), "score_derivative": generated.source.split("dS/dQK  = ", 1)[1].split("\n", 1)[0],
+        "mask": [f.text for f in form.mask], "tile_skipping": generated.mask_mode,
+        "extra_inputs": {n: list(compiled.cascade.inputs[n]) for n in compiled.extra_inputs},
+        "symbols": list(generated.symbols), "generated_file": str(path),
+    }
+    if args.json:
+        if args.show_source:
+            result["generated_source"] = generated.source
+        print_json(result)
+        return 0
+    if args.show_source:
+        print(generated.source)
+        return 0
+    ranks = result["ranks"]
+    skipping = {"ranges": "tile ranges from the mask's affine bounds (masked edges, unmasked middle)",
+                "blocks": "a block mask built on the GPU from the element mask"}[generated.mask_mode]
+    print(f"{result['cascade']} ({result['source']}): softmax attention, compiled")
+    print(f"  kernels        {', '.join(result['kernels'])}")
+    print(f"  inputs         {form.q} (queries), {form.k} (keys), {form.v} (values)"
+          + "".join(f", {n}[{', '.join(r)}]" for n, r in result["extra_inputs"].items()))
+    print(f"  ranks          batch {ranks['batch']}, heads {ranks['heads']}"
+          + (f" (key/value heads {ranks['kv_heads']})" if ranks["kv_heads"] != ranks["heads"] else "")
+          + f", queries {ranks['queries']}, keys {ranks['keys']}, head dim {ranks['head_dim']}, "
+          f"value dim {ranks['value_dim']}")
+    print(f"  score S        {result['score']}   (QK = scale * Q.K, scale 1/sqrt(head dim) by default)")
+    print(f"  dS/dQK         {result['score_derivative']}")
+    print(f"  mask           {' and '.join(result['mask']) or '(none)'}")
+    print(f"  tile skipping  {skipping}")
+    if result["symbols"]:
+        print(f"  symbols        {', '.join(result['symbols'])} (keyword arguments of the call)")
+    print(f"  generated      {path}  (--show-source prints it)")
     return 0

@@ -1,8 +1,9 @@
 """The cascade compiler: any softmax-attention cascade becomes a fused forward + backward Triton
 kernel. `compile(cascade)` recognises the cascade's 1-pass form by structure (frontend), derives
 the score, its derivative and the mask (derivative, bounds), generates the kernel module from the
-template (codegen, template, generate), caches it on disk by content (source_cache) and returns
-the callable (launch). docs/compiler.md explains each step.
+template (codegen, template, generate), caches it on disk by content (source_cache), registers
+its forward and backward kernels (registry) and returns the callable (launch); reference.py is
+its torch twin. docs/compiler.md explains each step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def compile(cascade) -> "CompiledAttention":  # noqa: A001  (einsim.kernels.comp
     from einsim.kernels.compiler.frontend import content_hash, recognise
     from einsim.kernels.compiler.generate import generate
     from einsim.kernels.compiler.launch import CompiledAttention
+    from einsim.kernels.compiler.registry import register_compiled
 
     if isinstance(cascade, (str, Path)):
         cascade = load_cascade(cascade)
@@ -33,7 +35,9 @@ def compile(cascade) -> "CompiledAttention":  # noqa: A001  (einsim.kernels.comp
                           f"{type(cascade).__name__}")
     key = content_hash(cascade)
     if key not in _COMPILED:
-        _COMPILED[key] = CompiledAttention(generate(recognise(cascade)))
+        compiled = CompiledAttention(generate(recognise(cascade)))
+        register_compiled(compiled)
+        _COMPILED[key] = compiled
     return _COMPILED[key]
 
 

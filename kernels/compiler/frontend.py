@@ -107,6 +107,7 @@ class SoftmaxAttention:
     mask: tuple[Filter, ...]  # a point is attended iff every filter holds
     extra_inputs: tuple[str, ...]  # inputs other than Q, K, V the score or mask reads
     content_hash: str = field(default="")
+    local_sum: str = ""  # the Einsum summing exp(S - RM) over a tile: its points are the pairs seen
 
     @property
     def name(self) -> str:
@@ -428,7 +429,8 @@ class _Recogniser:
         return SoftmaxAttention(
             cascade=cascade, q=q_access.tensor, k=k_access.tensor, v=value_access.tensor,
             output=output, roles=roles, score=score, mask=mask,
-            extra_inputs=tuple(dict.fromkeys(extra)), content_hash=content_hash(cascade))
+            extra_inputs=tuple(dict.fromkeys(extra)), content_hash=content_hash(cascade),
+            local_sum=den_sum.tensor)
 
     def contraction(self, score, den_sum: Reduce):
         """Replace the one sum(e) Q*K in the score by QKLeaf; return the accesses."""
@@ -510,8 +512,12 @@ class _Recogniser:
                          head_dim=contracted, value_dim=value_dim, key_steps=steps, key_tile=tile)
 
     def _plain_form_hint(self) -> str:
-        has_state = any(e.iterative_rank for e in self.cascade.einsums)
-        if has_state:
+        """A hint for softmax written the plain way (a global max, exp, no running state)."""
+        einsums = self.cascade.einsums
+        has_state = any(e.iterative_rank for e in einsums)
+        has_max = any(e.reduce_op == "max" for e in einsums)
+        has_exp = any(isinstance(n, Call) and n.func == "exp" for e in einsums for n in nodes(e.expression))
+        if has_state or not (has_max and has_exp):
             return ""
         return ("; this cascade has no running state (the plain 3-pass form): rewrite it to the "
                 "1-pass form first (the FuseMax reassociation)")

@@ -6,7 +6,6 @@ file access per call) and the autograd Function over the generated forward and b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from einsim.errors import ConfigError, ShapeError
@@ -21,18 +20,31 @@ LOG2_E = 1.4426950408889634
 RESERVED = ("scale", "config", "backward_config")
 
 
-@dataclass
 class LaunchPlan:
-    """What one input shape needs, computed once: the problem, bound sizes, argument values."""
+    """What one call key needs, decided once (docs/kernels.md § Launch plans): the checked
+    problem, the resolved configs, the bound sizes and symbols, and the Triton launches, built
+    on first use from the real tensors."""
 
-    problem: Problem
-    scale: float
-    size_values: tuple[int, ...]  # sz_<rank> arguments, in GeneratedKernel.sizes order
-    symbol_values: tuple[int, ...]  # sym_<name> arguments, in GeneratedKernel.symbols order
-    tensor_names: tuple[str, ...]  # extra inputs passed, in GeneratedKernel.tensors order
-    forward_config: FlashConfig
-    backward_config: FlashBackwardConfig
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("problem", "scale", "size_values", "symbol_values", "tensor_names",
+                 "forward_config", "backward_config", "out_shape", "forward_tma", "backward_tma",
+                 "launches", "descriptors", "extra")
+
+    def __init__(self, problem: Problem, scale: float, size_values: tuple, symbol_values: tuple,
+                 tensor_names: tuple, forward_config: FlashConfig,
+                 backward_config: FlashBackwardConfig, forward_tma: bool, backward_tma: bool):
+        self.problem = problem
+        self.scale = scale
+        self.size_values = size_values  # sz_<rank> arguments, in GeneratedKernel.sizes order
+        self.symbol_values = symbol_values  # sym_<name> arguments, in GeneratedKernel.symbols order
+        self.tensor_names = tensor_names  # extra inputs passed, in GeneratedKernel.tensors order
+        self.forward_config = forward_config
+        self.backward_config = backward_config
+        self.out_shape = (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)
+        self.forward_tma = forward_tma
+        self.backward_tma = backward_tma
+        self.launches: dict[str, Any] = {}  # kernel role -> TritonLaunch
+        self.descriptors: dict[tuple, Any] = {}  # (role, block rows) -> DescriptorFactory
+        self.extra: dict[Any, Any] = {}  # block-mask tile lists of masks that read no input
 
 
 def forward_reasons(config, problem: Problem, limits=None) -> list[str]:
@@ -64,7 +76,7 @@ class CompiledAttention:
         self.cascade = generated.form.cascade
         self.name = f"compiled:{self.cascade.name}"
         self._module = None
-        self._plans: dict[tuple, LaunchPlan] = {}
+        self._plans = None  # its PlanCache, made on first call (kernels/launch.py)
         roles = self.form.roles
         bound_by_tensors = {roles.batch, roles.head, roles.kv_head, roles.query, roles.key,
                             roles.head_dim, roles.value_dim}
@@ -95,8 +107,30 @@ class CompiledAttention:
         return f"<compiled cascade {self.cascade.name!r} ({self.generated.digest})>"
 
     # -- inputs --------------------------------------------------------------------------------
-    def plan(self, q, k, v, scale, keywords: dict[str, Any]) -> tuple[LaunchPlan, tuple]:
-        """The plan for these inputs and the extra tensors in kernel order (ShapeError if wrong)."""
+    def plan(self, q, k, v, scale, keywords: dict[str, Any], config=None,
+             backward_config=None) -> tuple[LaunchPlan, tuple]:
+        """The launch plan of this call (built and checked on a miss; ShapeError/ConfigError for
+        bad input, every time) and the extra tensors in kernel order. A hit costs one lookup."""
+        from einsim.kernels.launch import plan_cache, tensor_key
+
+        if self._plans is None:
+            self._plans = plan_cache(f"{self.name}:{self.generated.digest}")
+
+        def make_key():
+            return (tensor_key(q), tensor_key(k), tensor_key(v), scale, config, backward_config,
+                    tuple((n, tensor_key(t) if hasattr(t, "data_ptr") else t)
+                          for n, t in keywords.items()))
+
+        key, plan = self._plans.find(make_key)
+        if plan is None:
+            plan = self._plans.store(key, self._make_plan(q, k, v, scale, keywords, config,
+                                                          backward_config))
+        try:
+            return plan, tuple(keywords[name] for name in plan.tensor_names)
+        except KeyError:  # a plan stored under a key of other keywords cannot happen; be safe
+            return self._make_plan(q, k, v, scale, keywords, config, backward_config), ()
+
+    def _split_keywords(self, keywords: dict[str, Any]) -> tuple[dict, dict]:
         import torch
 
         tensors, symbols = {}, {}
@@ -118,21 +152,13 @@ class CompiledAttention:
         if missing:
             raise ShapeError(f"{self.name}: missing input(s) " + ", ".join(
                 f"{n} [{', '.join(self.cascade.inputs[n])}]" for n in missing))
-        key = (tuple(q.shape), tuple(k.shape), tuple(v.shape), q.dtype, q.device, scale,
-               tuple(sorted(symbols.items())),
-               tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in sorted(tensors.items())))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._make_plan(q, k, v, scale, symbols, tensors)
-            self._plans[key] = plan
-        ordered = tuple(tensors[name] for name in plan.tensor_names)
-        return plan, ordered
+        return tensors, symbols
 
-    def _make_plan(self, q, k, v, scale, symbols, tensors) -> LaunchPlan:
-        from einsim.kernels.runtime import check_attention_inputs
-
-        problem = check_attention_inputs(q, k, v, kernel=self.name, scale=scale)
+    def bind(self, problem: Problem, symbols: dict[str, int] | None = None) -> dict[str, int]:
+        """Every rank and symbol of the cascade for `problem` (symbols: the user's values of
+        size symbols, e.g. window_left; the sizes of q, k, v's ranks come from the problem)."""
         roles = self.form.roles
+        symbols = dict(symbols or {})
         for name in symbols:
             if name in self._role_symbols:
                 raise ShapeError(f"{self.name}: {name} is the size of a rank of q, k or v and is "
@@ -147,7 +173,48 @@ class CompiledAttention:
             declared = self.cascade.ranks.get(rank)
             if isinstance(declared, str) and declared in self.cascade.symbols:
                 given[declared] = given[rank]
-        bound = self.cascade.bind(given)
+        return self.cascade.bind(given)
+
+    def visible_pairs(self, problem: Problem, symbols: dict[str, int] | None = None) -> int | None:
+        """(query, key) pairs one head attends under the cascade's mask (exact, counted by the
+        cascade's iteration space); None when the mask reads input values or cannot be counted
+        at this size."""
+        from einsim.errors import EinsimError
+
+        if self.generated.mask_reads_tensors:
+            return None
+        bound = self.bind(problem, symbols)
+        try:
+            points = self.cascade.einsum(self.form.local_sum).iteration_points(bound)
+        except EinsimError:
+            return None
+        return points // (problem.batch * problem.q_heads)
+
+    def reference(self, q, k, v, *, scale: float | None = None, dtype=None, **tensors):
+        """The cascade's torch twin (kernels/compiler/reference.py): out in `dtype` (float64 on
+        the CPU, float32 elsewhere), differentiable in q, k, v."""
+        from einsim.kernels.compiler.reference import twin_attention
+
+        problem = Problem(batch=q.shape[0], q_heads=q.shape[1], kv_heads=k.shape[1],
+                          q_len=q.shape[2], kv_len=k.shape[2], head_dim=q.shape[3],
+                          v_head_dim=v.shape[3], dtype="fp32")
+        symbols = {n: t for n, t in tensors.items() if n in self.cascade.symbols}
+        extras = {n: t for n, t in tensors.items() if n in self.extra_inputs}
+        missing = [n for n in self.extra_inputs if n not in extras]
+        if missing:
+            raise ShapeError(f"{self.name}: missing input(s) {', '.join(missing)}")
+        scale = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
+        return twin_attention(self.form, self.bind(problem, symbols), q, k, v, extras, scale,
+                              dtype=dtype)
+
+    def _make_plan(self, q, k, v, scale, keywords, config, backward_config) -> LaunchPlan:
+        from einsim.kernels.compiler.registry import kernel_stem
+        from einsim.kernels.registry import KERNELS
+        from einsim.kernels.runtime import check_attention_inputs, device_limits, tma_compatible
+
+        tensors, symbols = self._split_keywords(keywords)
+        problem = check_attention_inputs(q, k, v, kernel=self.name, scale=scale)
+        bound = self.bind(problem, symbols)
         for name, tensor in tensors.items():
             expected = self.cascade.tensor_shape(name, bound)
             if tuple(tensor.shape) != expected:
@@ -157,15 +224,28 @@ class CompiledAttention:
                 raise ShapeError(f"{self.name}: input {name} is on {tensor.device}, q on {q.device}")
             if tensor.is_complex():
                 raise ShapeError(f"{self.name}: input {name} is complex ({tensor.dtype})")
+            if tensor.numel() >= 2**31:
+                raise ShapeError(f"{self.name}: input {name} has 2^31 elements or more; the "
+                                 "kernels index extra inputs with 32-bit offsets")
+        limits = device_limits(q.device)
+        stem = kernel_stem(self)
+        forward_config = KERNELS[f"{stem}-fwd"].resolve_config(config, problem, limits)
+        backward_config = KERNELS[f"{stem}-bwd"].resolve_config(backward_config, problem, limits)
+        for reasons_of, chosen in ((forward_reasons, forward_config),
+                                   (backward_reasons, backward_config)):
+            reasons = reasons_of(chosen, problem, limits)
+            if reasons:
+                raise ConfigError(f"{self.name}: config {chosen} cannot run {problem.describe()}: "
+                                  + "; ".join(reasons))
         generated = self.generated
-        scale_value = 1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale)
         return LaunchPlan(
-            problem=problem, scale=scale_value,
+            problem=problem, scale=1.0 / math.sqrt(problem.head_dim) if scale is None else float(scale),
             size_values=tuple(int(bound[r]) for r in generated.sizes),
             symbol_values=tuple(int(bound[s]) for s in generated.symbols),
             tensor_names=tuple(name for name, _ in generated.tensors),
-            forward_config=default_config(problem),
-            backward_config=backward_default_config(problem))
+            forward_config=forward_config, backward_config=backward_config,
+            forward_tma=bool(forward_config.tma) and tma_compatible(q, k, v),
+            backward_tma=bool(backward_config.tma) and tma_compatible(q, k, v))
 
     def tile_lists(self, plan: LaunchPlan, extras: tuple, block_m: int, block_n: int, *,
                    by_key: bool = False, device=None) -> tuple:
@@ -175,6 +255,8 @@ class CompiledAttention:
         plan when the mask reads no input values, else built per call."""
         import torch
         import triton
+
+        from einsim.kernels.launch import TritonLaunch
 
         generated = self.generated
         key = ("lists", block_m, block_n, by_key)
@@ -186,10 +268,14 @@ class CompiledAttention:
         m_tiles, n_tiles = triton.cdiv(problem.q_len, block_m), triton.cdiv(problem.kv_len, block_n)
         any_ = torch.empty((batches, heads, m_tiles, n_tiles), dtype=torch.int8, device=device)
         full = torch.empty_like(any_)
-        self.module.block_classes_kernel[(m_tiles, n_tiles, batches * heads)](
-            any_, full, any_.stride(0), any_.stride(1), any_.stride(2), problem.q_len,
-            problem.kv_len, heads, problem.group_size, *self._extra_args(plan, extras),
-            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
+        launch = plan.launches.get(("classes", block_m, block_n))
+        if launch is None:
+            launch = plan.launches[("classes", block_m, block_n)] = TritonLaunch(
+                self.module.block_classes_kernel, (m_tiles, n_tiles, batches * heads),
+                any_, full, any_.stride(0), any_.stride(1), any_.stride(2), problem.q_len,
+                problem.kv_len, heads, problem.group_size, *self._extra_args(plan, extras),
+                BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
+        launch(any_, full, *extras)
         lists = tile_lists(any_.bool(), full.bool(), by_key)
         args = (lists, lists.stride(0) if batches > 1 else 0, lists.stride(1) if heads > 1 else 0,
                 lists.stride(2), lists.stride(3))
@@ -203,6 +289,14 @@ class CompiledAttention:
             args.append(tensor)
             args += list(tensor.stride())
         return args + list(plan.size_values) + list(plan.symbol_values)
+
+    def _descriptor(self, plan: LaunchPlan, role: str, tensor, rows: int, cols: int):
+        from einsim.kernels.launch import DescriptorFactory
+
+        factory = plan.descriptors.get((role, rows))
+        if factory is None:
+            factory = plan.descriptors[(role, rows)] = DescriptorFactory(tensor, [1, 1, rows, cols])
+        return factory(tensor)
 
     # -- calls -------------------------------------------------------------------------------------
     def __call__(self, q, k, v, *, scale: float | None = None, config: FlashConfig | None = None,
@@ -218,131 +312,166 @@ class CompiledAttention:
         sees no key, whose output is 0)."""
         import torch
 
-        plan, extras = self.plan(q, k, v, scale, tensors)
-        for name, tensor in zip(plan.tensor_names, extras):
-            if tensor.requires_grad and torch.is_grad_enabled():
-                raise ConfigError(f"{self.name}: input {name} requires grad; gradients of extra "
-                                  "inputs are not generated yet (detach it)")
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-        if needs_grad:
-            return CompiledAttentionFunction.apply(self, plan, config, backward_config, q, k, v,
-                                                   *extras)
-        return self.forward(plan, q, k, v, extras, config)
+        plan, extras = self.plan(q, k, v, scale, tensors, config, backward_config)
+        if torch.is_grad_enabled():
+            for name, tensor in zip(plan.tensor_names, extras):
+                if tensor.requires_grad:
+                    raise ConfigError(f"{self.name}: input {name} requires grad; gradients of "
+                                      "extra inputs are not generated yet (detach it)")
+            if q.requires_grad or k.requires_grad or v.requires_grad:
+                return CompiledAttentionFunction.apply(self, plan, q, k, v, *extras)
+        return self.forward(plan, q, k, v, extras)
 
-    def forward(self, plan: LaunchPlan, q, k, v, extras: tuple, config=None):
+    def forward(self, plan: LaunchPlan, q, k, v, extras: tuple):
+        """(out, lse) by the generated forward kernel (plan: CompiledAttention.plan)."""
         import torch
+
+        problem, config = plan.problem, plan.forward_config
+        out = torch.empty(plan.out_shape, dtype=q.dtype, device=q.device)
+        lse = torch.empty(plan.out_shape[:3], dtype=torch.float32, device=q.device)
+        if self.generated.mask_mode == "blocks":
+            lists = self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, device=q.device)
+        else:
+            lists = (lse, 0, 0, 0, 0)
+        if plan.forward_tma:
+            block_d, block_dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
+            args = (self._descriptor(plan, "q", q, config.BLOCK_M, block_d),
+                    self._descriptor(plan, "k", k, config.BLOCK_N, block_d),
+                    self._descriptor(plan, "v", v, config.BLOCK_N, block_dv),
+                    self._descriptor(plan, "out", out, config.BLOCK_M, block_dv))
+        else:
+            args = (q, k, v, out)
+        launch = plan.launches.get("forward")
+        if launch is None:
+            launch = plan.launches["forward"] = self._forward_launch(plan, q, k, v, out, lse,
+                                                                     args, lists, extras)
+        launch(*args, lse, lists[0], *extras)
+        return out, lse
+
+    def _forward_launch(self, plan, q, k, v, out, lse, args, lists, extras):
         import triton
 
-        from einsim.kernels.flash.forward import descriptor, io_dtype, remember_launch
-        from einsim.kernels.runtime import (interpreter_needs_fp32_dots, interpreting,
-                                            patch_interpreter, tma_compatible)
+        from einsim.kernels.flash.forward import io_dtype, remember_launch
+        from einsim.kernels.launch import TritonLaunch
+        from einsim.kernels.runtime import interpreter_needs_fp32_dots, interpreting, patch_interpreter
 
-        problem = plan.problem
-        config = self._checked(config or plan.forward_config, problem, forward_reasons, q.device)
         if interpreting():
             patch_interpreter()
-        out = torch.empty((problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim),
-                          dtype=q.dtype, device=q.device)
-        lse = torch.empty((problem.batch, problem.q_heads, problem.q_len), dtype=torch.float32,
-                          device=q.device)
-        block_d, block_dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
-        use_tma = config.tma and tma_compatible(q, k, v, out)
-        if use_tma:
-            q_arg = descriptor(q, config.BLOCK_M, block_d)
-            k_arg = descriptor(k, config.BLOCK_N, block_d)
-            v_arg = descriptor(v, config.BLOCK_N, block_dv)
-            o_arg = descriptor(out, config.BLOCK_M, block_dv)
-        else:
-            q_arg, k_arg, v_arg, o_arg = q, k, v, out
+        problem, config = plan.problem, plan.forward_config
         num_m_tiles = triton.cdiv(problem.q_len, config.BLOCK_M)
-        lists = (self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, device=q.device)
-                 if self.generated.mask_mode == "blocks" else (lse, 0, 0, 0, 0))
-        compiled = self.module.forward_kernel[(num_m_tiles, problem.batch * problem.q_heads)](
-            q_arg, k_arg, v_arg, o_arg, lse,
-            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        return TritonLaunch(
+            self.module.forward_kernel, (num_m_tiles, problem.batch * problem.q_heads),
+            *args, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
             problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, num_m_tiles,
             *lists, *self._extra_args(plan, extras),
-            USE_TMA=use_tma, DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
+            USE_TMA=plan.forward_tma, DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
             WARP_SPECIALIZE=bool(config.warp_specialize) and not interpreting(),
             IO_DTYPE=io_dtype(q), EXP_SPLIT=config.exp_split,
-            BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
-            num_warps=config.num_warps, num_stages=config.num_stages)
-        remember_launch(f"{self.name}-fwd", compiled)
-        return out, lse
+            BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N,
+            BLOCK_D=padded_head_dim(problem.head_dim), BLOCK_DV=padded_head_dim(problem.v_head_dim),
+            num_warps=config.num_warps, num_stages=config.num_stages,
+            on_compile=lambda compiled: remember_launch(f"{self.name}-fwd", compiled))
 
-    def backward(self, plan: LaunchPlan, do, q, k, v, out, lse, extras: tuple, config=None):
-        """(dq, dk, dv) from the forward's out and lse and dO."""
+    def backward(self, plan: LaunchPlan, do, q, k, v, out, lse, extras: tuple):
+        """(dq, dk, dv) from the forward's out and lse and dO = dL/dout (any strides)."""
         import torch
-        import triton
 
-        from einsim.kernels.flash.backward import _backward_preprocess
-        from einsim.kernels.flash.forward import descriptor, io_dtype, remember_launch
-        from einsim.kernels.runtime import (interpreter_needs_fp32_dots, interpreting,
-                                            patch_interpreter, tma_compatible)
-
-        problem = plan.problem
-        config = self._checked(config or plan.backward_config, problem, backward_reasons, q.device)
-        if interpreting():
-            patch_interpreter()
-        block_d, block_dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
+        problem, config = plan.problem, plan.backward_config
+        # dO as the plan's launches were built for: contiguous and 16-byte aligned
+        if not do.is_contiguous() or do.data_ptr() % 16:
+            do = do.contiguous() if not do.is_contiguous() else do.clone()
         rows = problem.batch * problem.q_heads
         delta = torch.empty((rows, problem.q_len), dtype=torch.float32, device=q.device)
         lse2 = torch.empty_like(delta)
-        pre_block = 64 if block_dv <= 128 else 32
-        _backward_preprocess[(triton.cdiv(problem.q_len, pre_block), rows)](
-            out, do, lse.contiguous(), delta, lse2, *out.stride(), *do.stride(),
-            problem.q_heads, problem.q_len, problem.v_head_dim,
-            BLOCK_M=pre_block, BLOCK_DV=block_dv, num_warps=4)
         dq = torch.empty_like(q, memory_format=torch.contiguous_format)
         dk = torch.empty_like(k, memory_format=torch.contiguous_format)
         dv = torch.empty_like(v, memory_format=torch.contiguous_format)
-        use_tma = config.tma and tma_compatible(q, k, v, do, dq, dk, dv)
+        launches = plan.launches
+        if "preprocess" not in launches:
+            self._backward_launches(plan, do, q, k, v, out, lse, delta, lse2, dq, dk, dv, extras)
+        launches["preprocess"](out, do, lse, delta, lse2)
+        blocks = self.generated.mask_mode == "blocks"
+        bd, bdv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
+        if plan.backward_tma:
+            bm, bn = config.BLOCK_M, config.BLOCK_N
+            args = (self._descriptor(plan, "q", q, bm, bd), self._descriptor(plan, "k", k, bn, bd),
+                    self._descriptor(plan, "v", v, bn, bdv), self._descriptor(plan, "do", do, bm, bdv),
+                    self._descriptor(plan, "dk", dk, bn, bd), self._descriptor(plan, "dv", dv, bn, bdv))
+        else:
+            args = (q, k, v, do, dk, dv)
+        lists = (self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, by_key=True,
+                                 device=q.device)[0] if blocks else delta)
+        launches["dkdv"](*args, lse2, delta, lists, *extras)
+        if plan.backward_tma:
+            bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
+            args = (self._descriptor(plan, "q", q, bm, bd), self._descriptor(plan, "k", k, bn, bd),
+                    self._descriptor(plan, "v", v, bn, bdv), self._descriptor(plan, "do", do, bm, bdv),
+                    self._descriptor(plan, "dq", dq, bm, bd))
+        else:
+            args = (q, k, v, do, dq)
+        lists = (self.tile_lists(plan, extras, config.BLOCK_M_DQ, config.BLOCK_N_DQ,
+                                 device=q.device)[0] if blocks else delta)
+        launches["dq"](*args, lse2, delta, lists, *extras)
+        return dq, dk, dv
 
-        def arg(tensor, block, cols):
-            return descriptor(tensor, block, cols) if use_tma else tensor
+    def _backward_launches(self, plan, do, q, k, v, out, lse, delta, lse2, dq, dk, dv, extras):
+        import triton
 
+        from einsim.kernels.flash.backward import _backward_preprocess
+        from einsim.kernels.flash.forward import io_dtype, remember_launch
+        from einsim.kernels.launch import TritonLaunch
+        from einsim.kernels.runtime import interpreter_needs_fp32_dots, interpreting, patch_interpreter
+
+        if interpreting():
+            patch_interpreter()
+        problem, config = plan.problem, plan.backward_config
+        block_d, block_dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
+        rows = problem.batch * problem.q_heads
+        pre_block = 64 if block_dv <= 128 else 32
+        plan.launches["preprocess"] = TritonLaunch(
+            _backward_preprocess, (triton.cdiv(problem.q_len, pre_block), rows),
+            out, do, lse, delta, lse2, *out.stride(), *do.stride(),
+            problem.q_heads, problem.q_len, problem.v_head_dim,
+            BLOCK_M=pre_block, BLOCK_DV=block_dv, num_warps=4)
         grad_constant = self.generated.grad_constant
         grad_scale = plan.scale * (grad_constant if grad_constant is not None else 1.0)
-        common = dict(USE_TMA=use_tma, DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
+        common = dict(USE_TMA=plan.backward_tma, DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
                       IO_DTYPE=io_dtype(q), BLOCK_D=block_d, BLOCK_DV=block_dv,
                       num_warps=config.num_warps, num_stages=config.num_stages)
-        extra = self._extra_args(plan, extras)
         blocks = self.generated.mask_mode == "blocks"
+        extra = self._extra_args(plan, extras)
+
+        def arg(role, tensor, rows_, cols):
+            return self._descriptor(plan, role, tensor, rows_, cols) if plan.backward_tma else tensor
+
         bm, bn = config.BLOCK_M, config.BLOCK_N
         lists = (self.tile_lists(plan, extras, bm, bn, by_key=True, device=q.device) if blocks
                  else (delta, 0, 0, 0, 0))
-        dkdv = self.module.backward_dkdv_kernel[
-            (triton.cdiv(problem.kv_len, bn), problem.batch * problem.kv_heads)](
-            arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
-            arg(dk, bn, block_d), arg(dv, bn, block_dv), lse2, delta,
+        plan.launches["dkdv"] = TritonLaunch(
+            self.module.backward_dkdv_kernel,
+            (triton.cdiv(problem.kv_len, bn), problem.batch * problem.kv_heads),
+            arg("q", q, bm, block_d), arg("k", k, bn, block_d), arg("v", v, bn, block_dv),
+            arg("do", do, bm, block_dv), arg("dk", dk, bn, block_d), arg("dv", dv, bn, block_dv),
+            lse2, delta,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
             problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
             problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, grad_scale,
-            *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common)
-        remember_launch(f"{self.name}-bwd-dkdv", dkdv)
+            *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common,
+            on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-dkdv", compiled))
         bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
         num_m_tiles = triton.cdiv(problem.q_len, bm)
         lists = (self.tile_lists(plan, extras, bm, bn, device=q.device) if blocks
                  else (delta, 0, 0, 0, 0))
-        dq_kernel = self.module.backward_dq_kernel[(num_m_tiles, rows)](
-            arg(q, bm, block_d), arg(k, bn, block_d), arg(v, bn, block_dv), arg(do, bm, block_dv),
-            arg(dq, bm, block_d), lse2, delta,
+        plan.launches["dq"] = TritonLaunch(
+            self.module.backward_dq_kernel, (num_m_tiles, rows),
+            arg("q", q, bm, block_d), arg("k", k, bn, block_d), arg("v", v, bn, block_dv),
+            arg("do", do, bm, block_dv), arg("dq", dq, bm, block_d), lse2, delta,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
             problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
             problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, grad_scale,
-            num_m_tiles, *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common)
-        remember_launch(f"{self.name}-bwd-dq", dq_kernel)
-        return dq, dk, dv
-
-    def _checked(self, config, problem, reasons_of, device):
-        from einsim.kernels.runtime import device_limits
-
-        reasons = reasons_of(config, problem, device_limits(device))
-        if reasons:
-            raise ConfigError(f"{self.name}: config {config} cannot run {problem.describe()}: "
-                              + "; ".join(reasons))
-        return config
+            num_m_tiles, *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common,
+            on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-dq", compiled))
 
 
 def tile_lists(any_, full, by_key: bool):
@@ -371,10 +500,10 @@ def _autograd_function():
         """out, lse = kernel(q, k, v, extras); backward gives dq, dk, dv."""
 
         @staticmethod
-        def forward(ctx, kernel, plan, config, backward_config, q, k, v, *extras):
-            out, lse = kernel.forward(plan, q, k, v, extras, config)
+        def forward(ctx, kernel, plan, q, k, v, *extras):
+            out, lse = kernel.forward(plan, q, k, v, extras)
             ctx.save_for_backward(q, k, v, out, lse, *extras)
-            ctx.kernel, ctx.plan, ctx.backward_config = kernel, plan, backward_config
+            ctx.kernel, ctx.plan = kernel, plan
             ctx.mark_non_differentiable(lse)
             return out, lse
 
@@ -382,9 +511,8 @@ def _autograd_function():
         def backward(ctx, grad_out, grad_lse):
             q, k, v, out, lse, *extras = ctx.saved_tensors
             # A broadcast gradient (e.g. of out.sum()) has zero strides: materialise it.
-            dq, dk, dv = ctx.kernel.backward(ctx.plan, grad_out.contiguous(), q, k, v, out, lse,
-                                             tuple(extras), ctx.backward_config)
-            return (None, None, None, None, dq, dk, dv) + (None,) * len(extras)
+            dq, dk, dv = ctx.kernel.backward(ctx.plan, grad_out, q, k, v, out, lse, tuple(extras))
+            return (None, None, dq, dk, dv) + (None,) * len(extras)
 
     return CompiledAttentionFunction
 

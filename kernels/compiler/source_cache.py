@@ -30,10 +30,8 @@ def module_path(digest: str) -> Path:
     return compile_dir() / f"einsim_cascade_{digest}.py"
 
 
-def load_source(source: str, digest: str):
-    """The module of `source` (written to the cache if missing or different, then imported)."""
-    if digest in _MODULES:
-        return _MODULES[digest]
+def write_source(source: str, digest: str) -> Path:
+    """Write `source` to its cache file unless it is there already; returns the path."""
     path = module_path(digest)
     try:
         if not path.is_file() or path.read_text() != source:
@@ -45,6 +43,14 @@ def load_source(source: str, digest: str):
     except OSError as error:
         raise ConfigError(f"cannot write the generated kernel to {path}: {error}; set "
                           f"{ENV_DIR} to a writable directory") from None
+    return path
+
+
+def load_source(source: str, digest: str):
+    """The module of `source` (written to the cache if missing or different, then imported)."""
+    if digest in _MODULES:
+        return _MODULES[digest]
+    path = write_source(source, digest)
     name = f"einsim_cascade_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -54,4 +60,4 @@ def load_source(source: str, digest: str):
     return module
 
 
-__all__ = ["ENV_DIR", "compile_dir", "load_source", "module_path"]
+__all__ = ["ENV_DIR", "compile_dir", "load_source", "module_path", "write_source"]
