@@ -203,7 +203,8 @@ def cudnn_call(causal: bool):
 def executor_check(variant: Variant, generator) -> str:
     """The compiled kernel on the GPU against the float64 executor at a small shape."""
     f = compile_cascade(variant.cascade)
-    problem = Problem(batch=1, q_heads=2, q_len=200, kv_len=200, head_dim=64, dtype="bf16")
+    # head dim as the benchmark's, so that the check compiles no kernel the timing does not use
+    problem = Problem(batch=1, q_heads=2, q_len=200, kv_len=200, head_dim=HEAD_DIM, dtype="bf16")
     q, k, v = make_qkv(problem, generator)
     extras = variant.extras(problem, generator)
     out = f(q, k, v, **extras, **variant.symbols).float().cpu().numpy()
@@ -257,7 +258,7 @@ def synchronize():
 def host_us(variant: Variant, generator, calls: int = 200) -> float:
     """Host wall time per call of the compiled kernel at a tiny shape (launch-bound)."""
     f = compile_cascade(variant.cascade)
-    problem = Problem(batch=1, q_heads=2, q_len=64, kv_len=64, head_dim=64, dtype="bf16")
+    problem = Problem(batch=1, q_heads=2, q_len=64, kv_len=64, head_dim=HEAD_DIM, dtype="bf16")
     q, k, v = make_qkv(problem, generator)
     extras = variant.extras(problem, generator)
     f(q, k, v, **extras, **variant.symbols)
@@ -276,6 +277,7 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
         print(f"{variant.name}: skipped, no cascade {variant.cascade!r} in the library yet")
         rows.append(dict(variant=variant.name, N=0, kind="skip", backend="", ms=0, tflops=0,
                          ratio=0, note=f"no cascade {variant.cascade}"))
+        write_csv(rows)
         return
     try:
         note = executor_check(variant, generator)
@@ -326,6 +328,9 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
         for kind in ("fwd", "bwd"):
             times = {}
             for backend, call in backends.items():
+                if time.time() > DEADLINE[0]:
+                    print(f"  (time budget spent: {variant.name} N={n} {kind} {backend} not timed)")
+                    break
                 try:
                     if kind == "fwd":
                         ms = time_ms(lambda: call(q, k, v))
@@ -342,9 +347,24 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
                 ratio = ms / ours if ours else float("nan")
                 rows.append(dict(variant=variant.name, N=n, kind=kind, backend=backend, ms=ms,
                                  tflops=tflops, ratio=ratio, note=f"pairs={pairs}"))
+                write_csv(rows)
                 print(f"  {variant.name:12s} N={n:6d} {kind} {backend:20s} {ms:9.3f} ms "
                       f"{tflops:7.1f} TFLOP/s  {'peer/compiled ' + format(ratio, '.3f') if backend != 'einsim-compiled' else ''}",
                       flush=True)
+
+
+CSV_PATH = [None]
+
+
+def write_csv(rows: list[dict]) -> None:
+    """Rewrite the CSV after every measurement, so a run killed at its time limit keeps all."""
+    if not CSV_PATH[0] or not rows:
+        return
+    fields = ["variant", "N", "kind", "backend", "ms", "tflops", "ratio", "note"]
+    with open(CSV_PATH[0], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def main(argv=None) -> int:
@@ -366,18 +386,18 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else "none (smoke run)"
     print(f"GPU {gpu}, torch {torch.__version__}, triton {triton.__version__}")
     wanted = args.variants.split(",")
+    unknown = sorted(set(wanted) - {v.name for v in VARIANTS})
+    if unknown:
+        print(f"unknown variants {unknown}; known: {', '.join(v.name for v in VARIANTS)}")
+        return 2
     lengths = [int(n) for n in args.lengths.split(",")]
+    CSV_PATH[0] = args.csv or (os.path.join(os.environ["OUT"], "variants.csv") if os.environ.get("OUT") else None)
     rows: list[dict] = []
-    for variant in VARIANTS:
-        if variant.name in wanted:
-            run_variant(variant, lengths, rows)
-    path = args.csv or (os.path.join(os.environ["OUT"], "variants.csv") if os.environ.get("OUT") else None)
-    if path:
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["variant"])
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {path}")
+    for name in wanted:  # in the order asked: the most informative first
+        run_variant(next(v for v in VARIANTS if v.name == name), lengths, rows)
+    write_csv(rows)
+    if CSV_PATH[0]:
+        print(f"wrote {CSV_PATH[0]}")
     print(f"\n{'variant':12s} {'N':>6s} {'pass':4s} {'compiled':>9s} {'flex':>9s} {'hand':>9s} "
           f"{'cudnn':>9s}  (TFLOP/s; compiled/flex, compiled/hand, compiled/cudnn)")
     table: dict[tuple, dict] = {}
