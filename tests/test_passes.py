@@ -9,7 +9,8 @@ from einsim.errors import SpecError
 EXPECTED_PASSES = {
     "attention-3pass": 3, "flat": 3, "attention-2pass": 2, "attention-1pass": 1, "fusemax": 1,
     "attention-causal": 1, "attention-window": 1, "gqa": 1, "linear-attention": 1, "decode-splitkv": 2,
-    "gemm": 1,
+    "gemm": 1, "linear-attention-recurrent": 1, "linear-attention-identity": 1,
+    "linear-attention-identity-recurrent": 1, "linear-attention-decay-recurrent": 1,
 }
 
 
