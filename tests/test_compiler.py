@@ -320,3 +320,29 @@ def test_kernels_compile_command_reports_and_shows_the_source(capsys):
     assert "def forward_kernel(" in capsys.readouterr().out
     assert main(["kernels", "compile", "ffn"]) == 2
     assert "cannot compile cascade 'ffn'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["relative-bias", "per-head-temperature"])
+def test_gradients_of_float_extra_inputs_equal_the_executor(case):
+    """dL/dBIAS ([H, P, M], summed over the batch) and dL/dTEMP ([H], summed over the tile):
+    the executor's central difference along a random direction of the input."""
+    text, extras = VARIANTS[case]
+    cascade = parse_cascade(text, source=f"<{case}>")
+    f = compile_cascade(cascade)
+    b, h, nq, nk, d = 2, 2, 21, 35, 16
+    q, k, v = make_qkv(b, h, h, nq, nk, d, torch.float16)
+    sizes = {"H": h, "P": nq, "M": nk}
+    ((name, ranks),) = extras.items()
+    x = extra_tensor(ranks, sizes, 3).requires_grad_(True)
+    out = f(q, k, v, config=SMALL, backward_config=SMALL_BWD, **{name: x})
+    do = torch.randn_like(out)
+    out.backward(do)
+    assert x.grad is not None and x.grad.shape == x.shape
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).double()
+    eps = 1e-4
+    plus = executor_attention(cascade, q, k, v, **{name: x.detach().double() + eps * direction})
+    minus = executor_attention(cascade, q, k, v, **{name: x.detach().double() - eps * direction})
+    numeric = ((plus - minus) * do.double().cpu().numpy()).sum() / (2 * eps)
+    analytic = (x.grad.double().cpu() * direction).sum().item()
+    assert abs(analytic - numeric) <= 2e-2 * np.abs(x.grad.double().cpu().numpy()).sum() + 1e-3, \
+        f"d{name}: {analytic} vs executor {numeric}"

@@ -114,18 +114,19 @@ class Emitter:
             return self.symbol(text)
         raise ConfigError(f"{self.cascade.source}: unknown name {text!r} in the score or mask")
 
-    def access(self, node: Access) -> str:
+    def offsets(self, node: Access, strides: str) -> tuple[str, str, bool, bool]:
+        """(offset, mask, reads query positions, reads key positions) of an input access, with
+        per-axis strides named `<strides><axis>` (x_BIAS_s for the input, dx_0_s for a gradient)."""
         name = node.tensor
         if name not in self.cascade.inputs:
             raise ConfigError(f"{self.cascade.source}: the score reads {node}, which is not an input")
         declared = self.cascade.inputs[name]
-        self.args.tensors[name] = len(declared)
         reads = resolve_access(self.space, declared, node)
         terms, masks = [], []
         for axis, read in enumerate(reads):
             if read.kind == "const":
                 if read.value:
-                    terms.append(f"{read.value} * x_{name}_s{axis}")
+                    terms.append(f"{read.value} * {strides}{axis}")
                 continue
             if read.kind == "final":
                 raise ConfigError(f"{self.cascade.source}: {node}: an input has no final state")
@@ -137,15 +138,21 @@ class Emitter:
             if read.offset:
                 code = f"({code} + {read.offset})"
             if "P_" in code or "M_" in code:
-                terms.append(f"{code} * x_{name}_s{axis}")
+                terms.append(f"{code} * {strides}{axis}")
                 if "P_" in code:
                     masks.append("(P_ < q_len)")
                 if "M_" in code:
                     masks.append("(M_ < kv_len)")
             else:
-                terms.append(f"{code}.to(tl.int64) * x_{name}_s{axis}")
+                terms.append(f"{code}.to(tl.int64) * {strides}{axis}")
         offset = " + ".join(terms) or "0"
         mask = " & ".join(dict.fromkeys(masks))
+        return offset, mask, "(P_ < q_len)" in masks, "(M_ < kv_len)" in masks
+
+    def access(self, node: Access) -> str:
+        name = node.tensor
+        self.args.tensors[name] = len(self.cascade.inputs.get(name, ()))
+        offset, mask, _, _ = self.offsets(node, f"x_{name}_s")
         if mask:
             return f"lib.as_value(tl.load(x_{name} + {offset}, mask={mask}, other=0))"
         return f"lib.as_value(tl.load(x_{name} + {offset}))"

@@ -7,7 +7,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from einsim.einsum_cascades.expr import Number
+from einsim.einsum_cascades.expr import Access, Number
 from einsim.kernels.compiler import template
 import re
 
@@ -36,6 +36,9 @@ class GeneratedKernel:
     mask_reads_tensors: bool = False  # the block mask depends on input values: built per call
     mask_by_batch: bool = False  # the mask differs between batches / heads (else one is shared)
     mask_by_head: bool = False
+    # The score's reads of extra inputs it can be differentiated in, one per distinct access, in
+    # the order of the dq kernel's gradient arguments (dx_<i>, dx_<i>_s<axis>): the input's name.
+    grad_accesses: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -64,7 +67,57 @@ def _emit(form: SoftmaxAttention, args: KernelArgs):
     values["KEEP_CODE"] = "\n".join(keep_lines) if keep_lines else "    # no filter"
     ranges = (range_function("key_range", form, emitter, "m") + "\n\n"
               + range_function("query_range", form, emitter, "p"))
-    return values, ranges, grad
+    accesses = differentiable_accesses(form)
+    helpers, calls, gargs = [], [], []
+    for i, (access, partial) in enumerate(accesses):
+        helpers.append(_extra_grad_helper(i, access, partial, emitter))
+        ndim = len(form.cascade.inputs[access.tensor])
+        gargs += [f"dx_{i}"] + [f"dx_{i}_s{axis}" for axis in range(ndim)]
+    values["GARGS"] = "".join(", " + g for g in gargs)
+    for i, _ in enumerate(accesses):
+        names = ", ".join([f"dx_{i}"] + [g for g in gargs if g.startswith(f"dx_{i}_s")])
+        calls.append(f"            extra_grad_{i}(ds_s, qk * scale, P_, M_, batch, head, kv_head, "
+                     f"q_len, kv_len, {names}$XARGS)")
+    values["DQ_EXTRA_GRADS"] = "\n".join(calls) or "            pass"
+    ranges += "".join("\n\n" + h for h in helpers)
+    return values, ranges, grad, tuple(a.tensor for a, _ in accesses)
+
+
+def differentiable_accesses(form: SoftmaxAttention) -> list[tuple[Access, object]]:
+    """(access, dS/d access) for each distinct read of an extra input the score depends on
+    smoothly (its derivative is not 0)."""
+    found, seen = [], set()
+    for node in nodes(form.score):
+        if isinstance(node, Access) and node not in seen:
+            seen.add(node)
+            partial = derivative(form.score, node)
+            if not (isinstance(partial, Number) and partial.value == 0):
+                found.append((node, partial))
+    return found
+
+
+def _extra_grad_helper(index: int, access: Access, partial, emitter: Emitter) -> str:
+    """A helper adding dL/dS * dS/d(access) of a [queries, keys] tile into the access's fp32
+    gradient buffer: summed over the axes the access does not vary along first, then one
+    atomic add per element (per row, per column, or one per tile)."""
+    offset, mask, rows, cols = emitter.offsets(access, f"dx_{index}_s")
+    ndim = len(emitter.cascade.inputs[access.tensor])
+    strides = ", ".join(f"dx_{index}_s{axis}" for axis in range(ndim))
+    lines = ["@triton.jit",
+             f"def extra_grad_{index}(ds, qk, P_, M_, batch, head, kv_head, q_len, kv_len, "
+             f"dx_{index}, {strides}{emitter.args.text()}):",
+             f'    """d loss / d {access} += dL/dS * dS/d{access.tensor} = dL/dS * ({partial})."""',
+             f"    g = ds * ({emitter.expr(partial)})"]
+    if rows and not cols:
+        lines.append("    g = tl.sum(g, 1)[:, None]")
+    elif cols and not rows:
+        lines.append("    g = tl.sum(g, 0)[None, :]")
+    elif not rows and not cols:
+        lines.append("    g = tl.sum(tl.sum(g, 1), 0)")
+    target = f"dx_{index} + {offset}"
+    lines.append(f"    tl.atomic_add({target}, g, mask={mask}, sem=\"relaxed\")" if mask else
+                 f"    tl.atomic_add({target}, g, sem=\"relaxed\")")
+    return "\n".join(lines) + "\n"
 
 
 def generate(form: SoftmaxAttention) -> GeneratedKernel:
@@ -74,7 +127,7 @@ def generate(form: SoftmaxAttention) -> GeneratedKernel:
     probe = KernelArgs()
     _emit(form, probe)
     args = KernelArgs(dict(probe.tensors), list(probe.sizes), list(probe.symbols))
-    values, ranges, grad = _emit(form, args)
+    values, ranges, grad, grad_accesses = _emit(form, args)
     assert args.names() == probe.names(), "the second pass read new arguments"
     values["XARGS"] = args.text()
     block_mask = not is_affine(form, Emitter(form, args))
@@ -89,7 +142,8 @@ def generate(form: SoftmaxAttention) -> GeneratedKernel:
         mask_mode="blocks" if block_mask else "ranges",
         mask_reads_tensors="x_" in keep_code,
         mask_by_batch=bool(re.search(r"\bbatch\b", keep_code)),
-        mask_by_head=bool(re.search(r"\b(kv_)?head\b", keep_code)))
+        mask_by_head=bool(re.search(r"\b(kv_)?head\b", keep_code)),
+        grad_accesses=grad_accesses)
 
 
 __all__ = ["GeneratedKernel", "generate"]

@@ -314,11 +314,16 @@ class CompiledAttention:
 
         plan, extras = self.plan(q, k, v, scale, tensors, config, backward_config)
         if torch.is_grad_enabled():
+            extra_grad = False
             for name, tensor in zip(plan.tensor_names, extras):
                 if tensor.requires_grad:
-                    raise ConfigError(f"{self.name}: input {name} requires grad; gradients of "
-                                      "extra inputs are not generated yet (detach it)")
-            if q.requires_grad or k.requires_grad or v.requires_grad:
+                    if name not in self.generated.grad_accesses:
+                        raise ConfigError(
+                            f"{self.name}: input {name} requires grad, but the score is not "
+                            "differentiable in it (it is read only by the mask, or only through "
+                            "steps such as floor): detach it")
+                    extra_grad = True
+            if extra_grad or q.requires_grad or k.requires_grad or v.requires_grad:
                 return CompiledAttentionFunction.apply(self, plan, q, k, v, *extras)
         return self.forward(plan, q, k, v, extras)
 
@@ -373,8 +378,11 @@ class CompiledAttention:
             num_warps=config.num_warps, num_stages=config.num_stages,
             on_compile=lambda compiled: remember_launch(f"{self.name}-fwd", compiled))
 
-    def backward(self, plan: LaunchPlan, do, q, k, v, out, lse, extras: tuple):
-        """(dq, dk, dv) from the forward's out and lse and dO = dL/dout (any strides)."""
+    def backward(self, plan: LaunchPlan, do, q, k, v, out, lse, extras: tuple,
+                 extra_grads: bool = False):
+        """(dq, dk, dv) from the forward's out and lse and dO = dL/dout (any strides); with
+        extra_grads, (dq, dk, dv, {input name: gradient}) for the inputs the score is
+        differentiable in (accumulated in fp32 by the dQ kernel, returned in their dtypes)."""
         import torch
 
         problem, config = plan.problem, plan.backward_config
@@ -412,8 +420,35 @@ class CompiledAttention:
             args = (q, k, v, do, dq)
         lists = (self.tile_lists(plan, extras, config.BLOCK_M_DQ, config.BLOCK_N_DQ,
                                  device=q.device)[0] if blocks else delta)
-        launches["dq"](*args, lse2, delta, lists, *extras)
-        return dq, dk, dv
+        if not extra_grads:
+            launches["dq"](*args, lse2, delta, lists, *extras,
+                           *self._grad_buffers(plan, extras, delta)[1])
+            return dq, dk, dv
+        buffers, slots = self._grad_buffers(plan, extras, None)
+        if "dq-grads" not in launches:
+            launches["dq-grads"] = self._dq_launch(plan, q, k, v, do, dq, lse2, delta, extras,
+                                                   slots, True)
+        launches["dq-grads"](*args, lse2, delta, lists, *extras, *slots)
+        by_name = dict(zip(plan.tensor_names, extras))
+        return dq, dk, dv, {name: buffer.to(by_name[name].dtype) for name, buffer in buffers.items()}
+
+    def _grad_buffers(self, plan: LaunchPlan, extras: tuple, dummy) -> tuple[dict, list]:
+        """fp32 gradient buffers of the inputs the score is differentiable in, and the dq
+        kernel's gradient slots (one per access; `dummy` in every slot when not computing them)."""
+        import torch
+
+        by_name = dict(zip(plan.tensor_names, extras))
+        buffers: dict = {}
+        slots = []
+        for name in self.generated.grad_accesses:
+            if dummy is not None:
+                slots.append(dummy)
+                continue
+            if name not in buffers:
+                buffers[name] = torch.zeros(by_name[name].shape, dtype=torch.float32,
+                                            device=by_name[name].device)
+            slots.append(buffers[name])
+        return buffers, slots
 
     def _backward_launches(self, plan, do, q, k, v, out, lse, delta, lse2, dq, dk, dv, extras):
         import triton
@@ -459,18 +494,44 @@ class CompiledAttention:
             problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, grad_scale,
             *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common,
             on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-dkdv", compiled))
+        plan.launches["dq"] = self._dq_launch(plan, q, k, v, do, dq, lse2, delta, extras,
+                                              self._grad_buffers(plan, extras, delta)[1], False)
+
+    def _dq_launch(self, plan, q, k, v, do, dq, lse2, delta, extras, grad_slots, extra_grads):
+        import triton
+
+        from einsim.kernels.flash.forward import io_dtype, remember_launch
+        from einsim.kernels.launch import TritonLaunch
+        from einsim.kernels.runtime import interpreter_needs_fp32_dots
+
+        problem, config = plan.problem, plan.backward_config
+        block_d, block_dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
+        grad_constant = self.generated.grad_constant
+        grad_scale = plan.scale * (grad_constant if grad_constant is not None else 1.0)
         bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
         num_m_tiles = triton.cdiv(problem.q_len, bm)
-        lists = (self.tile_lists(plan, extras, bm, bn, device=q.device) if blocks
-                 else (delta, 0, 0, 0, 0))
-        plan.launches["dq"] = TritonLaunch(
-            self.module.backward_dq_kernel, (num_m_tiles, rows),
+        lists = (self.tile_lists(plan, extras, bm, bn, device=q.device)
+                 if self.generated.mask_mode == "blocks" else (delta, 0, 0, 0, 0))
+
+        def arg(role, tensor, rows_, cols):
+            return self._descriptor(plan, role, tensor, rows_, cols) if plan.backward_tma else tensor
+
+        gargs = []  # per access: its buffer and strides (a dummy and zeros when not computed)
+        for slot, name in zip(grad_slots, self.generated.grad_accesses):
+            axes = len(self.cascade.inputs[name])
+            gargs += [slot] + (list(slot.stride()) if extra_grads else [0] * axes)
+        return TritonLaunch(
+            self.module.backward_dq_kernel, (num_m_tiles, problem.batch * problem.q_heads),
             arg("q", q, bm, block_d), arg("k", k, bn, block_d), arg("v", v, bn, block_dv),
             arg("do", do, bm, block_dv), arg("dq", dq, bm, block_d), lse2, delta,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
             problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
             problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, grad_scale,
-            num_m_tiles, *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common,
+            num_m_tiles, *lists, *self._extra_args(plan, extras), *gargs,
+            USE_TMA=plan.backward_tma, DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
+            IO_DTYPE=io_dtype(q), BLOCK_D=block_d, BLOCK_DV=block_dv,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+            BLOCK_M=bm, BLOCK_N=bn, EXTRA_GRADS=extra_grads,
             on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-dq", compiled))
 
 
@@ -510,9 +571,16 @@ def _autograd_function():
         @staticmethod
         def backward(ctx, grad_out, grad_lse):
             q, k, v, out, lse, *extras = ctx.saved_tensors
-            # A broadcast gradient (e.g. of out.sum()) has zero strides: materialise it.
-            dq, dk, dv = ctx.kernel.backward(ctx.plan, grad_out, q, k, v, out, lse, tuple(extras))
-            return (None, None, dq, dk, dv) + (None,) * len(extras)
+            wanted = ctx.needs_input_grad[5:]
+            if not any(wanted):
+                dq, dk, dv = ctx.kernel.backward(ctx.plan, grad_out, q, k, v, out, lse,
+                                                 tuple(extras))
+                return (None, None, dq, dk, dv) + (None,) * len(extras)
+            dq, dk, dv, grads = ctx.kernel.backward(ctx.plan, grad_out, q, k, v, out, lse,
+                                                    tuple(extras), extra_grads=True)
+            names = ctx.plan.tensor_names
+            return (None, None, dq, dk, dv) + tuple(
+                grads.get(name) if need else None for name, need in zip(names, wanted))
 
     return CompiledAttentionFunction
 

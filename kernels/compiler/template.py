@@ -274,10 +274,10 @@ $DKDV_VISITS
 def _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, lo, hi, Idx,
               q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
               stride_kb, stride_kh, stride_kn, stride_kd,
-              stride_vb, stride_vh, stride_vn, stride_vd$XARGS,
+              stride_vb, stride_vh, stride_vn, stride_vd$XARGS$GARGS,
               MASKED: tl.constexpr, INDEXED: tl.constexpr, USE_TMA: tl.constexpr,
               DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
-              BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+              BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, EXTRA_GRADS: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
     P_ = rows[:, None]
     for it in tl.range(lo, hi, 1 if INDEXED else BLOCK_N):
@@ -304,6 +304,10 @@ def _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, lo, hi, Idx
             p = tl.where(keep(P_, M_, batch, head, kv_head, q_len, kv_len$XARGS), p, 0.0)
         dp = tl.dot(do, tl.trans(v))
         ds = p * (dp - delta[:, None])
+        if EXTRA_GRADS:
+            # dL/dS into the gradients of the score's extra inputs (each point visited once)
+            ds_s = tl.where(p > 0.0, ds, 0.0)
+$DQ_EXTRA_GRADS
         if not GRAD_IS_CONST:
             grad = score_grad(qk * scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
             ds = tl.where(p > 0.0, ds * grad, 0.0)
@@ -323,11 +327,13 @@ def backward_dq_kernel(
     stride_gb, stride_gh, stride_gm, stride_gd,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,
-    num_m_tiles, Lists, ls_b, ls_h, ls_o, ls_k$XARGS,
+    num_m_tiles, Lists, ls_b, ls_h, ls_o, ls_k$XARGS$GARGS,
     USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    EXTRA_GRADS: tl.constexpr,
 ):
-    """dQ of one query tile (the longest first) of one query head."""
+    """dQ of one query tile (the longest first) of one query head (EXTRA_GRADS: and its share
+    of the gradients of the score's extra inputs, by atomic adds into fp32 buffers)."""
     start_m = (num_m_tiles - 1 - tl.program_id(0)) * BLOCK_M
     bh = tl.program_id(1)
     batch = bh // q_heads
@@ -362,7 +368,7 @@ def visits(count: int, block_mask: bool) -> dict[str, str]:
                 "        stride_vd$XARGS, ")
     dq_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,\n"
                "                   stride_kb, stride_kh, stride_kn, stride_kd,\n"
-               "                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS,\n                   ")
+               "                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS$GARGS,\n                   ")
     dkdv_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,\n"
                  "            stride_qb, stride_qh, stride_qm, stride_qd, stride_gb, stride_gh, stride_gm,\n"
                  "            stride_gd$XARGS, ")
@@ -377,7 +383,8 @@ def visits(count: int, block_mask: bool) -> dict[str, str]:
     def dq_call(lo, hi, idx, masked, indexed):
         return [f"    dq = _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, {lo}, {hi}, {idx},",
                 "                   " + dq_args
-                + f"{masked}, {indexed}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_N, BLOCK_D, BLOCK_DV)"]
+                + f"{masked}, {indexed}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_N, BLOCK_D, BLOCK_DV,\n"
+                "                   EXTRA_GRADS)"]
 
     def dkdv_call(lo, hi, idx, masked, indexed):
         return ["        dk, dv = _dkdv_tiles(",
@@ -416,7 +423,9 @@ def visits(count: int, block_mask: bool) -> dict[str, str]:
 
 def render(values: dict[str, str], ranges: str) -> str:
     """The whole module: header with the generated helpers, the range helpers, the kernels."""
-    kernels = Template(KERNELS).safe_substitute({k: v for k, v in values.items() if k.endswith("VISITS")})
+    # values that themselves hold $XARGS/$GARGS go in first, then everything else
+    kernels = Template(KERNELS).safe_substitute(
+        {k: v for k, v in values.items() if k.endswith("VISITS") or k == "DQ_EXTRA_GRADS"})
     return (Template(HEADER).substitute(values) + ranges + "\n"
             + Template(kernels).substitute(values))
 
