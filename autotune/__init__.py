@@ -1,11 +1,10 @@
 """Simulator-guided Optuna search over kernel configs, validated by running the real kernels.
 
 `tune(kernel, problem, target, trials=, storage=, study_name=, dry_run=)` runs (or resumes) a
-study and returns a `TuningResult`; `export_best` writes the winner to the tuning cache that
-`tuned_config(kernel, problem, gpu_name)` and the kernels' launchers read. docs/autotune.md.
+study and returns a `TuningResult`; `einsim.kernels.tuned.export_best` writes the winner to the
+tuned-config store the kernels' launchers read. docs/autotune.md.
 """
 
-from einsim.autotune.cache import export_best, shape_bucket, tuned_config
 from einsim.autotune.evaluate import GpuEvaluator, Measurement, PredictionEvaluator, ReplayEvaluator
 from einsim.autotune.space import SearchSpace, build_space, config_key
 from einsim.autotune.study import (
@@ -21,5 +20,5 @@ from einsim.autotune.study import (
 __all__ = [
     "DEFAULT_STORAGE", "GpuEvaluator", "Measurement", "PredictionEvaluator", "ReplayEvaluator", "SearchSpace",
     "TrialRecord", "TuningInterrupted", "TuningResult", "build_space", "config_key", "default_study_name",
-    "export_best", "load_result", "shape_bucket", "tune", "tuned_config",
+    "load_result", "tune",
 ]

@@ -20,18 +20,15 @@ Adding a kernel (docs/kernels.md § Registry):
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import importlib.util
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from einsim.errors import ConfigError
-from einsim.problem import Problem
+from einsim.kernels import tuned
 from einsim.kernels.limits import DeviceLimits
+from einsim.problem import Problem
 
 # Kernel families, each a folder with a torch-free config.py that calls register().
 _FAMILY_MODULES = (
@@ -40,7 +37,6 @@ _FAMILY_MODULES = (
     "einsim.kernels.decode.config",
     "einsim.kernels.linear.config",
 )
-TUNED_DIR = Path(__file__).resolve().parent / "tuned"
 # What einsim's Triton kernels load and store (a Problem may name others for the simulator).
 KERNEL_DTYPES = ("bf16", "fp16")
 
@@ -137,12 +133,23 @@ class KernelSpec:
             raise ConfigError(f"{self.name}: config {config} cannot run {problem.describe()}: "
                               + "; ".join(reasons))
 
-    def resolve_config(self, config, problem: Problem, limits: DeviceLimits | None = None):
-        """`config` if given, else a tuned one from the cache, else the family's default."""
-        if config is None:
-            config = tuned_config(self, problem, limits) or self.default_config(problem)
-        return config
+    def resolve_config(self, config, problem: Problem, limits: DeviceLimits | None = None,
+                       lookup: TunedLookup | None = tuned.tuned_config):
+        """`config` if given, else the tuned one `lookup` finds for this problem and GPU (by
+        default the tuned-config store, einsim.kernels.tuned; None: no lookup), else the
+        family's default. A looked-up config that cannot run here is passed over."""
+        if config is not None:
+            return config
+        if lookup is not None:
+            gpu = limits.name if limits is not None and limits.name != "generic" else None
+            found = lookup(self, problem, gpu)
+            if found is not None and not self.config_reasons(found, problem, limits):
+                return found
+        return self.default_config(problem)
 
+
+# (spec, problem, GPU name or None) -> a tuned config or None: what resolve_config consults.
+TunedLookup = Callable[["KernelSpec", Problem, "str | None"], Any]
 
 KERNELS: dict[str, KernelSpec] = {}
 
@@ -163,76 +170,9 @@ def get_kernel(name: str) -> KernelSpec:
         raise ConfigError(f"unknown kernel {name!r}; known: {', '.join(sorted(KERNELS))}") from None
 
 
-def config_from_dict(spec: KernelSpec, values: dict[str, Any]):
-    """A config of `spec` from a JSON-like dict (unknown keys are an error)."""
-    names = {f.name for f in dataclasses.fields(spec.config_type)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{spec.name}: unknown config fields {unknown}; expected {sorted(names)}")
-    return spec.config_type(**values)
-
-
-# -- tuned defaults ----------------------------------------------------------------------------
-# kernels/tuned/<kernel>.json: {"kernel": name, "entries": [{"device": "NVIDIA H100 ...",
-# "problem": {Problem fields}, "config": {config fields}}, ...]}. The autotuner writes
-# them; a launcher given no config takes the entry for the same problem (device name matched
-# when known), else the family's default_config.
-_tuned_cache: dict[str, list] = {}
-
-
-def _tuned_entries(name: str) -> list:
-    if name not in _tuned_cache:
-        path = TUNED_DIR / f"{name}.json"
-        entries = []
-        if path.is_file():
-            try:
-                entries = json.loads(path.read_text()).get("entries", [])
-            except (OSError, ValueError):
-                entries = []
-        _tuned_cache[name] = entries
-    return _tuned_cache[name]
-
-
-def tuned_config(spec: KernelSpec, problem: Problem, limits: DeviceLimits | None = None):
-    """The tuned config for this problem, or None: first the autotuner's caches (the user's
-    `einsim autotune` exports, then kernels/tuned/, by shape bucket and GPU; docs/autotune.md),
-    then an exact-problem entry of kernels/tuned/."""
-    from einsim.autotune.cache import tuned_config as from_tuning_cache
-
-    gpu = limits.name if limits is not None and limits.name != "generic" else None
-    config = from_tuning_cache(spec.name, problem, gpu)
-    if config is not None and not spec.config_reasons(config, problem, limits):
-        return config
-    wanted = problem.to_dict()
-    wanted.pop("name", None)
-    wanted.pop("symbols", None)
-    for entry in _tuned_entries(spec.name):
-        stored = dict(entry.get("problem", {}))
-        if stored.get("window") is not None:
-            stored["window"] = list(stored["window"])
-        if any(stored.get(k, wanted[k] if k == "v_head_dim" else object()) != v
-               for k, v in wanted.items()):
-            continue
-        device = entry.get("device")
-        if limits is not None and device and limits.name != "generic" and device != limits.name:
-            continue
-        try:
-            config = config_from_dict(spec, entry.get("config", {}))
-        except (ConfigError, TypeError):
-            continue
-        if not spec.config_reasons(config, problem, limits):
-            return config
-    return None
-
-
 def _load_families() -> None:
     for module in _FAMILY_MODULES:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # the family's folder is not there (yet)
-            found = False
-        if found:
-            importlib.import_module(module)
+        importlib.import_module(module)
 
 
 _load_families()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from einsim.jsonio import to_jsonable
 from einsim.problem import Problem
 
 
@@ -53,6 +54,4 @@ class Estimate:
 
     def to_json(self) -> dict:
         """The documented JSON shape of `einsim simulate --json`."""
-        from einsim.cli.output import to_jsonable
-
         return to_jsonable(self)

@@ -27,7 +27,7 @@ from einsim.simulator.paper_reference import (
 )
 from einsim.simulator.simulate import simulate
 from einsim.simulator.spatial import compile_design
-from einsim.targets.units import format_bytes
+from einsim.units import format_bytes
 
 # The paper's five designs (its Figure 8 bars): cascade, target (per platform) and mapping.
 # FLAT runs the mapping the artifact gives it at each point (FLAT's own explorer's staging,

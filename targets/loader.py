@@ -10,7 +10,7 @@ from typing import Any, Callable
 import yaml
 
 from einsim.errors import EinsimError, SpecError
-from einsim.targets import units
+from einsim import units
 from einsim.targets.spec import COMPUTE_KINDS, DATAFLOWS, OP_KINDS, TARGET_KINDS, ComputeUnit, MemoryLevel, Target
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"

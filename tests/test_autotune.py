@@ -17,11 +17,12 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from einsim.autotune import build_space, config_key, export_best, shape_bucket, tune, tuned_config  # noqa: E402
+from einsim.autotune import build_space, config_key, tune  # noqa: E402
 from einsim.autotune.evaluate import Measurement, PredictionEvaluator  # noqa: E402
 from einsim.autotune.study import FatalTuningError, load_result  # noqa: E402
 from einsim.cli import main  # noqa: E402
 from einsim.errors import ConfigError  # noqa: E402
+from einsim.kernels.tuned import export_best  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,33 +164,6 @@ def test_a_study_made_for_another_problem_is_refused(tmp_path: Path) -> None:
     other = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=4096, head_dim=128)
     with pytest.raises(ConfigError, match="another --study"):
         tune("decode", other, dry_run=True, storage=storage, trials=3, study_name="mine")
-
-
-def test_tuning_cache_round_trip_by_bucket_and_gpu(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))
-    space = build_space("decode", DECODE, "h100-sxm")
-    config = space.ranked[-1][0]  # anything but the default
-    path = export_best("decode", DECODE, "NVIDIA H100 80GB HBM3", config, measured_s=1e-4,
-                       storage="postgresql+psycopg2://einsim:secret@db/tuning")
-    data = json.loads(path.read_text())
-    assert data["entries"][0]["bucket"] == shape_bucket(DECODE)
-    assert "secret" not in path.read_text()
-    assert tuned_config("decode", DECODE, "NVIDIA H100 80GB HBM3") == config
-    assert tuned_config("decode", DECODE, "h100-sxm") == config  # same family
-    nearby = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=7000, head_dim=128)  # same power-of-two bucket
-    assert tuned_config("decode", nearby, "NVIDIA H100 80GB HBM3") == config
-    assert tuned_config("decode", DECODE, "NVIDIA A100-SXM4-80GB") is None
-    assert tuned_config("decode", Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=100_000, head_dim=128), "h100") is None
-    # Exporting the same bucket again replaces the entry.
-    export_best("decode", DECODE, "NVIDIA H100 80GB HBM3", space.default, measured_s=9e-5)
-    assert len(json.loads(path.read_text())["entries"]) == 1
-    assert tuned_config("decode", DECODE, "NVIDIA H100 80GB HBM3") == space.default
-
-
-def test_unreadable_cache_files_are_ignored(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))
-    (tmp_path / "decode.json").write_text("{not json")
-    assert tuned_config("decode", DECODE, "h100") is None
 
 
 @pytest.mark.slow

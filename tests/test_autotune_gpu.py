@@ -14,7 +14,8 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 pytest.importorskip("optuna")
 
-from einsim.autotune import export_best, tune  # noqa: E402
+from einsim.autotune import tune  # noqa: E402
+from einsim.kernels.tuned import export_best  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 from einsim.kernels.limits import DeviceLimits  # noqa: E402
 from einsim.kernels.registry import get_kernel  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 
 from einsim.einsum_cascades.reference import visible_keys
 from einsim.errors import ConfigError, ShapeError
-from einsim.kernels import registry
+from einsim.kernels import tuned as tuned_store
 from einsim.kernels.flash import config as flash
 from einsim.problem import Problem
 from einsim.kernels.limits import DeviceLimits
@@ -172,8 +172,8 @@ def test_tuned_configs_are_read_from_the_cache(tmp_path, monkeypatch):
     entry = {"device": "NVIDIA H100 80GB HBM3", "problem": problem.to_dict(), "config": asdict(tuned)}
     (tmp_path / "attention-fwd.json").write_text(json.dumps({"kernel": "attention-fwd",
                                                              "entries": [entry]}))
-    monkeypatch.setattr(registry, "TUNED_DIR", tmp_path)
-    monkeypatch.setattr(registry, "_tuned_cache", {})
+    monkeypatch.setattr(tuned_store, "TUNED_DIR", tmp_path)  # the shipped kernels/tuned/
+    monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path / "user"))  # no user cache
     spec = KERNELS["attention-fwd"]
     assert spec.resolve_config(None, problem) == tuned
     other = Problem(batch=2, q_heads=8, kv_heads=8, q_len=4096, kv_len=4096, head_dim=128, causal=False)

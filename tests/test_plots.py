@@ -15,7 +15,7 @@ from einsim.einsum_cascades import library_names, load_cascade
 from einsim.einsum_cascades.passes import analyze_passes
 from einsim.errors import ConfigError
 from einsim.problem import Problem
-from einsim.simulator.plots.data import (
+from einsim.plots.data import (
     INPUT_COLOR,
     PAPER_DESIGNS,
     Design,
@@ -27,9 +27,9 @@ from einsim.simulator.plots.data import (
     speedup_data,
     traffic_steps,
 )
-from einsim.simulator.plots.passes_graph import plot_pass_graph
-from einsim.simulator.plots.speedup import length_text, plot_speedup
-from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
+from einsim.plots.passes_graph import plot_pass_graph
+from einsim.plots.speedup import length_text, plot_speedup
+from einsim.plots.traffic_buffer import plot_traffic_vs_buffer
 from einsim.simulator.simulate import simulate
 
 

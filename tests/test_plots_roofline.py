@@ -12,7 +12,7 @@ import pytest
 from einsim.errors import ConfigError
 from einsim.problem import Problem
 from einsim.simulator import EinsumEstimate, Estimate
-from einsim.simulator.plots.data import (
+from einsim.plots.data import (
     OperationMix,
     attention_flops,
     cascade_roofs,
@@ -22,9 +22,9 @@ from einsim.simulator.plots.data import (
     roofline_for,
     target_roofs,
 )
-from einsim.simulator.plots.figure import save_figure
-from einsim.simulator.plots.measured import load_benchmark_csv, load_tuning_db, parse_problem_tag
-from einsim.simulator.plots.roofline import plot_roofline
+from einsim.plots.figure import save_figure
+from einsim.plots.measured import load_benchmark_csv, load_tuning_db, parse_problem_tag
+from einsim.plots.roofline import plot_roofline
 from einsim.targets import load_target
 
 SMALL = Problem(batch=1, q_heads=2, q_len=256, kv_len=256, head_dim=64, name="small")

@@ -117,7 +117,7 @@ def result_json(result) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from einsim.autotune import export_best
+    from einsim.kernels.tuned import export_best
     from einsim.autotune.study import TuningInterrupted, tune
     from einsim.errors import ConfigError
     from einsim.kernels.registry import get_kernel

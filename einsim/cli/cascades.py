@@ -113,9 +113,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    # The same figure as `einsim plot passes` (einsim.simulator.plots: docs/plots.md).
+    # The same figure as `einsim plot passes` (einsim.plots: docs/plots.md).
     from einsim.einsum_cascades import load_cascade
-    from einsim.simulator.plots import pass_graph, plot_pass_graph, save_figure
+    from einsim.plots import pass_graph, plot_pass_graph, save_figure
 
     cascade = load_cascade(args.name)
     path = args.output or f"{cascade.name}.png"

@@ -4,14 +4,14 @@ same way."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import json
 import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+from einsim.jsonio import dump_json, to_jsonable
 
 
 def format_number(value: Any) -> str:
@@ -57,27 +57,8 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def to_jsonable(value: Any) -> Any:
-    """Dataclasses (through their own `to_dict` when they have one, as Problem does), tuples,
-    paths and numpy scalars to plain JSON types."""
-    if callable(getattr(value, "to_dict", None)) and not isinstance(value, type):
-        return to_jsonable(value.to_dict())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return value.item()
-    return value
-
-
 def print_json(value: Any, stream: TextIO | None = None) -> None:
-    json.dump(to_jsonable(value), stream or sys.stdout, indent=2, sort_keys=False)
-    (stream or sys.stdout).write("\n")
+    dump_json(value, stream or sys.stdout)
 
 
 def write_csv(rows: Sequence[dict[str, Any]], destination: str | Path | TextIO) -> None:

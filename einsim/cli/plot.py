@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _bytes_argument(text: str, option: str) -> float:
     from einsim.errors import ConfigError
-    from einsim.targets.units import parse_bytes
+    from einsim.units import parse_bytes
 
     try:
         value = parse_bytes(text)
@@ -70,11 +70,11 @@ def _bytes_argument(text: str, option: str) -> float:
 
 
 def _traffic(args: argparse.Namespace) -> int:
-    from einsim.simulator.plots.data import traffic_steps
-    from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
+    from einsim.plots.data import traffic_steps
+    from einsim.plots.traffic_buffer import plot_traffic_vs_buffer
     from einsim.cli.problem_args import problem_from_args
     from einsim.simulator.sweep import buffer_capacities
-    from einsim.targets.units import format_bytes
+    from einsim.units import format_bytes
 
     from einsim.errors import ConfigError
 
@@ -102,9 +102,9 @@ def _traffic(args: argparse.Namespace) -> int:
 
 
 def _speedup(args: argparse.Namespace) -> int:
-    from einsim.simulator.plots.data import PAPER_DESIGNS, parse_design, speedup_data
+    from einsim.plots.data import PAPER_DESIGNS, parse_design, speedup_data
     from einsim.shapes import parse_lengths
-    from einsim.simulator.plots.speedup import plot_speedup
+    from einsim.plots.speedup import plot_speedup
 
     designs = [parse_design(text) for text in args.design] if args.design else list(PAPER_DESIGNS)
     data = speedup_data(args.model or ["BERT", "TrXL", "T5", "XLM"], parse_lengths(args.seq_lens), designs,
@@ -122,8 +122,8 @@ def _speedup(args: argparse.Namespace) -> int:
 
 
 def _passes(args: argparse.Namespace) -> int:
-    from einsim.simulator.plots.data import pass_graph
-    from einsim.simulator.plots.passes_graph import plot_pass_graph
+    from einsim.plots.data import pass_graph
+    from einsim.plots.passes_graph import plot_pass_graph
 
     data = pass_graph(args.cascade, args.rank)
 

@@ -51,7 +51,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def emit(args: argparse.Namespace, data: object, rows: list[dict], figure_of, table) -> int:
     """Shared tail of every plot command: figure file, CSV, JSON, else a human table."""
-    from einsim.simulator.plots.figure import save_figure
+    from einsim.plots.figure import save_figure
 
     if args.output:
         path = save_figure(figure_of(), args.output)
@@ -68,9 +68,9 @@ def emit(args: argparse.Namespace, data: object, rows: list[dict], figure_of, ta
 
 
 def run(args: argparse.Namespace) -> int:
-    from einsim.simulator.plots.data import roofline_for
-    from einsim.simulator.plots.measured import load_measured
-    from einsim.simulator.plots.roofline import plot_roofline
+    from einsim.plots.data import roofline_for
+    from einsim.plots.measured import load_measured
+    from einsim.plots.roofline import plot_roofline
     from einsim.cli.problem_args import problem_from_args
 
     problem = problem_from_args(args)

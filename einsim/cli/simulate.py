@@ -193,7 +193,7 @@ def _time(seconds: float) -> str:
 
 
 def _bytes(value: float) -> str:
-    from einsim.targets.units import format_bytes
+    from einsim.units import format_bytes
 
     return "—" if value is None or math.isnan(value) else format_bytes(value)
 

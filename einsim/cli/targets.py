@@ -47,7 +47,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from einsim.targets import load_target
-    from einsim.targets.units import format_bytes, format_rate
+    from einsim.units import format_bytes, format_rate
 
     target = load_target(args.name)
     if args.json:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from einsim.simulator.estimate import EinsumEstimate, Estimate
-from einsim.targets.units import format_bytes
+from einsim.units import format_bytes
 
 
 def first(value) -> Any:

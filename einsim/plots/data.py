@@ -15,7 +15,7 @@ from typing import Any
 from einsim.errors import ConfigError
 from einsim.simulator.estimate import Estimate
 from einsim.problem import Problem
-from einsim.targets.units import format_bytes, format_rate
+from einsim.units import format_bytes, format_rate
 
 # What the y axis counts (docs/plots.md § Roofline). Shown in every figure's JSON.
 WORK_CONVENTION = (
@@ -313,7 +313,7 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
     """The roofline of `target` with each estimate (one per cascade, one shared workload) placed
     by its operational intensity and predicted performance, plus measured runs
     (measured.MeasuredRun) of the same attention problem (measured_match: shape | lengths | all)."""
-    from einsim.simulator.plots.measured import measured_points
+    from einsim.plots.measured import measured_points
 
     target = as_target(target)
     problems = {e.problem for e in estimates}

@@ -12,8 +12,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from einsim.simulator.plots.data import RooflineData, roofline_for
-from einsim.simulator.plots.figure import new_figure, series_color
+from einsim.plots.data import RooflineData, roofline_for
+from einsim.plots.figure import new_figure, series_color
 
 ROOF_STYLES = {  # role -> line style; compute roofs of one cascade take its colour
     "matmul": {"linestyle": "-", "linewidth": 2.2},

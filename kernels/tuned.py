@@ -1,11 +1,13 @@
-"""The tuning cache: the best config per (kernel, shape bucket, GPU) as plain JSON, written by
-`einsim autotune` and read by the kernels' launchers for their default config.
+"""The tuned-config store: the best config per (kernel, shape bucket, GPU) as plain JSON, the one
+reader and writer of its files. `einsim autotune` writes it (export_best); a launcher given no
+config reads it through KernelSpec.resolve_config, whose caller may hand it another lookup.
 
-One file per kernel, `<dir>/<kernel>.json`, in the format einsim.kernels.registry already reads
-(`{"kernel", "entries": [{"device", "problem", "config", ...}]}`) plus `gpu` (a normalised GPU
-name), `bucket` and the measured numbers. Directories searched, first match wins: $EINSIM_TUNED_DIR,
+One file per kernel, `<dir>/<kernel>.json`: `{"kernel", "entries": [{"device", "gpu" (a
+normalised GPU name), "bucket", "problem" (Problem.to_dict without name/symbols), "config", and
+the measured numbers}]}`. Directories searched, first match wins: $EINSIM_TUNED_DIR,
 ~/.cache/einsim/tuned (where `einsim autotune` exports by default), the package's kernels/tuned/
-(commit a file there to share it). No torch, no triton, no optuna.
+(commit a file there to share it). Kernels layer, plain Python: no torch, no triton, no optuna,
+and no import of the registry (a kernel is passed in as its spec).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any
 
 from einsim.errors import ConfigError
 from einsim.problem import Problem
-from einsim.kernels.registry import TUNED_DIR, config_from_dict, get_kernel
 
 ENV_DIR = "EINSIM_TUNED_DIR"
+TUNED_DIR = Path(__file__).resolve().parent / "tuned"  # shipped with the package
 
 
 def gpu_key(name: str | None) -> str:
@@ -69,6 +71,15 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "einsim" / "tuned"
 
 
+def config_from_dict(spec: Any, values: dict[str, Any]) -> Any:
+    """A config of kernel `spec` (a KernelSpec) from a JSON-like dict (unknown keys are an error)."""
+    names = {f.name for f in dataclasses.fields(spec.config_type)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{spec.name}: unknown config fields {unknown}; expected {sorted(names)}")
+    return spec.config_type(**values)
+
+
 def _problem_dict(problem: Problem) -> dict[str, Any]:
     """The attention call a cache entry is for: its shape fields, never a model's layer widths."""
     values = problem.to_dict()
@@ -100,14 +111,14 @@ def read_entries(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def tuned_config(kernel: str, problem: Problem, gpu_name: str | None = None) -> Any | None:
-    """The tuned config of `kernel` for `problem` on `gpu_name`, or None.
+def tuned_config(spec: Any, problem: Problem, gpu_name: str | None = None) -> Any | None:
+    """The tuned config of kernel `spec` (a KernelSpec) for `problem` on `gpu_name`, or None.
 
     Preference: the same problem exactly, then the same shape bucket; on the same GPU (normalised
     name), then the same GPU family (an 'h100-sxm' target matches an 'NVIDIA H100 80GB HBM3'
     device); a config the kernel rejects for this problem is skipped.
     """
-    spec = get_kernel(kernel)
+    kernel = spec.name
     wanted_problem = _problem_dict(problem)
     bucket = shape_bucket(problem)
     best: tuple[int, Any] | None = None

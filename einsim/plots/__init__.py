@@ -1,11 +1,11 @@
 """Plots a user would put in a paper: rooflines, traffic against buffer capacity, speedup and energy
 bars, the cascade graph coloured by pass; each a matplotlib Figure (Agg, no display) with its data.
 
-The data functions (`einsim.simulator.plots.data`) are the tested core; `plot_*` only draw them.
+The data functions (`einsim.plots.data`) are the tested core; `plot_*` only draw them.
 Conventions: docs/plots.md.
 """
 
-from einsim.simulator.plots.data import (
+from einsim.plots.data import (
     PAPER_DESIGNS,
     Design,
     PassGraph,
@@ -20,12 +20,12 @@ from einsim.simulator.plots.data import (
     speedup_data,
     traffic_steps,
 )
-from einsim.simulator.plots.figure import save_figure
-from einsim.simulator.plots.measured import MeasuredRun, load_benchmark_csv, load_measured, load_tuning_db
-from einsim.simulator.plots.passes_graph import plot_pass_graph
-from einsim.simulator.plots.roofline import plot_roofline
-from einsim.simulator.plots.speedup import plot_speedup
-from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
+from einsim.plots.figure import save_figure
+from einsim.plots.measured import MeasuredRun, load_benchmark_csv, load_measured, load_tuning_db
+from einsim.plots.passes_graph import plot_pass_graph
+from einsim.plots.roofline import plot_roofline
+from einsim.plots.speedup import plot_speedup
+from einsim.plots.traffic_buffer import plot_traffic_vs_buffer
 
 __all__ = [
     "PAPER_DESIGNS", "Design", "MeasuredRun", "PassGraph", "Roof", "RooflineData", "RooflinePoint",

@@ -1,4 +1,4 @@
-"""Regenerates every figure of docs/plots.md: `python -m einsim.simulator.plots.gallery docs/figures`.
+"""Regenerates every figure of docs/plots.md: `python -m einsim.plots.gallery docs/figures`.
 
 Each figure is drawn from the same Python API the `einsim roofline` / `einsim plot` commands use,
 with the inputs docs/plots.md names beside it.
@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 from einsim.simulator.models import load_model
-from einsim.simulator.plots.data import PAPER_DESIGNS, pass_graph, roofline_for, speedup_data, traffic_steps
-from einsim.simulator.plots.figure import save_figure
-from einsim.simulator.plots.measured import load_measured
-from einsim.simulator.plots.passes_graph import plot_pass_graph
-from einsim.simulator.plots.roofline import plot_roofline
-from einsim.simulator.plots.speedup import plot_speedup
-from einsim.simulator.plots.traffic_buffer import plot_traffic_vs_buffer
+from einsim.plots.data import PAPER_DESIGNS, pass_graph, roofline_for, speedup_data, traffic_steps
+from einsim.plots.figure import save_figure
+from einsim.plots.measured import load_measured
+from einsim.plots.passes_graph import plot_pass_graph
+from einsim.plots.roofline import plot_roofline
+from einsim.plots.speedup import plot_speedup
+from einsim.plots.traffic_buffer import plot_traffic_vs_buffer
 
 ROOT = Path(__file__).resolve().parents[2]
 # H100 peers measured in this workplace (../shared/anchors, what every checkout has beside it).
@@ -44,7 +44,7 @@ def figures(measured: list[Path]) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m einsim.simulator.plots.gallery", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m einsim.plots.gallery", description=__doc__)
     parser.add_argument("folder", type=Path, help="where to write the figures (docs/figures)")
     parser.add_argument("--measured", type=Path, action="append",
                         help=f"benchmark CSV(s) for the H100 roofline (default {ANCHORS})")

@@ -9,8 +9,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from einsim.simulator.plots.data import PAPER_DESIGNS, Design, SpeedupData, speedup_data
-from einsim.simulator.plots.figure import new_figure, series_color
+from einsim.plots.data import PAPER_DESIGNS, Design, SpeedupData, speedup_data
+from einsim.plots.figure import new_figure, series_color
 
 
 def length_text(n: int) -> str:

@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 
-from einsim.simulator.plots.data import INPUT_COLOR, PassGraph, pass_color, pass_graph
-from einsim.simulator.plots.figure import new_figure
+from einsim.plots.data import INPUT_COLOR, PassGraph, pass_color, pass_graph
+from einsim.plots.figure import new_figure
 
 
 def plot_pass_graph(data: PassGraph, *, show_text: bool = True) -> Figure:

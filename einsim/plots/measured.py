@@ -212,7 +212,7 @@ def measured_points(runs: Sequence[MeasuredRun], problem: Problem, target: Any, 
                     match: str = "shape") -> tuple[list[Any], str]:
     """RooflinePoints of the runs that belong on `target`'s roofline for `workload`, and a note
     naming how many were left out (empty when none were)."""
-    from einsim.simulator.plots.data import RooflinePoint, lowest_roof
+    from einsim.plots.data import RooflinePoint, lowest_roof
 
     if not runs:
         return [], ""

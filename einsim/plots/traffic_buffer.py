@@ -11,9 +11,9 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from einsim.simulator.plots.data import TrafficSteps, as_target, traffic_steps
-from einsim.simulator.plots.figure import new_figure, series_color
-from einsim.targets.units import format_bytes
+from einsim.plots.data import TrafficSteps, as_target, traffic_steps
+from einsim.plots.figure import new_figure, series_color
+from einsim.units import format_bytes
 
 
 def plot_traffic_vs_buffer(data: TrafficSteps | Sequence[TrafficSteps], *, annotate: bool = True) -> Figure:

@@ -1,0 +1,61 @@
+"""The tuned-config store (einsim.kernels.tuned): written by `einsim autotune`, read by the
+launchers through KernelSpec.resolve_config, by exact problem or shape bucket and GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from einsim.kernels.limits import DeviceLimits
+from einsim.kernels.registry import get_kernel
+from einsim.kernels.tuned import export_best, shape_bucket, tuned_config
+from einsim.problem import Problem
+
+DECODE = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128)
+SPEC = get_kernel("decode")
+
+
+def test_round_trip_by_bucket_and_gpu(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))
+    default = SPEC.default_config(DECODE)
+    config = next(c for c in reversed(SPEC.search_space(DECODE)) if c != default)
+    path = export_best("decode", DECODE, "NVIDIA H100 80GB HBM3", config, measured_s=1e-4,
+                       storage="postgresql+psycopg2://einsim:secret@db/tuning")
+    data = json.loads(path.read_text())
+    assert data["entries"][0]["bucket"] == shape_bucket(DECODE)
+    assert "secret" not in path.read_text()
+    assert tuned_config(SPEC, DECODE, "NVIDIA H100 80GB HBM3") == config
+    assert tuned_config(SPEC, DECODE, "h100-sxm") == config  # same family
+    nearby = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=7000, head_dim=128)  # same power-of-two bucket
+    assert tuned_config(SPEC, nearby, "NVIDIA H100 80GB HBM3") == config
+    assert tuned_config(SPEC, DECODE, "NVIDIA A100-SXM4-80GB") is None
+    assert tuned_config(SPEC, Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=100_000, head_dim=128), "h100") is None
+    # Exporting the same bucket again replaces the entry.
+    export_best("decode", DECODE, "NVIDIA H100 80GB HBM3", default, measured_s=9e-5)
+    assert len(json.loads(path.read_text())["entries"]) == 1
+    assert tuned_config(SPEC, DECODE, "NVIDIA H100 80GB HBM3") == default
+
+
+def test_unreadable_files_are_ignored(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))
+    (tmp_path / "decode.json").write_text("{not json")
+    assert tuned_config(SPEC, DECODE, "h100") is None
+
+
+def test_the_caller_hands_the_lookup_to_resolve_config(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))
+    limits = DeviceLimits.h100()
+    default = SPEC.default_config(DECODE)
+    other = next(c for c in SPEC.search_space(DECODE) if c != default)
+    seen = []
+
+    def lookup(spec, problem, gpu):
+        seen.append((spec.name, problem, gpu))
+        return other
+
+    assert SPEC.resolve_config(None, DECODE, limits, lookup=lookup) == other
+    assert seen == [("decode", DECODE, limits.name)]
+    assert SPEC.resolve_config(None, DECODE, limits, lookup=None) == default
+    # a looked-up config that cannot run here is passed over for the default
+    too_big = SPEC.config_type(**{**default.__dict__, "BLOCK_N": 4096})
+    assert SPEC.resolve_config(None, DECODE, limits, lookup=lambda *_: too_big) == default

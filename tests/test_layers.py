@@ -1,0 +1,170 @@
+"""Layers import only downward (docs/architecture.md § Layers draws this table): every import of
+every module, function-level ones included, is parsed and checked against LAYERS.
+
+A module may import its own unit (its package: einsim.simulator.* from einsim.simulator.*) and
+any unit of a lower layer; units of one layer do not import each other, except in the bottom
+layer, whose small helpers may build on one another. No module-level import cycle anywhere, and
+no try/except ImportError around einsim's own imports.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Lowest first. The one table of who may import whom.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("bottom", ("einsim.errors", "einsim.problem", "einsim.units", "einsim.jsonio", "einsim.shapes")),
+    ("cascades and targets", ("einsim.einsum_cascades", "einsim.targets")),
+    ("simulator and kernels", ("einsim.simulator", "einsim.kernels")),
+    ("autotune", ("einsim.autotune",)),
+    ("plots", ("einsim.plots",)),
+    ("public API", ("einsim",)),  # einsim/__init__.py: lazy names (simulate, Problem, ...)
+    ("command line", ("einsim.cli",)),  # formats what the API returns
+    ("entry point", ("einsim.__main__",)),
+)
+
+# Imports that break the table today, each with the reason and who removes it. Keep it short.
+KNOWN_EXCEPTIONS = {
+    # The kernel-time model reads the kernels' configs and resource models; the gpumodel stream
+    # is replacing simulator/kernel_model.py by the one GPU cost model (issue 10, item 2).
+    ("einsim.simulator.kernel_model", "einsim.kernels"),
+}
+# Modules still wrapping their own package's imports in try/except ImportError; the gpumodel
+# stream is rewriting both (issue 10: "no hedging"). Delete an entry when its hedge is gone.
+KNOWN_HEDGES = {"einsim.simulator.gpu", "einsim.simulator.kernel_model"}
+
+# Repository folder -> the package it installs as (setup.py's PACKAGE_DIRS).
+FOLDERS = {"einsim": "einsim", "einsum_cascades": "einsim.einsum_cascades", "simulator": "einsim.simulator",
+           "targets": "einsim.targets", "kernels": "einsim.kernels", "autotune": "einsim.autotune"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    name = FOLDERS[parts[0]].split(".") + parts[1:]
+    return ".".join(name[:-1] if name[-1] == "__init__" else name)
+
+
+MODULES = {module_name(p): p for folder in FOLDERS for p in sorted((REPO / folder).rglob("*.py"))}
+
+
+def unit_of(module: str) -> str:
+    """The table's entry a module belongs to: the longest unit that prefixes it."""
+    units = [u for _, layer in LAYERS for u in layer if module == u or module.startswith(u + ".")]
+    assert units, f"{module} is in no layer of tests/test_layers.py LAYERS: add it there"
+    return max(units, key=len)
+
+
+def layer_of(unit: str) -> int:
+    return next(i for i, (_, units) in enumerate(LAYERS) if unit in units)
+
+
+def resolve(name: str) -> str:
+    """`einsim.simulator.simulate.simulate` -> that module; `einsim.X`, X not a module: the API."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or "einsim"
+
+
+def imports(path: Path) -> list[tuple[int, str, bool]]:
+    """(line, imported einsim module, at module level) for every import in the file, including
+    `from einsim import x` (x a module or an API name) and importlib.import_module("einsim...")."""
+    tree = ast.parse(path.read_text(), str(path))
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names = [node.args[0].value]
+        for name in names:
+            if name == "einsim" or name.startswith("einsim."):
+                found.append((node.lineno, resolve(name), id(node) in top_level))
+    return found
+
+
+def hedges(path: Path) -> list[int]:
+    """Lines of try blocks that import einsim modules and catch ImportError."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = {getattr(h.type, "id", None) for h in node.handlers}
+        caught |= {getattr(e, "id", None) for h in node.handlers if isinstance(h.type, ast.Tuple)
+                   for e in h.type.elts}
+        guarded = [n for stmt in node.body for n in ast.walk(stmt)
+                   if isinstance(n, ast.Import) and any(a.name.startswith("einsim") for a in n.names)
+                   or isinstance(n, ast.ImportFrom) and (n.module or "").startswith("einsim")]
+        if guarded and caught & {"ImportError", "ModuleNotFoundError"}:
+            found.append(node.lineno)
+    return found
+
+
+def test_every_module_sits_in_a_layer():
+    for module in MODULES:
+        unit_of(module)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_go_only_downward(module):
+    unit = unit_of(module)
+    layer = layer_of(unit)
+    bad = []
+    for line, imported, _ in imports(MODULES[module]):
+        other = unit_of(imported)
+        if other == unit or (module, other) in KNOWN_EXCEPTIONS:
+            continue
+        other_layer = layer_of(other)
+        if other_layer > layer:
+            bad.append(f"line {line}: {imported} is above it ({LAYERS[other_layer][0]} over {LAYERS[layer][0]})")
+        elif other_layer == layer and layer != 0:
+            bad.append(f"line {line}: {imported} is beside it ({LAYERS[layer][0]}: its units do not import each other)")
+    assert not bad, f"{MODULES[module].relative_to(REPO)} ({module}):\n" + "\n".join(bad)
+
+
+def test_no_module_level_import_cycle():
+    graph = nx.DiGraph()
+    for module, path in MODULES.items():
+        for _, imported, at_top in imports(path):
+            if at_top and imported != module:
+                graph.add_edge(module, imported)
+    # a package's __init__ importing its own submodules is how packages export; not a cycle
+    graph.remove_edges_from([(a, b) for a, b in list(graph.edges) if b.startswith(a + ".")])
+    cycles = list(nx.simple_cycles(graph))
+    assert not cycles, "module-level import cycles: " + "; ".join(" -> ".join(c + [c[0]]) for c in cycles)
+
+
+def test_no_module_hedges_against_its_own_package():
+    """No try/except ImportError around einsim's own imports: a missing sibling is a bug to see."""
+    bad = [f"{MODULES[module].relative_to(REPO)}:{line} ({module})"
+           for module in MODULES if module not in KNOWN_HEDGES for line in hedges(MODULES[module])]
+    assert not bad, "try/except ImportError around einsim imports:\n" + "\n".join(bad)
+
+
+def test_known_exceptions_are_still_needed():
+    """An exception nobody needs any more is removed from the table, not left to rot."""
+    for module, other in KNOWN_EXCEPTIONS:
+        assert module in MODULES and any(unit_of(i) == other for _, i, _ in imports(MODULES[module])), (
+            f"KNOWN_EXCEPTIONS: {module} no longer imports {other}; delete the entry")
+    for module in KNOWN_HEDGES:
+        assert module in MODULES and hedges(MODULES[module]), (
+            f"KNOWN_HEDGES: {module} no longer hedges its imports; delete the entry")
+
+
+def test_the_checker_sees_a_forbidden_import(tmp_path):
+    """The parser finds function-level and `from einsim import x` imports (so this test can fail)."""
+    path = tmp_path / "probe.py"
+    path.write_text("from einsim import units\n"
+                    "def f():\n    from einsim.cli.output import render_table\n"
+                    "    import importlib; importlib.import_module('einsim.autotune.study')\n")
+    assert [(line, name, top) for line, name, top in imports(path)] == [
+        (1, "einsim.units", True), (3, "einsim.cli.output", False), (4, "einsim.autotune.study", False)]
