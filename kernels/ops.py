@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch.library import custom_op
 
-from einsim.kernels.registry import config_from_dict, get_kernel
+from einsim.kernels.registry import get_kernel
 
 NAMESPACE = "einsim"
 
@@ -39,7 +39,7 @@ def config_json(config) -> str | None:
 def _config(kernel: str, text: str | None):
     if text is None:
         return None
-    return config_from_dict(get_kernel(kernel), json.loads(text))
+    return get_kernel(kernel).config_from_dict(json.loads(text))
 
 
 def _window(window: Sequence[int] | None):

@@ -20,6 +20,7 @@ Adding a kernel (docs/kernels.md § Registry):
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,6 +117,14 @@ class KernelSpec:
         """Run the kernel with an explicit config (imports torch/triton on first call)."""
         module_name, _, function = self.launcher.partition(":")
         return getattr(importlib.import_module(module_name), function)(config, inputs)
+
+    def config_from_dict(self, values: dict[str, Any]):
+        """A config of this kernel from a JSON-like dict (unknown keys are a ConfigError)."""
+        names = {f.name for f in dataclasses.fields(self.config_type)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"{self.name}: unknown config fields {unknown}; expected {sorted(names)}")
+        return self.config_type(**values)
 
     def config_reasons(self, config, problem: Problem,
                        limits: DeviceLimits | None = None) -> list[str]:

@@ -71,15 +71,6 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "einsim" / "tuned"
 
 
-def config_from_dict(spec: Any, values: dict[str, Any]) -> Any:
-    """A config of kernel `spec` (a KernelSpec) from a JSON-like dict (unknown keys are an error)."""
-    names = {f.name for f in dataclasses.fields(spec.config_type)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{spec.name}: unknown config fields {unknown}; expected {sorted(names)}")
-    return spec.config_type(**values)
-
-
 def _problem_dict(problem: Problem) -> dict[str, Any]:
     """The attention call a cache entry is for: its shape fields, never a model's layer widths."""
     values = problem.to_dict()
@@ -143,7 +134,7 @@ def tuned_config(spec: Any, problem: Problem, gpu_name: str | None = None) -> An
             if best is not None and rank >= best[0]:
                 continue
             try:
-                config = config_from_dict(spec, entry["config"])
+                config = spec.config_from_dict(entry["config"])
             except (ConfigError, TypeError, ValueError):
                 continue
             if spec.check_config(config, problem, None):
