@@ -30,6 +30,7 @@ import triton.language as tl
 
 from einsim.errors import ShapeError
 from einsim.kernels.flash.forward import LAST_LAUNCH, remember_launch
+from einsim.kernels.launch import TritonLaunch, name_of, plan_cache, tensor_key
 from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.linear.config import LinearBackwardConfig, LinearConfig
 from einsim.kernels.registry import KERNELS
@@ -283,81 +284,105 @@ def _strides(tensor, count: int) -> tuple:
     return tuple(tensor.stride()) if tensor is not None else (0,) * count
 
 
-def walk(config, *, a, b, c, out, heads: int, groups: tuple[int, int, int], length: int,
-         scale_a: float, scale_b: float, features: tuple[int, int, int], reverse: bool, slope=None,
-         grad_x=None, group_x: int = 1, initial=None, final=None, starts=None,
-         segment_tokens: int | None = None, keep_starts: bool = False):
-    """One chunked walk over tensors [batch, heads (or heads / group), length, dim] of any strides.
+class Walk:
+    """One chunked walk for one set of shapes, strides and options: its launches are built on the
+    first run (Triton binds and specialises every argument once) and replayed after through the
+    compiled launcher (kernels.launch.TritonLaunch), so a call costs the launches and little else.
 
-    a, b: [.., dim_ab]; c: [.., dim_c]; out: [batch, heads, length, dim_c], written. initial:
-    the starting state [batch, heads, dim_ab, dim_c] (any strides, fp32) or None (zeros); final:
-    where to store the end state, or None. starts: segment starting states already known
-    [batch, heads, segments, dim_ab, dim_c] for `segment_tokens`-long segments (the forward's,
-    reused by the backward). keep_starts: return the segment starts computed here (None when
-    the walk has one segment). dtype of the dots: a's.
+    Tensors are [batch, heads (or heads / group), length, dim] of any strides: a, b [.., dim_ab],
+    c [.., dim_c], out [batch, heads, length, dim_c] (written). initial: the starting state
+    [batch, heads, dim_ab, dim_c] (fp32, any strides) or None (zeros); final: where to store the
+    end state, or None. starts: segment starting states already known [batch, heads, segments,
+    dim_ab, dim_c] for `segment_tokens`-long segments (the forward's, reused by the backward).
+    keep_starts: `run` returns the segment starts it computed (None when the walk has one
+    segment). The dots run in a's dtype.
     """
-    import torch
 
-    if interpreting():
-        patch_interpreter()
-    batch = a.shape[0]
-    dim_ab, dim_c = a.shape[-1], c.shape[-1]
-    chunk = config.CHUNK
-    block_ab = padded_head_dim(dim_ab)
-    block_c = min(config.BLOCK_C, padded_head_dim(dim_c))
-    column_blocks = triton.cdiv(dim_c, block_c)
-    segment_tokens = config.SEGMENT if segment_tokens is None else segment_tokens
-    if not segment_tokens or segment_tokens >= length:
-        segments, segment_chunks = 1, triton.cdiv(length, chunk)
-    else:
-        if segment_tokens % chunk:
-            raise ShapeError(f"linear attention: segments of {segment_tokens} tokens are not whole chunks "
-                             f"of {chunk}")
-        segments, segment_chunks = triton.cdiv(length, segment_tokens), segment_tokens // chunk
-    decay = slope is not None
-    io_dtype = _io_dtype(a)
-    dot_fp32 = interpreter_needs_fp32_dots("bf16" if a.dtype == torch.bfloat16 else "fp16")
-    dummy = out  # a pointer for arguments the constexpr flags never read
-    if segments > 1 and starts is None:
-        starts = torch.empty(batch, heads, segments, dim_ab, dim_c, dtype=torch.float32, device=a.device)
-        _segment_sums[(column_blocks, segments, batch * heads)](
-            b, c, starts, slope if decay else dummy,
-            *b.stride(), *c.stride(), *starts.stride(),
-            heads, groups[1], groups[2], length, dim_ab, dim_c, float(scale_b), segment_chunks,
-            REVERSE=reverse, HAS_DECAY=decay, FEATURE_B=features[1], FEATURE_C=features[2],
-            IO_DTYPE=io_dtype, DOT_FP32=dot_fp32, CHUNK=chunk, BLOCK_AB=block_ab, BLOCK_C=block_c,
-            num_warps=config.num_warps, num_stages=config.num_stages)
-        _segment_scan[(column_blocks, batch * heads)](
-            starts, initial if initial is not None else dummy, final if final is not None else dummy,
+    def __init__(self, config, *, heads: int, groups: tuple[int, int, int], length: int, scale_a: float,
+                 scale_b: float, features: tuple[int, int, int], reverse: bool, group_x: int = 1,
+                 segment_tokens: int | None = None, keep_starts: bool = False):
+        self.config, self.heads, self.groups, self.length = config, heads, groups, length
+        self.scale_a, self.scale_b, self.features, self.reverse = float(scale_a), float(scale_b), features, reverse
+        self.group_x, self.keep_starts = group_x, keep_starts
+        segment_tokens = config.SEGMENT if segment_tokens is None else segment_tokens
+        if not segment_tokens or segment_tokens >= length:
+            self.segment_tokens, self.segments, self.segment_chunks = 0, 1, triton.cdiv(length, config.CHUNK)
+        else:
+            if segment_tokens % config.CHUNK:
+                raise ShapeError(f"linear attention: segments of {segment_tokens} tokens are not whole chunks "
+                                 f"of {config.CHUNK}")
+            self.segment_tokens = segment_tokens
+            self.segments = triton.cdiv(length, segment_tokens)
+            self.segment_chunks = segment_tokens // config.CHUNK
+        self.launches: dict[str, TritonLaunch] = {}
+
+    def _launch(self, kernel, grid, *args, **options) -> None:
+        name = name_of(kernel)
+        launch = self.launches.get(name)
+        if launch is None:
+            if name == "_chunk_walk":
+                options["on_compile"] = lambda compiled: remember_launch("_chunk_walk", compiled)
+            launch = self.launches[name] = TritonLaunch(kernel, grid, *args, **options)
+        launch(*[args[i] for i in launch.tensor_slots])
+
+    def run(self, a, b, c, out, *, slope=None, grad_x=None, initial=None, final=None, starts=None):
+        import torch
+
+        if interpreting():
+            patch_interpreter()
+        config, heads, groups, length = self.config, self.heads, self.groups, self.length
+        batch = a.shape[0]
+        dim_ab, dim_c = a.shape[-1], c.shape[-1]
+        block_ab = padded_head_dim(dim_ab)
+        block_c = min(config.BLOCK_C, padded_head_dim(dim_c))
+        column_blocks = triton.cdiv(dim_c, block_c)
+        decay = slope is not None
+        io_dtype = _io_dtype(a)
+        dot_fp32 = interpreter_needs_fp32_dots("bf16" if a.dtype == torch.bfloat16 else "fp16")
+        dummy = out  # a pointer for arguments the constexpr flags never read
+        segments = self.segments
+        if segments > 1 and starts is None:
+            starts = torch.empty(batch, heads, segments, dim_ab, dim_c, dtype=torch.float32, device=a.device)
+            self._launch(
+                _segment_sums, (column_blocks, segments, batch * heads),
+                b, c, starts, slope if decay else dummy,
+                *b.stride(), *c.stride(), *starts.stride(),
+                heads, groups[1], groups[2], length, dim_ab, dim_c, self.scale_b, self.segment_chunks,
+                REVERSE=self.reverse, HAS_DECAY=decay, FEATURE_B=self.features[1], FEATURE_C=self.features[2],
+                IO_DTYPE=io_dtype, DOT_FP32=dot_fp32, CHUNK=config.CHUNK, BLOCK_AB=block_ab, BLOCK_C=block_c,
+                num_warps=config.num_warps, num_stages=config.num_stages)
+            self._launch(
+                _segment_scan, (column_blocks, batch * heads),
+                starts, initial if initial is not None else dummy, final if final is not None else dummy,
+                slope if decay else dummy,
+                *starts.stride(), *_strides(initial, 4), *_strides(final, 4),
+                heads, length, dim_ab, dim_c, segments, self.segment_tokens,
+                REVERSE=self.reverse, HAS_DECAY=decay, HAS_STATE_IN=initial is not None,
+                STORE_STATE=final is not None, BLOCK_AB=block_ab, BLOCK_C=block_c, num_warps=4)
+            final = None  # the scan stored it
+        elif segments > 1 and final is not None:
+            raise ShapeError("linear attention: a walk from given segment starts cannot also give the final state")
+        if segments > 1:
+            state_in, state_strides = starts, tuple(starts.stride())
+        elif initial is not None:
+            state_in, state_strides = initial, tuple(initial.stride()[:2]) + (0,) + tuple(initial.stride()[2:])
+        else:
+            state_in, state_strides = None, (0,) * 5
+        self._launch(
+            _chunk_walk, (column_blocks, segments, batch * heads),
+            a, b, c, out, grad_x if grad_x is not None else dummy,
+            state_in if state_in is not None else dummy, final if final is not None else dummy,
             slope if decay else dummy,
-            *starts.stride(), *_strides(initial, 4), *_strides(final, 4),
-            heads, length, dim_ab, dim_c, segments, segment_tokens,
-            REVERSE=reverse, HAS_DECAY=decay, HAS_STATE_IN=initial is not None,
-            STORE_STATE=final is not None, BLOCK_AB=block_ab, BLOCK_C=block_c, num_warps=4)
-        final = None  # the scan stored it
-    elif segments > 1 and final is not None:
-        raise ShapeError("linear attention: a walk from given segment starts cannot also give the final state")
-    if segments > 1:
-        state_in, state_strides = starts, tuple(starts.stride())
-    elif initial is not None:
-        state_in, state_strides = initial, tuple(initial.stride()[:2]) + (0,) + tuple(initial.stride()[2:])
-    else:
-        state_in, state_strides = None, (0,) * 5
-    compiled = _chunk_walk[(column_blocks, segments, batch * heads)](
-        a, b, c, out, grad_x if grad_x is not None else dummy,
-        state_in if state_in is not None else dummy, final if final is not None else dummy,
-        slope if decay else dummy,
-        *a.stride(), *b.stride(), *c.stride(), *out.stride(), *_strides(grad_x, 4),
-        *state_strides, *_strides(final, 4),
-        heads, groups[0], groups[1], groups[2], group_x, length, dim_ab, dim_c,
-        float(scale_a), float(scale_b), segment_chunks,
-        REVERSE=reverse, HAS_DECAY=decay, FEATURE_A=features[0], FEATURE_B=features[1],
-        FEATURE_C=features[2], FEATURE_GRAD=grad_x is not None, HAS_STATE_IN=state_in is not None,
-        STORE_STATE=final is not None, IO_DTYPE=io_dtype, DOT_FP32=dot_fp32,
-        CHUNK=chunk, BLOCK_AB=block_ab, BLOCK_C=block_c,
-        num_warps=config.num_warps, num_stages=config.num_stages)
-    remember_launch("_chunk_walk", compiled)
-    return starts if (keep_starts and segments > 1) else None
+            *a.stride(), *b.stride(), *c.stride(), *out.stride(), *_strides(grad_x, 4),
+            *state_strides, *_strides(final, 4),
+            heads, groups[0], groups[1], groups[2], self.group_x, length, dim_ab, dim_c,
+            self.scale_a, self.scale_b, self.segment_chunks,
+            REVERSE=self.reverse, HAS_DECAY=decay, FEATURE_A=self.features[0], FEATURE_B=self.features[1],
+            FEATURE_C=self.features[2], FEATURE_GRAD=grad_x is not None, HAS_STATE_IN=state_in is not None,
+            STORE_STATE=final is not None, IO_DTYPE=io_dtype, DOT_FP32=dot_fp32,
+            CHUNK=config.CHUNK, BLOCK_AB=block_ab, BLOCK_C=block_c,
+            num_warps=config.num_warps, num_stages=config.num_stages)
+        return starts if (self.keep_starts and segments > 1) else None
 
 
 # -- checked entry points -----------------------------------------------------------------------------------
@@ -409,6 +434,51 @@ def _state(state):
     return None if state is None else state.detach().float()
 
 
+def _key(tensor):
+    return None if tensor is None else tensor_key(tensor)
+
+
+class ForwardPlan:
+    """A forward call of one key, decided once: the checked problem, the resolved config, the
+    walk (docs/kernels.md § Launch plans)."""
+
+    def __init__(self, problem: Problem, config: LinearConfig, feature_map, scale, keep_starts: bool):
+        self.problem, self.config = problem, config
+        feature = FEATURE_MAPS[feature_map]
+        self.walk = Walk(config, heads=problem.q_heads, groups=(1, problem.group_size, problem.group_size),
+                         length=problem.q_len, scale_a=_scale(scale, problem.head_dim), scale_b=1.0,
+                         features=(feature, feature, 0), reverse=False, keep_starts=keep_starts)
+        self.backward_configs: dict = {}  # what the autograd Function resolved, per requested config
+
+    def run(self, q, k, v, decay, initial_state, output_final_state: bool):
+        import torch
+
+        p = self.problem
+        out = torch.empty(p.batch, p.q_heads, p.q_len, p.v_head_dim, dtype=q.dtype, device=q.device)
+        final = (torch.empty(p.batch, p.q_heads, p.head_dim, p.v_head_dim, dtype=torch.float32, device=q.device)
+                 if output_final_state else None)
+        starts = self.walk.run(q, k, v, out, slope=_slopes(decay), initial=_state(initial_state), final=final)
+        return out, final, starts
+
+
+FORWARD_PLANS = plan_cache("linear-fwd")
+BACKWARD_PLANS = plan_cache("linear-bwd")
+
+
+def forward_plan(q, k, v, decay=None, feature_map=None, scale=None, initial_state=None, config=None,
+                 keep_starts: bool = False) -> ForwardPlan:
+    """The cached plan for these tensors and options, built (inputs checked, config resolved) on
+    first use."""
+    key, plan = FORWARD_PLANS.find(lambda: (tensor_key(q), tensor_key(k), tensor_key(v), _key(decay),
+                                            feature_map, scale, _key(initial_state), config, keep_starts))
+    if plan is not None:
+        return plan
+    problem = check_linear_inputs(q, k, v, kernel="linear-fwd", decay=decay, feature_map=feature_map,
+                                  scale=scale, initial_state=initial_state)
+    config = _resolve("linear-fwd", config, problem, q.device)
+    return FORWARD_PLANS.store(key, ForwardPlan(problem, config, feature_map, scale, keep_starts))
+
+
 def linear_forward(q, k, v, *, decay=None, feature_map: str | None = None, scale: float | None = None,
                    initial_state=None, output_final_state: bool = False, config: LinearConfig | None = None,
                    keep_starts: bool = False):
@@ -418,25 +488,58 @@ def linear_forward(q, k, v, *, decay=None, feature_map: str | None = None, scale
     [B, Hq, D, Dv] or None. Returns (out [B, Hq, N, Dv] in q's dtype, final state [B, Hq, D, Dv]
     fp32 or None, the segment starts kept for the backward or None).
 
-    Raises ShapeError for bad inputs and ConfigError for a config that cannot run, before any launch.
+    Raises ShapeError for bad inputs and ConfigError for a config that cannot run, before any
+    launch. Checks, config and launches are decided once per shape (a launch plan).
     """
-    import torch
+    plan = forward_plan(q, k, v, decay, feature_map, scale, initial_state, config, keep_starts)
+    return plan.run(q, k, v, decay, initial_state, output_final_state)
 
-    problem = check_linear_inputs(q, k, v, kernel="linear-fwd", decay=decay, feature_map=feature_map,
-                                  scale=scale, initial_state=initial_state)
-    config = _resolve("linear-fwd", config, problem, q.device)
-    out = torch.empty(problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim, dtype=q.dtype,
-                      device=q.device)
-    final = None
-    if output_final_state:
-        final = torch.empty(problem.batch, problem.q_heads, problem.head_dim, problem.v_head_dim,
-                            dtype=torch.float32, device=q.device)
-    feature = FEATURE_MAPS[feature_map]
-    starts = walk(config, a=q, b=k, c=v, out=out, heads=problem.q_heads, groups=(1, problem.group_size, problem.group_size),
-                  length=problem.q_len, scale_a=_scale(scale, problem.head_dim), scale_b=1.0,
-                  features=(feature, feature, 0), reverse=False, slope=_slopes(decay),
-                  initial=_state(initial_state), final=final, keep_starts=keep_starts)
-    return out, final, starts
+
+class BackwardPlan:
+    """A backward call of one key, decided once: problem, config and the three walks (dQ forward
+    in time from the state; dV and dK backward in time from the state's gradient)."""
+
+    def __init__(self, problem: Problem, config: LinearBackwardConfig, feature_map, scale, use_starts: bool,
+                 starts_segment: int):
+        self.problem, self.config, self.use_starts = problem, config, use_starts
+        feature = FEATURE_MAPS[feature_map]
+        self.feature = feature
+        scale = _scale(scale, problem.head_dim)
+        heads, group, length = problem.q_heads, problem.group_size, problem.q_len
+        self.dq = Walk(config, heads=heads, groups=(1, group, group), length=length, scale_a=scale, scale_b=1.0,
+                       features=(0, 0, feature), reverse=False, group_x=1,
+                       segment_tokens=starts_segment if use_starts else None)
+        self.dv = Walk(config, heads=heads, groups=(group, 1, 1), length=length, scale_a=1.0, scale_b=scale,
+                       features=(feature, feature, 0), reverse=True, keep_starts=True)
+        self.dk = Walk(config, heads=heads, groups=(group, 1, 1), length=length, scale_a=1.0, scale_b=scale,
+                       features=(0, 0, feature), reverse=True, group_x=group)
+
+    def run(self, do, q, k, v, decay, initial_state, grad_final_state, starts, want_initial_grad: bool):
+        import torch
+
+        p = self.problem
+        group, feature = p.group_size, self.feature
+        slope = _slopes(decay)
+        initial, grad_final = _state(initial_state), _state(grad_final_state)
+        dq = torch.empty(p.batch, p.q_heads, p.q_len, p.head_dim, dtype=q.dtype, device=q.device)
+        self.dq.run(do, v, k, dq, slope=slope, grad_x=q if feature else None,
+                    initial=initial.transpose(-1, -2) if initial is not None else None,
+                    starts=starts.transpose(-1, -2) if self.use_starts else None)
+        # dK and dV per query head (summed over each key/value head's group below), fp32 when summed.
+        partial = q.dtype if group == 1 else torch.float32
+        dk = torch.empty(p.batch, p.q_heads, p.q_len, p.head_dim, dtype=partial, device=q.device)
+        dv = torch.empty(p.batch, p.q_heads, p.q_len, p.v_head_dim, dtype=partial, device=q.device)
+        grad_initial = (torch.empty(p.batch, p.q_heads, p.head_dim, p.v_head_dim, dtype=torch.float32,
+                                    device=q.device) if want_initial_grad else None)
+        gradient_starts = self.dv.run(k, q, do, dv, slope=slope, initial=grad_final, final=grad_initial)
+        self.dk.run(v, do, q, dk, slope=slope, grad_x=k if feature else None,
+                    initial=grad_final.transpose(-1, -2) if grad_final is not None else None,
+                    starts=gradient_starts.transpose(-1, -2) if gradient_starts is not None else None)
+        if group > 1:
+            shape = (p.batch, p.kv_heads, group, p.q_len)
+            dk = dk.view(*shape, p.head_dim).sum(2).to(k.dtype)
+            dv = dv.view(*shape, p.v_head_dim).sum(2).to(v.dtype)
+        return dq, dk, dv, grad_initial
 
 
 def linear_backward(do, q, k, v, *, decay=None, feature_map: str | None = None, scale: float | None = None,
@@ -446,52 +549,26 @@ def linear_backward(do, q, k, v, *, decay=None, feature_map: str | None = None, 
     want_initial_grad) of linear_forward's output for the output gradient do [B, Hq, N, Dv] and
     the final state's gradient grad_final_state [B, Hq, D, Dv] (or None). starts: the forward's
     segment starts for segments of starts_segment tokens (used when config.store_states)."""
-    import torch
-
-    problem = check_linear_inputs(q, k, v, kernel="linear-bwd", decay=decay, feature_map=feature_map,
-                                  scale=scale, initial_state=initial_state)
-    if tuple(do.shape) != (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim):
-        raise ShapeError(f"linear-bwd: the output gradient has shape {tuple(do.shape)}, the output "
-                         f"{(problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)}")
-    config = _resolve("linear-bwd", config, problem, q.device)
-    feature = FEATURE_MAPS[feature_map]
-    scale = _scale(scale, problem.head_dim)
-    slope = _slopes(decay)
-    heads, group, length = problem.q_heads, problem.group_size, problem.q_len
-    do = do.to(q.dtype)
-    initial, grad_final = _state(initial_state), _state(grad_final_state)
-
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    use_starts = (config.store_states and starts is not None and starts_segment
-                  and starts_segment % config.CHUNK == 0)
-    walk(config, a=do, b=v, c=k, out=dq, heads=heads, groups=(1, group, group), length=length,
-         scale_a=scale, scale_b=1.0, features=(0, 0, feature), reverse=False, slope=slope,
-         grad_x=q if feature else None, group_x=1,
-         initial=initial.transpose(-1, -2) if initial is not None else None,
-         starts=starts.transpose(-1, -2) if use_starts else None,
-         segment_tokens=starts_segment if use_starts else None)
-
-    # dK and dV per query head (summed over each key/value head's group below), fp32 when summed.
-    partial_dtype = q.dtype if group == 1 else torch.float32
-    dk = torch.empty(problem.batch, heads, length, problem.head_dim, dtype=partial_dtype, device=q.device)
-    dv = torch.empty(problem.batch, heads, length, problem.v_head_dim, dtype=partial_dtype, device=q.device)
-    grad_initial = None
-    if want_initial_grad:
-        grad_initial = torch.empty(problem.batch, heads, problem.head_dim, problem.v_head_dim,
-                                   dtype=torch.float32, device=q.device)
-    gradient_starts = walk(config, a=k, b=q, c=do, out=dv, heads=heads, groups=(group, 1, 1), length=length,
-                           scale_a=1.0, scale_b=scale, features=(feature, feature, 0), reverse=True,
-                           slope=slope, initial=grad_final, final=grad_initial, keep_starts=True)
-    walk(config, a=v, b=do, c=q, out=dk, heads=heads, groups=(group, 1, 1), length=length,
-         scale_a=1.0, scale_b=scale, features=(0, 0, feature), reverse=True, slope=slope,
-         grad_x=k if feature else None, group_x=group,
-         initial=grad_final.transpose(-1, -2) if grad_final is not None else None,
-         starts=gradient_starts.transpose(-1, -2) if gradient_starts is not None else None)
-    if group > 1:
-        shape = (problem.batch, problem.kv_heads, group, length)
-        dk = dk.view(*shape, problem.head_dim).sum(2).to(k.dtype)
-        dv = dv.view(*shape, problem.v_head_dim).sum(2).to(v.dtype)
-    return dq, dk, dv, grad_initial
+    if do.dtype != q.dtype:
+        do = do.to(q.dtype)
+    key, plan = BACKWARD_PLANS.find(lambda: (
+        tensor_key(do), tensor_key(q), tensor_key(k), tensor_key(v), _key(decay), feature_map, scale,
+        _key(initial_state), _key(grad_final_state), _key(starts), starts_segment, config, want_initial_grad))
+    if plan is None:
+        problem = check_linear_inputs(q, k, v, kernel="linear-bwd", decay=decay, feature_map=feature_map,
+                                      scale=scale, initial_state=initial_state)
+        if tuple(do.shape) != (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim):
+            raise ShapeError(f"linear-bwd: the output gradient has shape {tuple(do.shape)}, the output "
+                             f"{(problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)}")
+        if grad_final_state is not None and tuple(grad_final_state.shape) != (
+                problem.batch, problem.q_heads, problem.head_dim, problem.v_head_dim):
+            raise ShapeError(f"linear-bwd: the final state's gradient has shape {tuple(grad_final_state.shape)}")
+        config = _resolve("linear-bwd", config, problem, q.device)
+        use_starts = bool(config.store_states and starts is not None and starts_segment
+                          and starts_segment % config.CHUNK == 0)
+        plan = BACKWARD_PLANS.store(key, BackwardPlan(problem, config, feature_map, scale, use_starts,
+                                                      starts_segment))
+    return plan.run(do, q, k, v, decay, initial_state, grad_final_state, starts, want_initial_grad)
 
 
 def _make_function():
@@ -503,18 +580,16 @@ def _make_function():
         @staticmethod
         def forward(ctx, q, k, v, decay, initial_state, feature_map, scale, output_final_state,
                     config, backward_config):
-            problem = check_linear_inputs(q, k, v, kernel="linear-fwd", decay=decay, feature_map=feature_map,
-                                          scale=scale, initial_state=initial_state)
-            backward_config = _resolve("linear-bwd", backward_config, problem, q.device)
-            forward_config = _resolve("linear-fwd", config, problem, q.device)
-            out, final, starts = linear_forward(q, k, v, decay=decay, feature_map=feature_map, scale=scale,
-                                                initial_state=initial_state,
-                                                output_final_state=output_final_state, config=forward_config,
-                                                keep_starts=backward_config.store_states)
+            plan = forward_plan(q, k, v, decay, feature_map, scale, initial_state, config, keep_starts=True)
+            resolved = plan.backward_configs.get(backward_config)
+            if resolved is None:
+                resolved = plan.backward_configs[backward_config] = _resolve(
+                    "linear-bwd", backward_config, plan.problem, q.device)
+            out, final, starts = plan.run(q, k, v, decay, initial_state, output_final_state)
+            if not resolved.store_states:
+                starts = None
             ctx.save_for_backward(q, k, v, decay, initial_state, starts)
-            ctx.options = (feature_map, scale, backward_config, forward_config.SEGMENT)
-            if final is None:
-                return out, None
+            ctx.options = (feature_map, scale, resolved, plan.config.SEGMENT)
             return out, final
 
         @staticmethod
@@ -594,5 +669,5 @@ def launch_backward_from_inputs(config: LinearBackwardConfig, inputs: dict):
     return dq, dk, dv
 
 
-__all__ = ["LAST_LAUNCH", "linear_attention", "linear_backward", "linear_forward", "walk",
+__all__ = ["LAST_LAUNCH", "Walk", "forward_plan", "linear_attention", "linear_backward", "linear_forward",
            "launch_backward_from_inputs", "launch_forward_from_inputs"]
