@@ -78,6 +78,8 @@ LIBRARY_CASES = {
     "window-67": ("attention-window", 1, 2, 2, 67, 67, 64, torch.bfloat16,
                   {"window_left": 9, "window_right": 3}, {"window": (9, 3)}),
     "gqa-4-to-1": ("gqa", 1, 4, 1, 33, 50, 64, torch.float16, {}, {}),
+    # the running output kept normalised (FlashAttention-1): the same kernel
+    "fa1-normalised-19": ("attention-1pass", 1, 2, 2, 19, 40, 32, torch.float16, {}, {}),
 }
 
 

@@ -267,6 +267,32 @@ class _Recogniser:
         raise self.fail(einsum, f"the running sum {state} must be updated as correction * "
                                 f"{state}[previous] + local sum of the tile; got {tree}")
 
+    def normalised_update(self, state: str):
+        """A running output kept normalised (FlashAttention-1, attention-1pass.yaml):
+        RO[next] = (correction * RD[prev] * RO[prev] + local numerator) / RD[next]. By induction
+        RO = RNV / RD, so it is the deferred form with RNV = RD * RO. Returns (Einsum,
+        correction, local numerator, RD)."""
+        einsum = self.producers[state]
+        tree = self.expand(einsum.expression, einsum)
+        shape = (f"the running output {state} must be updated as (correction * RD[previous] * "
+                 f"{state}[previous] + local numerator) / RD[next]; got {tree}")
+        if einsum.reduce_op is not None or not (isinstance(tree, Binary) and tree.op == "/"
+                                                and isinstance(tree.right, State)
+                                                and tree.right.step == "next"):
+            raise self.fail(einsum, shape)
+        denominator = tree.right.tensor
+        total = tree.left
+        if not (isinstance(total, Binary) and total.op == "+"):
+            raise self.fail(einsum, shape)
+        for carried, local in ((total.left, total.right), (total.right, total.left)):
+            factors = _factors(carried)
+            if State(state, "prev") in factors and State(denominator, "prev") in factors \
+                    and len(factors) == 3:
+                (correction,) = [f for f in factors if f not in (State(state, "prev"),
+                                                                 State(denominator, "prev"))]
+                return einsum, correction, local, denominator
+        raise self.fail(einsum, shape)
+
     def correction_max(self, einsum: Einsum, factor) -> str:
         """exp(RM[prev] - RM[next]) -> RM."""
         if (isinstance(factor, Call) and factor.func == "exp" and isinstance(factor.args[0], Binary)
@@ -318,17 +344,25 @@ class _Recogniser:
         output = cascade.outputs[0]
         out_einsum = self.producers[output]
         tree = self.expand(out_einsum.expression, out_einsum)
-        if (out_einsum.reduce_op is not None or out_einsum.iterative_rank is not None
-                or not (isinstance(tree, Binary) and tree.op == "/"
-                        and isinstance(tree.left, State) and isinstance(tree.right, State)
-                        and tree.left.step == tree.right.step == "final")):
+        deferred = (isinstance(tree, Binary) and tree.op == "/" and isinstance(tree.left, State)
+                    and isinstance(tree.right, State) and tree.left.step == tree.right.step == "final")
+        normalised = isinstance(tree, State) and tree.step == "final"
+        if out_einsum.reduce_op is not None or out_einsum.iterative_rank is not None \
+                or not (deferred or normalised):
             plain = self._plain_form_hint()
             raise self.fail(out_einsum, "the output must be the final running numerator divided "
                                         "by the final running denominator (RNV[b,h,M1,f,p] / "
-                                        f"RD[b,h,M1,p], the 1-pass form of fusemax.yaml){plain}")
-        numerator, denominator = tree.left.tensor, tree.right.tensor
-        num_einsum, num_carry, num_local = self.running_update(numerator)
-        den_einsum, den_carry, den_local = self.running_update(denominator)
+                                        "RD[b,h,M1,p], the 1-pass form of fusemax.yaml) or a "
+                                        "running output kept normalised (RO[b,h,M1,f,p], "
+                                        f"attention-1pass.yaml){plain}")
+        if deferred:
+            numerator, denominator = tree.left.tensor, tree.right.tensor
+            num_einsum, num_carry, num_local = self.running_update(numerator)
+            den_einsum, den_carry, den_local = self.running_update(denominator)
+        else:
+            numerator = tree.tensor
+            num_einsum, num_carry, num_local, denominator = self.normalised_update(numerator)
+            den_einsum, den_carry, den_local = self.running_update(denominator)
         running_max = self.correction_max(den_einsum, den_carry)
         if self.correction_max(num_einsum, num_carry) != running_max:
             raise self.fail(num_einsum, "the numerator and denominator are corrected by different "
@@ -521,6 +555,13 @@ class _Recogniser:
             return ""
         return ("; this cascade has no running state (the plain 3-pass form): rewrite it to the "
                 "1-pass form first (the FuseMax reassociation)")
+
+
+def _factors(tree) -> list:
+    """The factors of a product tree (a*b*c in any grouping)."""
+    if isinstance(tree, Binary) and tree.op == "*":
+        return _factors(tree.left) + _factors(tree.right)
+    return [tree]
 
 
 def recognise(cascade: Cascade) -> SoftmaxAttention:
