@@ -35,6 +35,7 @@ import triton  # noqa: E402
 
 from einsim.einsum_cascades import execute, library_names  # noqa: E402
 from einsim.kernels import attention, compile as compile_cascade  # noqa: E402
+from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 
 HIDDEN = 2048
@@ -92,6 +93,20 @@ VARIANTS = [
     Variant("window-256", "attention-window", _window_mods(255),
             symbols={"window_left": 255, "window_right": 0}, plain=(False, (255, 0))),
 ]
+
+
+# --sweep: candidate configs of the compiled kernels at D = 128 (from the hand-written kernels'
+# H100 sweeps, docs/performance.md), timed after the defaults when the budget allows.
+FORWARD_SWEEP = [
+    FlashConfig(128, 64, 8, 3), FlashConfig(128, 128, 8, 2),
+    FlashConfig(128, 128, 8, 3, warp_specialize=True), FlashConfig(128, 64, 8, 4, warp_specialize=True),
+    FlashConfig(128, 128, 8, 3, exp_split=2), FlashConfig(64, 128, 4, 3),
+]
+BACKWARD_SWEEP = [
+    FlashBackwardConfig(64, 128, 128, 64, 8, 2), FlashBackwardConfig(32, 128, 128, 64, 8, 3),
+    FlashBackwardConfig(64, 128, 64, 64, 8, 3), FlashBackwardConfig(64, 64, 64, 64, 4, 2),
+]
+OPTIONS = {"peers": ("flex", "einsim-handwritten", "cudnn"), "sweep": ()}
 
 
 # -- inputs, references, timing ---------------------------------------------------------------------
@@ -315,15 +330,18 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
         score_mod, mask_mod = variant.mods(extras, n)
         pairs = visible_pairs(mask_mod, problem)
         backends = {"einsim-compiled": lambda q_, k_, v_: f(q_, k_, v_, **extras, **variant.symbols)}
-        try:
-            backends["flex"] = flex_call(score_mod, mask_mod, problem)
-        except Exception as error:  # noqa: BLE001
-            print(f"  flex unavailable: {type(error).__name__}: {error}")
+        peers = OPTIONS["peers"]
+        if "flex" in peers:
+            try:
+                backends["flex"] = flex_call(score_mod, mask_mod, problem)
+            except Exception as error:  # noqa: BLE001
+                print(f"  flex unavailable: {type(error).__name__}: {error}")
         if variant.plain is not None:
             causal, window = variant.plain
-            backends["einsim-handwritten"] = (
-                lambda q_, k_, v_: attention(q_, k_, v_, causal=causal, window=window))
-            if window is None:
+            if "einsim-handwritten" in peers:
+                backends["einsim-handwritten"] = (
+                    lambda q_, k_, v_: attention(q_, k_, v_, causal=causal, window=window))
+            if window is None and "cudnn" in peers:
                 backends["cudnn"] = cudnn_call(causal)
         for kind in ("fwd", "bwd"):
             times = {}
@@ -341,6 +359,21 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
                           f"{str(error)[:300]}")
                     continue
                 times[backend] = ms
+            sweep = (FORWARD_SWEEP if kind == "fwd" else BACKWARD_SWEEP) if kind in OPTIONS["sweep"] else []
+            for config in sweep:
+                if time.time() > DEADLINE[0]:
+                    break
+                option = "config" if kind == "fwd" else "backward_config"
+
+                def configured(q_, k_, v_, config=config, option=option):
+                    return f(q_, k_, v_, **extras, **variant.symbols, **{option: config})
+                try:
+                    times[f"einsim-compiled {config}"] = (
+                        time_ms(lambda: configured(q, k, v)) if kind == "fwd"
+                        else time_ms(backward_timer(configured, q, k, v, do)))
+                except Exception as error:  # noqa: BLE001 - a config that fails is a result
+                    print(f"  {variant.name} N={n} {kind} {config}: {type(error).__name__}: "
+                          f"{str(error)[:200]}")
             ours = times.get("einsim-compiled")
             for backend, ms in times.items():
                 tflops = flops(problem, pairs, kind) / ms / 1e9
@@ -372,6 +405,11 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
     parser.add_argument("--lengths", default="2048,16384")
     parser.add_argument("--csv", default=None)
+    parser.add_argument("--peers", default=",".join(OPTIONS["peers"]),
+                        help="peers to time beside the compiled kernels (default all: "
+                             "flex,einsim-handwritten,cudnn; '' for none)")
+    parser.add_argument("--sweep", default="", help="fwd,bwd: also time candidate configs of "
+                        "the compiled kernels (FORWARD_SWEEP, BACKWARD_SWEEP)")
     parser.add_argument("--smoke", action="store_true",
                         help="checks and host timing only, at tiny shapes (runs on CPU under "
                              "TRITON_INTERPRET=1)")
@@ -380,6 +418,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     DEADLINE[0] = time.time() + args.budget_s
     SMOKE[0] = args.smoke
+    OPTIONS["peers"] = tuple(p for p in args.peers.split(",") if p)
+    OPTIONS["sweep"] = tuple(k for k in args.sweep.split(",") if k)
     if DEVICE != "cuda" and not args.smoke:
         print("bench_variants needs a CUDA GPU (or --smoke under TRITON_INTERPRET=1)")
         return 2
