@@ -7,8 +7,8 @@ tuned-config store the kernels' launchers read. docs/autotune.md.
 
 from einsim.autotune.evaluate import GpuEvaluator, Measurement, PredictionEvaluator, ReplayEvaluator
 from einsim.autotune.space import SearchSpace, build_space, config_key
+from einsim.autotune.storage import DEFAULT_STORAGE
 from einsim.autotune.study import (
-    DEFAULT_STORAGE,
     TrialRecord,
     TuningInterrupted,
     TuningResult,

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import random
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,11 +19,18 @@ from typing import Any, Callable
 
 from einsim.autotune.evaluate import GpuEvaluator, Measurement, PredictionEvaluator
 from einsim.autotune.space import SearchSpace, build_space, config_dict, config_key
-from einsim.autotune.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, fail_dead_trials, record_heartbeat
+from einsim.autotune.storage import (
+    claim_trial,
+    fail_dead_trials,
+    no_experimental_warnings,
+    open_storage,
+    quiet_optuna,
+    redact_url,
+    resolve_storage_url,
+)
 from einsim.errors import ConfigError, EinsimError, EinsimWarning
 from einsim.problem import Problem
 
-DEFAULT_STORAGE = "sqlite:///einsim-tuning.db"
 WAIT_POLL_S = 0.05  # how often a worker checks on lower-numbered trials of other workers
 DEAD_CHECK_S = 1.0  # how often a waiting worker looks for dead RUNNING trials
 # The longest a worker waits for another worker's trial that runs the same config (a GPU trial
@@ -115,54 +119,6 @@ class TuningResult:
 # Storage and naming
 # ------------------------------------------------------------------------------------------
 
-def resolve_storage_url(storage: str | None) -> str:
-    """None -> the default SQLite file in the working directory; a plain path -> a SQLite URL."""
-    if not storage:
-        return DEFAULT_STORAGE
-    if storage == ":memory:":
-        return storage
-    if "://" not in storage:
-        return f"sqlite:///{os.path.abspath(os.path.expanduser(storage))}"
-    return storage
-
-
-def open_storage(storage: str | None):
-    """An Optuna RDBStorage with heartbeats, so trials of a killed worker are marked FAIL and
-    their configs become free again; bad URLs become a ConfigError naming the URL."""
-    import optuna
-
-    if storage == ":memory:":  # one process, nothing kept: replays and tests
-        return optuna.storages.InMemoryStorage()
-    url = resolve_storage_url(storage)
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
-    try:
-        for attempt in range(5):
-            try:
-                with _quiet_optuna(), _no_experimental_warnings():
-                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                      heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                                                      grace_period=GRACE_PERIOD_S)
-            except Exception as error:
-                # Workers starting together on a fresh database race to create Optuna's tables:
-                # the losers see a duplicate-key or already-exists error; once the winner is done
-                # the tables are there. Anything else is a real error.
-                text = str(error).lower()
-                racing = any(marker in text for marker in ("already exists", "duplicate key", "unique constraint",
-                                                           "database is locked"))
-                if not racing or attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
-    except ImportError as error:
-        raise ConfigError(f"storage {url}: {error} (PostgreSQL needs `pip install 'einsim[postgres]'`)") from None
-    except Exception as error:  # sqlalchemy's ArgumentError, OperationalError, ...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"cannot open tuning storage {url}: {first}") from None
-
-
 def problem_tag(problem: Problem) -> str:
     heads = f"H{problem.q_heads}" + (f"-KV{problem.kv_heads}" if problem.kv_heads != problem.q_heads else "")
     mask = "causal" if problem.causal else "full"
@@ -192,18 +148,6 @@ def default_budget(space_size: int) -> int:
 def default_seed_count(budget: int, space_size: int) -> int:
     """How many of the simulator's best predictions are enqueued before TPE takes over."""
     return min(space_size, max(3, budget // 3))
-
-
-@contextlib.contextmanager
-def _quiet_optuna():
-    import optuna
-
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
 
 
 # ------------------------------------------------------------------------------------------
@@ -290,7 +234,7 @@ def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | N
         the best corrected-ranking config not yet tried."""
 
         def __init__(self) -> None:
-            with _quiet_optuna(), _no_experimental_warnings():
+            with quiet_optuna(), no_experimental_warnings():
                 self.base = optuna.samplers.TPESampler(
                     seed=seed, multivariate=True, constant_liar=True, n_startup_trials=max(1, n_startup))
             self.distributions = {name: optuna.distributions.CategoricalDistribution(list(values))
@@ -321,7 +265,7 @@ def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | N
             tried = _tried_keys(study, trial.number)
             use_tpe = corrected_every <= 0 or trial.number % corrected_every != 0
             for _ in range(self.redraws if use_tpe else 0):
-                with _no_experimental_warnings():
+                with no_experimental_warnings():
                     params = self.base.sample_relative(study, trial, search_space)
                 if len(params) < len(self.distributions):
                     break  # TPE is still in its start-up trials: take the simulator's order
@@ -339,7 +283,7 @@ def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | N
         def before_trial(self, study, trial):
             # The trial is RUNNING from here, but Optuna's heartbeat thread starts only after
             # sampling: a first heartbeat now keeps a slow sampler from looking like a dead worker.
-            record_heartbeat(study, trial._trial_id)
+            claim_trial(study, trial._trial_id)
             self.base.before_trial(study, trial)
 
         def after_trial(self, study, trial, state, values):
@@ -349,17 +293,6 @@ def make_guided_sampler(space: SearchSpace, allowed: list[str], *, seed: int | N
             self.base.reseed_rng()
 
     return GuidedSampler()
-
-
-@contextlib.contextmanager
-def _no_experimental_warnings():
-    import warnings
-
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 # ------------------------------------------------------------------------------------------
@@ -498,7 +431,7 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
 
     meta = {"kernel": space.kernel, "problem": problem_tag(problem), "target": space.target, "gpu": gpu,
             "objective": source}
-    with _quiet_optuna():
+    with quiet_optuna():
         try:
             study = optuna.create_study(storage=rdb, study_name=name, direction="minimize", sampler=sampler)
             creator = True
@@ -509,7 +442,7 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
         for key, value in meta.items():
             study.set_user_attr(key, value)
         study.set_user_attr("space_size", len(allowed))
-        with _quiet_optuna():
+        with quiet_optuna():
             if default_in_space:
                 study.enqueue_trial(default_params, user_attrs={"seeded": "default"}, skip_if_exists=True)
             for key in allowed[:n_seeds]:
@@ -520,18 +453,16 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
         for key, value in meta.items():
             stored = study.user_attrs.get(key)
             if stored is not None and stored != value:
-                raise ConfigError(f"study {name!r} in {resolve_storage_url(storage)} was made with {key}="
+                raise ConfigError(f"study {name!r} in {redact_url(resolve_storage_url(storage))} was made with {key}="
                                   f"{stored!r}, this run has {value!r}: its times cannot be mixed; pass "
                                   f"another --study name")
 
-    worker = f"{socket.gethostname()}:{os.getpid()}"
     by_key = space.by_key()
 
     def objective(trial) -> float:
         params = {name_: trial.suggest_categorical(name_, list(space.choices[name_])) for name_ in space.fields}
         key = config_key(params)
         trial.set_user_attr("config_key", key)
-        trial.set_user_attr("worker", worker)
         trial.set_user_attr("source", source)
         found = by_key.get(key)
         if found is not None:
@@ -588,19 +519,43 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
         if stop_below_s is not None and trial.value is not None and trial.value <= stop_below_s:
             study_.stop()
 
-    # A killed run's RUNNING trials hold their configs until failed: fail the dead ones first,
-    # so a resumed study neither waits on them nor counts their configs as tried.
-    fail_dead_trials(study, rdb)
+    def goal_reached() -> bool:
+        return stop_below_s is not None and any(
+            t.value is not None and t.value <= stop_below_s
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
     interrupted = False
     try:
-        evaluated, tried = _evaluated_count(study)
+        evaluated, _ = _evaluated_count(study)
         if bar is not None:
             bar.n = min(evaluated, budget)
             bar.refresh()
-        if evaluated < budget and not allowed_with_default <= tried:
-            with _quiet_optuna():
-                study.optimize(objective, n_trials=4 * budget + 20, timeout=timeout_s,
-                               catch=(TrialFailed,), callbacks=[after_trial], gc_after_trial=False)
+        # Run what is missing; then, while the only configs left are held by other workers'
+        # RUNNING trials, wait for them (bounded): a dead one is failed and its config run here,
+        # so a killed run's last config is never left as "74 of 75 configs run".
+        settle_deadline = time.monotonic() + PEER_WAIT_LIMIT_S
+        for _ in range(1000):
+            fail_dead_trials(study, rdb)
+            evaluated, tried = _evaluated_count(study)
+            left_s = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
+            if evaluated >= budget or goal_reached() or (left_s is not None and left_s <= 0):
+                break
+            if not allowed_with_default <= tried:
+                with quiet_optuna():
+                    study.optimize(objective, n_trials=4 * budget + 20, timeout=left_s,
+                                   catch=(TrialFailed,), callbacks=[after_trial], gc_after_trial=False)
+                continue
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if not running:
+                break
+            if time.monotonic() > settle_deadline:
+                warnings.warn(f"tuning study {name!r}: stopped waiting after {PEER_WAIT_LIMIT_S:.0f} s for "
+                              f"trial(s) {', '.join(str(t.number) for t in running)} of other workers "
+                              f"({', '.join(sorted({str(t.user_attrs.get('worker', '?')) for t in running}))}); "
+                              f"rerun the same command to pick up their configs if they died", EinsimWarning,
+                              stacklevel=2)
+                break
+            time.sleep(DEAD_CHECK_S)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -608,7 +563,7 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
             bar.close()
 
     result = TuningResult(kernel=space.kernel, problem=problem, target=space.target, gpu=gpu, study_name=name,
-                          storage=resolve_storage_url(storage), mode=mode, space_size=len(allowed),
+                          storage=redact_url(resolve_storage_url(storage)), mode=mode, space_size=len(allowed),
                           rejected=len(space.rejected), budget=budget, trials=_records(study),
                           wall_s=time.perf_counter() - started, interrupted=interrupted)
     if not exhaustive:
@@ -632,7 +587,7 @@ def exhaustive_best(storage, kernel: str, problem: Problem, target: str, *,
     import optuna
 
     name = default_study_name(kernel, problem, target, dry_run=dry_run, exhaustive=True)
-    with _quiet_optuna():
+    with quiet_optuna():
         try:
             study = optuna.load_study(study_name=name, storage=storage)
             return float(study.best_value)
@@ -648,13 +603,13 @@ def load_result(kernel: str, problem: Problem, target: str = "h100-sxm", *, stor
     space = build_space(kernel, problem, target)
     name = study_name or default_study_name(kernel, problem, space.target, dry_run=dry_run, exhaustive=exhaustive)
     rdb = open_storage(storage)
-    with _quiet_optuna():
+    with quiet_optuna():
         try:
             study = optuna.load_study(study_name=name, storage=rdb)
         except KeyError:
-            raise ConfigError(f"no study {name!r} in {resolve_storage_url(storage)}") from None
+            raise ConfigError(f"no study {name!r} in {redact_url(resolve_storage_url(storage))}") from None
     return TuningResult(kernel=space.kernel, problem=problem, target=space.target,
-                        gpu=study.user_attrs.get("gpu", ""), study_name=name, storage=resolve_storage_url(storage),
+                        gpu=study.user_attrs.get("gpu", ""), study_name=name, storage=redact_url(resolve_storage_url(storage)),
                         mode=("exhaustive" if exhaustive else "guided") + ("/dry-run" if dry_run else ""),
                         space_size=len(space.ranked), rejected=len(space.rejected),
                         budget=len(space.ranked), trials=_records(study))

@@ -30,6 +30,12 @@ FWD = Problem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_di
 DECODE = Problem(batch=8, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128)
 
 
+@pytest.fixture
+def tmp_path(fast_tmp_path: Path) -> Path:
+    """Every test here keeps its files (SQLite studies, cache files) in memory: conftest.py."""
+    return fast_tmp_path
+
+
 def sqlite(tmp_path: Path, name: str = "tuning.db") -> str:
     return f"sqlite:///{tmp_path / name}"
 
