@@ -380,7 +380,9 @@ def _records(study) -> list[TrialRecord]:
             number=t.number, state=t.state.name, config=params,
             measured_s=t.value if t.state.name == "COMPLETE" else None,
             predicted_s=attrs.get("predicted_s"), failure=attrs.get("failure", "") or "",
-            failure_kind=attrs.get("failure_kind", "") or "", evaluated=bool(attrs.get("evaluated")),
+            failure_kind=attrs.get("failure_kind", "") or "",
+            # A trial killed after timing its config but before saving the time evaluated nothing.
+            evaluated=bool(attrs.get("evaluated")) and (t.state.name == "COMPLETE" or bool(attrs.get("failure"))),
             duplicate_of=attrs.get("duplicate_of"), worker=attrs.get("worker", ""), wall_s=wall,
             seeded=attrs.get("seeded", "") or ""))
     return records

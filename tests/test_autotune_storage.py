@@ -53,13 +53,15 @@ def _study(tmp_path: Path, trials: int, *, exhaustive: bool = False):
 
 
 def _add_running(study, *, started_ago_s: float, config: dict | None = None, heartbeat: bool = False,
-                 worker: dict | None = None) -> int:
+                 worker: dict | None = None, evaluated: bool = False) -> int:
     """A RUNNING trial as a killed worker leaves it: started `started_ago_s` ago, with or without
     the config it was running, with or without a heartbeat (recorded now), by another machine's
     worker unless `worker` says otherwise."""
     attrs = dict(worker or {"worker": "elsewhere:1", "worker_ns": "another-machine"})
     if config is not None:
         attrs["config_key"] = config_key(config)
+    if evaluated:
+        attrs["evaluated"] = True
     trial = optuna.trial.create_trial(state=State.RUNNING, user_attrs=attrs)
     trial.datetime_start = datetime.datetime.now() - datetime.timedelta(seconds=started_ago_s)
     study.add_trial(trial)
@@ -90,15 +92,18 @@ def test_a_killed_exhaustive_study_reruns_its_killed_config(tmp_path: Path) -> N
     distributions = {field: optuna.distributions.CategoricalDistribution(list(values))
                      for field, values in space.choices.items()}
     # As a kill leaves it: every config run but the last, held by a RUNNING trial that never
-    # wrote a heartbeat (it stayed RUNNING for good, and reruns said "35 of 36 configs run").
+    # wrote a heartbeat (it stayed RUNNING for good, and reruns said "35 of 36 configs run"),
+    # killed after timing its config but before saving the time.
     *done, (killed, _) = space.ranked
     study.add_trials([optuna.trial.create_trial(
         params=config_dict(config), distributions=distributions, value=prediction.time_s,
         user_attrs={"config_key": config_key(config), "evaluated": True}) for config, prediction in done])
-    _add_running(study, started_ago_s=3600, config=killed)
+    _add_running(study, started_ago_s=3600, config=killed, evaluated=True)
     result = tune("decode", DECODE, dry_run=True, storage=storage, exhaustive=True)
     keys = {config_key(t.config) for t in result.completed}
     assert len(keys) == space.size and config_key(killed) in keys
+    evaluated = [config_key(t.config) for t in result.evaluated]  # the killed trial is not one
+    assert len(evaluated) == len(set(evaluated)) == space.size
 
 
 def test_which_running_trials_are_dead(tmp_path: Path) -> None:
