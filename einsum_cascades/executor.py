@@ -7,11 +7,11 @@ from collections.abc import Mapping
 
 import networkx as nx
 import numpy as np
-from scipy.special import erf
 
-from einsim.einsum_cascades.expr import Access, Binary, Call, Expr, Name, Number, Unary
+from einsim.einsum_cascades.expr import Access, Binary, Number
 from einsim.einsum_cascades.ir import Cascade, Einsum, resolve_access
 from einsim.einsum_cascades.passes import dependency_graph
+from einsim.einsum_cascades.values import evaluate
 from einsim.errors import ShapeError, SpecError
 
 _IDENTITY = {"sum": 0.0, "max": -np.inf, "min": np.inf}
@@ -115,11 +115,12 @@ class _Run:
             start = fixed[1] if fixed and rank == fixed[0] else 0
             axes[rank] = (np.arange(extents[axis]) + start).reshape(shape)
         coords, mask = self.space.coordinates(axes, self.sizes)
+        read = lambda access: self.gather(access, coords)  # noqa: E731
         for flt in einsum.filters:
-            mask = mask & flt.evaluate(coords, self.sizes)
+            mask = mask & flt.evaluate(coords, self.sizes, read)
         result = self._contract(einsum, coords, mask, extents)
         if result is None:
-            value = np.broadcast_to(self.evaluate(einsum.expression, coords), extents)
+            value = np.broadcast_to(evaluate(einsum.expression, coords, self.sizes, read), extents)
             if einsum.reduce_op is not None:
                 reduced_axes = tuple(range(len(einsum.output_ranks), len(ranks)))
                 masked = np.where(np.broadcast_to(mask, extents), value, _IDENTITY[einsum.reduce_op])
@@ -171,30 +172,6 @@ class _Run:
         result = np.einsum(",".join(subscripts) + "->" + output, *operands, optimize=True)
         return np.broadcast_to(result * scale, extents[:len(einsum.output_ranks)])
 
-    def evaluate(self, expr: Expr, coords):
-        if isinstance(expr, Access):
-            return self.gather(expr, coords)
-        if isinstance(expr, Number):
-            return expr.value
-        if isinstance(expr, Name):
-            return float(self.sizes[expr.name])
-        if isinstance(expr, Unary):
-            return -self.evaluate(expr.operand, coords)
-        if isinstance(expr, Binary):
-            a, b = self.evaluate(expr.left, coords), self.evaluate(expr.right, coords)
-            if expr.op == "+":
-                return a + b
-            if expr.op == "*":
-                return a * b
-            if expr.op == "-":
-                # the max of an empty set minus itself stays -inf, so that exp() of it is 0
-                return np.where(np.isneginf(a) & np.isneginf(b), -np.inf, np.subtract(a, b))
-            return np.where(np.equal(b, 0), 0.0, np.divide(a, np.where(np.equal(b, 0), 1.0, b)))
-        if isinstance(expr, Call):
-            args = [self.evaluate(arg, coords) for arg in expr.args]
-            return _FUNCTIONS[expr.func](*args)
-        raise SpecError(f"cannot evaluate {expr}")
-
     def gather(self, access: Access, coords):
         array = self.store[access.tensor]
         declared = self.cascade.tensors[access.tensor]
@@ -207,41 +184,8 @@ class _Run:
                 position = extent - 1
             elif read.kind == "coord":
                 position = coords[read.source] + read.offset
-            else:  # part of a partitioned coordinate, e.g. p1 from p
-                position = self._part(read.source, read.rank, coords[read.source])
+            else:  # part of a partitioned coordinate, e.g. p1 from p (Space.coordinates derives it)
+                position = coords[read.rank]
             # tail positions past the end are masked; clip so that the read itself is legal
             index.append(np.clip(position, 0, extent - 1))
         return array[tuple(index)]
-
-    def _part(self, parent: str, part: str, coordinate):
-        path = []
-        rank = part
-        while rank != parent:
-            owner = self.space.parent(rank)
-            path.append((owner, rank))
-            rank = owner
-        for owner, child in reversed(path):
-            stride = self.space.strides(owner, self.sizes)[child]
-            coordinate = coordinate // stride
-            if child != self.space.partitions[owner][0]:
-                coordinate = coordinate % self.sizes[child]
-        return coordinate
-
-
-def _elu1(x):
-    return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
-
-
-def _gelu(x):
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-_FUNCTIONS = {
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "max": np.maximum, "min": np.minimum,
-    "relu": lambda x: np.maximum(x, 0.0), "gelu": _gelu, "sigmoid": _sigmoid,
-    "silu": lambda x: x * _sigmoid(x), "elu1": _elu1,
-}

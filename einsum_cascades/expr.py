@@ -66,6 +66,19 @@ class Name:
 
 
 @dataclass(frozen=True)
+class Coordinate:
+    """The position of a point along a rank, as a value: `p`, `m` (m1*M0 + m0 in a partitioned
+    cascade), `h`. The parser reads every bare name as a Name; the loader turns the lower-case
+    index variables of declared ranks into Coordinates."""
+
+    rank: str
+    column: int = 0
+
+    def __str__(self) -> str:
+        return self.rank.lower()
+
+
+@dataclass(frozen=True)
 class Unary:
     op: str  # "-"
     operand: "Expr"
@@ -106,19 +119,45 @@ class Compare:
         return f"{self.left} {self.op} {self.right}"
 
 
-Expr = Union[Access, Number, Name, Unary, Binary, Call]
+@dataclass(frozen=True)
+class Logical:
+    """`a and b and c` / `a or b`: two or more conditions."""
+
+    op: str  # "and" | "or"
+    operands: tuple["Condition", ...]
+
+    def __str__(self) -> str:
+        # and binds tighter than or: an `or` inside an `and` needs parentheses
+        parts = [f"({c})" if isinstance(c, Logical) and c.op == "or" and self.op == "and" else str(c)
+                 for c in self.operands]
+        return f" {self.op} ".join(parts)
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Condition"
+
+    def __str__(self) -> str:
+        inner = self.operand
+        return f"not ({inner})" if isinstance(inner, Logical) else f"not {inner}"
+
+
+Expr = Union[Access, Number, Name, Coordinate, Unary, Binary, Call]
+Condition = Union[Compare, Logical, Not]
 
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 
-# Functions the map may use: name -> (arity, operation counted per application, see
-# Einsum.operation_counts). max/min of two values count one "max"/"min".
+# Functions an expression may use: name -> arity. The operation each counts is in
+# ir.map_operations; the value each computes in values.py. `where(cond, a, b)` takes a condition
+# first; `mod(a, b)` is the floored remainder a - b*floor(a/b) (the sign of b, as Python's %).
 FUNCTIONS = {
-    "exp": 1, "log": 1, "sqrt": 1, "abs": 1, "relu": 1, "gelu": 1, "silu": 1, "sigmoid": 1,
-    "elu1": 1, "max": 2, "min": 2, "ceil": 1,
+    "exp": 1, "log": 1, "log1p": 1, "sqrt": 1, "abs": 1, "tanh": 1, "relu": 1, "gelu": 1, "silu": 1,
+    "sigmoid": 1, "elu1": 1, "floor": 1, "max": 2, "min": 2, "mod": 2, "where": 3, "ceil": 1,
 }
 # ceil only makes sense in rank-size expressions such as ceil(M/M0).
 SIZE_ONLY_FUNCTIONS = ("ceil",)
 REDUCTIONS = ("sum", "max", "min")
+COMPARISONS = ("<=", "<", ">=", ">", "==", "!=")
 
 
 def _wrap(expr: Expr, level: int) -> str:
@@ -140,6 +179,37 @@ def walk(expr: Expr):
     elif isinstance(expr, Call):
         for arg in expr.args:
             yield from walk(arg)
+    elif isinstance(expr, Logical):
+        for operand in expr.operands:
+            yield from walk(operand)
+    elif isinstance(expr, Not):
+        yield from walk(expr.operand)
+
+
+def transform(expr, replace):
+    """A copy of `expr` with every node for which `replace(node)` returns something else than
+    None replaced by that (children first, so `replace` sees rebuilt children)."""
+    if isinstance(expr, Unary):
+        expr = Unary(expr.op, transform(expr.operand, replace))
+    elif isinstance(expr, Binary):
+        expr = Binary(expr.op, transform(expr.left, replace), transform(expr.right, replace))
+    elif isinstance(expr, Compare):
+        expr = Compare(expr.op, transform(expr.left, replace), transform(expr.right, replace))
+    elif isinstance(expr, Call):
+        expr = Call(expr.func, tuple(transform(a, replace) for a in expr.args), expr.column)
+    elif isinstance(expr, Logical):
+        expr = Logical(expr.op, tuple(transform(c, replace) for c in expr.operands))
+    elif isinstance(expr, Not):
+        expr = Not(transform(expr.operand, replace))
+    replaced = replace(expr)
+    return expr if replaced is None else replaced
+
+
+def conjuncts(condition) -> tuple:
+    """The top-level `and` terms of a condition (the condition itself when it is no `and`)."""
+    if isinstance(condition, Logical) and condition.op == "and":
+        return tuple(c for operand in condition.operands for c in conjuncts(operand))
+    return (condition,)
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -192,7 +262,12 @@ class ParsedEinsum:
     reduce_op: str | None
     reduce_vars: tuple[str, ...] | None  # as written in `max(m)`, None when implicit
     expression: Expr
-    conditions: tuple[Compare, ...]
+    condition: "Condition | None"  # after `where`
+    condition_column: int = 0  # where the condition's text starts in the line
+
+
+# Words with a meaning of their own: never names of symbols or tensors.
+KEYWORDS = ("and", "or", "not", "where", "inf")
 
 
 class Parser:
@@ -216,10 +291,15 @@ class Parser:
         self.position = min(self.position + 1, len(self.tokens) - 1)
         return token
 
+    def at_word(self, word: str) -> bool:
+        return self.token.kind == "name" and self.token.text == word
+
     def fail(self, expected: str, token: Token | None = None) -> SpecError:
         token = token or self.token
         got = "end of line" if token.kind == "end" else repr(token.text)
-        return SpecError(f"{self.where.at(token.column)}: expected {expected}, got {got} in {self.text.strip()!r}")
+        error = SpecError(f"{self.where.at(token.column)}: expected {expected}, got {got} in {self.text.strip()!r}")
+        error.position = next((i for i, t in enumerate(self.tokens) if t is token), self.position)
+        return error
 
     def expect(self, text: str, expected: str | None = None) -> Token:
         if self.token.text != text or self.token.kind not in ("op", "name"):
@@ -241,16 +321,14 @@ class Parser:
             self.advance()  # )
             reduce_vars = tuple(names)
         expression = self.expression()
-        conditions = []
-        if self.token.kind == "name" and self.token.text == "where":
+        condition, column = None, 0
+        if self.at_word("where"):
             self.advance()
-            conditions.append(self.comparison())
-            while self.token.kind == "name" and self.token.text == "and":
-                self.advance()
-                conditions.append(self.comparison())
+            column = self.token.column
+            condition = self.condition()
         if self.token.kind != "end":
             raise self.fail("an operator (+ - * /), 'where' or the end of the Einsum")
-        return ParsedEinsum(output, reduce_op, reduce_vars, expression, tuple(conditions))
+        return ParsedEinsum(output, reduce_op, reduce_vars, expression, condition, column)
 
     def at_reduction(self) -> bool:
         """`max(m) X[...]`: a reduction prefix; `max(a, b)` alone is the two-argument map."""
@@ -346,7 +424,7 @@ class Parser:
                     raise self.fail(f"a function ({', '.join(sorted(set(FUNCTIONS) - set(SIZE_ONLY_FUNCTIONS)))})")
                 self.advance()
                 self.advance()
-                args = [self.expression()]
+                args = [self.condition() if token.text == "where" else self.expression()]
                 while self.token.text == ",":
                     self.advance()
                     args.append(self.expression())
@@ -357,25 +435,62 @@ class Parser:
                         f"argument(s), got {len(args)} in {self.text.strip()!r}"
                     )
                 return Call(token.text, tuple(args), token.column)
+            if token.text in KEYWORDS:
+                raise self.fail("a tensor access, a number, a function call or '('")
             self.advance()
             return Name(token.text, token.column)
         raise self.fail("a tensor access, a number, a function call or '('")
 
+    def condition(self):
+        """condition = conjunction {"or" conjunction}; `and` binds tighter than `or`."""
+        operands = [self.conjunction()]
+        while self.at_word("or"):
+            self.advance()
+            operands.append(self.conjunction())
+        return operands[0] if len(operands) == 1 else Logical("or", tuple(operands))
+
+    def conjunction(self):
+        operands = [self.negation()]
+        while self.at_word("and"):
+            self.advance()
+            operands.append(self.negation())
+        return operands[0] if len(operands) == 1 else Logical("and", tuple(operands))
+
+    def negation(self):
+        if self.at_word("not"):
+            self.advance()
+            return Not(self.negation())
+        if self.token.text == "(" and self.token.kind == "op":
+            # `(m < 4 or m > 8)` groups conditions, `(m + 1) < p` groups arithmetic: try the
+            # first, fall back to the second, and report the attempt that read further
+            start = self.position
+            try:
+                self.advance()
+                inner = self.condition()
+                self.expect(")", "')' closing the parenthesis")
+                if self.token.text not in COMPARISONS and self.token.text not in ("+", "-", "*", "/"):
+                    return inner
+                raise self.fail("'and', 'or', ')' or the end of the condition")
+            except SpecError as grouped:
+                self.position = start
+                try:
+                    return self.comparison()
+                except SpecError as compared:
+                    raise max((grouped, compared), key=lambda e: getattr(e, "position", 0)) from None
+        return self.comparison()
+
     def comparison(self) -> Compare:
         left = self.expression()
-        if self.token.text not in ("<=", "<", ">=", ">", "==", "!="):
+        if self.token.text not in COMPARISONS:
             raise self.fail("a comparison (<=, <, >=, >, ==, !=)")
         op = self.advance().text
         return Compare(op, left, self.expression())
 
-    def conditions(self) -> tuple[Compare, ...]:
-        found = [self.comparison()]
-        while self.token.kind == "name" and self.token.text == "and":
-            self.advance()
-            found.append(self.comparison())
+    def whole_condition(self):
+        found = self.condition()
         if self.token.kind != "end":
-            raise self.fail("'and' or the end of the filter")
-        return tuple(found)
+            raise self.fail("'and', 'or' or the end of the filter")
+        return found
 
     def size_expression(self) -> Expr:
         expr = self.expression()
@@ -388,8 +503,9 @@ def parse_einsum_text(text: str, where: Location | None = None) -> ParsedEinsum:
     return Parser(text, where or Location()).einsum()
 
 
-def parse_conditions(text: str, where: Location | None = None) -> tuple[Compare, ...]:
-    return Parser(text, where or Location()).conditions()
+def parse_condition(text: str, where: Location | None = None) -> "Condition":
+    """A filter: comparisons joined by and / or / not, with parentheses."""
+    return Parser(text, where or Location()).whole_condition()
 
 
 def parse_size(text: str, where: Location | None = None) -> Expr:

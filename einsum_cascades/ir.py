@@ -8,30 +8,49 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from einsim.einsum_cascades.expr import Access, Binary, Call, Compare, Expr, Index, Name, Unary, walk
-from einsim.einsum_cascades.space import Space, evaluate_condition, index_var
+from einsim.einsum_cascades.expr import (
+    Access, Binary, Call, Compare, Condition, Coordinate, Expr, Index, Logical, Name, Not, Unary, conjuncts, walk,
+)
+from einsim.einsum_cascades.space import Space, index_var
+from einsim.einsum_cascades.values import Reader, holds
 from einsim.errors import SpecError
 
-# The operation a map node counts as (Einsum.operation_counts); relu is max(x, 0).
+# The operation a map node counts as (Einsum.operation_counts); relu is max(x, 0), where(c, a, b)
+# a select, every comparison a "cmp"; other functions count under their own name.
 _BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
-_CALL_OPS = {"exp": "exp", "max": "max", "min": "min", "relu": "max"}
+_CALL_OPS = {"exp": "exp", "max": "max", "min": "min", "relu": "max", "where": "select"}
 _REDUCE_OPS = {"sum": "add", "max": "max", "min": "min"}
+# Operation kinds a vector lane does in one or two instructions (the rest are special functions:
+# exp, log, log1p, sqrt, tanh, gelu, silu, sigmoid, elu1).
+LANE_OPS = ("mul", "add", "sub", "div", "max", "min", "abs", "floor", "mod", "select", "cmp", "and", "or", "not")
 
 
 @dataclass(frozen=True)
 class Filter:
-    """Coordinate conditions joined by `and`, e.g. `m <= p + M - P` (causal, bottom-right)."""
+    """A condition on the points of an iteration space: comparisons of coordinates, sizes and
+    input tensors' values joined by and / or / not, e.g. `m <= p + M - P` (causal, bottom-right)
+    or `DQ[b,p] == DK[b,m]` (packed documents)."""
 
     text: str
-    conditions: tuple[Compare, ...]
-    ranks: tuple[str, ...]  # the ranks whose index variables it reads, e.g. ("M", "P")
+    condition: Condition
+    ranks: tuple[str, ...]  # ranks whose coordinates it reads, in comparisons or tensor indices
     line: int = 0
+    tensors: tuple[str, ...] = ()  # input tensors it reads
 
-    def evaluate(self, coords, sizes):
-        mask = True
-        for condition in self.conditions:
-            mask = mask & evaluate_condition(condition, coords, sizes)
-        return mask
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        """The top-level `and` terms."""
+        return conjuncts(self.condition)
+
+    @property
+    def accesses(self) -> tuple[Access, ...]:
+        return tuple(node for node in walk(self.condition) if isinstance(node, Access))
+
+    def evaluate(self, coords, sizes, read: Reader | None = None):
+        """Where the filter keeps a point; `read` gathers the tensors it reads."""
+        if self.tensors and read is None:
+            raise SpecError(f"filter {self.text!r} reads {', '.join(self.tensors)}: its points depend on their values; pass them")
+        return holds(self.condition, coords, sizes, read)
 
     def __str__(self) -> str:
         return self.text
@@ -159,16 +178,57 @@ class Cascade:
 
 
 def map_operations(expr: Expr) -> tuple[str, ...]:
-    """The operations a map applies at each point, e.g. exp(QK - GM) -> ("sub", "exp")."""
-    ops = []
-    for node in walk(expr):
+    """The operations a map applies at each point, e.g. exp(QK - GM) -> ("sub", "exp").
+
+    A part that reads no tensor and no coordinate (`M - P`, `1 / sqrt(E)`) is a constant,
+    computed once, and counts nothing.
+    """
+    ops: list[str] = []
+
+    def visit(node) -> None:
+        if is_constant(node):
+            return
         if isinstance(node, Binary):
             ops.append(_BINARY_OPS[node.op])
         elif isinstance(node, Unary):
             ops.append("sub")
         elif isinstance(node, Call):
             ops.append(_CALL_OPS.get(node.func, node.func))
+        elif isinstance(node, Compare):
+            ops.append("cmp")
+        elif isinstance(node, Logical):
+            ops.extend([node.op] * (len(node.operands) - 1))
+        elif isinstance(node, Not):
+            ops.append("not")
+        for child in _children(node):
+            visit(child)
+
+    visit(expr)
     return tuple(reversed(ops))
+
+
+def _children(node) -> tuple:
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, (Binary, Compare)):
+        return (node.left, node.right)
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, Logical):
+        return node.operands
+    if isinstance(node, Not):
+        return (node.operand,)
+    return ()
+
+
+def is_constant(expr) -> bool:
+    """True when `expr` reads no tensor and no coordinate: its value is one number per launch."""
+    return not any(isinstance(node, (Access, Coordinate)) for node in walk(expr))
+
+
+def coordinates(expr) -> tuple[str, ...]:
+    """The ranks whose coordinates `expr` reads as values, in first-read order."""
+    return tuple(dict.fromkeys(node.rank for node in walk(expr) if isinstance(node, Coordinate)))
 
 
 def accesses(expr: Expr) -> tuple[Access, ...]:

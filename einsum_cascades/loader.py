@@ -6,21 +6,26 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import networkx as nx
 import yaml
 
 from einsim.einsum_cascades.expr import (
-    SIZE_ONLY_FUNCTIONS, Access, Call, Location, Name, parse_conditions, parse_einsum_text,
-    parse_size, walk,
+    KEYWORDS, SIZE_ONLY_FUNCTIONS, Access, Call, Coordinate, Location, Name, ParsedEinsum, parse_condition, parse_einsum_text,
+    parse_size, transform, walk,
 )
-from einsim.einsum_cascades.ir import Cascade, Einsum, Filter, accesses, map_operations, resolve_access
+from einsim.einsum_cascades.ir import (
+    Cascade, Einsum, Filter, accesses, coordinates, map_operations, resolve_access,
+)
 from einsim.einsum_cascades.space import Space, index_var
 from einsim.errors import SpecError
 
 _RANK = re.compile(r"^[A-Z][A-Z0-9]*$")
 _TENSOR = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _SYMBOL = re.compile(r"^[a-z_][a-z0-9_]*$")
+# Functions a filter may use: integer-valued over coordinates.
+_FILTER_FUNCTIONS = ("abs", "max", "min", "floor", "mod")
 _KEYS = ("name", "description", "represents", "ranks", "symbols", "partitions", "inputs", "init",
          "filters", "einsums", "outputs")
 
@@ -64,6 +69,15 @@ def parse_cascade(text: str, source: str = "<string>") -> Cascade:
     if root is None or not isinstance(root, yaml.MappingNode):
         raise SpecError(f"{source}:1:1: expected a mapping with name, ranks, inputs, einsums, outputs")
     return _Builder(source, text).build(root)
+
+
+class _Parsed(NamedTuple):
+    """One Einsum line as parsed, before its meaning is checked."""
+
+    ast: ParsedEinsum
+    text: str  # stripped, for messages
+    location: Location
+    raw: str  # as written: the parser's columns index into it
 
 
 class _Builder:
@@ -128,6 +142,10 @@ class _Builder:
         self.known_symbols = set(self.symbols)
         for expr in self.size_exprs.values():
             self.known_symbols |= {n.name for n in walk(expr) if isinstance(n, Name) and n.name not in self.ranks}
+        for symbol in sorted(self.known_symbols):
+            if symbol.upper() in self.ranks or symbol in KEYWORDS:
+                what = f"the index variable of rank {symbol.upper()}" if symbol.upper() in self.ranks else "a keyword"
+                raise SpecError(f"{self.source}: symbol {symbol!r} is {what}; rename the symbol")
         self.space = Space(self.name, dict(self.ranks), dict(self.partitions), dict(self.symbols), dict(self.size_exprs))
         self.inputs = self.read_inputs(fields["inputs"][1])
         self.init_nodes = {}
@@ -264,44 +282,49 @@ class _Builder:
 
     def read_filter(self, node, einsum_vars) -> Filter:
         text = self.string(node, "filters[]")
-        conditions = parse_conditions(text, self.location(node))
-        return self.make_filter(text, conditions, node.start_mark.line + 1, None)
+        condition = parse_condition(text, self.location(node))
+        return self.make_filter(text, condition, node.start_mark.line + 1, None)
 
-    def make_filter(self, text, conditions, line, where) -> Filter:
-        ranks = []
-        for condition in conditions:
-            for node in walk(condition.left):
-                self.check_filter_node(node, text, line, where, ranks)
-            for node in walk(condition.right):
-                self.check_filter_node(node, text, line, where, ranks)
-        return Filter(text.strip(), tuple(conditions), tuple(dict.fromkeys(ranks)), line)
-
-    def check_filter_node(self, node, text, line, where, ranks):
+    def make_filter(self, text, condition, line, where) -> Filter:
         prefix = where or f"{self.source}:{line}: filter {text.strip()!r}"
-        if isinstance(node, Access):
-            raise SpecError(f"{prefix}: filters test coordinates, not tensor values ({node})")
-        if isinstance(node, Call) and node.func not in ("abs", "max", "min"):
-            raise SpecError(f"{prefix}: {node.func}() cannot be used in a filter (abs, max, min can)")
-        if isinstance(node, Name):
+        condition = self.resolve_names(condition, prefix)
+        for node in walk(condition):
+            if isinstance(node, Access):
+                raise SpecError(f"{prefix}: filters test coordinates, not tensor values ({node})")
+            if isinstance(node, Call) and node.func not in _FILTER_FUNCTIONS:
+                raise SpecError(f"{prefix}: {node.func}() cannot be used in a filter ({', '.join(_FILTER_FUNCTIONS)} can)")
+        return Filter(text.strip(), condition, coordinates(condition), line)
+
+    def resolve_names(self, expr, prefix: str):
+        """Bare names of a map or filter: the lower-case index variable of a declared rank is its
+        coordinate (a Coordinate node); a rank in capitals or a declared symbol is a size."""
+
+        def resolve(node):
+            if not isinstance(node, Name):
+                return None
             if node.name.islower() and node.name.upper() in self.ranks:
-                ranks.append(node.name.upper())
-            elif node.name in self.ranks or node.name in self.known_symbols:
-                pass
-            else:
-                raise SpecError(f"{prefix}: unknown name {node.name!r}: not an index of a declared rank, a rank size or a symbol")
+                return Coordinate(node.name.upper(), node.column)
+            if node.name in self.ranks or node.name in self.known_symbols:
+                return None
+            raise SpecError(
+                f"{prefix}: unknown name {node.name!r}: not the index variable of a declared rank (its "
+                "coordinate), a rank size in capitals or a declared symbol; a tensor needs [indices]"
+            )
+
+        return transform(expr, resolve)
 
     # --- one Einsum -------------------------------------------------------------------------
     def parse_einsum(self, node):
         text = self.string(node, "einsums[]")
         location = self.location(node)
-        return (parse_einsum_text(text, location), text.strip(), location)
+        return _Parsed(parse_einsum_text(text, location), text.strip(), location, text)
 
     def where(self, parsed) -> str:
-        _, text, location = parsed
+        _, text, location, _ = parsed
         return f"{location.source}:{location.line}: Einsum {text!r}"
 
     def check_einsum(self, parsed) -> Einsum:
-        ast, text, location = parsed
+        ast, text, location, raw = parsed
         where = self.where(parsed)
         out = ast.output
         output_ranks = []
@@ -327,11 +350,17 @@ class _Builder:
             for rank in self.match_access(access, where):
                 if rank not in variables:
                     variables.append(rank)
-        for node in walk(ast.expression):
+        expression = self.resolve_names(ast.expression, where)
+        for node in walk(expression):
             if isinstance(node, Call) and node.func in SIZE_ONLY_FUNCTIONS:
                 raise SpecError(f"{where}: {node.func}() is for rank sizes, not for maps")
-            if isinstance(node, Name) and node.name not in self.ranks and node.name not in self.known_symbols:
-                raise SpecError(f"{where}: unknown name {node.name!r}: a tensor needs [indices]; a size symbol must be declared in symbols")
+        available = self.space.derivable(set(variables))
+        for rank in coordinates(expression):
+            if rank not in available:
+                raise SpecError(
+                    f"{where}: the map reads the coordinate {index_var(rank)}, which this Einsum does not iterate "
+                    f"(it iterates {', '.join(index_var(r) for r in variables) or 'nothing'})"
+                )
         reduced = [r for r in variables if r not in output_ranks]
         reduce_op = ast.reduce_op
         if ast.reduce_vars is not None:
@@ -344,17 +373,16 @@ class _Builder:
         elif reduced:
             reduce_op = "sum"
         own_filters = ()
-        if ast.conditions:
-            where_text = text.split(" where ", 1)[1] if " where " in text else ""
-            own_filters = (self.make_filter(where_text, ast.conditions, location.line, where),)
+        if ast.condition is not None:
+            where_text = raw[ast.condition_column:]
+            own_filters = (self.make_filter(where_text, ast.condition, location.line, where),)
             for rank in own_filters[0].ranks:
-                if rank not in self.space.determined(set(variables)):
+                if rank not in available:
                     raise SpecError(f"{where}: the filter uses {index_var(rank)}, which this Einsum does not iterate")
-        determined = self.space.determined(set(variables))
-        applicable = tuple(f for f in self.cascade_filters if f.ranks and all(r in determined for r in f.ranks))
+        applicable = tuple(f for f in self.cascade_filters if f.ranks and all(r in available for r in f.ranks))
         return Einsum(
             output=out.tensor, output_ranks=tuple(output_ranks), output_indices=out.indices,
-            expression=ast.expression, operands=operands, map_ops=map_operations(ast.expression),
+            expression=expression, operands=operands, map_ops=map_operations(expression),
             reduce_op=reduce_op, reduced_ranks=tuple(reduced), iteration_ranks=tuple(variables),
             filters=own_filters + applicable, iterative_rank=iterative_rank,
             init=self.init.get(out.tensor) if iterative_rank else None, text=text, line=location.line,

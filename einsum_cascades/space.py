@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from einsim.errors import ShapeError, SpecError
-from einsim.einsum_cascades.expr import Binary, Call, Compare, Expr, Name, Number, Unary, evaluate_scalar
+from einsim.einsum_cascades.expr import Binary, Compare, Coordinate, Expr, Name, Number, Unary, evaluate_scalar
+from einsim.einsum_cascades.values import compare
 
 # Above this many points a constraint group is not enumerated point by point.
 _BRUTE_FORCE_POINTS = 1 << 22
@@ -145,8 +146,21 @@ class Space:
                     changed = True
         return fixed
 
+    def derivable(self, ranks: set[str]) -> set[str]:
+        """Ranks whose coordinate follows from iterating `ranks`: the determined ones plus every
+        part of a known parent (p1 = p // P0 when the Einsum iterates p)."""
+        known = self.determined(ranks)
+        changed = True
+        while changed:
+            changed = False
+            for parent, parts in self.partitions.items():
+                if parent in known and not all(p in known for p in parts):
+                    known |= set(parts)
+                    changed = True
+        return known
+
     def coordinates(self, axes: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> tuple[dict, np.ndarray | bool]:
-        """Coordinates of every determined rank, from the iterated ones, and the mask of points
+        """Coordinates of every derivable rank, from the iterated ones, and the mask of points
         that are real positions (a tail tile's m = m1*M0 + m0 may reach past M)."""
         coords = dict(axes)
         valid: np.ndarray | bool = True
@@ -160,6 +174,18 @@ class Space:
                 coords[parent] = sum(coords[p] * strides[p] for p in parts)
                 if math.prod(sizes[p] for p in parts) != sizes[parent]:
                     valid = valid & (coords[parent] < sizes[parent])
+                changed = True
+        changed = True
+        while changed:  # parts from their parent: p1 = p // P0, p0 = p % P0
+            changed = False
+            for parent, parts in self.partitions.items():
+                if parent not in coords or all(p in coords for p in parts):
+                    continue
+                strides = self.strides(parent, sizes)
+                for i, part in enumerate(parts):
+                    if part not in coords:
+                        value = coords[parent] // strides[part]
+                        coords[part] = value % sizes[part] if i else value
                 changed = True
         return coords, valid
 
@@ -297,6 +323,8 @@ class Space:
             return [(coefs, -sizes[what], "<")]
         forms = []
         for condition in what.conditions:
+            if not isinstance(condition, Compare):
+                raise ShapeError(f"{self.name}: filter term {condition} is not an affine comparison; it cannot be counted at this size")
             left = self._affine(condition.left, sizes, current)
             right = self._affine(condition.right, sizes, current)
             coefs = dict(left[0])
@@ -320,10 +348,9 @@ class Space:
             if not float(expr.value).is_integer():
                 raise ShapeError(f"{self.name}: filter constant {expr} is not an integer")
             return {}, int(expr.value)
+        if isinstance(expr, Coordinate):
+            return self._affine_rank(expr.rank, sizes, current), 0
         if isinstance(expr, Name):
-            rank = expr.name.upper()
-            if expr.name.islower() and rank in self.sizes:
-                return self._affine_rank(rank, sizes, current), 0
             return {}, int(sizes[expr.name])
         if isinstance(expr, Unary):
             coefs, const = self._affine(expr.operand, sizes, current)
@@ -346,34 +373,4 @@ _FLIP = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "==", "!=": "!="}
 
 
 def _compare(left, op: str, right):
-    return {
-        "<=": np.less_equal, "<": np.less, ">=": np.greater_equal, ">": np.greater,
-        "==": np.equal, "!=": np.not_equal,
-    }[op](left, right)
-
-
-def evaluate_index_expr(expr: Expr, coords: Mapping[str, np.ndarray], sizes: Mapping[str, int]):
-    """A filter side over coordinates (numpy arrays, broadcastable) and bound sizes."""
-    if isinstance(expr, Number):
-        return expr.value
-    if isinstance(expr, Name):
-        if expr.name.islower() and expr.name.upper() in coords:
-            return coords[expr.name.upper()]
-        return sizes[expr.name]
-    if isinstance(expr, Unary):
-        return -evaluate_index_expr(expr.operand, coords, sizes)
-    if isinstance(expr, Binary):
-        a = evaluate_index_expr(expr.left, coords, sizes)
-        b = evaluate_index_expr(expr.right, coords, sizes)
-        return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide}[expr.op](a, b)
-    if isinstance(expr, Call):
-        args = [evaluate_index_expr(a, coords, sizes) for a in expr.args]
-        return {"abs": np.abs, "max": np.maximum, "min": np.minimum}[expr.func](*args)
-    raise SpecError(f"cannot use {expr} in a filter")
-
-
-def evaluate_condition(condition: Compare, coords, sizes):
-    return _compare(
-        evaluate_index_expr(condition.left, coords, sizes), condition.op,
-        evaluate_index_expr(condition.right, coords, sizes),
-    )
+    return compare(left, op, right)
