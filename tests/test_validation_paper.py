@@ -150,3 +150,12 @@ def test_fusemax_needs_a_constant_buffer_while_the_mapper_fills_more_as_the_sequ
     assert len({e.buffer_needed_bytes for e in estimates}) == 1
     assert estimates[0].buffer_needed_bytes < 256 * 2**10
     assert estimates[-1].buffer_bytes > 10 * estimates[0].buffer_needed_bytes
+
+
+def test_flats_own_headline_needs_the_softmax_off_the_1d_array():
+    # FLAT's paper models only the 2D array; with the softmax's 1D array as wide as the 2D one
+    # FLAT's advantage over the unfused baseline is traffic alone and grows past the 1D-bound ratio
+    bound = pv.flat_headline("cloud", models=("BERT",), seq_lens=(4096,))
+    what_if = pv.flat_headline("cloud", what_if=True, models=("BERT",), seq_lens=(4096,))
+    assert 1.5 < bound["speedup"] < 1.8
+    assert what_if["speedup"] > 2 * bound["speedup"]
