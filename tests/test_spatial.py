@@ -174,3 +174,19 @@ def test_a_gemm_with_an_attention_workload_is_refused_not_costed_on_one_column(c
     assert main(["simulate", "--cascade", "gemm", "--target", "flat-cloud", "--model", "BERT", "--seq-len", "1k"]) == 2
     err = capsys.readouterr().err
     assert "gemm.yaml: gemm has no query rank P (ranks: K, M, N)" in err and "simulate_linear" in err
+
+
+def test_linear_attention_needs_one_pass_and_a_state_of_e_by_f_per_head_whatever_the_length():
+    needs = []
+    for n in (1024, 16384):
+        problem = Problem(batch=2, q_heads=4, q_len=n, kv_len=n, head_dim=64)
+        estimate = simulate("linear-attention", problem, "fusemax-cloud")
+        assert estimate.passes == 1
+        needs.append(estimate.buffer_needed_bytes)
+    assert needs[0] == needs[1]
+    design = compile_design(load_cascade("linear-attention"), Problem(batch=2, q_heads=4, q_len=1024, kv_len=1024, head_dim=64),
+                            load_target("fusemax-cloud"), Mapping())
+    assert design.tensors["KV"].role == "state" and design.tensors["KV"].elements == 2 * 4 * 64 * 64
+    without_state = design.needed_buffer_bytes() - 64 * 64 * 2
+    # the rest is the per-query state of one array-wide tile and the double-buffered key tiles
+    assert without_state == 2 * (256 * (64 + 64) + 2 * 256 * (64 + 64))

@@ -141,10 +141,14 @@ class Design:
                 elements /= sizes[iterative[name]] + 1  # only the current state is ever live
             has_query = bool(set(ranks) & self.query_family)
             has_key = bool(set(ranks) & self.key_family) and not is_iterative
-            role = "plane" if has_query and has_key else "query" if has_query else "key" if has_key else "other"
+            # a running state with no query rank (linear attention's KV[m1+1, e, f]) is carried
+            # across the key rank whole: it is state, kept on chip for the head in flight
+            state = is_iterative and not has_query
+            role = ("plane" if has_query and has_key else "query" if has_query else "key" if has_key
+                    else "state" if state else "other")
             heads = float(self.heads_total)
             if any(r in ("H", "G") for r in ranks) and not any(r == "H" for r in ranks):
-                heads = self.problem.batch * self.problem.key_value_heads
+                heads = self.problem.batch * self.problem.kv_heads
             per_query = elements / (heads * self.problem.q_len) if has_query else 0.0
             per_key = elements / (heads * self.key_len) if role == "key" else 0.0
             kv_scale = problem_kv_share(self.problem) if role == "key" and "H" in ranks else 1.0
@@ -217,16 +221,17 @@ class Design:
         groups = []
         for index, names in enumerate(self.mapping.groups):
             members = set(names)
+            in_place = {n for n in names if self._in_place(n, names, producer, consumers)}
             inputs, outputs, resident = [], [], []
             for name in names:
                 for tensor in producer[name].operand_tensors:
                     if tensor not in members and tensor not in inputs:
                         inputs.append(tensor)
-                    if self.tensors[tensor].role == "query" and tensor not in resident:
+                    if self.tensors[tensor].role == "query" and tensor not in resident and tensor not in in_place:
                         resident.append(tensor)
                 if any(c not in members for c in consumers.get(name, ())) or name in cascade.outputs:
                     outputs.append(name)
-                if self.tensors[name].role == "query" and name not in resident and not self._in_place(name, names, producer, consumers):
+                if self.tensors[name].role == "query" and name not in resident and name not in in_place:
                     resident.append(name)
             live = self._live(names, producer, consumers)
             units = {self.node_by_name[n].unit for n in names}
@@ -235,13 +240,15 @@ class Design:
 
     def _in_place(self, name: str, names, producer, consumers) -> bool:
         """§5.1 a per-query result written over a per-query operand of its size that nothing reads
-        after it (AV = RNV / RD overwrites RNV) takes no room of its own (the artifact's P1 rule
-        counts Q, RM, RD and RNV, proposal.py)."""
+        after it (AV = RNV / RD overwrites RNV, linear attention's FQ = elu1(Q) overwrites Q) takes no
+        room of its own (the artifact's P1 rule counts Q, RM, RD and RNV, proposal.py)."""
         order = {n: i for i, n in enumerate(names)}
         size = self.tensors[name].per_query
+        if self.tensors[name].role != "query":
+            return False
         for operand in producer[name].operand_tensors:
             readers = [c for c in consumers.get(operand, ()) if c in order]
-            if (operand in order and self.tensors[operand].role == "query" and self.tensors[operand].per_query == size
+            if (self.tensors[operand].role == "query" and self.tensors[operand].per_query == size
                     and readers and max(readers, key=order.get) == name and operand not in self.cascade.outputs):
                 return True
         return False

@@ -34,7 +34,9 @@ def resident_need(design, group, query_block, cap, query_tile):
     # (a GEMM with a long reduction on a small buffer)
     whole = copies * design.key_tile_rows * sum(tensors[t].per_key for t in key_inputs)
     chunked = copies * design.key_tile_rows * sum(min(tensors[t].per_key, design.cols) for t in key_inputs)
-    base = word * (resident * query_block + plane_tiles)
+    # a running state with no query rank (linear attention's E x F per head) for the head in flight
+    state = sum((tensors[t].elements / design.heads_total for t in group.einsums if tensors[t].role == "state"), 0.0)
+    base = word * (resident * query_block + plane_tiles + state)
     tile_reuse = base + word * whole <= cap
     fixed = base + word * np.where(tile_reuse, whole, chunked)
     live = word * live_per_row(group, tensors) * query_block
@@ -104,7 +106,7 @@ def evaluate_resident(design, group, query_block, spill: str, cap, query_tile) -
                 moved = moved + word * info.elements * info.kv_scale * query_tiles
             elif info.role == "query":
                 moved = moved + word * info.elements * (key_tiles if node.key_extent else 1)
-        if tensors[node.name].role == "query":
+        if tensors[node.name].role in ("query", "state"):
             moved = moved + word * tensors[node.name].elements * (key_tiles if node.key_extent else 1)
         einsum_buffer[node.name] += moved
     for tensor, _, later, produced_here in group.live:
