@@ -28,6 +28,7 @@ from typing import Any
 
 
 from einsim.errors import ConfigError, SpecError
+from einsim.simulator.functions import primitive_kinds
 from einsim.targets.loader import read_yaml_file
 
 DATAFLOWS = ("unfused", "flat", "fusemax")
@@ -421,5 +422,6 @@ def _fusemax_unit(einsum, cascade, key_rank: str, exp_on_2d: bool) -> str:
     array, whose PEs can multiply, add, compare and (when the target computes exp with MACs on
     the 2D array) exponentiate; running statistics, corrections and divisions to the 1D array."""
     on_plane = key_leaf(cascade, key_rank) in einsum.iteration_ranks
-    needs_1d = "div" in einsum.map_ops or ("exp" in einsum.map_ops and not exp_on_2d)
+    ops = primitive_kinds(einsum.map_ops)  # a function binds by what it computes (sigmoid divides)
+    needs_1d = "div" in ops or ("exp" in ops and not exp_on_2d)
     return "pe_2d" if on_plane and not needs_1d else "pe_1d"

@@ -8,8 +8,7 @@ import math
 import numpy as np
 
 from einsim.errors import ConfigError
-
-OP_KINDS = ("mul", "add", "sub", "div", "exp", "max", "min")
+from einsim.simulator.functions import PRIMITIVES as OP_KINDS  # the priced primitives (§3.3)
 
 
 def cycles_per_point(per_point: dict[str, float], exp_unit, vector_pes: int) -> float:

@@ -15,6 +15,7 @@ from einsim.einsum_cascades.ir import Cascade
 from einsim.einsum_cascades.passes import PassReport, analyze_passes, dependency_graph
 from einsim.errors import ConfigError
 from einsim.simulator.estimate import Estimate
+from einsim.simulator.functions import primitive_counts
 from einsim.simulator.mapping import ResolvedMapping, array_shape, key_leaf, vector_length
 from einsim.simulator.simulate import window_binding
 from einsim.simulator.spatial import search
@@ -167,7 +168,7 @@ class Design:
             name = einsum.output
             unit = mapping.binding[name]
             points = float(einsum.iteration_points(self.sizes)) * self.head_factor
-            counts = einsum.operation_counts(self.sizes)
+            counts = primitive_counts(einsum.operation_counts(self.sizes))  # §3.3 functions as primitives
             ops = {k: float(v) * self.head_factor for k, v in counts.items()}
             per_point = {k: (ops.get(k, 0.0) / points if points else 0.0) for k in OP_KINDS}
             ranks = set(einsum.iteration_ranks)
