@@ -10,38 +10,19 @@ from einsim.errors import ConfigError
 from einsim.problem import Problem
 from einsim.simulator.functions import FUNCTION_COSTS, PRIMITIVES, expand, primitive_counts
 from einsim.simulator.simulate import simulate
-from einsim.einsum_cascades.loader import parse_cascade
+from einsim.einsum_cascades.loader import library_dir, parse_cascade
 from einsim.targets import load_target
 
 SCORE = Problem(batch=1, q_heads=2, q_len=1024, kv_len=1024, head_dim=64)
 
 
 def _softcap(expression: str) -> str:
-    """The 1-pass cascade with the scores transformed by `expression` of QK (one Einsum, SC)."""
-    return f"""
-name: softcap
-description: scores transformed before the softmax
-ranks: {{B: batch, H: heads, E: head_dim, F: v_head_dim, M: kv_len, P: q_len, M0: block_m}}
-symbols: {{batch: 1, heads: 1, head_dim: 64, v_head_dim: 64, block_m: 64}}
-partitions: {{M: [M1, M0]}}
-inputs: {{Q: [B, H, E, P], K: [B, H, E, M], V: [B, H, F, M]}}
-init: {{RM: -inf, RD: 0, RNV: 0}}
-einsums:
-  - QK[b,h,m1,m0,p]   = Q[b,h,e,p] * K[b,h,e,m1,m0]
-  - SC[b,h,m1,m0,p]   = {expression}
-  - LM[b,h,m1,p]      = max(m0) SC[b,h,m1,m0,p]
-  - RM[b,h,m1+1,p]    = max(RM[b,h,m1,p], LM[b,h,m1,p])
-  - SLN[b,h,m1,m0,p]  = exp(SC[b,h,m1,m0,p] - RM[b,h,m1+1,p])
-  - SLD[b,h,m1,p]     = SLN[b,h,m1,m0,p]
-  - PRM[b,h,m1,p]     = exp(RM[b,h,m1,p] - RM[b,h,m1+1,p])
-  - SPD[b,h,m1,p]     = PRM[b,h,m1,p] * RD[b,h,m1,p]
-  - RD[b,h,m1+1,p]    = SPD[b,h,m1,p] + SLD[b,h,m1,p]
-  - SLNV[b,h,m1,f,p]  = SLN[b,h,m1,m0,p] * V[b,h,f,m1,m0]
-  - SPNV[b,h,m1,f,p]  = PRM[b,h,m1,p] * RNV[b,h,m1,f,p]
-  - RNV[b,h,m1+1,f,p] = SPNV[b,h,m1,f,p] + SLNV[b,h,m1,f,p]
-  - AV[b,h,f,p]       = RNV[b,h,M1,f,p] / RD[b,h,M1,p]
-outputs: [AV]
-"""
+    """The library's fusemax with its scores transformed by `expression` of the raw scores QKR
+    (one more Einsum, QK, that binds and costs like any other)."""
+    text = (library_dir() / "fusemax.yaml").read_text()
+    line = "  - QK[b,h,m1,m0,p]   = Q[b,h,e,p] * K[b,h,e,m1,m0]"
+    assert line in text
+    return text.replace(line, f"  - QKR[b,h,m1,m0,p] = Q[b,h,e,p] * K[b,h,e,m1,m0]\n  - QK[b,h,m1,m0,p] = {expression}")
 
 
 def test_every_function_the_notation_allows_has_a_cost():
@@ -67,9 +48,9 @@ def test_special_functions_expand_to_the_formula_they_compute(function, primitiv
 
 @pytest.mark.parametrize("target", ["fusemax-cloud", "flat-cloud"])
 def test_sigmoid_costs_an_exp_an_add_and_a_divide_on_the_array_that_can_divide(target):
-    plain = simulate(parse_cascade(_softcap("QK[b,h,m1,m0,p] * 2")), SCORE, target)
-    capped = simulate(parse_cascade(_softcap("sigmoid(QK[b,h,m1,m0,p])")), SCORE, target)
-    sc = {e.einsum: e for e in capped.per_einsum}["SC"]
+    plain = simulate(parse_cascade(_softcap("QKR[b,h,m1,m0,p] * 2")), SCORE, target)
+    capped = simulate(parse_cascade(_softcap("sigmoid(QKR[b,h,m1,m0,p])")), SCORE, target)
+    sc = {e.einsum: e for e in capped.per_einsum}["QK"]
     points = SCORE.batch * SCORE.q_heads * SCORE.q_len * SCORE.kv_len
     assert sc.compute_ops == {"exp": points, "add": points, "div": points}
     assert sc.unit == "pe_1d"  # it divides: FuseMax's 2D PEs have no divider
