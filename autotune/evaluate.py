@@ -1,5 +1,6 @@
 """What one trial does with a config: run the real kernel on the GPU (compile, check against the
-reference, time with triton.testing.do_bench), or, for `--dry-run`, ask the simulator.
+reference, time it on a warm GPU from CUDA-graph replays with a cold L2: autotune/timing.py), or,
+for `--dry-run`, ask the simulator.
 
 A config that fails to compile, runs out of resources or gives a wrong answer comes back as a
 `Measurement` with `failure` set; it never raises, so the study goes on. torch and triton are
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from einsim.autotune import timing
 from einsim.einsum_cascades.reference import attention_reference_torch
 from einsim.problem import Problem
 from einsim.kernels.registry import KernelSpec, get_kernel
@@ -36,6 +38,7 @@ class Measurement:
     failure: str = ""  # empty when the config ran, was right and was timed
     failure_kind: str = ""  # compile | out_of_resources | wrong_output | runtime | fatal
     source: str = "gpu"  # gpu | simulator | replay
+    timing: str = ""  # cuda-graph | eager (autotune/timing.py)
 
     @property
     def ok(self) -> bool:
@@ -105,7 +108,7 @@ class GpuEvaluator:
 
     def __init__(self, kernel: str | KernelSpec, problem: Problem, *, seed: int = 0,
                  warmup_ms: float = 25.0, rep_ms: float = 100.0, tolerance: float = RELATIVE_TOLERANCE,
-                 device: str = "cuda") -> None:
+                 device: str = "cuda", graphs: bool = True) -> None:
         import torch
 
         if not torch.cuda.is_available():
@@ -116,6 +119,7 @@ class GpuEvaluator:
         self.spec = kernel if isinstance(kernel, KernelSpec) else get_kernel(kernel)
         self.problem = problem
         self.warmup_ms, self.rep_ms, self.tolerance = warmup_ms, rep_ms, tolerance
+        self.graphs = graphs
         self.gpu_name = torch.cuda.get_device_name()
         self.inputs = self.spec.make_inputs(problem, problem.dtype, device, seed)
         # The oracle's formula in float32 on the GPU (einsum_cascades.reference).
@@ -126,6 +130,8 @@ class GpuEvaluator:
                                                        causal=problem.causal, window=problem.window,
                                                        scale=self.inputs.get("scale"), dtype=torch.float32)
         torch.cuda.synchronize()
+        # Every trial, the first included, is timed on a warm GPU (autotune/timing.py).
+        timing.warm_up_gpu()
 
     def check(self, outputs: Any) -> tuple[float, str]:
         """(relative error of O, failure text or '')."""
@@ -181,7 +187,6 @@ class GpuEvaluator:
 
     def __call__(self, config: Any) -> Measurement:
         import torch
-        import triton.testing
 
         started = time.perf_counter()
         try:
@@ -198,13 +203,22 @@ class GpuEvaluator:
                                failure_kind="wrong_output")
         bench_started = time.perf_counter()
         try:
-            milliseconds = triton.testing.do_bench(lambda: self.spec.launch(config, self.inputs),
-                                                   warmup=self.warmup_ms, rep=self.rep_ms, return_mode="median")
+            seconds, method = timing.measure_s(lambda: self.spec.launch(config, self.inputs),
+                                               graphs=self.graphs, warmup_ms=self.warmup_ms,
+                                               rep_ms=self.rep_ms)
         except Exception as error:
             return Measurement(math.nan, first_call_s=first_call_s, error=relative_error,
                                failure=_first_line(error), failure_kind=_failure_kind(error))
-        return Measurement(milliseconds * 1e-3, first_call_s=first_call_s,
-                           bench_s=time.perf_counter() - bench_started, error=relative_error)
+        return Measurement(seconds, first_call_s=first_call_s,
+                           bench_s=time.perf_counter() - bench_started, error=relative_error,
+                           timing=method)
+
+    def retest(self, configs: dict[str, Any], rounds: int = 3) -> dict[str, list[float]]:
+        """Seconds of each labelled config, `rounds` times interleaved (the study summary's
+        test-retest spread and its same-conditions best-vs-default ratio)."""
+        return timing.retest_s({label: (lambda c=config: self.spec.launch(c, self.inputs))
+                                for label, config in configs.items()}, rounds=rounds,
+                               graphs=self.graphs)
 
 
 Evaluator = Callable[[Any], Measurement]

@@ -88,6 +88,9 @@ class TuningResult:
     wall_s: float = 0.0  # this invocation
     exhaustive_best_s: float | None = None  # from the exhaustive study in the same storage, if any
     interrupted: bool = False
+    # Best and default re-timed after the study, interleaved rounds on the same warm GPU:
+    # {"best": [s, ...], "default": [s, ...]} (empty for dry runs and replays).
+    retest: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def evaluated(self) -> list[TrialRecord]:
@@ -488,7 +491,7 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
         config = space.config_from_params(params)
         measurement = evaluator(config)
         trial.set_user_attr("evaluated", True)
-        for attr in ("first_call_s", "bench_s", "error"):
+        for attr in ("first_call_s", "bench_s", "error", "timing"):
             trial.set_user_attr(attr, _attr(getattr(measurement, attr)))
         if not measurement.ok:
             trial.set_user_attr("failure", measurement.failure or "no time")
@@ -570,9 +573,29 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
                           wall_s=time.perf_counter() - started, interrupted=interrupted)
     if not exhaustive:
         result.exhaustive_best_s = exhaustive_best(rdb, kernel, problem, space.target, dry_run=dry_run)
+    if not interrupted:
+        result.retest = retest_best_and_default(evaluator, space, result)
     if interrupted:
         raise TuningInterrupted(result)
     return result
+
+
+def retest_best_and_default(evaluator, space: SearchSpace, result: TuningResult,
+                            rounds: int = 3) -> dict[str, list[float]]:
+    """Best and default configs timed again, `rounds` interleaved rounds (evaluators that can,
+    i.e. the GPU's): the summary's test-retest spread and a best-vs-default ratio measured in
+    the same conditions, whatever order the trials ran in."""
+    retest = getattr(evaluator, "retest", None)
+    best, default = result.best, result.default
+    if retest is None or best is None:
+        return {}
+    configs = {"best": space.config_from_params(best.config)}
+    if default is not None and default.number != best.number:
+        configs["default"] = space.config_from_params(default.config)
+    try:
+        return retest(configs, rounds=rounds)
+    except Exception:  # noqa: BLE001 - a retest must never lose the study's result
+        return {}
 
 
 class TuningInterrupted(KeyboardInterrupt):

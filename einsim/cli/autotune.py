@@ -99,6 +99,17 @@ def print_summary(result, stream=None) -> None:
     if best is not None and result.exhaustive_best_s is not None:
         print(f"exhaustive best {_us(result.exhaustive_best_s)} us: the tuned config is within "
               f"{100 * (best.measured_s / result.exhaustive_best_s - 1):.1f} %", file=stream)
+    if result.retest:
+        from einsim.autotune.timing import spread
+
+        medians = {label: sorted(times)[len(times) // 2] for label, times in result.retest.items()}
+        parts = [f"{label} {_us(medians[label])} us (spread {100 * spread(times):.1f} %)"
+                 for label, times in result.retest.items()]
+        rounds = max(len(t) for t in result.retest.values())
+        line = f"retest, {rounds} interleaved rounds: " + ", ".join(parts)
+        if "default" in medians:
+            line += f"; best vs default {medians['default'] / medians['best']:.2f}x"
+        print(line, file=stream)
     print(f"view: optuna-dashboard {result.storage}", file=stream)
 
 
@@ -113,6 +124,7 @@ def result_json(result) -> dict:
         "evaluated": len(result.evaluated), "best": asdict(best) if best else None,
         "default": asdict(default) if default else None, "exhaustive_best_s": result.exhaustive_best_s,
         "trials": [asdict(t) for t in result.trials], "wall_s": result.wall_s,
+        "retest": result.retest,
     }
 
 
