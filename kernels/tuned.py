@@ -6,7 +6,8 @@ One file per kernel, `<dir>/<kernel>.json`: `{"kernel", "entries": [{"device", "
 normalised GPU name), "bucket", "problem" (Problem.to_dict without name/symbols), "config", and
 the measured numbers}]}`. Directories searched, first match wins: $EINSIM_TUNED_DIR,
 ~/.cache/einsim/tuned (where `einsim autotune` exports by default), the package's kernels/tuned/
-(commit a file there to share it). Kernels layer, plain Python: no torch, no triton, no optuna,
+(commit a file there to share it). Each file is read once per process (launchers resolve a
+config once per launch plan, never per call). Kernels layer, plain Python: no torch, no triton, no optuna,
 and no import of the registry (a kernel is passed in as its spec).
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from einsim.errors import ConfigError
+from einsim.kernels.launch import clear_plans
 from einsim.problem import Problem
 
 ENV_DIR = "EINSIM_TUNED_DIR"
@@ -79,27 +81,31 @@ def _problem_dict(problem: Problem) -> dict[str, Any]:
     return values
 
 
-_READ: dict[str, tuple[float, list]] = {}  # path -> (mtime, entries): launchers look up on every call
+_READ: dict[str, list] = {}  # path -> entries, read once per process (reload() forgets them)
 
 
-def read_entries(path: Path) -> list[dict[str, Any]]:
-    """Entries of one cache file; a missing or unreadable file has none (never raises)."""
-    path = Path(path)
+def read_entries(path: Path, *, fresh: bool = False) -> list[dict[str, Any]]:
+    """Entries of one cache file, read on first use and kept (fresh=True: read it now, as the
+    writer does): launchers resolve configs once per launch plan and never touch the file
+    system on a plan hit. A missing or unreadable file has none (never raises)."""
+    key = str(path)
+    cached = None if fresh else _READ.get(key)
+    if cached is not None:
+        return cached
     try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        return []
-    cached = _READ.get(str(path))
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
-    try:
-        data = json.loads(path.read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         data = {}
     entries = data.get("entries", []) if isinstance(data, dict) else []
     entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("config"), dict)]
-    _READ[str(path)] = (mtime, entries)
+    _READ[key] = entries
     return entries
+
+
+def reload() -> None:
+    """Forget what was read: the next launch plan built reads the files again (plans already
+    built keep their configs until einsim.kernels.launch.clear_plans())."""
+    _READ.clear()
 
 
 def tuned_config(spec: Any, problem: Problem, gpu_name: str | None = None) -> Any | None:
@@ -155,7 +161,7 @@ def export_best(kernel: str, problem: Problem, gpu_name: str, config: Any, *, me
     directory = Path(directory).expanduser() if directory else default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{kernel}.json"
-    entries = read_entries(path)
+    entries = read_entries(path, fresh=True)
     entry = {
         "device": gpu_name,
         "gpu": gpu_key(gpu_name),
@@ -178,6 +184,8 @@ def export_best(kernel: str, problem: Problem, gpu_name: str, config: Any, *, me
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps({"kernel": kernel, "entries": entries}, indent=2) + "\n")
     temporary.replace(path)
+    reload()  # this process uses the new entry from its next call
+    clear_plans()
     return path
 
 
