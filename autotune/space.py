@@ -15,16 +15,9 @@ from typing import Any
 
 from einsim.errors import ConfigError
 from einsim.problem import Problem
-from einsim.kernels.limits import DeviceLimits
 from einsim.kernels.registry import KernelSpec, get_kernel
-from einsim.simulator.kernel_model import KernelPrediction, predict_kernel, roofs_of
-
-
-def config_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass (or dict) as a plain dict in field order."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    return dict(config)
+from einsim.autotune.predict import KernelPrediction, config_dict, device_limits_for, predict_kernel
+from einsim.targets import load_target
 
 
 def config_key(config: Any) -> str:
@@ -79,14 +72,6 @@ class SearchSpace:
         return spec.config_type(**{name: params[name] for name in self.fields})
 
 
-def device_limits_for(target: Any, dtype: str = "bf16") -> DeviceLimits:
-    """The DeviceLimits the kernels' check_config reads, from the simulator's target roofs."""
-    roofs = roofs_of(target, dtype)
-    return DeviceLimits(name=roofs.name, sm_count=roofs.sm_count, shared_memory_per_block=roofs.smem_per_block,
-                        shared_memory_per_sm=roofs.smem_per_sm, registers_per_sm=roofs.registers_per_sm,
-                        max_threads_per_sm=roofs.max_threads_per_sm, l2_bytes=int(roofs.l2_bytes))
-
-
 def build_space(kernel: str | KernelSpec, problem: Problem, target: Any) -> SearchSpace:
     """Every config the kernel declares for `problem`, predicted on `target`.
 
@@ -95,8 +80,8 @@ def build_space(kernel: str | KernelSpec, problem: Problem, target: Any) -> Sear
     by predicted time, and configs that cannot (shared memory, registers, the kernel's checks).
     """
     spec = kernel if isinstance(kernel, KernelSpec) else get_kernel(kernel)
-    roofs = roofs_of(target, problem.dtype)
-    limits = device_limits_for(roofs, problem.dtype)
+    target = load_target(target) if isinstance(target, str) else target
+    limits = device_limits_for(target, problem.dtype)
     try:
         declared = list(spec.search_space(problem, limits))
     except TypeError:
@@ -109,7 +94,7 @@ def build_space(kernel: str | KernelSpec, problem: Problem, target: Any) -> Sear
     }
     ranked, rejected = [], []
     for config in declared:
-        prediction = predict_kernel(spec.name, config, problem, roofs)
+        prediction = predict_kernel(spec.name, config, problem, target)
         if prediction.fits and math.isfinite(prediction.time_s):
             ranked.append((config, prediction))
         else:
@@ -117,7 +102,7 @@ def build_space(kernel: str | KernelSpec, problem: Problem, target: Any) -> Sear
     if not ranked:
         reasons = "; ".join(sorted({r for _, rs in rejected for r in rs})[:3])
         raise ConfigError(f"{spec.name}: none of its {len(declared)} configs fits {problem.describe()} "
-                          f"on {roofs.name}: {reasons}")
+                          f"on {target.name}: {reasons}")
     ranked.sort(key=lambda item: (item[1].time_s, config_key(item[0])))
-    return SearchSpace(kernel=spec.name, problem=problem, target=roofs.name, fields=fields, choices=choices,
+    return SearchSpace(kernel=spec.name, problem=problem, target=target.name, fields=fields, choices=choices,
                        ranked=tuple(ranked), rejected=tuple(rejected), default=spec.default_config(problem))

@@ -474,7 +474,7 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
             trial.set_user_attr("predicted_s", _attr(found[1].time_s))
         if key not in allowed_with_default:
             config = space.config_from_params(params)
-            from einsim.simulator.kernel_model import predict_kernel
+            from einsim.autotune.predict import predict_kernel
 
             reasons = "; ".join(predict_kernel(space.kernel, config, problem, target).reasons) or "not in the space"
             trial.set_user_attr("failure", f"the simulator rejects it: {reasons}")

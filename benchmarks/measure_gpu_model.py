@@ -445,6 +445,22 @@ class LlamaLayer:
         return x + F.linear(F.silu(F.linear(h, self.w_gate)) * F.linear(h, self.w_up), self.w_down)
 
 
+def kernel_count(fn) -> int | str:
+    """CUDA kernels one call of fn launches (torch.profiler), to check how eager PyTorch splits an
+    operator into kernels; '' when the profiler is unavailable."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        return sum(1 for event in prof.events() if str(event.device_type).endswith("CUDA"))
+    except Exception as error:  # the count is a diagnostic; its absence is not a failure
+        print(f"kernel count: {type(error).__name__}: {error}")
+        return ""
+
+
 def graph_ms(fn) -> float:
     """Median time of fn replayed as a CUDA graph (no host launch gaps)."""
     stream = torch.cuda.Stream()
@@ -489,13 +505,13 @@ def layer_rows(rows: list[dict]) -> None:
                 wall = (time.perf_counter() - started) / 20 * 1e3
                 graphed = graph_ms(whole)
                 rows.append(dict(model="llama3-8b", mode=mode, batch=batch, length=length, op="layer",
-                                 ms=eager, graph_ms=graphed, wall_ms=wall))
+                                 ms=eager, graph_ms=graphed, wall_ms=wall, kernels=kernel_count(whole)))
                 print(f"{label:36s} layer eager {eager:8.3f} ms  graph {graphed:8.3f} ms  wall {wall:8.3f} ms",
                       flush=True)
                 for name, fn in ops:
                     ms = time_ms(fn)
                     rows.append(dict(model="llama3-8b", mode=mode, batch=batch, length=length, op=name, ms=ms,
-                                     graph_ms=graph_ms(fn), wall_ms=""))
+                                     graph_ms=graph_ms(fn), wall_ms="", kernels=kernel_count(fn)))
                 print("    " + "  ".join(f"{r['op']} {r['graph_ms']:.3f}" for r in rows
                                          if r.get("length") == length and r.get("batch") == batch
                                          and r.get("mode") == mode and r["op"] != "layer"), flush=True)
@@ -511,7 +527,7 @@ COLUMNS = {
     "ceilings": ["kind", "what", "value", "unit", "ms", "note"],
     "attention": ["kind", "backend", "N", "D", "causal", "ms", "tflops", "tbps", "batch", "heads", "check_error",
                   "note"],
-    "layer": ["model", "mode", "batch", "length", "op", "ms", "graph_ms", "wall_ms"],
+    "layer": ["model", "mode", "batch", "length", "op", "ms", "graph_ms", "wall_ms", "kernels"],
 }
 
 

@@ -7,7 +7,7 @@ tuned config against @triton.autotune over the same configs.
     PYTHONPATH=. python benchmarks/validate_autotune.py --out $OUT          # on the GPU (device tool)
     PYTHONPATH=. python benchmarks/validate_autotune.py --from-csv DIR/measurements.csv   # analysis only, CPU
 
-The second form re-predicts every measured config with the current simulator/kernel_model.py and
+The second form re-predicts every measured config with the current GPU cost model (autotune/predict.py over simulator/gpu_cost) and
 replays the guided search against the measured times: how model changes are checked without a GPU.
 Writes measurements.csv, guided.csv, summary.json, log.txt under --out; prints a table.
 docs/autotune.md reports the numbers.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from einsim.autotune.evaluate import Measurement, ReplayEvaluator  # noqa: E402
 from einsim.autotune.space import build_space, config_dict, config_key  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
-from einsim.simulator.kernel_model import predict_kernel  # noqa: E402
+from einsim.autotune.predict import predict_kernel  # noqa: E402
 
 TARGET = "h100-sxm"
 WITHIN = 0.03  # "within 3 % of the exhaustive best"

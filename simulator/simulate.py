@@ -25,7 +25,7 @@ def simulate(cascade: Cascade | str | Path, problem: Problem, target: Any, mappi
     check_fixed_ranks(cascade, problem)
     window_binding(cascade, problem)
     if target.kind == "gpu":
-        from einsim.simulator.gpu import simulate_gpu
+        from einsim.simulator.gpu_cost.estimate import simulate_gpu
 
         return simulate_gpu(cascade, problem, target, mapping)
     from einsim.simulator.spatial import simulate_spatial

@@ -7,7 +7,7 @@ import pytest
 
 from einsim.problem import Problem
 from einsim.kernels.registry import get_kernel
-from einsim.simulator.gpu import simulate_gpu
+from einsim.simulator.simulate import simulate as simulate_gpu
 from einsim.problem import Problem
 
 # (batch, q heads, kv heads, q_len, kv_len, head dim, causal): square and not, odd lengths, GQA

@@ -86,12 +86,12 @@ def _check_runs(estimate, kind: str, mapping: str | None) -> None:
     where = f"{mapping}: " if mapping else ""
     fix = ("choose smaller key_tile/query_tile/query_block in the mapping, or a target with a larger buffer"
            if kind == "spatial" else "choose smaller block_m, block_n or num_stages in the mapping")
+    if kind == "gpu" and not estimate.fits:
+        need = next((n for n in estimate.notes if n.startswith("does not fit")), "does not fit")
+        raise ConfigError(f"{where}{estimate.cascade} on {estimate.target}: the kernel cannot launch, it {need.removeprefix('does not fit: ')}; {fix}")
     if not math.isfinite(estimate.latency_s):
         raise ConfigError(f"{where}{estimate.cascade} on {estimate.target}: "
                           f"even one query row's resident state does not fit in {_bytes(estimate.buffer_capacity_bytes)}; {fix}")
-    if kind == "gpu" and not estimate.fits and mapping:
-        need = next((n for n in estimate.notes if n.startswith("does not fit")), "does not fit")
-        raise ConfigError(f"{where}{estimate.cascade} on {estimate.target}: the kernel cannot launch, it {need.removeprefix('does not fit: ')}; {fix}")
 
 
 def report(estimate, live_grows: bool | None = True, attention: bool = True) -> str:

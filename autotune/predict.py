@@ -1,0 +1,124 @@
+"""The GPU cost model's prediction for one config of one of einsim's kernels: the kernel's config
+becomes plain mapping data (tiles, warps, stages, its own shared-memory figure, splits) and the
+one model in einsim.simulator.gpu_cost prices it with the `einsim` kernel style. This is the glue
+between kernels/ and simulator/ (neither imports the other); the autotuner ranks with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from einsim.einsum_cascades import load_cascade
+from einsim.errors import ConfigError
+from einsim.kernels.limits import DeviceLimits
+from einsim.kernels.registry import KernelSpec, get_kernel
+from einsim.problem import Problem
+from einsim.simulator.gpu_cost import GpuMapping, gpu_roofs, kernel_cost
+from einsim.simulator.gpu_cost.resources import RESERVED_SHARED_MEMORY
+from einsim.targets import load_target
+
+# each kernel family of einsim is one calibrated kernel style of the cost model
+STYLES = {"attention-fwd": "einsim", "attention-bwd": "einsim", "attention-2pass-fwd": "einsim-multipass",
+          "attention-3pass-fwd": "einsim-multipass", "decode": "einsim-decode"}
+
+
+@dataclass(frozen=True)
+class KernelPrediction:
+    """What the model says about one config of one kernel for one problem on one GPU."""
+
+    kernel: str
+    config: dict[str, Any]
+    time_s: float  # predicted kernel time (inf when the config cannot run)
+    fits: bool
+    reasons: tuple[str, ...] = ()  # why it cannot run (empty when it can)
+    smem_bytes: int = 0  # shared memory one program needs
+    registers_per_thread: int = 0
+    spilled_fraction: float = 0.0
+    ctas_per_sm: int = 0  # resident programs per SM
+    programs: int = 0  # programs (CTAs) of all launches
+    waves: float = 0.0
+    wave_efficiency: float = 0.0
+    bound: str = ""  # the unit that sets the longest launch's time
+    busy_s: dict[str, float] = field(default_factory=dict)  # unit -> whole-GPU busy seconds
+    hbm_bytes: float = 0.0
+    flops: float = 0.0
+    notes: tuple[str, ...] = ()
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass (or dict) as a plain dict in field order."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return dict(config)
+
+
+def device_limits_for(target: Any, dtype: str = "bf16") -> DeviceLimits:
+    """The DeviceLimits the kernels' check_config reads, from the target's ceilings."""
+    target = load_target(target) if isinstance(target, str) else target
+    roofs = gpu_roofs(target, dtype)
+    return DeviceLimits(name=roofs.target, sm_count=roofs.sm_count,
+                        shared_memory_per_block=int(roofs.smem_bytes_per_sm - RESERVED_SHARED_MEMORY),
+                        shared_memory_per_sm=int(roofs.smem_bytes_per_sm),
+                        registers_per_sm=int(roofs.registers_bytes_per_sm // 4),
+                        max_threads_per_sm=roofs.max_threads_per_sm, l2_bytes=int(roofs.l2_bytes))
+
+
+def kernel_mapping(spec: KernelSpec, config: Any, problem: Problem,
+                   limits: DeviceLimits | None = None) -> tuple[str, GpuMapping, str]:
+    """(cascade name, mapping, direction) that stand for `config` of the kernel `spec`."""
+    smem = int(spec.shared_memory_bytes(config, problem))
+    common = dict(kernel_style=STYLES[spec.name], num_warps=config.num_warps, num_stages=config.num_stages, smem_bytes=smem)
+    if spec.name == "attention-bwd":
+        dq = "atomic" if config.dq_atomic else ("one_launch" if config.one_launch else "separate")
+        return spec.cascade, GpuMapping(dkdv_block_m=config.BLOCK_M, dkdv_block_n=config.BLOCK_N,
+                                        dq_block_m=config.BLOCK_M_DQ, dq_block_n=config.BLOCK_N_DQ, dq=dq,
+                                        **common), "backward"
+    if spec.name == "decode":
+        from einsim.kernels.decode.config import split_plan
+
+        splits = split_plan(problem, config, limits).num_splits
+        # each split runs the fusemax cascade over its chunk; the merge is the model's split-KV merge
+        return "fusemax", GpuMapping(block_m=config.BLOCK_M, block_n=config.BLOCK_N, kv_splits=splits,
+                                     **common), "forward"
+    multipass = {"multipass": "materialize" if getattr(config, "MATERIALIZE", False) else "recompute"}
+    return spec.cascade, GpuMapping(block_m=config.BLOCK_M, block_n=config.BLOCK_N, **multipass, **common), "forward"
+
+
+def predict_kernel(kernel_name: str, config: Any, problem: Problem, target: Any) -> KernelPrediction:
+    """Predicted time, fit and resource use of `config` for `kernel_name` on `problem`.
+
+    `target` is a Target or a preset name. Configs the kernel itself rejects and configs that
+    cannot be resident on an SM come back with fits=False, time_s=inf and the reasons; nothing
+    raises for a config that cannot run."""
+    spec = get_kernel(kernel_name)
+    target = load_target(target) if isinstance(target, str) else target
+    if target.kind != "gpu":
+        raise ConfigError(f"target {target.name!r} is not a GPU: the kernel model needs one")
+    if isinstance(config, dict):
+        config = spec.config_type(**config)
+    limits = device_limits_for(target, problem.dtype)
+    cfg = config_dict(config)
+    reasons = tuple(spec.config_reasons(config, problem, limits))
+    if reasons:
+        return KernelPrediction(kernel_name, cfg, math.inf, False, reasons)
+    cascade, mapping, direction = kernel_mapping(spec, config, problem, limits)
+    cost = kernel_cost(load_cascade(cascade), problem, target, mapping, direction)
+    flops = spec.flops(problem) if spec.flops else problem.forward_flops()
+    if not cost.fits:
+        return KernelPrediction(kernel_name, cfg, math.inf, False, cost.reasons, cost.smem_bytes,
+                                cost.registers_per_thread, cost.spilled_fraction)
+    programs = sum(t.programs for t in cost.launches)
+    slots = cost.roofs.sm_count * max(1, cost.programs_per_sm)
+    longest = max(cost.launches, key=lambda t: t.time_s)
+    return KernelPrediction(
+        kernel=kernel_name, config=cfg, time_s=cost.time_s, fits=True, smem_bytes=cost.smem_bytes,
+        registers_per_thread=cost.registers_per_thread, spilled_fraction=cost.spilled_fraction,
+        ctas_per_sm=cost.programs_per_sm, programs=programs, waves=math.ceil(programs / slots) if programs else 0,
+        wave_efficiency=longest.wave_efficiency, bound=cost.bound, busy_s=dict(cost.busy_s),
+        hbm_bytes=cost.hbm_bytes, flops=flops, notes=cost.notes)
+
+
+__all__ = ["KernelPrediction", "config_dict", "device_limits_for", "kernel_mapping", "predict_kernel"]
