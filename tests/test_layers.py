@@ -30,14 +30,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 # Imports that break the table today, each with the reason and who removes it. Keep it short.
-KNOWN_EXCEPTIONS = {
-    # The kernel-time model reads the kernels' configs and resource models; the gpumodel stream
-    # is replacing simulator/kernel_model.py by the one GPU cost model (issue 10, item 2).
-    ("einsim.simulator.kernel_model", "einsim.kernels"),
-}
-# Modules still wrapping their own package's imports in try/except ImportError; the gpumodel
-# stream is rewriting both (issue 10: "no hedging"). Delete an entry when its hedge is gone.
-KNOWN_HEDGES = {"einsim.simulator.gpu", "einsim.simulator.kernel_model"}
+KNOWN_EXCEPTIONS: set = set()
+# Modules still wrapping their own package's imports in try/except ImportError (issue 10: "no
+# hedging"). Delete an entry when its hedge is gone.
+KNOWN_HEDGES: set = set()
 
 # Repository folder -> the package it installs as (setup.py's PACKAGE_DIRS).
 FOLDERS = {"einsim": "einsim", "einsum_cascades": "einsim.einsum_cascades", "simulator": "einsim.simulator",
