@@ -348,3 +348,20 @@ def test_gradients_of_float_extra_inputs_equal_the_executor(case):
     analytic = (x.grad.double().cpu() * direction).sum().item()
     assert abs(analytic - numeric) <= 2e-2 * np.abs(x.grad.double().cpu().numpy()).sum() + 1e-3, \
         f"d{name}: {analytic} vs executor {numeric}"
+
+
+def test_a_block_mask_is_built_once_and_reused_across_calls():
+    f = compile_cascade(parse_cascade(VARIANTS["band-block-mask"][0], source="<band>"))
+    q, k, v = make_qkv(1, 2, 2, 37, 45, 32)
+    mask = f.block_mask(q, k, v, config=SMALL, backward_config=SMALL_BWD)
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    out = f(q, k, v, config=SMALL, backward_config=SMALL_BWD, block_mask=mask)
+    again = f(q, k, v, config=SMALL, backward_config=SMALL_BWD)
+    assert torch.equal(out, again)
+    out.sum().backward()
+    assert q.grad is not None and not torch.isnan(q.grad).any()
+    other = make_qkv(1, 2, 2, 30, 45, 32)
+    with pytest.raises(ShapeError, match="block_mask was built for"):
+        f(*other, config=SMALL, block_mask=mask)
+    with pytest.raises(ConfigError, match="tile ranges"):
+        compile_cascade("attention-causal").block_mask(*other)

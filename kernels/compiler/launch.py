@@ -17,7 +17,7 @@ from einsim.problem import Problem
 
 LOG2_E = 1.4426950408889634
 # Keyword names of the callable itself; a cascade input or symbol may not take them.
-RESERVED = ("scale", "config", "backward_config")
+RESERVED = ("scale", "config", "backward_config", "block_mask")
 
 
 class LaunchPlan:
@@ -248,7 +248,7 @@ class CompiledAttention:
             backward_tma=bool(backward_config.tma) and tma_compatible(q, k, v))
 
     def tile_lists(self, plan: LaunchPlan, extras: tuple, block_m: int, block_n: int, *,
-                   by_key: bool = False, device=None) -> tuple:
+                   by_key: bool = False, device=None, block_mask=None) -> tuple:
         """The block mask's tile lists for (block_m x block_n) tiles, as kernel arguments
         (Lists, ls_b, ls_h, ls_o, ls_k): per query tile (by_key: per key tile) the partial tiles
         and the full tiles of the other side. Built on the GPU from the element mask; kept in the
@@ -260,6 +260,8 @@ class CompiledAttention:
 
         generated = self.generated
         key = ("lists", block_m, block_n, by_key)
+        if block_mask is not None:
+            return block_mask.lists_for(self, plan, key)
         if not generated.mask_reads_tensors and key in plan.extra:
             return plan.extra[key]
         problem = plan.problem
@@ -300,14 +302,34 @@ class CompiledAttention:
 
     # -- calls -------------------------------------------------------------------------------------
     def __call__(self, q, k, v, *, scale: float | None = None, config: FlashConfig | None = None,
-                 backward_config: FlashBackwardConfig | None = None, **tensors):
-        """out [B, Hq, P, Dv] = softmax(S)·V with the cascade's score S and mask."""
+                 backward_config: FlashBackwardConfig | None = None, block_mask=None, **tensors):
+        """out [B, Hq, P, Dv] = softmax(S)·V with the cascade's score S and mask. block_mask:
+        from .block_mask(...) with the same shapes and mask inputs, to reuse its tile lists."""
         out, _ = self.forward_with_lse(q, k, v, scale=scale, config=config,
-                                       backward_config=backward_config, **tensors)
+                                       backward_config=backward_config, block_mask=block_mask,
+                                       **tensors)
         return out
 
+    def block_mask(self, q, k, v, *, scale=None, config=None, backward_config=None, **tensors):
+        """The tile lists of this call's mask (forward, dK/dV and dQ tile shapes), built once
+        on the GPU, to pass as `block_mask=` to calls with the same shapes and mask inputs (as
+        FlexAttention's BlockMask): for masks that read input values, which are otherwise
+        classified on every call."""
+        if self.generated.mask_mode != "blocks":
+            raise ConfigError(f"{self.name}: the mask is skipped by tile ranges computed in the "
+                              "kernels; there is no block mask to build")
+        plan, extras = self.plan(q, k, v, scale, tensors, config, backward_config)
+        forward, backward = plan.forward_config, plan.backward_config
+        lists = {}
+        for block_m, block_n, by_key in ((forward.BLOCK_M, forward.BLOCK_N, False),
+                                         (backward.BLOCK_M, backward.BLOCK_N, True),
+                                         (backward.BLOCK_M_DQ, backward.BLOCK_N_DQ, False)):
+            lists[("lists", block_m, block_n, by_key)] = self.tile_lists(
+                plan, extras, block_m, block_n, by_key=by_key, device=q.device)
+        return BlockMask(self.generated.digest, plan.problem, forward, backward, lists)
+
     def forward_with_lse(self, q, k, v, *, scale=None, config=None, backward_config=None,
-                         **tensors):
+                         block_mask=None, **tensors):
         """(out, lse): lse [B, Hq, P] fp32 natural log (not differentiable; -inf for a row that
         sees no key, whose output is 0)."""
         import torch
@@ -324,10 +346,10 @@ class CompiledAttention:
                             "steps such as floor): detach it")
                     extra_grad = True
             if extra_grad or q.requires_grad or k.requires_grad or v.requires_grad:
-                return CompiledAttentionFunction.apply(self, plan, q, k, v, *extras)
-        return self.forward(plan, q, k, v, extras)
+                return CompiledAttentionFunction.apply(self, plan, block_mask, q, k, v, *extras)
+        return self.forward(plan, q, k, v, extras, block_mask)
 
-    def forward(self, plan: LaunchPlan, q, k, v, extras: tuple):
+    def forward(self, plan: LaunchPlan, q, k, v, extras: tuple, block_mask=None):
         """(out, lse) by the generated forward kernel (plan: CompiledAttention.plan)."""
         import torch
 
@@ -335,7 +357,8 @@ class CompiledAttention:
         out = torch.empty(plan.out_shape, dtype=q.dtype, device=q.device)
         lse = torch.empty(plan.out_shape[:3], dtype=torch.float32, device=q.device)
         if self.generated.mask_mode == "blocks":
-            lists = self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, device=q.device)
+            lists = self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, device=q.device,
+                                    block_mask=block_mask)
         else:
             lists = (lse, 0, 0, 0, 0)
         if plan.forward_tma:
@@ -379,7 +402,7 @@ class CompiledAttention:
             on_compile=lambda compiled: remember_launch(f"{self.name}-fwd", compiled))
 
     def backward(self, plan: LaunchPlan, do, q, k, v, out, lse, extras: tuple,
-                 extra_grads: bool = False):
+                 extra_grads: bool = False, block_mask=None):
         """(dq, dk, dv) from the forward's out and lse and dO = dL/dout (any strides); with
         extra_grads, (dq, dk, dv, {input name: gradient}) for the inputs the score is
         differentiable in (accumulated in fp32 by the dQ kernel, returned in their dtypes)."""
@@ -409,7 +432,7 @@ class CompiledAttention:
         else:
             args = (q, k, v, do, dk, dv)
         lists = (self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, by_key=True,
-                                 device=q.device)[0] if blocks else delta)
+                                 device=q.device, block_mask=block_mask)[0] if blocks else delta)
         launches["dkdv"](*args, lse2, delta, lists, *extras)
         if plan.backward_tma:
             bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
@@ -419,7 +442,7 @@ class CompiledAttention:
         else:
             args = (q, k, v, do, dq)
         lists = (self.tile_lists(plan, extras, config.BLOCK_M_DQ, config.BLOCK_N_DQ,
-                                 device=q.device)[0] if blocks else delta)
+                                 device=q.device, block_mask=block_mask)[0] if blocks else delta)
         if not extra_grads:
             launches["dq"](*args, lse2, delta, lists, *extras,
                            *self._grad_buffers(plan, extras, delta)[1])
@@ -535,6 +558,33 @@ class CompiledAttention:
             on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-dq", compiled))
 
 
+class BlockMask:
+    """A compiled cascade's block mask for one call's shapes, configs and mask inputs: the tile
+    lists of the forward, dK/dV and dQ tile shapes (CompiledAttention.block_mask)."""
+
+    __slots__ = ("digest", "problem", "forward_config", "backward_config", "lists")
+
+    def __init__(self, digest, problem, forward_config, backward_config, lists):
+        self.digest = digest
+        self.problem = problem
+        self.forward_config = forward_config
+        self.backward_config = backward_config
+        self.lists = lists
+
+    def lists_for(self, compiled, plan: LaunchPlan, key) -> tuple:
+        if (self.digest != compiled.generated.digest or self.problem != plan.problem
+                or self.forward_config != plan.forward_config
+                or self.backward_config != plan.backward_config or key not in self.lists):
+            raise ShapeError(f"{compiled.name}: block_mask was built for {self.problem.describe()} "
+                             f"with configs {self.forward_config}, {self.backward_config} (kernel "
+                             f"{self.digest}); this call is {plan.problem.describe()} with "
+                             f"{plan.forward_config}, {plan.backward_config}: build it for this call")
+        return self.lists[key]
+
+    def __repr__(self) -> str:
+        return f"<BlockMask of {self.problem.describe()} ({self.digest})>"
+
+
 def tile_lists(any_, full, by_key: bool):
     """[B', H', outer tiles, 2, 1 + inner tiles] int32 from the block classes [B', H', query
     tiles, key tiles]: for each outer tile (a query tile; by_key: a key tile) the number of
@@ -561,25 +611,26 @@ def _autograd_function():
         """out, lse = kernel(q, k, v, extras); backward gives dq, dk, dv."""
 
         @staticmethod
-        def forward(ctx, kernel, plan, q, k, v, *extras):
-            out, lse = kernel.forward(plan, q, k, v, extras)
+        def forward(ctx, kernel, plan, block_mask, q, k, v, *extras):
+            out, lse = kernel.forward(plan, q, k, v, extras, block_mask)
             ctx.save_for_backward(q, k, v, out, lse, *extras)
-            ctx.kernel, ctx.plan = kernel, plan
+            ctx.kernel, ctx.plan, ctx.block_mask = kernel, plan, block_mask
             ctx.mark_non_differentiable(lse)
             return out, lse
 
         @staticmethod
         def backward(ctx, grad_out, grad_lse):
             q, k, v, out, lse, *extras = ctx.saved_tensors
-            wanted = ctx.needs_input_grad[5:]
+            wanted = ctx.needs_input_grad[6:]
             if not any(wanted):
                 dq, dk, dv = ctx.kernel.backward(ctx.plan, grad_out, q, k, v, out, lse,
-                                                 tuple(extras))
-                return (None, None, dq, dk, dv) + (None,) * len(extras)
+                                                 tuple(extras), block_mask=ctx.block_mask)
+                return (None, None, None, dq, dk, dv) + (None,) * len(extras)
             dq, dk, dv, grads = ctx.kernel.backward(ctx.plan, grad_out, q, k, v, out, lse,
-                                                    tuple(extras), extra_grads=True)
+                                                    tuple(extras), extra_grads=True,
+                                                    block_mask=ctx.block_mask)
             names = ctx.plan.tensor_names
-            return (None, None, dq, dk, dv) + tuple(
+            return (None, None, None, dq, dk, dv) + tuple(
                 grads.get(name) if need else None for name, need in zip(names, wanted))
 
     return CompiledAttentionFunction
