@@ -29,7 +29,7 @@ def as_value(x):
 @triton.jit
 def tanh(x):
     if FAST_TANH:
-        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x.to(tl.float32)],
+        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x.to(tl.float32)],
                                          dtype=tl.float32, is_pure=True, pack=1)
     else:
         # 1 - 2 / (e^(2x) + 1): exact limits +-1 when e^(2x) overflows or underflows.

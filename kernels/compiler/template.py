@@ -25,10 +25,12 @@ import triton.language as tl
 
 from einsim.kernels.compiler import lib
 
-LOG2E: tl.constexpr = 1.4426950408889634
-SCORE_IS_QK: tl.constexpr = $SCORE_IS_QK
-GRAD_IS_CONST: tl.constexpr = $GRAD_IS_CONST
-SAFE_SOFTMAX: tl.constexpr = $SAFE_SOFTMAX
+# Globals a @triton.jit function reads must be tl.constexpr objects (an annotation is not enough
+# for Triton's compiler, though its interpreter accepts one).
+LOG2E = tl.constexpr(1.4426950408889634)
+SCORE_IS_QK = tl.constexpr($SCORE_IS_QK)
+GRAD_IS_CONST = tl.constexpr($GRAD_IS_CONST)
+SAFE_SOFTMAX = tl.constexpr($SAFE_SOFTMAX)
 
 
 @triton.jit
