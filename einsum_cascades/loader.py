@@ -19,7 +19,8 @@ from einsim.einsum_cascades.ir import (
     Cascade, Einsum, Filter, accesses, coordinates, map_operations, resolve_access,
 )
 from einsim.einsum_cascades.space import Space, index_var
-from einsim.errors import SpecError
+from einsim.errors import SpecError, brief, did_you_mean
+from einsim.yamlio import LimitedSafeLoader, compose_yaml, read_yaml_text
 
 _RANK = re.compile(r"^[A-Z][A-Z0-9]*$")
 _TENSOR = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -48,24 +49,16 @@ def load_cascade(name_or_path: str | Path) -> Cascade:
             if path.suffix in (".yaml", ".yml"):
                 raise SpecError(f"{name_or_path}: no such file")
             raise SpecError(
-                f"no cascade named {str(name_or_path)!r}; library cascades: {', '.join(library_names())}"
+                f"no cascade named {brief(str(name_or_path))}{did_you_mean(name_or_path, library_names())}; "
+                f"library cascades: {', '.join(library_names())}"
             )
         path = candidate
-    return parse_cascade(path.read_text(), source=str(path))
+    return parse_cascade(read_yaml_text(path, str(name_or_path)), source=str(path))
 
 
 def parse_cascade(text: str, source: str = "<string>") -> Cascade:
     """A cascade from YAML text; `source` names it in error messages."""
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise SpecError(f"{where}: not valid YAML: {error.problem}") from None
+    root = compose_yaml(text, source)
     if root is None or not isinstance(root, yaml.MappingNode):
         raise SpecError(f"{source}:1:1: expected a mapping with name, ranks, inputs, einsums, outputs")
     return _Builder(source, text).build(root)
@@ -83,7 +76,7 @@ class _Parsed(NamedTuple):
 class _Builder:
     def __init__(self, source: str, text: str):
         self.source, self.text = source, text
-        self.constructor = yaml.SafeLoader("")
+        self.constructor = LimitedSafeLoader("")
 
     # --- YAML helpers -----------------------------------------------------------------------
     def at(self, node) -> str:
@@ -94,12 +87,12 @@ class _Builder:
 
     def mapping(self, node, field: str) -> dict[str, tuple]:
         if not isinstance(node, yaml.MappingNode):
-            raise SpecError(f"{self.at(node)}: {field}: expected a mapping, got {self.value(node)!r}")
+            raise SpecError(f"{self.at(node)}: {field}: expected a mapping, got {brief(self.value(node))}")
         found = {}
         for key, value in node.value:
             name = self.value(key)
             if not isinstance(name, str):
-                raise SpecError(f"{self.at(key)}: {field}: expected names as keys, got {name!r}")
+                raise SpecError(f"{self.at(key)}: {field}: expected names as keys, got {brief(name)}")
             if name in found:
                 raise SpecError(f"{self.at(key)}: {field}: {name} appears twice")
             found[name] = (key, value)
@@ -107,13 +100,13 @@ class _Builder:
 
     def sequence(self, node, field: str) -> list:
         if not isinstance(node, yaml.SequenceNode):
-            raise SpecError(f"{self.at(node)}: {field}: expected a list, got {self.value(node)!r}")
+            raise SpecError(f"{self.at(node)}: {field}: expected a list, got {brief(self.value(node))}")
         return list(node.value)
 
     def string(self, node, field: str) -> str:
         value = self.value(node)
         if not isinstance(value, str):
-            raise SpecError(f"{self.at(node)}: {field}: expected text, got {value!r}")
+            raise SpecError(f"{self.at(node)}: {field}: expected text, got {brief(value)}")
         return value
 
     def location(self, node) -> Location:
@@ -198,10 +191,10 @@ class _Builder:
         ranks, exprs = {}, {}
         for name, (key, value_node) in self.mapping(node, "ranks").items():
             if not _RANK.match(name):
-                raise SpecError(f"{self.at(key)}: ranks: expected a rank name in capitals (M, M1, E), got {name!r}")
+                raise SpecError(f"{self.at(key)}: ranks: expected a rank name in capitals (M, M1, E), got {brief(name)}")
             value = self.value(value_node)
             if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, int) and value <= 0):
-                raise SpecError(f"{self.at(value_node)}: ranks.{name}: expected a positive integer, a symbol or a size expression, got {value!r}")
+                raise SpecError(f"{self.at(value_node)}: ranks.{name}: expected a positive integer, a symbol or a size expression, got {brief(value)}")
             ranks[name] = value
             if isinstance(value, str):
                 exprs[name] = parse_size(value, self.location(value_node))
@@ -217,9 +210,9 @@ class _Builder:
         for name, (key, value_node) in self.mapping(node, "symbols").items():
             value = self.value(value_node)
             if not _SYMBOL.match(name):
-                raise SpecError(f"{self.at(key)}: symbols: expected a lower-case symbol name, got {name!r}")
+                raise SpecError(f"{self.at(key)}: symbols: expected a lower-case symbol name, got {brief(name)}")
             if isinstance(value, bool) or not isinstance(value, int):
-                raise SpecError(f"{self.at(value_node)}: symbols.{name}: expected an integer default, got {value!r}")
+                raise SpecError(f"{self.at(value_node)}: symbols.{name}: expected an integer default, got {brief(value)}")
             symbols[name] = value
         return symbols
 
@@ -234,7 +227,7 @@ class _Builder:
             missing = [p for p in parts if p not in self.ranks]
             for part in parts:
                 if not _RANK.match(part):
-                    raise SpecError(f"{self.at(value_node)}: partitions.{parent}: expected rank names in capitals, got {part!r}")
+                    raise SpecError(f"{self.at(value_node)}: partitions.{parent}: expected rank names in capitals, got {brief(part)}")
                 if any(part in other for other in partitions.values()) or part == parent:
                     raise SpecError(f"{self.at(value_node)}: partitions.{parent}: {part} is already part of another partition")
             if len(missing) > 1:
@@ -255,7 +248,7 @@ class _Builder:
         inputs = {}
         for name, (key, value_node) in self.mapping(node, "inputs").items():
             if not _TENSOR.match(name):
-                raise SpecError(f"{self.at(key)}: inputs: expected a tensor name, got {name!r}")
+                raise SpecError(f"{self.at(key)}: inputs: expected a tensor name, got {brief(name)}")
             ranks = tuple(self.string(n, f"inputs.{name}[]") for n in self.sequence(value_node, f"inputs.{name}"))
             for rank in ranks:
                 if rank not in self.ranks:
@@ -276,7 +269,7 @@ class _Builder:
                 except ValueError:
                     value = None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SpecError(f"{self.at(value_node)}: init.{name}: expected a number (or -inf), got {self.value(value_node)!r}")
+                raise SpecError(f"{self.at(value_node)}: init.{name}: expected a number (or -inf), got {brief(self.value(value_node))}")
             init[name] = float(value)
         return init
 

@@ -7,10 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from einsim.errors import EinsimError, SpecError
+from einsim.errors import SpecError, brief, did_you_mean
 from einsim import units
+from einsim.yamlio import read_yaml_file  # also the mapping, model and GPU-mapping readers' import
 from einsim.targets.spec import COMPUTE_KINDS, DATAFLOWS, OP_KINDS, TARGET_KINDS, ComputeUnit, MemoryLevel, Target
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -37,31 +36,13 @@ def load_target(name_or_path: str | Path) -> Target:
     if text in target_names():
         return _load_file(str(PRESET_DIR / f"{text}.yaml"), f"targets/presets/{text}.yaml")
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise SpecError(f"{text}: is a folder, not a target YAML file")
         if not path.is_file():
             raise SpecError(f"{text}: no such target file (presets: {', '.join(target_names())})")
         return _load_file(str(path.resolve()), text)
-    raise SpecError(f"unknown target {text!r}: expected a preset name ({', '.join(target_names())}) or a path to a YAML file")
-
-
-def yaml_error_message(shown: str, error: Exception) -> str:
-    """One line `file:line:column: not valid YAML: problem` for a PyYAML error, whose own str()
-    spans several lines and repeats the resolved path (the CLI prints one line per error)."""
-    mark = getattr(error, "problem_mark", None)
-    where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark is not None else shown
-    problem = getattr(error, "problem", None) or " ".join(str(error).split())
-    return f"{where}: not valid YAML: {problem}"
-
-
-def read_yaml_file(path: str | Path, shown: str, error_type: type[EinsimError] = SpecError) -> Any:
-    """Every einsim YAML spec file (targets, models, mappings) is read here: `yaml.safe_load` only,
-    and an unreadable or malformed file becomes one `error_type` line naming `shown`."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        raise error_type(yaml_error_message(shown, error)) from None
-    except OSError as error:
-        raise error_type(f"{shown}: cannot read: {error.strerror}") from None
+    raise SpecError(f"unknown target {brief(text)}{did_you_mean(text, target_names())}: expected a preset name "
+                    f"({', '.join(target_names())}) or a path to a YAML file")
 
 
 @lru_cache(maxsize=64)
@@ -228,7 +209,7 @@ class _Checker:
 
     def fail(self, path: str, expected: str, got: Any) -> None:
         where = f"{self.source}: {path}: " if path else f"{self.source}: "
-        raise SpecError(f"{where}expected {expected}, got {got!r}")
+        raise SpecError(f"{where}expected {expected}, got {brief(got)}")
 
     def mapping(self, doc: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
         if not isinstance(doc, dict):
@@ -237,7 +218,7 @@ class _Checker:
         for key in doc:
             if key not in required and key not in optional:
                 allowed = ", ".join(required + optional)
-                raise SpecError(f"{self.source}: {prefix}{key}: expected one of the known fields ({allowed}), got unknown field {key!r}")
+                raise SpecError(f"{self.source}: {prefix}{key}: expected one of the known fields ({allowed}), got unknown field {brief(key)}{did_you_mean(key, required + optional)}")
         for key in required:
             if key not in doc:
                 raise SpecError(f"{self.source}: {prefix}{key}: expected this required field, got nothing (missing)")
