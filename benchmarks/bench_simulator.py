@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from einsim.cli.output import render_table, write_csv  # noqa: E402
+from einsim.cli.output import write_csv  # noqa: E402
+from einsim.text import render_table  # noqa: E402
 
 
 def paper_grid() -> int:

@@ -352,7 +352,7 @@ def analyse(rows: list[dict], seeds: int, stream) -> tuple[list[dict], list[dict
 
 
 def print_table(summaries, extra: dict | None = None, stream=None) -> None:
-    from einsim.cli.output import render_table
+    from einsim.text import render_table
 
     headers = ["shape", "configs", "spearman", "retest", "best us", "default us", "sim top-1", "trials to 3% (med/max)",
                "fraction", "guided s", "exhaustive s"]

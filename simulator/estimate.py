@@ -7,6 +7,7 @@ human-readable reasons (what spilled, which unit bounds the latency).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from einsim.jsonio import to_jsonable
 from einsim.problem import Problem
@@ -28,7 +29,9 @@ class EinsumEstimate:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A cascade on a target for a workload and mapping."""
+    """A cascade on a target for a problem and mapping. `print(estimate)` shows the report
+    einsim simulate prints; `to_dict()` is its JSON; `row()` one flat row; `records()` one
+    DataFrame-ready row per Einsum (`pandas.DataFrame(estimate.records())`)."""
 
     cascade: str
     target: str
@@ -51,7 +54,49 @@ class Estimate:
     # the least on-chip bytes the design runs in without spilling (spatial: one array-wide tile
     # of queries, docs/simulator.md §5.1); None where the model does not distinguish it from use
     buffer_needed_bytes: float | None = None
+    # What simulate() records about the cascade, for the report's words: attention (it has the
+    # K/V rank M and the query rank P), whether state live between passes over M grows with M
+    # (None: not analysed, as for a single pass), and every rank's size as simulated.
+    attention: bool = True
+    live_state_grows: bool | None = None
+    rank_sizes: dict[str, int] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        """The documented JSON shape of `einsim simulate --json`."""
-        return to_jsonable(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON shape of `einsim simulate --json` (docs/simulator.md)."""
+        return to_jsonable({f: getattr(self, f) for f in self.__dataclass_fields__})
+
+    def row(self, **keys: Any) -> dict[str, Any]:
+        """The whole estimate as one flat row (`keys` first; utilisation as util_<unit>): the
+        columns of `einsim sweep --out`."""
+        p = self.problem
+        row = dict(keys)
+        row.update(
+            cascade=self.cascade, target=self.target, workload=p.name, batch=p.batch, heads=p.q_heads,
+            kv_heads=p.kv_heads, q_len=p.q_len, kv_len=p.kv_len, head_dim=p.head_dim, passes=self.passes,
+            latency_s=self.latency_s, traffic_bytes=self.traffic_bytes, energy_j=self.energy_j,
+            buffer_bytes=self.buffer_bytes, buffer_capacity_bytes=self.buffer_capacity_bytes, fits=self.fits,
+            bound=self.bound)
+        row.update({f"util_{unit}": value for unit, value in self.utilization.items()})
+        return row
+
+    def records(self) -> list[dict[str, Any]]:
+        """One flat row per Einsum (its unit, pass, traffic, buffer, time, energy and operations
+        as op_<kind>), each carrying the cascade, target and problem, ready for a DataFrame."""
+        p = self.problem
+        rows = []
+        for e in self.per_einsum:
+            row = {"cascade": self.cascade, "target": self.target, "problem": p.label, "einsum": e.einsum,
+                   "pass": e.pass_index, "unit": e.unit, "traffic_bytes": e.traffic_bytes,
+                   "buffer_bytes": e.buffer_bytes, "latency_s": e.latency_s, "energy_j": e.energy_j}
+            row.update({f"op_{kind}": count for kind, count in e.compute_ops.items()})
+            rows.append(row)
+        return rows
+
+    def __str__(self) -> str:
+        from einsim.simulator.report import format_estimate
+
+        return format_estimate(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython/Jupyter show the report, not the dataclass repr."""
+        printer.text(f"Estimate({self.cascade} on {self.target})" if cycle else str(self))

@@ -3,23 +3,32 @@ the GPU model or the spatial-accelerator model, which both return an Estimate.""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from einsim.einsum_cascades.ir import Cascade
-from einsim.errors import ShapeError
 from einsim.einsum_cascades.loader import load_cascade
+from einsim.einsum_cascades.passes import analyze_passes
+from einsim.errors import ConfigError, ShapeError
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import Mapping, load_mapping
 from einsim.problem import Problem
 from einsim.targets.loader import load_target
+from einsim.units import format_bytes
 
 
-def simulate(cascade: Cascade | str | Path, problem: Problem, target: Any, mapping: Any = None) -> Estimate:
-    """Estimate `cascade` (a Cascade, a library name or a YAML path) running `workload` on `target`
+def simulate(cascade: Cascade | str | Path, problem: Problem, target: Any, mapping: Any = None, *,
+             strict: bool = False) -> Estimate:
+    """Estimate `cascade` (a Cascade, a library name or a YAML path) running `problem` on `target`
     (a Target, a preset name or a YAML path) under `mapping` (a Mapping, a dict, a YAML path, or
-    None for the design's defaults). docs/simulator.md gives every formula."""
+    None for the design's defaults). docs/simulator.md gives every formula.
+
+    `strict`: a design that cannot run at all raises ConfigError naming the fix instead of
+    returning an estimate that says so (see check_runs); a spatial design whose live state
+    merely spills still runs (with more traffic) and is returned."""
     cascade = resolve_cascade(cascade)
     target = resolve_target(target)
     check_fixed_ranks(cascade, problem)
@@ -27,10 +36,47 @@ def simulate(cascade: Cascade | str | Path, problem: Problem, target: Any, mappi
     if target.kind == "gpu":
         from einsim.simulator.gpu_cost.estimate import simulate_gpu
 
-        return simulate_gpu(cascade, problem, target, mapping)
-    from einsim.simulator.spatial import simulate_spatial
+        estimate = simulate_gpu(cascade, problem, target, mapping)
+    else:
+        from einsim.simulator.spatial import simulate_spatial
 
-    return simulate_spatial(cascade, problem, target, load_mapping(mapping))
+        estimate = simulate_spatial(cascade, problem, target, load_mapping(mapping))
+    estimate = replace(estimate, **cascade_facts(cascade, problem, estimate.passes))
+    if strict:
+        check_runs(estimate, target.kind, mapping)
+    return estimate
+
+
+def cascade_facts(cascade: Cascade, problem: Problem, passes: int) -> dict[str, Any]:
+    """What an Estimate records about its cascade for the report: attention or not, whether the
+    state live between several passes over M grows with M, every rank's simulated size."""
+    bound = cascade.bind(problem.rank_sizes())
+    grows = _live_state_grows(cascade) if passes > 1 and "M" in cascade.ranks else None
+    return {"attention": {"M", "P"} <= set(cascade.ranks), "live_state_grows": grows,
+            "rank_sizes": {rank: bound[rank] for rank in cascade.ranks}}
+
+
+@lru_cache(maxsize=64)
+def _live_state_grows(cascade: Cascade) -> bool:
+    return any(live.grows_with_rank for live in analyze_passes(cascade, "M").live_across_passes)
+
+
+def check_runs(estimate: Estimate, kind: str, mapping: Any = None) -> None:
+    """ConfigError for a design that cannot run at all, naming the fix: a spatial design whose
+    buffer cannot hold even one query row's state (its latency is undefined), or a GPU kernel
+    whose tiles overflow shared memory or registers (it would not launch)."""
+    where = f"{mapping}: " if isinstance(mapping, (str, Path)) else ""
+    what = f"{where}{estimate.cascade} on {estimate.target}"
+    if kind == "spatial":
+        if not math.isfinite(estimate.latency_s):
+            raise ConfigError(f"{what}: even one query row's resident state does not fit in "
+                              f"{format_bytes(estimate.buffer_capacity_bytes)}; choose smaller "
+                              "key_tile/query_tile/query_block in the mapping, or a target with a larger buffer")
+        return
+    if not estimate.fits or not math.isfinite(estimate.latency_s):
+        need = next((n for n in estimate.notes if n.startswith("does not fit")), "does not fit")
+        raise ConfigError(f"{what}: the kernel cannot launch, it {need.removeprefix('does not fit: ')}; "
+                          "choose smaller block_m, block_n or num_stages in the mapping")
 
 
 # what each workload-bound rank is called on the command line, for error messages

@@ -10,26 +10,9 @@ from typing import Any
 import numpy as np
 
 from einsim.errors import ConfigError
-from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import load_mapping
 from einsim.simulator.simulate import resolve_cascade, resolve_target, simulate
 from einsim.problem import Problem
-
-
-def estimate_row(estimate: Estimate, **keys: Any) -> dict[str, Any]:
-    """One flat CSV row of an Estimate (the grid's columns; utilisation as util_<unit>)."""
-    row = dict(keys)
-    row.update(
-        cascade=estimate.cascade, target=estimate.target, workload=estimate.problem.name,
-        batch=estimate.problem.batch, heads=estimate.problem.q_heads, kv_heads=estimate.problem.kv_heads,
-        q_len=estimate.problem.q_len, kv_len=estimate.problem.kv_len, head_dim=estimate.problem.head_dim,
-        passes=estimate.passes, latency_s=estimate.latency_s, traffic_bytes=estimate.traffic_bytes,
-        energy_j=estimate.energy_j, buffer_bytes=estimate.buffer_bytes,
-        buffer_capacity_bytes=estimate.buffer_capacity_bytes, fits=estimate.fits, bound=estimate.bound,
-    )
-    for unit, value in estimate.utilization.items():
-        row[f"util_{unit}"] = value
-    return row
 
 
 def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str], seq_lens: Sequence[int],
@@ -61,7 +44,7 @@ def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str],
                 raise
             rows.append({"model": model, "seq_len": seq_len, "cascade": cascade, "target": target, "error": str(error)})
             continue
-        rows.append(estimate_row(estimate, model=model, seq_len=seq_len))
+        rows.append(estimate.row(model=model, seq_len=seq_len))
     return rows
 
 

@@ -116,7 +116,7 @@ def test_estimate_is_complete_and_consistent():
     assert est.energy_j == pytest.approx(sum(est.energy_by_component.values()))
     assert est.energy_j > 0 and est.latency_s > H100.launch_overhead_s
     assert sum(row.traffic_bytes for row in est.per_einsum) == pytest.approx(est.traffic_bytes)
-    json = est.to_json()
+    json = est.to_dict()
     assert {"passes", "buffer_bytes", "fits", "traffic_bytes", "latency_s", "energy_j", "utilization", "per_einsum"} <= set(json)
 
 

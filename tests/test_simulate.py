@@ -36,7 +36,7 @@ def test_names_paths_and_objects_give_the_same_estimate(tmp_path):
 def test_gpu_and_spatial_targets_both_return_an_estimate(target):
     estimate = simulate("fusemax", load_model("llama3-8b").problem(4096), target)
     assert estimate.target == target and estimate.latency_s > 0 and estimate.passes == 1
-    assert JSON_KEYS <= set(estimate.to_json())
+    assert JSON_KEYS <= set(estimate.to_dict())
 
 
 def test_the_default_command_runs_and_prints_a_readable_table(capsys):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from einsim.cli.output import print_json, render_table
+from einsim.cli.output import print_json
+from einsim.text import render_table
 from einsim.cli.problem_args import add_problem_arguments, kernel_problem_from_args
 
 

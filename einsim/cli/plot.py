@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.cli.output import render_table
+from einsim.text import render_table
 from einsim.cli.roofline import add_output_arguments, add_target_cascade_arguments, emit
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from einsim.cli.output import print_json, render_table, write_csv
+from einsim.cli.output import print_json, write_csv
+from einsim.text import render_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.cli.output import print_json, render_table
+from einsim.cli.output import print_json
+from einsim.text import render_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
