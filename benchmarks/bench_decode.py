@@ -87,7 +87,15 @@ def dense(problem: Problem, seed: int) -> dict:
             "v": randn(p.batch, p.kv_heads, p.kv_len, p.v_head_dim)}
 
 
-def backends(case: Case, inputs: Inputs):
+PAGED_VARIANTS = {  # --variants: configs of decode-paged timed beside its default
+    "n64-s3": cfg.PagedDecodeConfig(BLOCK_N=64, num_warps=4, num_stages=3),
+    "n128-s2": cfg.PagedDecodeConfig(BLOCK_N=128, num_warps=4, num_stages=2),
+    "n128-w8": cfg.PagedDecodeConfig(BLOCK_N=128, num_warps=8, num_stages=3),
+    "n64-s4": cfg.PagedDecodeConfig(BLOCK_N=64, num_warps=4, num_stages=4),
+}
+
+
+def backends(case: Case, inputs: Inputs, variants: bool = False):
     """(name, note, fn(set) -> out) for every backend that can run the case."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -95,9 +103,14 @@ def backends(case: Case, inputs: Inputs):
     causal = case.q_len > 1
     found = [("einsim-paged", f"page {PAGE_SIZE}",
               lambda s: decode_paged(s["q"], s["k_cache"], s["v_cache"], s["cache_seqlens"],
-                                     s["block_table"], causal=causal)[0]),
-             ("einsim-varlen", "contiguous",
-              lambda s: decode_paged(s["q"], s["k"], s["v"], s["cache_seqlens"], causal=causal)[0])]
+                                     s["block_table"], causal=causal)[0])]
+    for label, config in (PAGED_VARIANTS.items() if variants else ()):
+        found.append((f"einsim-paged-{label}", f"page {PAGE_SIZE}",
+                      lambda s, c=config: decode_paged(s["q"], s["k_cache"], s["v_cache"],
+                                                       s["cache_seqlens"], s["block_table"],
+                                                       causal=causal, config=c)[0]))
+    found.append(("einsim-varlen", "contiguous",
+                  lambda s: decode_paged(s["q"], s["k"], s["v"], s["cache_seqlens"], causal=causal)[0]))
     if uniform:
         found.append(("einsim-splitkv", "dense",
                       lambda s: decode_attention(s["q"], s["k"], s["v"], causal=causal)[0]))
@@ -175,6 +188,8 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", help="write rows here (default $OUT/decode.csv if OUT is set)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="three cases only")
+    parser.add_argument("--variants", action="store_true", help="also time decode-paged configs")
+    parser.add_argument("--cases", help="comma-separated case labels to run (default: all)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_decode: needs a CUDA GPU", file=sys.stderr)
@@ -186,7 +201,10 @@ def main(argv=None) -> int:
     path = args.csv or (os.path.join(os.environ["OUT"], "decode.csv") if os.environ.get("OUT") else None)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(" ".join(f"{h:>13}" for h in header))
-    for case in cases(args.quick):
+    chosen = cases(args.quick)
+    if args.cases:
+        chosen = [c for c in chosen if c.label in args.cases.split(",")]
+    for case in chosen:
         try:
             per_copy = sum(case.lengths) * KV_HEADS * HEAD_DIM * 2 * 2
             copies = max(1, min(16, math.ceil(4 * l2 / per_copy)))
@@ -196,7 +214,7 @@ def main(argv=None) -> int:
             continue
         measured = {}
         runnable = []
-        for name, note, fn in backends(case, inputs):
+        for name, note, fn in backends(case, inputs, args.variants):
             try:
                 error = check(name, fn, inputs, case)
                 graph = make_graph(fn, inputs.sets)

@@ -154,6 +154,7 @@ def main(argv=None) -> int:
         except Exception as error:  # a backend that cannot run this shape: say so, go on
             print(f"  {row}/{backend} skipped: {type(error).__name__}: {str(error).splitlines()[0][:160]}")
             continue
+        print(f"  {row:18s}{backend:12s}{us:8.1f} us", flush=True)  # seen even if killed later
         results.append((row, backend, us))
     direct = [plan.launch.fast for cache in launch.PLAN_CACHES.values()
               for plan in cache._plans.values() if getattr(plan, "launch", None) is not None]

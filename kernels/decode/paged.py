@@ -58,15 +58,77 @@ def _pick(offs_b, b, values):
 
 @triton.jit
 def _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
-                 stride_page, stride_row, PAGED: tl.constexpr):
+                 stride_page, stride_row, PAGED: tl.constexpr, ALIGNED: tl.constexpr):
     """Element offsets of keys `cols` of sequence b: through the block table when paged (page
-    = table[b, j // page_size], row j % page_size), else batch b, row j."""
+    = table[b, j // page_size], row j % page_size), else batch b, row j. ALIGNED: every key row
+    starts at a multiple of 16 elements (checked on the host), which lets the loads vectorise
+    (the compiler cannot see it through a table lookup)."""
     if PAGED:
         page = tl.load(BlockTable + b * stride_tb + (cols // page_size) * stride_tp,
                        mask=col_ok, other=0).to(tl.int64)
-        return page * stride_page + (cols % page_size).to(tl.int64) * stride_row
+        rows = page * stride_page + (cols % page_size).to(tl.int64) * stride_row
     else:
-        return b.to(tl.int64) * stride_page + cols.to(tl.int64) * stride_row
+        rows = b.to(tl.int64) * stride_page + cols.to(tl.int64) * stride_row
+    if ALIGNED:
+        rows = tl.multiple_of(rows, 16)
+    return rows
+
+
+@triton.jit
+def _paged_tiles(m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, lo, hi, len_b, position, row_ok,
+                 stride_kp, stride_kr, stride_kh, stride_kd, stride_vp, stride_vr, stride_vh,
+                 stride_vd, stride_tb, stride_tp, page_size, head_dim, v_head_dim, scale_log2,
+                 MASKED: tl.constexpr, PAGED: tl.constexpr, ALIGNED: tl.constexpr,
+                 IS_CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """Key tiles [lo, hi) of one segment through the online softmax. Unmasked tiles (every key
+    of the tile visible to every row) load and compute without predicates."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for tile in tl.range(lo, hi):
+        cols = tile * BLOCK_N + offs_n
+        col_ok = cols < len_b
+        k_rows = _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
+                              stride_kp, stride_kr, PAGED, ALIGNED)
+        v_rows = _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
+                              stride_vp, stride_vr, PAGED, ALIGNED)
+        k_ptrs = K + kv_head * stride_kh + k_rows[None, :] + offs_d[:, None] * stride_kd
+        v_ptrs = V + kv_head * stride_vh + v_rows[:, None] + offs_dv[None, :] * stride_vd
+        if MASKED:
+            kt = tl.load(k_ptrs, mask=col_ok[None, :] & (offs_d[:, None] < head_dim), other=0.0)
+            v = tl.load(v_ptrs, mask=col_ok[:, None] & (offs_dv[None, :] < v_head_dim), other=0.0)
+        elif EVEN_D:
+            kt = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            kt = tl.load(k_ptrs, mask=offs_d[:, None] < head_dim, other=0.0)
+            v = tl.load(v_ptrs, mask=offs_dv[None, :] < v_head_dim, other=0.0)
+        if DOT_FP32:
+            qk = tl.dot(q, kt.to(tl.float32))
+        else:
+            qk = tl.dot(q, kt)
+        qk = qk * scale_log2
+        if MASKED:
+            visible = col_ok[None, :] & row_ok[:, None]
+            if IS_CAUSAL:
+                visible = visible & (cols[None, :] <= position[:, None])
+            qk = tl.where(visible, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = m_new
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(qk - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if DOT_FP32:
+            acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc)
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+    return m_i, l_i, acc
 
 
 @triton.jit
@@ -78,9 +140,9 @@ def _paged_split(
     stride_tb, stride_tp,
     batch, kv_heads, group, q_len, rows_total, row_tiles, head_dim, v_head_dim,
     page_size, capacity, num_programs, scale_log2,
-    PAGED: tl.constexpr, IS_CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    BLOCK_B: tl.constexpr, MIN_TILES: tl.constexpr,
+    PAGED: tl.constexpr, ALIGNED: tl.constexpr, IS_CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr, BLOCK_B: tl.constexpr, MIN_TILES: tl.constexpr,
 ):
     pid = tl.program_id(0)
     kv_segments = kv_heads * row_tiles
@@ -90,7 +152,6 @@ def _paged_split(
     end = tl.minimum(start + chunk, total)
     end = tl.where(pid < programs, end, start)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     while start < end:
@@ -102,6 +163,7 @@ def _paged_split(
         segment = (start - first_unit) // tiles_b
         first_tile = start - first_unit - segment * tiles_b
         stop = tl.minimum(end, first_unit + (segment + 1) * tiles_b)
+        last_tile = first_tile + (stop - start)
         kv_head = segment // row_tiles
         rows = (segment - kv_head * row_tiles) * BLOCK_M + offs_m
         row_ok = rows < rows_total
@@ -113,39 +175,23 @@ def _paged_split(
                     mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
         if DOT_FP32:
             q = q.to(tl.float32)
+        # Tiles below `full` are visible to every row: no masks there.
+        visible_to_all = len_b - q_len + 1 if IS_CAUSAL else len_b
+        full = tl.minimum(tl.maximum(visible_to_all, 0) // BLOCK_N, last_tile)
+        full = tl.maximum(full, first_tile)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
-        for tile in tl.range(first_tile, first_tile + (stop - start)):
-            cols = tile * BLOCK_N + offs_n
-            col_ok = cols < len_b
-            k_rows = _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
-                                  stride_kp, stride_kr, PAGED)
-            kt = tl.load(K + kv_head * stride_kh + k_rows[None, :] + offs_d[:, None] * stride_kd,
-                         mask=col_ok[None, :] & (offs_d[:, None] < head_dim), other=0.0)
-            if DOT_FP32:
-                qk = tl.dot(q, kt.to(tl.float32))
-            else:
-                qk = tl.dot(q, kt)
-            visible = col_ok[None, :] & row_ok[:, None]
-            if IS_CAUSAL:
-                visible = visible & (cols[None, :] <= position[:, None])
-            qk = tl.where(visible, qk * scale_log2, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp2(m_i - m_safe)
-            p = tl.exp2(qk - m_safe[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v_rows = _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
-                                  stride_vp, stride_vr, PAGED)
-            v = tl.load(V + kv_head * stride_vh + v_rows[:, None] + offs_dv[None, :] * stride_vd,
-                        mask=col_ok[:, None] & (offs_dv[None, :] < v_head_dim), other=0.0)
-            acc = acc * alpha[:, None]
-            if DOT_FP32:
-                acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc)
-            else:
-                acc = tl.dot(p.to(v.dtype), v, acc)
-            m_i = m_new
+        m_i, l_i, acc = _paged_tiles(
+            m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, first_tile, full, len_b, position,
+            row_ok, stride_kp, stride_kr, stride_kh, stride_kd, stride_vp, stride_vr, stride_vh,
+            stride_vd, stride_tb, stride_tp, page_size, head_dim, v_head_dim, scale_log2,
+            False, PAGED, ALIGNED, IS_CAUSAL, DOT_FP32, EVEN_D, BLOCK_N, BLOCK_D, BLOCK_DV)
+        m_i, l_i, acc = _paged_tiles(
+            m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, full, last_tile, len_b, position,
+            row_ok, stride_kp, stride_kr, stride_kh, stride_kd, stride_vp, stride_vr, stride_vh,
+            stride_vd, stride_tb, stride_tp, page_size, head_dim, v_head_dim, scale_log2,
+            True, PAGED, ALIGNED, IS_CAUSAL, DOT_FP32, EVEN_D, BLOCK_N, BLOCK_D, BLOCK_DV)
         slot = (b * kv_segments + segment + pid).to(tl.int64)
         tl.store(PM + slot * BLOCK_M + offs_m, m_i)
         tl.store(PL + slot * BLOCK_M + offs_m, l_i)
@@ -238,13 +284,20 @@ def _make_launches(plan, q, k_cache, v_cache, table, out, split_args, merge_args
     sizes = (problem.batch, problem.kv_heads, problem.group_size, problem.q_len, plan.rows,
              plan.row_tiles)
     block_b = max(16, triton.next_power_of_2(problem.batch))
+    k_strides = cache_strides(k_cache, plan.paged)
+    v_strides = cache_strides(v_cache, plan.paged)
+    aligned = (all(s % 16 == 0 for s in k_strides[:3] + v_strides[:3])
+               and k_strides[3] == 1 and v_strides[3] == 1
+               and k_cache.data_ptr() % 16 == 0 and v_cache.data_ptr() % 16 == 0)
+    block_d = padded_head_dim(problem.head_dim)
+    even_d = problem.head_dim == block_d and problem.v_head_dim == plan.block_dv
     split = TritonLaunch(
         _paged_split, (plan.programs,), *split_args, *q.stride(),
-        *cache_strides(k_cache, plan.paged), *cache_strides(v_cache, plan.paged), *table_strides,
+        *k_strides, *v_strides, *table_strides,
         *sizes, problem.head_dim, problem.v_head_dim, plan.page_size, plan.capacity,
         plan.programs, scale * LOG2_E,
-        PAGED=plan.paged, IS_CAUSAL=problem.causal, DOT_FP32=plan.dot_fp32,
-        BLOCK_M=plan.block_m, BLOCK_N=config.BLOCK_N, BLOCK_D=padded_head_dim(problem.head_dim),
+        PAGED=plan.paged, ALIGNED=aligned, IS_CAUSAL=problem.causal, DOT_FP32=plan.dot_fp32,
+        EVEN_D=even_d, BLOCK_M=plan.block_m, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
         BLOCK_DV=plan.block_dv, BLOCK_B=block_b, MIN_TILES=MIN_TILES_PER_SPLIT,
         num_warps=config.num_warps, num_stages=config.num_stages)
     merge = TritonLaunch(
