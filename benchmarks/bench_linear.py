@@ -52,7 +52,12 @@ CHECK_HEADS = 2
 CHECK_MAX_LENGTH = 16384
 TOLERANCE = 2e-2  # ‖out − ref‖ / ‖ref‖ for bf16 operands with fp32 accumulation
 DEADLINE = [float("inf")]
+STARTED = time.time()
 DEVICE = ["cuda"]  # --device cpu: a smoke run in Triton's interpreter (TRITON_INTERPRET=1), tiny shapes
+
+
+def elapsed() -> float:
+    return time.time() - STARTED
 
 
 def synchronize() -> None:
@@ -237,8 +242,8 @@ def check_case(case: Case, rows: list[dict], decays: tuple[str, ...]) -> None:
         for row in found:
             rows.append(row)
             print(f"  check {row['what']:12s} {row['backend']:26s} N={case.length:6d} "
-                  f"error={row.get('error', float('nan')):.2e} {'ok' if row['ok'] else 'FAIL ' + row.get('failure', '')}",
-                  flush=True)
+                  f"error={row.get('error', float('nan')):.2e} {'ok' if row['ok'] else 'FAIL ' + row.get('failure', '')}"
+                  f"  [t={elapsed():.0f}s]", flush=True)
         empty_cache()
 
 
@@ -309,7 +314,8 @@ def time_case(case: Case, rows: list[dict], names: list[str]) -> None:
             shown = f"{row['ms']:8.3f} ms {row['tflops']:6.1f} TFLOP/s" if "ms" in row else "FAILED " + row["failure"]
             if "error_vs_ours" in row:
                 shown += f"  ‖fla − ours‖/‖ours‖ = {row['error_vs_ours']:.2e}"
-            print(f"  {direction} {name:26s} N={case.length:6d} B={case.batch:3d} {shown}", flush=True)
+            print(f"  {direction} {name:26s} N={case.length:6d} B={case.batch:3d} {shown}  [t={elapsed():.0f}s]",
+                  flush=True)
             empty_cache()
 
 
@@ -365,14 +371,14 @@ def sweep(case: Case, rows: list[dict], direction: str) -> None:
     problem = case.problem
     if direction == "fwd":
         base = default_config(problem)
-        grid = [LinearConfig(CHUNK=c, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=st)
-                for s in sorted({1024, 4096, base.SEGMENT}) for c, b in ((64, 64), (64, 128), (128, 64))
-                for w in (4, 8) for st in (2, 3)]
+        grid = [LinearConfig(CHUNK=64, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=2)
+                for w in (8, 4) for b in (64, 128) for s in dict.fromkeys((base.SEGMENT, 1024, 8192))]
+        grid += [LinearConfig(CHUNK=c, BLOCK_C=64, SEGMENT=base.SEGMENT, num_warps=w, num_stages=st)
+                 for c, w, st in ((32, 4, 2), (128, 8, 2), (64, 4, 3), (64, 8, 3))]
     else:
         base = backward_default_config(problem)
-        grid = [LinearBackwardConfig(CHUNK=c, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=2, store_states=store)
-                for s in sorted({1024, 4096, base.SEGMENT}) for c, b in ((64, 64), (64, 128))
-                for w in (4, 8) for store in (True, False)]
+        grid = [LinearBackwardConfig(CHUNK=64, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=2, store_states=True)
+                for w in (8, 4) for b in (64, 128) for s in dict.fromkeys((base.SEGMENT, 1024))]
     best = None
     for config in grid:
         if time.time() > DEADLINE[0]:
@@ -399,7 +405,7 @@ def sweep(case: Case, rows: list[dict], direction: str) -> None:
             row["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
         rows.append(row)
         print(f"  sweep {direction} N={case.length:6d} {row.get('ms', float('nan')):8.3f} ms {config}"
-              + (f" FAILED {row['failure']}" if "failure" in row else ""), flush=True)
+              + (f" FAILED {row['failure']}" if "failure" in row else "") + f"  [t={elapsed():.0f}s]", flush=True)
     if best is not None:
         print(f"  best {direction} N={case.length}: {best['ms']:.3f} ms {best['config']}", flush=True)
 

@@ -60,6 +60,9 @@ FORWARD_CASES = {
                           LinearConfig(CHUNK=32, BLOCK_C=64, SEGMENT=64)),
     "segments-short-tail": (1, 1, 1, 67, 32, 32, "fp16", False, None, LinearConfig(CHUNK=16, SEGMENT=32,
                                                                                    BLOCK_C=32)),
+    # slope 6 per token: g^j leaves fp32's range inside a chunk, so the walk takes its
+    # element-by-element decay instead of the separable one
+    "steep-decay": (1, 2, 2, 40, 16, 16, "fp16", "steep", None, LinearConfig(CHUNK=16, BLOCK_C=16, SEGMENT=16)),
 }
 
 
@@ -67,7 +70,10 @@ FORWARD_CASES = {
 def test_forward_and_final_state_equal_the_oracle(case):
     batch, q_heads, kv_heads, length, d, dv, dtype, decay, feature_map, config = FORWARD_CASES[case]
     q, k, v = make_inputs(batch, q_heads, kv_heads, length, d, dv, dtype, seed=length)
-    decay = slopes(q_heads) if decay else None
+    if decay == "steep":
+        decay = torch.tensor([6.0, 0.05], device=DEVICE)
+    else:
+        decay = slopes(q_heads) if decay else None
     initial = torch.randn(batch, q_heads, d, dv, generator=torch.Generator().manual_seed(1)).to(DEVICE)
     out, final, _ = linear_forward(q, k, v, decay=decay, feature_map=feature_map, initial_state=initial,
                                    output_final_state=True, config=config)

@@ -114,15 +114,20 @@ def _chunk_walk(
     else:
         state = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
     rate = 0.0
+    separable = False
     if HAS_DECAY:
         rate = tl.load(Slope + head).to(tl.float32) * 1.4426950408889634  # log2 units per token
-    if REVERSE:
-        keep = local[None, :] >= local[:, None]
-    else:
-        keep = local[None, :] <= local[:, None]
-    if HAS_DECAY:
-        # g^|i-j| on the kept triangle, 0 elsewhere: the same for every chunk of the walk
-        weights = tl.where(keep, tl.math.exp2(-rate * tl.abs(local[:, None] - local[None, :]).to(tl.float32)), 0.0)
+        # g^(i-j) (g^(j-i) reversed) = row_scale[i] * column_scale[j]: two vectors instead of an
+        # exponential per score, while the column scale stays far from fp32's range (2^100)
+        position = local.to(tl.float32)
+        growing = tl.math.exp2(tl.minimum(rate * position, 126.0))  # clamped: unused when not separable
+        if REVERSE:
+            row_scale = growing
+            column_scale = tl.math.exp2(-rate * position)
+        else:
+            row_scale = tl.math.exp2(-rate * position)
+            column_scale = growing
+        separable = rate * CHUNK < 100.0
 
     chunks = tl.cdiv(length, CHUNK)
     first = segment * segment_chunks
@@ -136,24 +141,39 @@ def _chunk_walk(
         rows = start + local
         valid = rows < length
         span = tl.minimum(length - start, CHUNK)  # tokens in this chunk (the tail may be short)
-        a = _load_rows(A, base_a, rows, length, cols_ab, dim_ab, stride_an, stride_ad, FEATURE_A, scale_a)
-        b = _load_rows(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B, scale_b)
-        c = _operand(_load_rows(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, 1.0),
-                     IO_DTYPE, DOT_FP32)
-        scores = tl.dot(_operand(a, IO_DTYPE, DOT_FP32), tl.trans(_operand(b, IO_DTYPE, DOT_FP32)))
+        a = _operand(_load_rows(A, base_a, rows, length, cols_ab, dim_ab, stride_an, stride_ad, FEATURE_A,
+                                scale_a), IO_DTYPE, DOT_FP32)
+        b = _operand(_load_rows(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B,
+                                scale_b), IO_DTYPE, DOT_FP32)
+        c = _load_rows(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, 1.0)
+        scores = tl.dot(a, tl.trans(b))
+        if REVERSE:
+            keep = local[None, :] >= local[:, None]
+        else:
+            keep = local[None, :] <= local[:, None]
+        inter = tl.dot(a, _operand(state, IO_DTYPE, DOT_FP32))  # the earlier chunks, through the state
         if HAS_DECAY:
-            scores = scores * weights
-            # the state enters row i decayed by its distance from the chunk's start (end, reversed)
-            if REVERSE:
-                lead = span - 1 - local
+            if separable:
+                scores = tl.where(keep, scores * row_scale[:, None] * column_scale[None, :], 0.0)
             else:
-                lead = local + 1
-            lead = tl.where(valid, lead, 0).to(tl.float32)
-            a = a * tl.math.exp2(-rate * lead)[:, None]
+                distance = tl.abs(local[:, None] - local[None, :]).to(tl.float32)
+                scores = tl.where(keep, scores * tl.math.exp2(-rate * distance), 0.0)
+            # the state reaches row i decayed by i + 1 steps (reversed: by its distance to the end)
+            if REVERSE:
+                lead = tl.where(valid, span - 1 - local, 0).to(tl.float32)
+                tail = position + 1.0
+            else:
+                lead = position + 1.0
+                tail = tl.where(valid, span - 1 - local, 0).to(tl.float32)
+            inter = inter * tl.math.exp2(-rate * lead)[:, None]
+            # row j enters the next state decayed by its distance to the chunk's end (start, reversed)
+            c_update = _operand(c * tl.math.exp2(-rate * tail)[:, None], IO_DTYPE, DOT_FP32)
+            state = state * tl.math.exp2(-rate * span.to(tl.float32))
         else:
             scores = tl.where(keep, scores, 0.0)
-        out = tl.dot(_operand(scores, IO_DTYPE, DOT_FP32), c)
-        out = tl.dot(_operand(a, IO_DTYPE, DOT_FP32), _operand(state, IO_DTYPE, DOT_FP32), out)
+            c_update = _operand(c, IO_DTYPE, DOT_FP32)
+        c = _operand(c, IO_DTYPE, DOT_FP32)
+        out = tl.dot(_operand(scores, IO_DTYPE, DOT_FP32), c, inter)
         out_mask = valid[:, None] & (cols_c[None, :] < dim_c)
         if FEATURE_GRAD:
             # the walk computed the gradient of phi(X); chain rule through elu(x) + 1
@@ -162,15 +182,7 @@ def _chunk_walk(
             out = out * tl.where(x > 0, 1.0, tl.exp(tl.minimum(x, 0.0)))
         tl.store(Out + base_o + rows[:, None] * stride_on + cols_c[None, :] * stride_od,
                  out.to(Out.dtype.element_ty), mask=out_mask)
-        if HAS_DECAY:
-            if REVERSE:
-                tail = local + 1
-            else:
-                tail = span - 1 - local
-            tail = tl.where(valid, tail, 0).to(tl.float32)
-            b = b * tl.math.exp2(-rate * tail)[:, None]
-            state = state * tl.math.exp2(-rate * span.to(tl.float32))
-        state = tl.dot(tl.trans(_operand(b, IO_DTYPE, DOT_FP32)), c, state)
+        state = tl.dot(tl.trans(b), c_update, state)
 
     if STORE_STATE:
         final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
@@ -219,7 +231,7 @@ def _segment_sums(
             else:
                 age = segment_end - 1 - rows
             age = tl.where(rows < length, age, 0).to(tl.float32)
-            b = b * tl.math.exp2(-rate * age)[:, None]
+            c = c * tl.math.exp2(-rate * age)[:, None]
         total = tl.dot(tl.trans(_operand(b, IO_DTYPE, DOT_FP32)), _operand(c, IO_DTYPE, DOT_FP32), total)
     out = Sums + batch * stride_sb + head.to(tl.int64) * stride_sh + segment.to(tl.int64) * stride_ss
     tl.store(out + cols_ab[:, None] * stride_sr + cols_c[None, :] * stride_sc, total,
