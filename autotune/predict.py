@@ -66,12 +66,32 @@ def device_limits_for(target: Any, dtype: str = "bf16") -> DeviceLimits:
                         max_threads_per_sm=roofs.max_threads_per_sm, l2_bytes=int(roofs.l2_bytes))
 
 
+def is_compiled(spec: KernelSpec) -> bool:
+    """A kernel the cascade compiler made (einsim.kernels.compile): `cascade:<name>:<hash>-fwd|-bwd`."""
+    return spec.name.startswith("cascade:")
+
+
+def style_of(spec: KernelSpec) -> str:
+    # compiled cascades run the loops of the hand-written fused kernels (kernels/compiler/template.py)
+    return "einsim" if is_compiled(spec) else STYLES[spec.name]
+
+
+def kernel_cascade(spec: KernelSpec, name: str):
+    """The Cascade a kernel runs: a compiled kernel's own (it may come from no file), else the
+    library's or the file's by name."""
+    if is_compiled(spec):
+        from einsim.kernels.compiler.registry import compiled_kernel
+
+        return compiled_kernel(spec.name).cascade
+    return load_cascade(name)
+
+
 def kernel_mapping(spec: KernelSpec, config: Any, problem: Problem,
                    limits: DeviceLimits | None = None) -> tuple[str, GpuMapping, str]:
     """(cascade name, mapping, direction) that stand for `config` of the kernel `spec`."""
     smem = int(spec.shared_memory_bytes(config, problem))
-    common = dict(kernel_style=STYLES[spec.name], num_warps=config.num_warps, num_stages=config.num_stages, smem_bytes=smem)
-    if spec.name == "attention-bwd":
+    common = dict(kernel_style=style_of(spec), num_warps=config.num_warps, num_stages=config.num_stages, smem_bytes=smem)
+    if spec.name == "attention-bwd" or (is_compiled(spec) and spec.direction == "backward"):
         dq = "atomic" if config.dq_atomic else ("one_launch" if config.one_launch else "separate")
         return spec.cascade, GpuMapping(dkdv_block_m=config.BLOCK_M, dkdv_block_n=config.BLOCK_N,
                                         dq_block_m=config.BLOCK_M_DQ, dq_block_n=config.BLOCK_N_DQ, dq=dq,
@@ -105,7 +125,7 @@ def predict_kernel(kernel_name: str, config: Any, problem: Problem, target: Any)
     if reasons:
         return KernelPrediction(kernel_name, cfg, math.inf, False, reasons)
     cascade, mapping, direction = kernel_mapping(spec, config, problem, limits)
-    cost = kernel_cost(load_cascade(cascade), problem, target, mapping, direction)
+    cost = kernel_cost(kernel_cascade(spec, cascade), problem, target, mapping, direction)
     flops = spec.flops(problem) if spec.flops else problem.forward_flops()
     if not cost.fits:
         return KernelPrediction(kernel_name, cfg, math.inf, False, cost.reasons, cost.smem_bytes,

@@ -425,3 +425,18 @@ def test_generated_kernels_pass_tritons_compiler_front_end(tmp_path):
         pytest.skip("Triton's compiler is not importable here")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("front end ok") == 4
+
+
+def test_autotune_a_cascade_with_the_simulator(tmp_path, capsys):
+    """`einsim autotune --cascade`: the compiled kernel's configs ranked by the one GPU cost model
+    (a dry run: no GPU), the study named by the cascade's content."""
+    from einsim.cli import main
+
+    args = ["autotune", "--cascade", "attention-causal", "--shape", "1,16,4k,128", "--dry-run",
+            "--trials", "2", "--no-progress", "--storage", f"sqlite:///{tmp_path / 'tune.db'}"]
+    assert main(args) == 0
+    report = capsys.readouterr().out
+    assert "cascade:attention-causal:" in report and "2 trials" in report
+    assert main(args[:6] + ["--backward", "--trials", "1", "--no-progress", "--storage",
+                             f"sqlite:///{tmp_path / 'tune.db'}"]) == 0
+    assert "-bwd on" in capsys.readouterr().out
