@@ -158,8 +158,14 @@ einsums:
 
 
 VARIANTS = {
-    # 5·tanh(QK/10) written through the sigmoid (tanh(x) = 2σ(2x) - 1)
-    "softcap": (variant("softcap", "S[b,h,m1,m0,p] = 10 * sigmoid(QK[b,h,m1,m0,p] / 5) - 5"), {}),
+    # Gemma-2's soft-capping, at a cap small enough to bite at these scores
+    "softcap": (variant("softcap", "S[b,h,m1,m0,p] = 2 * tanh(QK[b,h,m1,m0,p] / 2)"), {}),
+    # ALiBi with its causal mask: a coordinate-valued distance times a per-head slope
+    "alibi": (variant("alibi", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] - SLOPE[h] * (p + M - P - m)",
+                      inputs=", SLOPE: [H]", filters="m <= p + M - P"), {"SLOPE": ("H",)}),
+    # StreamingLLM: 2 sink keys and a causal window of 10: two tile ranges per query tile
+    "sinks-window": (variant("sinks", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
+                             filters="m <= p + M - P and (m < 2 or m >= p + M - P - 9)"), {}),
     "relative-bias": (variant("relative-bias", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] + BIAS[h,p,m1,m0]",
                               inputs=", BIAS: [H, P, M]"), {"BIAS": ("H", "P", "M")}),
     "per-head-temperature": (variant("temperature", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] * TEMP[h]",
@@ -221,7 +227,7 @@ def test_masks_choose_tile_ranges_or_a_block_mask():
 
 def test_variant_source_shows_the_score_and_its_derivative():
     f = compile_cascade(parse_cascade(VARIANTS["softcap"][0], source="<softcap>"))
-    assert "lib.sigmoid((qk / 5))" in f.source
+    assert "lib.tanh((qk / 2))" in f.source
     assert "def score_grad" in f.source and "GRAD_IS_CONST = tl.constexpr(False)" in f.source
     identity = compile_cascade("attention-causal")
     assert "SCORE_IS_QK = tl.constexpr(True)" in identity.source
@@ -324,9 +330,9 @@ def test_kernels_compile_command_reports_and_shows_the_source(capsys):
     assert "cannot compile cascade 'ffn'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["relative-bias", "per-head-temperature"])
+@pytest.mark.parametrize("case", ["relative-bias", "alibi"])
 def test_gradients_of_float_extra_inputs_equal_the_executor(case):
-    """dL/dBIAS ([H, P, M], summed over the batch) and dL/dTEMP ([H], summed over the tile):
+    """dL/dBIAS ([H, P, M], summed over the batch) and dL/dSLOPE ([H], summed over the tile):
     the executor's central difference along a random direction of the input."""
     text, extras = VARIANTS[case]
     cascade = parse_cascade(text, source=f"<{case}>")
