@@ -87,11 +87,53 @@ def _window_mods(left):
     return mods
 
 
+CASCADES = Path(__file__).resolve().parent / "cascades"
+
+
+def _library_or_copy(name: str) -> str:
+    """The library's cascade when it has one by this name, else the benchmark's copy."""
+    return name if name in library_names() else str(CASCADES / f"{name}.yaml")
+
+
+def _softcap_mods(cap: float):
+    def mods(extras, n):
+        def score(s, b, h, q_idx, kv_idx):
+            return cap * torch.tanh(s / cap)
+        return score, None
+    return mods
+
+
+def _alibi_extras(problem, generator):
+    # the ALiBi paper's slopes: 2^(-8 h / H) for h = 1..H
+    heads = problem.q_heads
+    exponents = torch.arange(1, heads + 1, dtype=torch.float32, device=DEVICE) * (-8.0 / heads)
+    return {"SLOPE": torch.pow(2.0, exponents)}
+
+
+def _alibi_mods(extras, n):
+    slopes = extras["SLOPE"]
+
+    def score(s, b, h, q_idx, kv_idx):
+        return s - slopes[h] * (q_idx - kv_idx)
+    return score, _causal
+
+
+def _sinks_mods(sinks: int, window: int):
+    def mods(extras, n):
+        def mask(b, h, q_idx, kv_idx):
+            return (kv_idx <= q_idx) & ((kv_idx < sinks) | (kv_idx >= q_idx - (window - 1)))
+        return None, mask
+    return mods
+
+
 VARIANTS = [
     Variant("full", "fusemax", _no_mods, plain=(False, None)),
     Variant("causal", "attention-causal", _causal_mods, plain=(True, None)),
     Variant("window-256", "attention-window", _window_mods(255),
             symbols={"window_left": 255, "window_right": 0}, plain=(False, (255, 0))),
+    Variant("softcap", _library_or_copy("softcap"), _softcap_mods(50.0)),
+    Variant("alibi", _library_or_copy("alibi"), _alibi_mods, extras=_alibi_extras),
+    Variant("sinks-window", _library_or_copy("sinks-window"), _sinks_mods(4, 256)),
 ]
 
 
