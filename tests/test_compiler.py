@@ -172,6 +172,14 @@ VARIANTS = {
                                      inputs=", TEMP: [H]"), {"TEMP": ("H",)}),
     "late-start-causal": (variant("late-start", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
                                   filters="m <= p + M - P and m >= 3 and p >= 2"), {}),
+    # 2-D neighbourhood attention (NATTEN): tokens on a 6-wide grid, each sees a 3 x 3 window
+    "natten-2d": (variant("natten", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
+                          filters="abs(floor(p / grid) - floor(m / grid)) <= radius and "
+                                  "abs(mod(p, grid) - mod(m, grid)) <= radius",
+                          symbols=", grid: 6, radius: 1"), {}),
+    # prefix-LM: a 5-token prefix seen by every query, causal after it (two ranges that merge)
+    "prefix-lm": (variant("prefix-lm", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
+                          filters="m <= p + M - P or m < 5"), {}),
     # not affine in m: tiles are skipped by a block mask built from the element mask
     "band-block-mask": (variant("band", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
                                 filters="abs(m - p - M + P) <= 26 and 2 * m <= p + M - P + 50"), {}),
@@ -446,3 +454,33 @@ def test_autotune_a_cascade_with_the_simulator(tmp_path, capsys):
     assert main(args[:6] + ["--backward", "--trials", "1", "--no-progress", "--storage",
                              f"sqlite:///{tmp_path / 'tune.db'}"]) == 0
     assert "-bwd on" in capsys.readouterr().out
+
+
+def _library_softmax_cascades() -> list[str]:
+    from einsim.einsum_cascades import library_names
+
+    found = []
+    for name in library_names():
+        try:
+            compile_cascade(name)
+        except ConfigError:
+            continue
+        found.append(name)
+    return found
+
+
+@pytest.mark.parametrize("name", _library_softmax_cascades())
+def test_every_library_softmax_cascade_compiles_to_the_executors_function(name):
+    """Whatever softmax-attention cascades the library holds (the notation stream adds
+    variants): compiled, on an odd shape with random extra inputs, equal to the executor."""
+    from einsim.kernels.compiler.registry import example_tensors
+    from einsim.problem import Problem
+
+    f = compile_cascade(name)
+    roles = f.form.roles
+    heads, kv_heads = (4, 2) if roles.kv_head != roles.head else (2, 2)
+    q, k, v = make_qkv(1, heads, kv_heads, 29, 37, 32)
+    problem = Problem(batch=1, q_heads=heads, kv_heads=kv_heads, q_len=29, kv_len=37, head_dim=32)
+    extras = example_tensors(f, problem, DEVICE, seed=2)
+    out = f(q, k, v, config=SMALL, **extras)
+    assert_close(out, executor_attention(name, q, k, v, **extras), torch.float16)
