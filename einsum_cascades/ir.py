@@ -181,14 +181,17 @@ def map_operations(expr: Expr) -> tuple[str, ...]:
     """The operations a map applies at each point, e.g. exp(QK - GM) -> ("sub", "exp").
 
     A part that reads no tensor and no coordinate (`M - P`, `1 / sqrt(E)`) is a constant,
-    computed once, and counts nothing.
+    computed once, and counts nothing; so dividing by one is multiplying by its reciprocal:
+    `QK / 15` counts a "mul", exactly as `QK * 0.0667` does.
     """
     ops: list[str] = []
 
     def visit(node) -> None:
         if is_constant(node):
             return
-        if isinstance(node, Binary):
+        if isinstance(node, Binary) and node.op == "/" and is_constant(node.right):
+            ops.append("mul")
+        elif isinstance(node, Binary):
             ops.append(_BINARY_OPS[node.op])
         elif isinstance(node, Unary):
             ops.append("sub")

@@ -66,3 +66,13 @@ def test_sigmoid_costs_an_exp_an_add_and_a_divide_on_the_array_that_can_divide(t
     # write per PE-cycle: up to 10 % when the exp takes 6 MAC cycles of a 1D PE) and buffer accesses
     assert points * per_point <= sc.energy_j <= 1.12 * points * per_point
     assert capped.latency_s > plain.latency_s
+
+
+@pytest.mark.parametrize("target", ["fusemax-cloud", "h100-sxm"])
+def test_binding_follows_the_operation_not_its_spelling(target):
+    # a soft cap's division by a constant is a multiply by its reciprocal
+    divided = simulate(parse_cascade(_softcap("QKR[b,h,m1,m0,p] / 15")), SCORE, target)
+    multiplied = simulate(parse_cascade(_softcap("QKR[b,h,m1,m0,p] * 0.0666666667")), SCORE, target)
+    rows = [{e.einsum: e for e in estimate.per_einsum}["QK"] for estimate in (divided, multiplied)]
+    assert rows[0].unit == rows[1].unit and rows[0].compute_ops == rows[1].compute_ops == {"mul": rows[0].compute_ops["mul"]}
+    assert divided.latency_s == multiplied.latency_s and divided.energy_j == multiplied.energy_j
