@@ -20,7 +20,7 @@ _PARALLEL_KEYS = ("name", "count")
 _UNIT_REQUIRED = ("kind",)
 _UNIT_OPTIONAL = ("count", "shape", "ops_per_cycle", "via", "ops_per_exp", "datasheet_peak", "measured_peak", "energy_per_op", "energy_per_op_kind", "notes")
 _MEMORY_REQUIRED = ("name", "capacity", "instances", "bandwidth", "read_energy", "write_energy")
-_MEMORY_OPTIONAL = ("measured_bandwidth", "notes")
+_MEMORY_OPTIONAL = ("measured_bandwidth", "notes", "accesses_per_cycle")
 _DTYPES = ("fp8", "int8", "fp16", "bf16", "tf32", "fp32", "fp64")
 
 
@@ -189,6 +189,14 @@ def _peak(check: "_Checker", value: Any, path: str, kind: str) -> float:
 def _memory_level(check: "_Checker", path: str, doc: Any, word_bytes: int) -> MemoryLevel:
     level = check.mapping(doc, path, _MEMORY_REQUIRED, _MEMORY_OPTIONAL)
     measured = level.get("measured_bandwidth")
+    accesses = {"read": 2.0, "write": 1.0}
+    if "accesses_per_cycle" in level:
+        given = check.mapping(level["accesses_per_cycle"], f"{path}.accesses_per_cycle", ("read", "write"), ())
+        for key in ("read", "write"):
+            value = given[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                check.fail(f"{path}.accesses_per_cycle.{key}", "a number of word accesses >= 0", value)
+            accesses[key] = float(value)
     return MemoryLevel(
         name=check.string(level["name"], f"{path}.name"),
         capacity_bytes=check.quantity(level["capacity"], f"{path}.capacity", "bytes"),
@@ -198,6 +206,8 @@ def _memory_level(check: "_Checker", path: str, doc: Any, word_bytes: int) -> Me
         write_energy_j_per_byte=check.quantity(level["write_energy"], f"{path}.write_energy", "energy_per_byte", word_bytes),
         measured_bandwidth_bytes_per_s=None if measured is None else check.quantity(measured, f"{path}.measured_bandwidth", "bandwidth"),
         notes=str(level.get("notes", "")),
+        reads_per_cycle=accesses["read"],
+        writes_per_cycle=accesses["write"],
     )
 
 

@@ -52,6 +52,11 @@ class MemoryLevel:
     write_energy_j_per_byte: float
     measured_bandwidth_bytes_per_s: float | None = None  # attainable, all instances together
     notes: str = ""
+    # a PE's register file: word reads and writes per cycle of work (spatial models, §6): 2 and 1
+    # for one shared file (two operands in, the result out); an Eyeriss-style PE with one
+    # single-entry file per operand and one for the partial sum fills and reads each: 3 and 3
+    reads_per_cycle: float = 2.0
+    writes_per_cycle: float = 1.0
 
     @property
     def total_capacity_bytes(self) -> float:

@@ -109,6 +109,8 @@ def test_negative_bandwidth_names_file_field_and_expectation():
         (lambda d: d["memory"][1].__setitem__("capacity", "228 KiBs"), "memory[1].capacity: expected a positive size such as '228 KiB', got '228 KiBs'"),
         (lambda d: d["memory"][1].pop("capacity"), "memory[1].capacity: expected this required field, got nothing (missing)"),
         (lambda d: d["memory"][0].__setitem__("bandwith", "1 TB/s"), "memory[0].bandwith: expected one of the known fields"),
+        (lambda d: d["memory"][0].__setitem__("accesses_per_cycle", {"read": -1, "write": 1}),
+         "memory[0].accesses_per_cycle.read: expected a number of word accesses >= 0, got -1"),
         (lambda d: d.__setitem__("clock", "1.98"), "clock: expected a positive frequency such as '1.98 GHz', got '1.98'"),
         (lambda d: d.__setitem__("clock", 1.98e9), "clock: expected a positive frequency such as '1.98 GHz', got 1980000000.0"),
         (lambda d: d.__setitem__("kind", "tpu"), "kind: expected one of 'gpu', 'spatial', got 'tpu'"),
@@ -230,3 +232,9 @@ def test_per_kind_energy_and_dataflow_are_validated():
     document["dataflow"] = "tileflow"
     with pytest.raises(SpecError, match=r"f.yaml: dataflow: expected one of 'unfused', 'flat', 'fusemax', got 'tileflow'"):
         parse_target(document, "f.yaml")
+
+
+def test_a_register_level_states_its_accesses_per_cycle_and_flats_pes_use_the_eyeriss_template():
+    flat, fusemax = load_target("flat-cloud"), load_target("fusemax-cloud")
+    assert (flat.memory("pe_registers").reads_per_cycle, flat.memory("pe_registers").writes_per_cycle) == (3, 3)
+    assert (fusemax.memory("pe_registers").reads_per_cycle, fusemax.memory("pe_registers").writes_per_cycle) == (2, 1)

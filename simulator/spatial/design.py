@@ -209,8 +209,8 @@ class Design:
         level = self.register_levels.get(unit)
         if level is None:
             return 0.0
-        # two operand reads and one result write per PE-cycle (§6)
-        return self.word * (2 * level.read_energy_j_per_byte + level.write_energy_j_per_byte)
+        # the level's word reads and writes per PE-cycle (§6; 2 and 1 unless the target says)
+        return self.word * (level.reads_per_cycle * level.read_energy_j_per_byte + level.writes_per_cycle * level.write_energy_j_per_byte)
 
     def _groups(self) -> tuple[Group, ...]:
         cascade = self.cascade
