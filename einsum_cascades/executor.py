@@ -8,8 +8,9 @@ from collections.abc import Mapping
 import networkx as nx
 import numpy as np
 
-from einsim.einsum_cascades.expr import Access, Binary, Number
+from einsim.einsum_cascades.expr import Access, Binary, Name, Number, walk
 from einsim.einsum_cascades.ir import Cascade, Einsum, resolve_access
+from einsim.einsum_cascades.space import gather
 from einsim.einsum_cascades.passes import dependency_graph
 from einsim.einsum_cascades.values import evaluate
 from einsim.errors import ShapeError, SpecError
@@ -52,11 +53,14 @@ def execute(
     for rank, extent in (sizes or {}).items():
         if rank in inferred and inferred[rank] != extent:
             raise ShapeError(f"{cascade.name}: sizes give {rank} = {extent} but the inputs have {inferred[rank]}")
+    _check_derived_sizes(cascade, inferred, sizes or {})
     bound = cascade.bind({**inferred, **(sizes or {})})
     for name, array in arrays.items():
         expected = cascade.tensor_shape(name, bound)
         if array.shape != expected:
-            raise ShapeError(f"{cascade.name}: input {name} should have shape {expected}, got {array.shape}")
+            ranks = cascade.inputs[name]
+            axes = ", ".join(f"{r}={e}" for r, e in zip(ranks, expected))
+            raise ShapeError(f"{cascade.name}: input {name} [{', '.join(ranks)}] should have shape {expected} ({axes}), got {array.shape}")
 
     run = _Run(cascade, bound, arrays)
     graph = dependency_graph(cascade)
@@ -71,6 +75,35 @@ def execute(
     if intermediates:
         return dict(run.store)
     return {name: run.store[name] for name in cascade.outputs}
+
+
+def _check_derived_sizes(cascade: Cascade, inferred: Mapping[str, int], sizes: Mapping[str, int]) -> None:
+    """A rank whose size follows from others (M1 = ceil(M/M0)) read off an input's shape (the
+    M1 axis of a block mask) must be that size: a block mask for other tiles is an error."""
+    exprs = cascade.space.size_exprs
+    derived = [r for r in inferred if r in exprs and r not in sizes
+               and any(isinstance(n, Name) and n.name in cascade.ranks for n in walk(exprs[r]))]
+    if not derived:
+        return
+    reference = cascade.bind({k: v for k, v in {**inferred, **sizes}.items() if k not in derived})
+    for rank in derived:
+        if reference[rank] != inferred[rank]:
+            holder = next(n for n, ranks in cascade.inputs.items() if rank in ranks)
+            symbol = _tile_symbol(cascade, rank)
+            fix = f"make {holder} match or pass the tile size (sizes={{{symbol!r}: ...}})" if symbol else f"make {holder} match"
+            raise ShapeError(
+                f"{cascade.name}: input {holder} has {rank} = {inferred[rank]} along its {rank} axis, but "
+                f"{rank} = {cascade.ranks[rank]} = {reference[rank]} for these sizes; {fix}"
+            )
+
+
+def _tile_symbol(cascade: Cascade, rank: str) -> str | None:
+    """The symbol that sets a derived rank's tile (block_m for M1 = ceil(M/M0), M0: block_m)."""
+    parent = cascade.space.parent(rank)
+    for part in cascade.partitions.get(parent, ()):
+        if part != rank and isinstance(cascade.ranks.get(part), str):
+            return cascade.ranks[part]
+    return None
 
 
 class _Run:
@@ -136,9 +169,29 @@ class _Run:
             else:
                 target.append(slice(offset, offset + self.sizes[rank]))
         target = tuple(target)
-        if einsum.reduce_op is None and not np.all(mask):
+        if einsum.reduce_op is None and einsum.iterative_rank is not None and not np.all(mask):
+            # a running state's update skipped at a filtered point keeps the state as it was
+            result = self._carry(einsum, result, mask, extents, fixed)
+        elif einsum.reduce_op is None and not np.all(mask):
             result = np.where(mask, result, out[target])
         out[target] = result
+
+    def _carry(self, einsum: Einsum, result, mask, extents, fixed):
+        """The new states of a filtered running-state update: the update where the filter keeps
+        the point, the previous state (at [r]) where it does not."""
+        out = self.store[einsum.output]
+        axis = einsum.output_ranks.index(einsum.iterative_rank)
+        result = np.array(np.broadcast_to(result, extents))
+        mask = np.broadcast_to(mask, extents)
+        steps = range(fixed[1], fixed[1] + 1) if fixed else range(self.sizes[einsum.iterative_rank])
+        for i, step in enumerate(steps):
+            before = [slice(None)] * out.ndim
+            before[axis] = step
+            previous = out[tuple(before)] if (fixed or step == 0) else np.take(result, i - 1, axis=axis)
+            here = [slice(None)] * result.ndim
+            here[axis] = i
+            result[tuple(here)] = np.where(mask[tuple(here)], result[tuple(here)], previous)
+        return result
 
     def _contract(self, einsum: Einsum, coords, mask, extents):
         """A summed product of tensors (QK = Q*K over e) through np.einsum, so that the whole
@@ -173,19 +226,5 @@ class _Run:
         return np.broadcast_to(result * scale, extents[:len(einsum.output_ranks)])
 
     def gather(self, access: Access, coords):
-        array = self.store[access.tensor]
-        declared = self.cascade.tensors[access.tensor]
-        index = []
-        for axis, read in enumerate(resolve_access(self.space, declared, access)):
-            extent = array.shape[axis]
-            if read.kind == "const":
-                position = read.value
-            elif read.kind == "final":
-                position = extent - 1
-            elif read.kind == "coord":
-                position = coords[read.source] + read.offset
-            else:  # part of a partitioned coordinate, e.g. p1 from p (Space.coordinates derives it)
-                position = coords[read.rank]
-            # tail positions past the end are masked; clip so that the read itself is legal
-            index.append(np.clip(position, 0, extent - 1))
-        return array[tuple(index)]
+        reads = resolve_access(self.space, self.cascade.tensors[access.tensor], access)
+        return gather(self.store[access.tensor], reads, coords)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from einsim.einsum_cascades.expr import (
     Access, Binary, Call, Compare, Condition, Coordinate, Expr, Index, Logical, Name, Not, Unary, conjuncts, walk,
 )
-from einsim.einsum_cascades.space import Space, index_var
+from einsim.einsum_cascades.counting import count_points
+from einsim.einsum_cascades.space import AxisRead, Space, index_var, resolve_access  # noqa: F401 (re-exported)
 from einsim.einsum_cascades.values import Reader, holds
 from einsim.errors import SpecError
 
@@ -36,6 +37,12 @@ class Filter:
     ranks: tuple[str, ...]  # ranks whose coordinates it reads, in comparisons or tensor indices
     line: int = 0
     tensors: tuple[str, ...] = ()  # input tensors it reads
+    declared: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (tensor, its declared ranks) per tensor read
+
+    @property
+    def tensor_ranks(self) -> dict[str, tuple[str, ...]]:
+        """Each tensor it reads -> its declared ranks."""
+        return dict(self.declared)
 
     @property
     def conditions(self) -> tuple[Condition, ...]:
@@ -83,21 +90,32 @@ class Einsum:
         return tuple(dict.fromkeys(a.tensor for a in self.operands))
 
     @property
+    def filter_operands(self) -> tuple[Access, ...]:
+        """Tensor accesses of its filters (input tensors such as DQ[b,p] or BLOCKS[b,h,p1,m1])."""
+        return tuple(a for f in self.filters for a in f.accesses)
+
+    @property
+    def read_tensors(self) -> tuple[str, ...]:
+        """Distinct tensors read by the map or the filters, in first-read order."""
+        return tuple(dict.fromkeys(a.tensor for a in self.operands + self.filter_operands))
+
+    @property
     def variables(self) -> tuple[str, ...]:
         return tuple(index_var(r) for r in self.iteration_ranks)
 
-    def iteration_points(self, sizes: Mapping[str, int]) -> int:
-        """Points of the iteration space that are real positions and pass every filter."""
-        return self.space.count_points(self.iteration_ranks, self.filters, sizes)
+    def iteration_points(self, sizes: Mapping[str, int], tensors: Mapping | None = None) -> int:
+        """Points of the iteration space that are real positions and pass every filter; a filter
+        that reads tensors (DQ[b,p] == DK[b,m]) needs their values in `tensors`."""
+        return count_points(self.space, self.iteration_ranks, self.filters, sizes, tensors)
 
-    def operation_counts(self, sizes: Mapping[str, int]) -> dict[str, int]:
+    def operation_counts(self, sizes: Mapping[str, int], tensors: Mapping | None = None) -> dict[str, int]:
         """Operations by kind (mul, add, sub, div, exp, max, ...), counted after filters.
 
         Each point applies the map once and, when reducing, one reduction operation
         (sum: "add", max: "max"), so Q[e,p]*K[e,m] summed over e counts E*M*P adds, not
         (E-1)*M*P: accumulation starts from the identity (0 or -inf).
         """
-        points = self.iteration_points(sizes)
+        points = self.iteration_points(sizes, tensors)
         counts: Counter[str] = Counter()
         for op in self.map_ops:
             counts[op] += points
@@ -240,75 +258,3 @@ def accesses(expr: Expr) -> tuple[Access, ...]:
 
 def names(expr: Expr) -> tuple[Name, ...]:
     return tuple(node for node in walk(expr) if isinstance(node, Name))
-
-
-@dataclass(frozen=True)
-class AxisRead:
-    """How one axis of a stored tensor is indexed by an access.
-
-    kind "coord": the coordinate of rank `source` (iterated, or derived: m from m1 and m0),
-    plus `offset`; "part": the coordinate of partition part `rank` taken from the coordinate of
-    `source` (p1 from p); "const": the integer `value`; "final": the last state of an iterative
-    tensor along `rank`.
-    """
-
-    rank: str
-    kind: str
-    source: str = ""
-    offset: int = 0
-    value: int = 0
-
-
-def resolve_access(space: Space, declared: tuple[str, ...], access: Access, where: str = "") -> tuple[AxisRead, ...]:
-    """Match an access against its tensor's ranks, allowing a partitioned spelling either way:
-    K[e,m1,m0] for K declared [E, M], and OI[f,p] for OI declared [F, P1, P0]."""
-    reads: list[AxisRead] = []
-    indices = access.indices
-    d_pos = i_pos = 0
-    prefix = f"{where}: " if where else ""
-    while d_pos < len(declared):
-        rank = declared[d_pos]
-        if i_pos >= len(indices):
-            raise SpecError(f"{prefix}{access} has too few indices: {access.tensor} has ranks [{', '.join(declared)}]")
-        index = indices[i_pos]
-        if index.kind == "const":
-            reads.append(AxisRead(rank, "const", value=index.value))
-            d_pos, i_pos = d_pos + 1, i_pos + 1
-            continue
-        if index.kind == "final":
-            if index.name != rank:
-                raise SpecError(f"{prefix}{access}: position {i_pos + 1} of {access.tensor} is rank {rank}, not {index.name}")
-            reads.append(AxisRead(rank, "final"))
-            d_pos, i_pos = d_pos + 1, i_pos + 1
-            continue
-        source = index.name.upper()
-        if source not in space.sizes:
-            raise SpecError(f"{prefix}index {index.name} names no rank; declared ranks: {', '.join(space.sizes)}")
-        if source == rank:
-            reads.append(AxisRead(rank, "coord", source=rank, offset=index.offset))
-            d_pos, i_pos = d_pos + 1, i_pos + 1
-            continue
-        matched = False
-        for spelling in space.expansions(rank)[1:]:  # K[e,m1,m0] for K[E,M]
-            window = indices[i_pos:i_pos + len(spelling)]
-            if len(window) == len(spelling) and all(
-                i.kind == "var" and not i.offset and i.name.upper() == r for i, r in zip(window, spelling)
-            ):
-                reads.append(AxisRead(rank, "coord", source=rank))
-                d_pos, i_pos, matched = d_pos + 1, i_pos + len(spelling), True
-                break
-        if not matched and not index.offset:
-            for spelling in space.expansions(source)[1:]:  # OI[f,p] for OI[F,P1,P0]
-                if tuple(declared[d_pos:d_pos + len(spelling)]) == spelling:
-                    reads += [AxisRead(part, "part", source=source) for part in spelling]
-                    d_pos, i_pos, matched = d_pos + len(spelling), i_pos + 1, True
-                    break
-        if not matched:
-            spelled = " or ".join("[" + ",".join(index_var(r) for r in s) + "]" for s in space.expansions(rank))
-            raise SpecError(
-                f"{prefix}{access}: position {i_pos + 1} of {access.tensor} is rank {rank} (spelled {spelled}), "
-                f"but index {index} ranges over {source}"
-            )
-    if i_pos != len(indices):
-        raise SpecError(f"{prefix}{access} has too many indices: {access.tensor} has ranks [{', '.join(declared)}]")
-    return tuple(reads)

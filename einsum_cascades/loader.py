@@ -181,6 +181,7 @@ class _Builder:
             if name not in producers:
                 raise SpecError(f"{self.at(node)}: outputs: {name} is never produced by an Einsum")
         self.check_cycles(einsums)
+        self.check_everything_is_used(einsums, fields)
         return Cascade(
             name=self.name, description=description, ranks=dict(self.ranks), inputs=self.inputs,
             outputs=outputs, einsums=einsums, partitions=dict(self.partitions), filters=filters,
@@ -281,12 +282,28 @@ class _Builder:
     def make_filter(self, text, condition, line, where) -> Filter:
         prefix = where or f"{self.source}:{line}: filter {text.strip()!r}"
         condition = self.resolve_names(condition, prefix)
+        ranks = list(coordinates(condition))
+        tensors = []
         for node in walk(condition):
             if isinstance(node, Access):
-                raise SpecError(f"{prefix}: filters test coordinates, not tensor values ({node})")
+                if node.tensor not in self.inputs:
+                    raise SpecError(
+                        f"{prefix}: {node} reads {node.tensor}, which is not an input; a filter may read input "
+                        f"tensors only (inputs: {', '.join(self.inputs) or 'none'})"
+                    )
+                for index in node.indices:
+                    if index.kind == "final" or index.offset:
+                        raise SpecError(f"{prefix}: {node}: a filter reads an input at coordinates (b, p1) or integers, not at {index}")
+                    if index.kind == "var":
+                        self.rank_of(index.name, prefix)
+                resolve_access(self.space, self.inputs[node.tensor], node, prefix)
+                ranks += [i.name.upper() for i in node.indices if i.kind == "var"]
+                tensors.append(node.tensor)
             if isinstance(node, Call) and node.func not in _FILTER_FUNCTIONS:
                 raise SpecError(f"{prefix}: {node.func}() cannot be used in a filter ({', '.join(_FILTER_FUNCTIONS)} can)")
-        return Filter(text.strip(), condition, coordinates(condition), line)
+        tensors = tuple(dict.fromkeys(tensors))
+        return Filter(text.strip(), condition, tuple(dict.fromkeys(ranks)), line, tensors,
+                      tuple((t, self.inputs[t]) for t in tensors))
 
     def resolve_names(self, expr, prefix: str):
         """Bare names of a map or filter: the lower-case index variable of a declared rank is its
@@ -343,6 +360,7 @@ class _Builder:
             for rank in self.match_access(access, where):
                 if rank not in variables:
                     variables.append(rank)
+        variables = self.without_derivable(variables, output_ranks)
         expression = self.resolve_names(ast.expression, where)
         for node in walk(expression):
             if isinstance(node, Call) and node.func in SIZE_ONLY_FUNCTIONS:
@@ -382,6 +400,20 @@ class _Builder:
             source=self.source, space=self.space,
         )
 
+    def without_derivable(self, variables: list[str], output_ranks: list[str]) -> list[str]:
+        """Drop an iterated rank that follows from the others: reading BLOCKS[b,h,p1,m1] in an
+        Einsum that iterates p does not iterate p1 as well, it reads p1 = p // P0."""
+        variables = list(variables)
+        changed = True
+        while changed:
+            changed = False
+            for rank in variables:
+                if rank not in output_ranks and rank in self.space.derivable(set(variables) - {rank}):
+                    variables.remove(rank)
+                    changed = True
+                    break
+        return variables
+
     def rank_of(self, variable: str, where: str) -> str:
         rank = variable.upper()
         if not variable.islower() or rank not in self.ranks:
@@ -406,6 +438,22 @@ class _Builder:
                     f"{access.tensor} is not iterative over {read.rank}"
                 )
         return [i.name.upper() for i in access.indices if i.kind == "var"]
+
+    def check_everything_is_used(self, einsums: tuple[Einsum, ...], fields) -> None:
+        """An input no Einsum reads, or a cascade filter that applies to no Einsum, is a mistake
+        (a misspelt rank, a forgotten term): name it instead of ignoring it."""
+        read = {a.tensor for e in einsums for a in e.operands}
+        read |= {t for e in einsums for f in e.filters for t in f.tensors}
+        for name, (key, _) in self.mapping(fields["inputs"][1], "inputs").items():
+            if name not in read:
+                raise SpecError(f"{self.at(key)}: inputs.{name}: no Einsum or filter reads {name}; read it or remove it")
+        if "filters" in fields:
+            for node, flt in zip(self.sequence(fields["filters"][1], "filters"), self.cascade_filters):
+                if not any(flt in e.filters for e in einsums):
+                    needed = ", ".join(index_var(r) for r in flt.ranks) or "no coordinate"
+                    raise SpecError(
+                        f"{self.at(node)}: filters: {flt.text!r} applies to no Einsum: none iterates all of {needed}"
+                    )
 
     def check_cycles(self, einsums: tuple[Einsum, ...]) -> None:
         graph = nx.DiGraph()

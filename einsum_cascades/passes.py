@@ -214,7 +214,8 @@ def _live_tensors(cascade: Cascade, einsum_pass: dict[str, int], family: set[str
     space = cascade.space
     readers: dict[str, dict[int, list[Access]]] = {}
     for einsum in cascade.einsums:
-        for access in einsum.operands:
+        # a filter's reads (DQ[b,p] == DK[b,m]) are reads of the pass too
+        for access in einsum.operands + einsum.filter_operands:
             readers.setdefault(access.tensor, {}).setdefault(einsum_pass[einsum.output], []).append(access)
     growing = _growing_ranks(cascade, rank)
     iterative = cascade.iterative_tensors

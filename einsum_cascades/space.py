@@ -1,5 +1,5 @@
 """Rank sizes and iteration spaces: binding size symbols, partitioned ranks (m = m1*M0 + m0, with
-tail tiles), coordinate filters, and exact counts of the points an Einsum iterates."""
+tail tiles), the coordinates of every point and how a tensor access indexes its tensor."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from einsim.errors import ShapeError, SpecError
-from einsim.einsum_cascades.expr import Binary, Compare, Coordinate, Expr, Name, Number, Unary, evaluate_scalar
-from einsim.einsum_cascades.values import compare
-
-# Above this many points a constraint group is not enumerated point by point.
-_BRUTE_FORCE_POINTS = 1 << 22
-_OUTER_POINTS = 1 << 27
+from einsim.einsum_cascades.expr import Access, Expr, evaluate_scalar
 
 
 def index_var(rank: str) -> str:
@@ -36,7 +31,7 @@ class Space:
     partitions: Mapping[str, tuple[str, ...]]
     symbols: Mapping[str, int]  # default values of size symbols
     size_exprs: Mapping[str, Expr] = field(default_factory=dict, repr=False, compare=False)
-    _counts: dict = field(default_factory=dict, repr=False, compare=False)  # count_points memo
+    _counts: dict = field(default_factory=dict, repr=False, compare=False)  # counting.count_points memo
 
     # --- binding ----------------------------------------------------------------------------
     def bind(self, given: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -189,188 +184,127 @@ class Space:
                 changed = True
         return coords, valid
 
-    # --- counting ---------------------------------------------------------------------------
-    def count_points(self, ranks: tuple[str, ...], filters, sizes: Mapping[str, int]) -> int:
-        """Exact number of real, unfiltered points of the iteration space over `ranks`."""
-        sizes = self.bound(sizes)
-        key = (tuple(ranks), tuple(filters), tuple(sorted(sizes.items())))
-        if key not in self._counts:
-            self._counts[key] = self._count_points(tuple(ranks), tuple(filters), sizes)
-        return self._counts[key]
-
-    def _count_points(self, ranks: tuple[str, ...], filters, sizes: Mapping[str, int]) -> int:
-        filter_ranks = {r for f in filters for r in f.ranks}
-        # Collapse a fully iterated split (m1, m0) into its parent m unless a filter names a
-        # part: the real points of (m1, m0) are exactly the positions of m.
-        current = set(ranks)
+    def coordinate_bounds(self, box: Mapping[str, tuple], sizes: Mapping[str, int]) -> dict[str, tuple]:
+        """The (low, high) of every derivable rank's coordinate over boxes of the given ranks'
+        coordinates (inclusive bounds, numpy arrays): the interval twin of `coordinates`."""
+        box = {rank: (np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)) for rank, (lo, hi) in box.items()}
         changed = True
         while changed:
             changed = False
             for parent, parts in self.partitions.items():
-                if parent not in current and all(p in current for p in parts) and not (set(parts) & filter_ranks):
-                    current = (current - set(parts)) | {parent}
-                    changed = True
-        constrained_parents = [
-            parent for parent, parts in self.partitions.items()
-            if all(p in self.determined(current) for p in parts) and parent not in current
-            and math.prod(sizes[p] for p in parts) != sizes[parent]
-        ]
-        # group the ranks that constraints tie together
-        groups: list[set[str]] = []
-        constraints: list[tuple[set[str], object]] = []
-        for parent in constrained_parents:
-            constraints.append((self._leaves(parent, current), ("valid", parent)))
-        for flt in filters:
-            touched = set()
-            for rank in flt.ranks:
-                touched |= self._leaves(rank, current) if rank not in current else {rank}
-            constraints.append((touched, ("filter", flt)))
-        for touched, _ in constraints:
-            merged = set(touched)
-            for group in [g for g in groups if g & merged]:
-                merged |= group
-                groups.remove(group)
-            groups.append(merged)
-        total = 1
-        free = current - set().union(*groups) if groups else current
-        for rank in free:
-            total *= sizes[rank]
-        for group in groups:
-            members = [c for t, c in constraints if t <= group]
-            total *= self._count_group(sorted(group), members, sizes, current)
-        return int(total)
-
-    def _leaves(self, rank: str, current: set[str]) -> set[str]:
-        if rank in current:
-            return {rank}
-        found = set()
-        for part in self.partitions.get(rank, ()):
-            found |= self._leaves(part, current)
-        return found
-
-    def _count_group(self, group: list[str], members, sizes: Mapping[str, int], current: set[str]) -> int:
-        points = math.prod(sizes[r] for r in group)
-        if points <= _BRUTE_FORCE_POINTS:
-            grids = np.meshgrid(*[np.arange(sizes[r]) for r in group], indexing="ij", sparse=True)
-            mask = self._mask(dict(zip(group, grids)), members, sizes)
-            return int(np.broadcast_to(mask, [sizes[r] for r in group]).sum())
-        # Too many points to enumerate: every constraint must be affine; enumerate all ranks but
-        # the largest and count the largest's interval per outer point.
-        inner = max(group, key=lambda r: sizes[r])
-        outer = [r for r in group if r != inner]
-        forms = []
-        for member in members:
-            forms += self._affine_constraints(member, sizes, current)
-        outer_points = math.prod(sizes[r] for r in outer)
-        if outer_points > _OUTER_POINTS:
-            raise ShapeError(
-                f"{self.name}: cannot count the points of ranks {', '.join(group)} exactly "
-                f"({points:.3g} points); use smaller sizes"
-            )
-        total, chunk = 0, 1 << 22
-        for start in range(0, outer_points, chunk):
-            index = np.arange(start, min(start + chunk, outer_points), dtype=np.int64)
-            coords = {}
-            remainder = index
-            for rank in reversed(outer):
-                coords[rank] = remainder % sizes[rank]
-                remainder = remainder // sizes[rank]
-            lo = np.zeros(index.shape, dtype=np.int64)
-            hi = np.full(index.shape, sizes[inner] - 1, dtype=np.int64)
-            ok = np.ones(index.shape, dtype=bool)
-            for coefs, const, op in forms:
-                a = coefs.get(inner, 0)
-                rest = const + sum((coefs.get(r, 0) * coords[r] for r in outer), np.zeros_like(index))
-                if a == 0:
-                    ok &= _compare(rest, op, 0)
+                if parent in box or not all(p in box for p in parts):
                     continue
-                if a < 0:
-                    a, rest, op = -a, -rest, _FLIP[op]
-                # a*x + rest (op) 0
-                if op == "<=":
-                    hi = np.minimum(hi, (-rest) // a)
-                elif op == "<":
-                    hi = np.minimum(hi, -((rest) // a) - 1)
-                elif op == ">=":
-                    lo = np.maximum(lo, -((rest) // a))
-                elif op == ">":
-                    lo = np.maximum(lo, (-rest) // a + 1)
-                elif op == "==":
-                    exact = (-rest) % a == 0
-                    ok &= exact
-                    lo = np.maximum(lo, (-rest) // a)
-                    hi = np.minimum(hi, (-rest) // a)
-                else:
-                    raise ShapeError(f"{self.name}: cannot count '!=' filters at this size")
-            total += int(np.where(ok, np.clip(hi - lo + 1, 0, None), 0).sum())
-        return total
-
-    def _mask(self, coords: dict, members, sizes: Mapping[str, int]):
-        coords, _ = self.coordinates(coords, sizes)
-        mask = True
-        for member in members:
-            kind, what = member
-            if kind == "valid":
-                mask = mask & (coords[what] < sizes[what])
-            else:
-                mask = mask & what.evaluate(coords, sizes)
-        return mask
-
-    def _affine_constraints(self, member, sizes, current):
-        kind, what = member
-        if kind == "valid":
-            coefs = self._affine_rank(what, sizes, current)
-            return [(coefs, -sizes[what], "<")]
-        forms = []
-        for condition in what.conditions:
-            if not isinstance(condition, Compare):
-                raise ShapeError(f"{self.name}: filter term {condition} is not an affine comparison; it cannot be counted at this size")
-            left = self._affine(condition.left, sizes, current)
-            right = self._affine(condition.right, sizes, current)
-            coefs = dict(left[0])
-            for rank, c in right[0].items():
-                coefs[rank] = coefs.get(rank, 0) - c
-            forms.append((coefs, left[1] - right[1], condition.op))
-        return forms
-
-    def _affine_rank(self, rank: str, sizes, current) -> dict[str, int]:
-        if rank in current or rank not in self.partitions:
-            return {rank: 1}
-        coefs: dict[str, int] = {}
-        strides = self.strides(rank, sizes)
-        for part in self.partitions[rank]:
-            for leaf, c in self._affine_rank(part, sizes, current).items():
-                coefs[leaf] = coefs.get(leaf, 0) + c * strides[part]
-        return coefs
-
-    def _affine(self, expr: Expr, sizes, current) -> tuple[dict[str, int], int]:
-        if isinstance(expr, Number):
-            if not float(expr.value).is_integer():
-                raise ShapeError(f"{self.name}: filter constant {expr} is not an integer")
-            return {}, int(expr.value)
-        if isinstance(expr, Coordinate):
-            return self._affine_rank(expr.rank, sizes, current), 0
-        if isinstance(expr, Name):
-            return {}, int(sizes[expr.name])
-        if isinstance(expr, Unary):
-            coefs, const = self._affine(expr.operand, sizes, current)
-            return {r: -c for r, c in coefs.items()}, -const
-        if isinstance(expr, Binary):
-            (a, ca), (b, cb) = self._affine(expr.left, sizes, current), self._affine(expr.right, sizes, current)
-            if expr.op in "+-":
-                sign = 1 if expr.op == "+" else -1
-                coefs = dict(a)
-                for rank, c in b.items():
-                    coefs[rank] = coefs.get(rank, 0) + sign * c
-                return coefs, ca + sign * cb
-            if expr.op == "*" and (not a or not b):
-                factor, (coefs, const) = (ca, (b, cb)) if not a else (cb, (a, ca))
-                return {r: c * factor for r, c in coefs.items()}, const * factor
-        raise ShapeError(f"{self.name}: filter term {expr} is not affine; it cannot be counted at this size")
+                strides = self.strides(parent, sizes)
+                box[parent] = (sum(box[p][0] * strides[p] for p in parts), sum(box[p][1] * strides[p] for p in parts))
+                changed = True
+        changed = True
+        while changed:
+            changed = False
+            for parent, parts in self.partitions.items():
+                if parent not in box or all(p in box for p in parts):
+                    continue
+                strides = self.strides(parent, sizes)
+                lo, hi = box[parent]
+                for i, part in enumerate(parts):
+                    if part in box:
+                        continue
+                    q_lo, q_hi = np.floor_divide(lo, strides[part]), np.floor_divide(hi, strides[part])
+                    if i == 0:
+                        box[part] = (q_lo, q_hi)
+                        continue
+                    extent = sizes[part]
+                    wraps = (q_hi - q_lo + 1 >= extent) | (np.mod(q_lo, extent) > np.mod(q_hi, extent))
+                    box[part] = (np.where(wraps, 0.0, np.mod(q_lo, extent)), np.where(wraps, extent - 1.0, np.mod(q_hi, extent)))
+                changed = True
+        return box
 
 
-_FLIP = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "==", "!=": "!="}
+@dataclass(frozen=True)
+class AxisRead:
+    """How one axis of a stored tensor is indexed by an access.
+
+    kind "coord": the coordinate of rank `source` (iterated, or derived: m from m1 and m0),
+    plus `offset`; "part": the coordinate of partition part `rank` taken from the coordinate of
+    `source` (p1 from p); "const": the integer `value`; "final": the last state of an iterative
+    tensor along `rank`.
+    """
+
+    rank: str
+    kind: str
+    source: str = ""
+    offset: int = 0
+    value: int = 0
 
 
-def _compare(left, op: str, right):
-    return compare(left, op, right)
+def resolve_access(space: Space, declared: tuple[str, ...], access: Access, where: str = "") -> tuple[AxisRead, ...]:
+    """Match an access against its tensor's ranks, allowing a partitioned spelling either way:
+    K[e,m1,m0] for K declared [E, M], and OI[f,p] for OI declared [F, P1, P0]."""
+    reads: list[AxisRead] = []
+    indices = access.indices
+    d_pos = i_pos = 0
+    prefix = f"{where}: " if where else ""
+    while d_pos < len(declared):
+        rank = declared[d_pos]
+        if i_pos >= len(indices):
+            raise SpecError(f"{prefix}{access} has too few indices: {access.tensor} has ranks [{', '.join(declared)}]")
+        index = indices[i_pos]
+        if index.kind == "const":
+            reads.append(AxisRead(rank, "const", value=index.value))
+            d_pos, i_pos = d_pos + 1, i_pos + 1
+            continue
+        if index.kind == "final":
+            if index.name != rank:
+                raise SpecError(f"{prefix}{access}: position {i_pos + 1} of {access.tensor} is rank {rank}, not {index.name}")
+            reads.append(AxisRead(rank, "final"))
+            d_pos, i_pos = d_pos + 1, i_pos + 1
+            continue
+        source = index.name.upper()
+        if source not in space.sizes:
+            raise SpecError(f"{prefix}index {index.name} names no rank; declared ranks: {', '.join(space.sizes)}")
+        if source == rank:
+            reads.append(AxisRead(rank, "coord", source=rank, offset=index.offset))
+            d_pos, i_pos = d_pos + 1, i_pos + 1
+            continue
+        matched = False
+        for spelling in space.expansions(rank)[1:]:  # K[e,m1,m0] for K[E,M]
+            window = indices[i_pos:i_pos + len(spelling)]
+            if len(window) == len(spelling) and all(
+                i.kind == "var" and not i.offset and i.name.upper() == r for i, r in zip(window, spelling)
+            ):
+                reads.append(AxisRead(rank, "coord", source=rank))
+                d_pos, i_pos, matched = d_pos + 1, i_pos + len(spelling), True
+                break
+        if not matched and not index.offset:
+            for spelling in space.expansions(source)[1:]:  # OI[f,p] for OI[F,P1,P0]
+                if tuple(declared[d_pos:d_pos + len(spelling)]) == spelling:
+                    reads += [AxisRead(part, "part", source=source) for part in spelling]
+                    d_pos, i_pos, matched = d_pos + len(spelling), i_pos + 1, True
+                    break
+        if not matched:
+            spelled = " or ".join("[" + ",".join(index_var(r) for r in s) + "]" for s in space.expansions(rank))
+            raise SpecError(
+                f"{prefix}{access}: position {i_pos + 1} of {access.tensor} is rank {rank} (spelled {spelled}), "
+                f"but index {index} ranges over {source}"
+            )
+    if i_pos != len(indices):
+        raise SpecError(f"{prefix}{access} has too many indices: {access.tensor} has ranks [{', '.join(declared)}]")
+    return tuple(reads)
+
+
+def gather(array: np.ndarray, reads: tuple[AxisRead, ...], coords: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The elements of `array` that an access (resolved into `reads`) reads at the points whose
+    coordinates are `coords` (Space.coordinates gives parts and parents). Positions past an
+    axis's end (a tail tile's masked points) are clipped, so the read itself is legal."""
+    index = []
+    for axis, read in enumerate(reads):
+        extent = array.shape[axis]
+        if read.kind == "const":
+            position = read.value
+        elif read.kind == "final":
+            position = extent - 1
+        elif read.kind == "coord":
+            position = coords[read.source] + read.offset
+        else:  # part of a partitioned coordinate, e.g. p1 from p
+            position = coords[read.rank]
+        index.append(np.clip(position, 0, extent - 1))
+    return array[tuple(index)]

@@ -94,7 +94,7 @@ def test_cycle_is_named():
 def test_counts_match_the_executors_own_mask(name, enumerate_limit, monkeypatch):
     import numpy as np
 
-    from einsim.einsum_cascades import space as space_module
+    from einsim.einsum_cascades import counting as space_module
 
     monkeypatch.setattr(space_module, "_BRUTE_FORCE_POINTS", enumerate_limit)
     cascade = load_cascade(name)

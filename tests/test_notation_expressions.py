@@ -35,7 +35,7 @@ def test_coordinates_are_values_in_a_map():
 
 def test_a_partitioned_coordinate_is_the_absolute_position():
     # m = m1*M0 + m0; the tail tile's positions past M are no points (left at 0)
-    c = cascade(["S[m1,m0,p] = m + 100 * p + 0 * K[0,m1,m0]"], ranks="{E: 1, M: 7, P: 2, M0: 3}",
+    c = cascade(["S[m1,m0,p] = m + 100 * p + 0 * K[0,m1,m0] * Q[0,p]"], ranks="{E: 1, M: 7, P: 2, M0: 3}",
                 extra="partitions: {M: [M1, M0]}\n")
     got = execute(c, random_qk(e=1, m=7, p=2))["S"]
     assert got.shape == (3, 3, 2)
@@ -46,7 +46,8 @@ def test_a_partitioned_coordinate_is_the_absolute_position():
 
 def test_a_part_of_an_iterated_rank_is_a_coordinate_too():
     # p1 = p // P0 when the Einsum iterates p
-    c = cascade(["S[m,p] = p1 + 0 * K[0,m]"], ranks="{E: 1, M: 2, P: 7, P0: 3}", extra="partitions: {P: [P1, P0]}\n")
+    c = cascade(["S[m,p] = p1 + 0 * K[0,m] * Q[0,p]"], ranks="{E: 1, M: 2, P: 7, P0: 3}",
+                extra="partitions: {P: [P1, P0]}\n")
     got = execute(c, random_qk(e=1, m=2, p=7))["S"]
     np.testing.assert_array_equal(got, np.broadcast_to(np.arange(7) // 3, (2, 7)))
 
