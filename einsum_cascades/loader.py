@@ -3,6 +3,7 @@ file, line and column (syntax) or the Einsum (meaning) of whatever is wrong."""
 
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -212,8 +213,8 @@ class _Builder:
             value = self.value(value_node)
             if not _SYMBOL.match(name):
                 raise SpecError(f"{self.at(key)}: symbols: expected a lower-case symbol name, got {brief(name)}")
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SpecError(f"{self.at(value_node)}: symbols.{name}: expected an integer default, got {brief(value)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SpecError(f"{self.at(value_node)}: symbols.{name}: expected a number as default (an integer for a size), got {brief(value)}")
             symbols[name] = value
         return symbols
 

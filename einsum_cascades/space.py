@@ -60,14 +60,17 @@ class Space:
             else:
                 needed = f"rank {name}" if name in self.sizes else f"symbol {name!r}"
                 raise ShapeError(f"{self.name}: no size for {needed}; pass it, e.g. sizes={{{name!r}: 1024}}")
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    raise ShapeError(f"{self.name}: size of {name} must be an integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)) \
+                    or not math.isfinite(value):
+                raise ShapeError(f"{self.name}: {name} must be a number, got {value!r}")
+            if float(value).is_integer():
+                value = int(value)
+            elif name in self.sizes:
+                raise ShapeError(f"{self.name}: size of {name} must be an integer, got {value!r}")
+            # a symbol that sizes no rank may be any number: a soft-cap, a temperature
             if name in self.sizes and value <= 0:
                 raise ShapeError(f"{self.name}: rank {name} must have a positive size, got {value}")
-            resolved[name] = int(value)
+            resolved[name] = value
             return resolved[name]
 
         for rank in self.sizes:

@@ -20,11 +20,16 @@ def cascade_with(*lines: str, outputs: str = "QK"):
 
 @pytest.mark.parametrize("name", library_names())
 def test_every_library_cascade_loads_and_binds(name):
+    import numpy as np
+
     cascade = load_cascade(name)
-    sizes = cascade.bind({"kv_len": 100, "q_len": 30, "seq_len": 50})
+    sizes = cascade.bind({"kv_len": 100, "q_len": 30, "seq_len": 50, "tokens": 64})
     assert cascade.name == name
+    # inputs a filter reads (document ids, a block mask): all ones
+    tensors = {t: np.ones(cascade.tensor_shape(t, sizes)) for e in cascade.einsums for t in e.read_tensors
+               if t in cascade.inputs}
     for einsum in cascade.einsums:
-        assert einsum.iteration_points(sizes) > 0
+        assert einsum.iteration_points(sizes, tensors) > 0
 
 
 def test_matmul_counts_one_add_per_point():
