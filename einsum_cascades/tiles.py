@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from einsim.einsum_cascades.expr import Access
+from einsim.einsum_cascades.expr import Access, Logical
 from einsim.einsum_cascades.intervals import Bounds, truth
 from einsim.einsum_cascades.space import Space, gather, resolve_access
 from einsim.einsum_cascades.values import holds
@@ -199,3 +199,108 @@ def choose_tiles(ranks, sizes: Mapping[str, int], max_tiles: int = 1 << 20) -> d
         widest = max(ranks, key=tiles_along)
         tiles[widest] *= 2
     return tiles
+
+
+# --- the (query tile, key tile) classification of an attention cascade --------------------------
+
+@dataclass(frozen=True)
+class TileClassification:
+    """Each (query tile, key tile) of an attention cascade under its filters: EMPTY (skip it
+    without loading K/V), PARTIAL (compute it with the element mask) or FULL (no mask needed),
+    with the visible (query, key) pairs of each tile.
+
+    Arrays are [*batch, query tiles, key tiles], where `batch` are the other ranks the filters
+    read (B and H for BLOCKS[b,h,p1,m1], B for DQ[b,p]; none for causal), one position each.
+    """
+
+    query: str  # the query rank (P)
+    key: str  # the key rank (M)
+    block_q: int
+    block_k: int
+    batch: tuple[str, ...]
+    state: np.ndarray  # int8: EMPTY / PARTIAL / FULL
+    count: np.ndarray  # int64: visible (query, key) pairs of the tile
+    volume: np.ndarray  # int64: pairs of the tile (short at the ends)
+
+    @property
+    def visible_pairs(self) -> int:
+        return int(self.count.sum())
+
+    def summary(self) -> dict[str, int | float]:
+        """Tile counts by kind and visible pairs (over all batch positions)."""
+        tiles = int(self.state.size)
+        empty, partial, full = (int((self.state == kind).sum()) for kind in (EMPTY, PARTIAL, FULL))
+        pairs = int(np.broadcast_to(self.volume, self.state.shape).sum())
+        return {"tiles": tiles, "empty": empty, "partial": partial, "full": full,
+                "visible_pairs": self.visible_pairs, "pairs": pairs,
+                "visited_fraction": (partial + full) / tiles if tiles else 0.0,
+                "density": self.visible_pairs / pairs if pairs else 0.0}
+
+    def key_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each query tile, the first and one past the last key tile it must visit
+        ([*batch, query tiles]; 0, 0 when it visits none). Tiles inside may still be empty
+        (sinks + window): key_lists() gives exactly which."""
+        return _ranges(self.state != EMPTY)
+
+    def query_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each key tile, the first and one past the last query tile that sees it
+        ([*batch, key tiles]): the backward's dK/dV loop."""
+        return _ranges(np.swapaxes(self.state != EMPTY, -1, -2))
+
+    def key_lists(self) -> dict[str, np.ndarray]:
+        """FlexAttention's BlockMask layout: per query tile the number and the indices (first,
+        in increasing order, then padding) of its partial key tiles and of its full ones:
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices (int32)."""
+        return {**_lists(self.state == PARTIAL, "kv"), **_lists(self.state == FULL, "full_kv")}
+
+
+def _ranges(visit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    any_visit = visit.any(axis=-1)
+    first = np.where(any_visit, np.argmax(visit, axis=-1), 0)
+    last = np.where(any_visit, visit.shape[-1] - np.argmax(visit[..., ::-1], axis=-1), 0)
+    return first.astype(np.int64), last.astype(np.int64)
+
+
+def _lists(chosen: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+    order = np.argsort(~chosen, axis=-1, kind="stable")  # chosen tiles first, in increasing order
+    return {f"{prefix}_num_blocks": chosen.sum(axis=-1).astype(np.int32), f"{prefix}_indices": order.astype(np.int32)}
+
+
+def classify_tiles(cascade, sizes: Mapping[str, int] | None = None, block_q: int = 128, block_k: int = 128,
+                   tensors: Mapping[str, np.ndarray] | None = None, *, query: str = "P",
+                   key: str = "M") -> TileClassification:
+    """Classify the (query tile, key tile) pairs of `cascade` (its cascade-wide filters, and-ed)
+    at bound `sizes`, tiles of block_q queries x block_k keys; `tensors` gives the inputs a filter
+    reads (document ids, a block mask). Exact: interval arithmetic decides the tiles it can,
+    the rest are enumerated point by point."""
+    for rank in (query, key):
+        if rank not in cascade.ranks:
+            raise ShapeError(f"{cascade.name}: no rank {rank}; ranks: {', '.join(cascade.ranks)}")
+    for name, block in (("block_q", block_q), ("block_k", block_k)):
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+            raise ShapeError(f"{cascade.name}: {name} must be a positive integer, got {block!r}")
+    space = cascade.space
+    bound = cascade.bind(sizes)
+    filters = tuple(cascade.filters)
+    families = space.family(query) | space.family(key)
+    batch: list[str] = []
+    for flt in filters:
+        for rank in flt.ranks:
+            root = space.root(rank)
+            if rank not in families and root not in families and root not in batch:
+                batch.append(root)
+    declared = {name: ranks for f in filters for name, ranks in f.tensor_ranks.items()}
+    values = None
+    if declared:
+        if tensors is None:
+            names = ", ".join(declared)
+            raise ShapeError(f"{cascade.name}: the filters read {names}: which tiles they keep depends on their values; pass them")
+        values = TensorValues(space, declared, tensors, bound)
+    condition = None
+    if filters:
+        condition = filters[0].condition if len(filters) == 1 else \
+            Logical("and", tuple(f.condition for f in filters))
+    tiles = {**{rank: 1 for rank in batch}, query: block_q, key: block_k}
+    grid = classify_grid(condition, space, bound, tiles, values)
+    return TileClassification(query, key, block_q, block_k, tuple(batch), grid.state, grid.count,
+                              np.asarray(grid.volume, dtype=np.int64))

@@ -4,10 +4,8 @@ they keep at any size, and named errors."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from einsim.einsum_cascades import analyze_passes, counting, execute, parse_cascade
+from einsim.einsum_cascades import analyze_passes, execute, parse_cascade
 from einsim.errors import ShapeError, SpecError
 
 SOFTMAX_1PASS = """
@@ -201,38 +199,3 @@ outputs: [QK]
         expected += int(np.sum(lengths * (lengths + 1) // 2))
     assert cascade.einsum("QK").iteration_points(cascade.bind({}), {"DQ": ids, "DK": ids}) == expected
 
-
-# --- counting any filter exactly: the tile path against point-by-point enumeration ----------
-
-TERMS = ["m", "p", "p + M - P", "2 * m - p", "floor(m / 3)", "mod(p, 4)", "abs(m - p)", "max(m, p) - 3",
-         "floor((m + 1) / 5) * 5", "mod(m - p, 7)", "m1 * 3", "m0 + p"]
-
-
-@st.composite
-def conditions(draw, depth=0):
-    if depth < 2 and draw(st.booleans()):
-        op = draw(st.sampled_from(["and", "or", "not"]))
-        if op == "not":
-            return f"not ({draw(conditions(depth + 1))})"
-        return f"({draw(conditions(depth + 1))}) {op} ({draw(conditions(depth + 1))})"
-    left, right = draw(st.sampled_from(TERMS)), draw(st.sampled_from(TERMS))
-    shift = draw(st.integers(-6, 6))
-    comparison = draw(st.sampled_from(["<=", "<", ">=", ">", "==", "!="]))
-    return f"{left} {comparison} {right} + {shift}"
-
-
-@settings(max_examples=15, deadline=None)
-@given(condition=conditions(), m=st.integers(1, 40), p=st.integers(1, 40), block=st.integers(1, 7))
-def test_counts_of_any_filter_are_exact_through_tiles(condition, m, p, block):
-    text = (f"name: t\nranks: {{E: 1, M: {m}, P: {p}, M0: {block}}}\npartitions: {{M: [M1, M0]}}\n"
-            f"inputs: {{Q: [E, P], K: [E, M]}}\nfilters: [{condition!r}]\n"
-            "einsums:\n  - QK[m1,m0,p] = Q[e,p] * K[e,m1,m0]\noutputs: [QK]\n")
-    cascade = parse_cascade(text)
-    einsum = cascade.einsum("QK")
-    sizes = cascade.bind({})
-    coords, _ = cascade.space.coordinates({"M": np.arange(m)[:, None], "P": np.arange(p)[None, :]}, sizes)
-    expected = int(np.broadcast_to(einsum.filters[0].evaluate(coords, sizes), (m, p)).sum())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(counting, "_BRUTE_FORCE_POINTS", 0)
-        patch.setattr(counting, "choose_tiles", lambda ranks, sizes: {r: block for r in ranks})
-        assert einsum.iteration_points(sizes) == expected
