@@ -22,7 +22,8 @@ from einsim.targets import load_target
 
 # each kernel family of einsim is one calibrated kernel style of the cost model
 STYLES = {"attention-fwd": "einsim", "attention-bwd": "einsim", "attention-2pass-fwd": "einsim-multipass",
-          "attention-3pass-fwd": "einsim-multipass", "decode": "einsim-decode"}
+          "attention-3pass-fwd": "einsim-multipass", "decode": "einsim-decode",
+          "decode-paged": "einsim-decode"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,18 @@ def kernel_mapping(spec: KernelSpec, config: Any, problem: Problem,
         splits = split_plan(problem, config, limits).num_splits
         # each split runs the fusemax cascade over its chunk; the merge is the model's split-KV merge
         return "fusemax", GpuMapping(block_m=config.BLOCK_M, block_n=config.BLOCK_N, kv_splits=splits,
+                                     **common), "forward"
+    if spec.name == "decode-paged":
+        from einsim.kernels.decode.config import paged_block_m, paged_programs, stream_k_pieces
+
+        # Stream-K over uniform lengths is a split-KV decode whose splits are the programs that
+        # cover one (sequence, KV head, row tile) segment: the same model prices it.
+        block_m = paged_block_m(problem)
+        segments = problem.kv_heads * -(-problem.group_size * problem.q_len // block_m)
+        pieces = stream_k_pieces([problem.kv_len] * problem.batch, segments, config.BLOCK_N,
+                                 paged_programs(problem, config, limits))
+        per_segment = max(1, round(sum(len(p) for p in pieces) / (problem.batch * segments)))
+        return "fusemax", GpuMapping(block_m=block_m, block_n=config.BLOCK_N, kv_splits=per_segment,
                                      **common), "forward"
     multipass = {"multipass": "materialize" if getattr(config, "MATERIALIZE", False) else "recompute"}
     return spec.cascade, GpuMapping(block_m=config.BLOCK_M, block_n=config.BLOCK_N, **multipass, **common), "forward"

@@ -186,8 +186,11 @@ def tuned_config(spec: Any, problem: Problem, gpu_name: str | None = None) -> An
 
 def export_best(kernel: str, problem: Problem, gpu_name: str, config: Any, *, measured_s: float,
                 predicted_s: float | None = None, default_s: float | None = None, study: str = "",
-                storage: str = "", evaluations: int = 0, directory: str | Path | None = None) -> Path:
+                storage: str = "", evaluations: int = 0, directory: str | Path | None = None,
+                provenance: dict[str, Any] | None = None) -> Path:
     """Write (or replace) the entry for (kernel, shape bucket, GPU) and return the file's path.
+    `provenance`: what made the numbers (library versions, retest spread, command), recorded
+    with the entry.
 
     Safe with many processes exporting at once and with a damaged file: under a file lock
     (`<kernel>.json.lock`, waited for at most LOCK_TIMEOUT_S) the file is read again, the entry
@@ -222,6 +225,8 @@ def export_best(kernel: str, problem: Problem, gpu_name: str, config: Any, *, me
         "evaluations": evaluations,
         "tuned_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if provenance:
+        entry["provenance"] = dict(provenance)
     lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
     try:
         with lock:

@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run (or resume) an Optuna study over a kernel's configs: the default config and "
         "the simulator's best predictions first, then TPE. Every trial is saved in the storage as it "
         "finishes; rerunning the same command resumes. View with: optuna-dashboard <storage URL>.")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--kernel", help="kernel name (einsim kernels list): attention-fwd, decode, ...")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--kernel", help="kernel name (einsim kernels list): attention-fwd, decode, ...; "
+                       "with --all-shapes a comma-separated list (default attention-fwd,decode)")
     which.add_argument("--cascade", metavar="FILE.yaml",
                        help="a softmax-attention cascade (YAML file or library name): compile it and "
                        "tune its kernel (the tuning cache is keyed by the cascade's content)")
@@ -42,6 +43,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-export", action="store_true", help="do not write the tuning cache")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    fleet = parser.add_argument_group("a whole model (--model NAME --all-shapes)")
+    fleet.add_argument("--all-shapes", action="store_true",
+                       help="tune every shape the model's prefill and decode hit, one study per kernel and "
+                       "tuning-cache bucket, most valuable first; resumable")
+    fleet.add_argument("--prefill-lengths", default="1k,2k,4k,8k,16k,32k", help="prefill lengths (default 1k..32k)")
+    fleet.add_argument("--decode-batches", default="1,2,4,8,16,32,64,128", help="decode batches (default 1..128)")
+    fleet.add_argument("--decode-caches", default="4k,8k,16k,32k,64k,128k",
+                       help="decode KV-cache lengths (default 4k..128k)")
+    fleet.add_argument("--max-kv-gib", type=float, default=24.0,
+                       help="skip decode shapes whose K+V cache times 3 exceeds this many GiB (default 24)")
+    fleet.add_argument("--time-budget", type=float, help="seconds for the whole run: shapes not reached by then "
+                       "are listed as such (rerun to continue)")
+    fleet.add_argument("--workers", type=int, help="worker processes sharing the studies through --storage "
+                       "(default: one per --gpus entry, else 1)")
+    fleet.add_argument("--gpus", help="comma-separated GPU indices, one worker process each (CUDA_VISIBLE_DEVICES)")
+    fleet.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set for spawned workers
+    fleet.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # shared by spawned workers
     parser.set_defaults(handler=run)
 
 
@@ -130,6 +148,19 @@ def result_json(result) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.all_shapes:
+        from einsim.cli.autotune_fleet import run_fleet
+
+        return run_fleet(args)
+    from einsim.errors import ConfigError
+
+    if not args.kernel and not args.cascade:
+        raise ConfigError("autotune: name a kernel (--kernel NAME), a cascade (--cascade FILE.yaml), or a whole "
+                          "model (--model NAME --all-shapes)")
+    return run_one(args)
+
+
+def run_one(args: argparse.Namespace) -> int:
     from einsim.kernels.tuned import export_best
     from einsim.autotune.study import TuningInterrupted, tune
     from einsim.errors import ConfigError

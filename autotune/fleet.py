@@ -1,0 +1,185 @@
+"""Tuning at fleet scale: every attention shape a model's prefill and decode hit, one study per
+(kernel, tuning-cache bucket), most valuable first, within a time budget, on any number of
+worker processes (one per GPU) sharing the studies through Optuna's storage. docs/autotune.md
+§ Tuning a whole model.
+
+Optuna's storage is the distributed engine: workers walk the same ordered list of shapes and
+call `tune()` on the same study names, so their trials of one study are deduplicated and counted
+together (SQLite on one host, PostgreSQL across hosts); a rerun resumes every study where it
+stopped. Exporting the winners is left to one process (the caller), after the workers finish.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from einsim.autotune.predict import predict_kernel
+from einsim.autotune.study import TuningResult, default_budget, load_result, tune
+from einsim.errors import ConfigError
+from einsim.kernels.registry import get_kernel
+from einsim.kernels.tuned import shape_bucket
+from einsim.problem import Problem
+
+PREFILL_LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768)
+DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+DECODE_CACHES = (4096, 8192, 16384, 32768, 65536, 131072)
+PREFILL_KERNELS = ("attention-fwd", "attention-bwd")
+DECODE_KERNELS = ("decode", "decode-paged")
+DEFAULT_KERNELS = ("attention-fwd", "decode")
+MAX_KV_GIB = 24.0  # decode shapes whose K+V cache (plus the reference's fp32 copy) exceed this are skipped
+MIN_SHAPE_S = 5.0  # do not start a shape with less time than this left
+
+
+@dataclass(frozen=True)
+class FleetShape:
+    """One (kernel, bucket) of a model: the problem that stands for it and what the default
+    config of the kernel is predicted to cost per call (the priority)."""
+
+    kernel: str
+    problem: Problem
+    phase: str  # prefill | decode
+    bucket: str
+    predicted_default_s: float
+
+    @property
+    def label(self) -> str:
+        p = self.problem
+        if self.phase == "decode":
+            return f"{self.kernel}: decode B{p.batch} cache {p.kv_len}"
+        return f"{self.kernel}: prefill B{p.batch} N{p.q_len}"
+
+
+def model_shapes(model, kernels: Sequence[str] = DEFAULT_KERNELS, *,
+                 prefill_lengths: Sequence[int] = PREFILL_LENGTHS,
+                 decode_batches: Sequence[int] = DECODE_BATCHES,
+                 decode_caches: Sequence[int] = DECODE_CACHES,
+                 max_kv_gib: float = MAX_KV_GIB) -> tuple[list[tuple[str, Problem, str]], list[str]]:
+    """((kernel, problem, phase) per distinct (kernel, tuning-cache bucket), skipped reasons).
+
+    Prefill: batch 1 (the preset's), q = kv = N, the model's mask. Decode: one new token per
+    sequence against a cache of each length, for each batch. Shapes are deduplicated by the
+    bucket the tuning cache keys on (einsim.kernels.tuned.shape_bucket), so each study tunes
+    what exactly one cache entry will serve."""
+    for kernel in kernels:
+        get_kernel(kernel)
+        if kernel not in PREFILL_KERNELS + DECODE_KERNELS:
+            raise ConfigError(f"--all-shapes tunes {', '.join(PREFILL_KERNELS + DECODE_KERNELS)}; "
+                              f"got {kernel!r}")
+    found, seen, skipped = [], set(), []
+    for kernel in kernels:
+        if kernel in PREFILL_KERNELS:
+            problems = [(model.problem(n, mode="prefill"), "prefill") for n in prefill_lengths]
+        else:
+            problems = [(model.problem(n, mode="decode", batch=b), "decode")
+                        for b in decode_batches for n in decode_caches]
+        for problem, phase in problems:
+            key = (kernel, shape_bucket(problem))
+            if key in seen:
+                continue
+            seen.add(key)
+            kv_gib = (problem.batch * problem.kv_heads * problem.kv_len
+                      * (problem.head_dim + problem.v_head_dim) * problem.dtype_bytes) / 2**30
+            if kv_gib * 3 > max_kv_gib:  # the cache, and the reference's fp32 copy of it
+                skipped.append(f"{kernel} B{problem.batch} cache {problem.kv_len}: K+V {kv_gib:.1f} GiB "
+                               f"(x3 with the reference's fp32 copy) > --max-kv-gib {max_kv_gib:g}")
+                continue
+            found.append((kernel, problem, phase))
+    return found, skipped
+
+
+def prioritise(shapes: Sequence[tuple[str, Problem, str]], target) -> list[FleetShape]:
+    """Most valuable first: the simulator's predicted time of each kernel's default config for
+    the shape, longest first (the most seconds per call to win back at a given relative gain;
+    one prediction per shape, so ordering 60 shapes takes about a second)."""
+    ordered = []
+    for kernel, problem, phase in shapes:
+        spec = get_kernel(kernel)
+        predicted = predict_kernel(kernel, spec.default_config(problem), problem, target).time_s
+        ordered.append(FleetShape(kernel, problem, phase, shape_bucket(problem),
+                                  predicted if math.isfinite(predicted) else 0.0))
+    return sorted(ordered, key=lambda s: (-s.predicted_default_s, s.kernel, s.bucket))
+
+
+@dataclass
+class FleetOutcome:
+    shape: FleetShape
+    status: str  # tuned | partial | not reached | failed: <reason>
+    result: TuningResult | None = None
+
+
+def run_shapes(shapes: Sequence[FleetShape], *, target, storage: str | None, trials: int | None,
+               deadline: float, dry_run: bool = False, seed: int | None = None,
+               evaluator_factory=None) -> list[FleetOutcome]:
+    """Tune each shape in order until `deadline` (time.time()); each study resumes if the
+    storage already has it. evaluator_factory(kernel, problem) -> evaluator (tests, replays)."""
+    outcomes = []
+    for shape in shapes:
+        left = deadline - time.time()
+        if left < MIN_SHAPE_S:
+            outcomes.append(FleetOutcome(shape, "not reached"))
+            continue
+        evaluator = evaluator_factory(shape.kernel, shape.problem) if evaluator_factory else None
+        try:
+            result = tune(shape.kernel, shape.problem, target, trials=trials, storage=storage,
+                          dry_run=dry_run, seed=seed, timeout_s=left, evaluator=evaluator)
+        except ConfigError as error:
+            outcomes.append(FleetOutcome(shape, f"failed: {error}"))
+            continue
+        done = len(result.evaluated) >= result.budget
+        outcomes.append(FleetOutcome(shape, "tuned" if done else "partial", result))
+    return outcomes
+
+
+def collect(shapes: Sequence[FleetShape], *, target, storage: str | None, trials: int | None = None,
+            dry_run: bool = False) -> list[FleetOutcome]:
+    """Every shape's study as the storage holds it (after workers finished); `trials` as the
+    workers were given it, so 'tuned' means the same as in run_shapes."""
+    outcomes = []
+    for shape in shapes:
+        try:
+            result = load_result(shape.kernel, shape.problem, target, storage=storage,
+                                 dry_run=dry_run)
+        except ConfigError:
+            outcomes.append(FleetOutcome(shape, "not reached"))
+            continue
+        result.budget = min(result.space_size, trials or default_budget(result.space_size))
+        if result.best is None:
+            outcomes.append(FleetOutcome(shape, "not reached" if not result.trials else "failed: no config ran", result))
+            continue
+        status = "tuned" if len(result.evaluated) >= result.budget else "partial"
+        outcomes.append(FleetOutcome(shape, status, result))
+    return outcomes
+
+
+def spawn_workers(argv: Sequence[str], count: int, gpus: Sequence[str] | None,
+                  timeout_s: float) -> list[int]:
+    """Start `count` worker processes running `einsim autotune <argv> --worker`, worker i on
+    GPU gpus[i] (CUDA_VISIBLE_DEVICES), wait for all of them (killed after timeout_s), and
+    return their exit codes."""
+    processes = []
+    for index in range(count):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpus[index % len(gpus)])
+        processes.append(subprocess.Popen([sys.executable, "-m", "einsim", "autotune", *argv,
+                                           "--worker", str(index)], env=env))
+    deadline = time.monotonic() + timeout_s
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=max(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+    return codes
+
+
+
+__all__ = ["DECODE_BATCHES", "DECODE_CACHES", "FleetOutcome", "FleetShape", "PREFILL_LENGTHS",
+           "collect", "model_shapes", "prioritise", "run_shapes", "spawn_workers"]

@@ -1,0 +1,81 @@
+"""Tuning a whole model (`einsim autotune --model M --all-shapes`): the shapes a model's prefill
+and decode hit, one per kernel and tuning-cache bucket, most valuable first; a time budget
+leaves the rest 'not reached'; several worker processes share the studies through SQLite
+(bounded subprocesses); bad options are named."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from einsim.autotune import build_space, fleet  # noqa: E402
+from einsim.autotune.evaluate import PredictionEvaluator  # noqa: E402
+from einsim.cli import main  # noqa: E402
+from einsim.kernels.tuned import shape_bucket  # noqa: E402
+from einsim.simulator.models import load_model  # noqa: E402
+
+
+def test_model_shapes_are_one_per_kernel_and_bucket():
+    model = load_model("llama3-70b")
+    shapes, skipped = fleet.model_shapes(model, ("attention-fwd", "decode"))
+    prefill = [p for k, p, phase in shapes if phase == "prefill"]
+    decode = [p for k, p, phase in shapes if phase == "decode"]
+    assert [p.q_len for p in prefill] == list(fleet.PREFILL_LENGTHS)
+    assert all(p.q_heads == 64 and p.kv_heads == 8 and p.causal for p in prefill + decode)
+    assert all(p.q_len == 1 for p in decode)
+    buckets = [(k, shape_bucket(p)) for k, p, _ in shapes]
+    assert len(buckets) == len(set(buckets))
+    # the biggest caches are skipped for memory, and said so
+    assert len(decode) + len(skipped) == len(fleet.DECODE_BATCHES) * len(fleet.DECODE_CACHES)
+    assert all("GiB" in reason for reason in skipped) and any("B128 cache 131072" in r for r in skipped)
+
+
+def test_most_valuable_shapes_come_first_and_the_budget_stops_the_rest():
+    model = load_model("llama3-8b")
+    shapes, _ = fleet.model_shapes(model, ("decode",), decode_batches=(1, 64), decode_caches=(4096, 65536))
+    ordered = fleet.prioritise(shapes, "h200")
+    times = [s.predicted_default_s for s in ordered]
+    assert times == sorted(times, reverse=True) and times[0] > 0
+    def slow_simulator(kernel, problem):
+        evaluator = PredictionEvaluator(build_space(kernel, problem, "h200"))
+
+        def evaluate(config):
+            time.sleep(0.6)
+            return evaluator(config)
+        return evaluate
+
+    outcomes = fleet.run_shapes(ordered, target="h200", storage=":memory:", trials=2,
+                                deadline=time.time() + fleet.MIN_SHAPE_S + 1.0, dry_run=True,
+                                evaluator_factory=slow_simulator)
+    assert outcomes[0].status == "tuned"
+    assert [o.status for o in outcomes[1:]] == ["not reached"] * (len(outcomes) - 1)
+
+
+def test_workers_share_the_studies_through_sqlite(tmp_path: Path, capsys):
+    storage = f"sqlite:///{tmp_path / 'fleet.db'}"
+    argv = ["autotune", "--model", "llama3-8b", "--all-shapes", "--kernel", "decode", "--dry-run",
+            "--trials", "4", "--storage", storage, "--decode-batches", "1", "--decode-caches", "4k",
+            "--workers", "2", "--time-budget", "120", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    (shape,) = data["shapes"]
+    assert shape["status"] == "tuned" and shape["evaluated"] >= 4 and data["workers"] == 2
+    study = optuna.load_study(study_name=shape["study"], storage=storage)
+    workers = {t.user_attrs.get("worker") for t in study.trials if t.user_attrs.get("evaluated")}
+    assert len(workers) == 2, "both worker processes ran trials of the one study"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--all-shapes"], "needs --model"),
+    (["--all-shapes", "--model", "llama3-8b", "--kernel", "attention-2pass-fwd"], "--all-shapes tunes"),
+    (["--all-shapes", "--model", "llama3-8b", "--workers", "2", "--storage", ":memory:"], "not :memory:"),
+    ([], "name a kernel"),
+])
+def test_bad_fleet_options_are_named(argv, message, capsys):
+    assert main(["autotune", *argv, "--dry-run", "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
