@@ -64,9 +64,14 @@ def make_attention_inputs(problem: Problem, dtype: str | None = None, device: st
     if dtype not in KERNEL_DTYPES:
         raise ConfigError(f"make_inputs: dtype must be one of {', '.join(KERNEL_DTYPES)}, got {dtype!r}")
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    # Drawn where they live: a CPU generator for CPU tensors (the interpreter's tests), the
+    # GPU's own for CUDA tensors (a 64 x 32k decode cache is 4 G numbers: minutes on the CPU).
+    on_gpu = str(device).startswith("cuda")
+    generator = torch.Generator(device=device if on_gpu else "cpu").manual_seed(seed)
 
     def randn(*shape):
+        if on_gpu:
+            return torch.randn(*shape, generator=generator, device=device, dtype=torch_dtype)
         return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device=device,
                                                                                dtype=torch_dtype)
 
