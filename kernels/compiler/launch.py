@@ -331,9 +331,17 @@ class CompiledAttention:
     def forward_with_lse(self, q, k, v, *, scale=None, config=None, backward_config=None,
                          block_mask=None, **tensors):
         """(out, lse): lse [B, Hq, P] fp32 natural log (not differentiable; -inf for a row that
-        sees no key, whose output is 0)."""
+        sees no key, whose output is 0). Traced by torch.compile (or given tensor subclasses),
+        the call is the operator torch.ops.einsim.cascade_<digest>_forward (compiler/ops.py)."""
         import torch
 
+        if torch.compiler.is_compiling() or type(q) is not torch.Tensor:
+            if block_mask is not None:
+                raise ConfigError(f"{self.name}: block_mask= cannot pass through torch.compile; "
+                                  "the operator builds the block mask itself")
+            from einsim.kernels.compiler.ops import call
+
+            return call(self, q, k, v, scale, config, backward_config, tensors)
         plan, extras = self.plan(q, k, v, scale, tensors, config, backward_config)
         if torch.is_grad_enabled():
             extra_grad = False
