@@ -116,15 +116,22 @@ class CompiledAttention:
         if self._plans is None:
             self._plans = plan_cache(f"{self.name}:{self.generated.digest}")
 
-        def make_key():
-            return (tensor_key(q), tensor_key(k), tensor_key(v), scale, config, backward_config,
-                    tuple((n, tensor_key(t) if hasattr(t, "data_ptr") else t)
-                          for n, t in keywords.items()))
+        if keywords:
+            def make_key():
+                return (tensor_key(q), tensor_key(k), tensor_key(v), scale, config,
+                        backward_config, tuple((n, tensor_key(t) if hasattr(t, "data_ptr") else t)
+                                               for n, t in keywords.items()))
+        else:  # the common case of a cascade without extra inputs or symbols: a shorter key
+            def make_key():
+                return (tensor_key(q), tensor_key(k), tensor_key(v), scale, config,
+                        backward_config)
 
         key, plan = self._plans.find(make_key)
         if plan is None:
             plan = self._plans.store(key, self._make_plan(q, k, v, scale, keywords, config,
                                                           backward_config))
+        if not plan.tensor_names:
+            return plan, ()
         try:
             return plan, tuple(keywords[name] for name in plan.tensor_names)
         except KeyError:  # a plan stored under a key of other keywords cannot happen; be safe
