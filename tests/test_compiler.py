@@ -242,7 +242,7 @@ def test_variant_source_shows_the_score_and_its_derivative():
 
 
 # -- what the compiler refuses ------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["ffn", "linear-attention", "flat", "attention-2pass"])
+@pytest.mark.parametrize("name", ["ffn", "linear-attention", "attention-2pass"])
 def test_cascades_that_are_not_one_pass_softmax_are_refused_naming_the_einsum(name):
     with pytest.raises(ConfigError, match=r"Einsum '.*': cannot compile cascade"):
         compile_cascade(name)
@@ -262,11 +262,15 @@ def test_a_score_indexed_by_the_head_dimension_is_refused():
         compile_cascade(parse_cascade(text, source="<by-e>"))
 
 
-@pytest.mark.xfail(reason="the plain (3-pass) form compiles once the notation stream's FuseMax "
-                          "reassociation rewrite (plain -> 1-pass, in einsum_cascades) lands",
-                   raises=ConfigError, strict=True)
 def test_the_plain_form_compiles_to_the_same_kernel():
-    compile_cascade("attention-3pass")
+    """attention-3pass (a global max, exp, sum, divide, then AV) goes through the FuseMax
+    reassociation (einsum_cascades.rewrite) and becomes the fusemax kernel, mask included."""
+    plain = compile_cascade("attention-3pass")
+    assert plain.form.score == compile_cascade("fusemax").form.score
+    assert any(e.iterative_rank for e in plain.cascade.einsums)
+    q, k, v = make_qkv(1, 2, 2, 19, 26, 16)
+    assert_close(plain(q, k, v, config=SMALL), executor_attention("attention-3pass", q, k, v),
+                 torch.float16)
 
 
 def test_missing_and_misshapen_extra_inputs_are_named():

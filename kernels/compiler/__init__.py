@@ -1,5 +1,6 @@
 """The cascade compiler: any softmax-attention cascade becomes a fused forward + backward Triton
-kernel. `compile(cascade)` recognises the cascade's 1-pass form by structure (frontend), derives
+kernel. `compile(cascade)` takes the cascade's 1-pass form (the FuseMax reassociation of a plain one,
+einsum_cascades.rewrite), recognises it by structure (frontend), derives
 the score, its derivative and the mask (derivative, bounds), generates the kernel module from the
 template (codegen, template, generate), caches it on disk by content (source_cache), registers
 its forward and backward kernels (registry) and returns the callable (launch); reference.py is
@@ -35,10 +36,26 @@ def compile(cascade) -> "CompiledAttention":  # noqa: A001  (einsim.kernels.comp
                           f"{type(cascade).__name__}")
     key = content_hash(cascade)
     if key not in _COMPILED:
-        compiled = CompiledAttention(generate(recognise(cascade)))
+        compiled = CompiledAttention(generate(recognise(one_pass(cascade))))
         register_compiled(compiled)
         _COMPILED[key] = compiled
     return _COMPILED[key]
+
+
+def one_pass(cascade):
+    """The cascade in the 1-pass running-state form the kernels implement: itself when it has
+    running states, else the FuseMax reassociation of its plain softmax (einsum_cascades.rewrite,
+    the IR rewrite the pass analysis confirms: one pass). A plain cascade that is no softmax is
+    returned as it is, for recognise() to say why."""
+    from einsim.einsum_cascades.rewrite import reassociate
+    from einsim.errors import SpecError
+
+    if any(einsum.iterative_rank for einsum in cascade.einsums):
+        return cascade
+    try:
+        return reassociate(cascade)
+    except SpecError:
+        return cascade
 
 
 def __getattr__(name):

@@ -200,6 +200,7 @@ class _Recogniser:
     def __init__(self, cascade: Cascade):
         self.cascade = cascade
         self.producers = {e.output: e for e in cascade.einsums}
+        self.state_filters: dict[str, tuple] = {}  # filters of the running-state updates
 
     def fail(self, einsum: Einsum | None, why: str) -> ConfigError:
         if einsum is None:
@@ -252,10 +253,28 @@ class _Recogniser:
     def same(self, a, b) -> bool:
         return canonical(a, self.cascade) == canonical(b, self.cascade)
 
+    def state_tree(self, einsum: Einsum):
+        """A running state's update, inlined, without the filters of the element-wise steps
+        around the tile's sums (kept in `state_filters`, with the update's own): a filter on a
+        state update skips the tile for those rows (the state stays as it was), which is the same
+        as excluding the tile's points, if the sums exclude them too (checked once the mask is
+        known)."""
+        self.state_filters.update({filter_key(f): (f, einsum) for f in einsum.filters})
+
+        def visit(node):
+            if isinstance(node, Masked):
+                self.state_filters.update({filter_key(f): (f, self.producers[node.tensor])
+                                           for f in node.filters})
+                return visit(node.body)
+            if isinstance(node, Reduce):
+                return node
+            return map_children(node, visit)
+        return visit(self.expand(einsum.expression, einsum))
+
     def running_update(self, state: str):
         """The running sum `state`: (carry factor, local term) of carry * state[prev] + local."""
         einsum = self.producers[state]
-        tree = self.expand(einsum.expression, einsum)
+        tree = self.state_tree(einsum)
         if einsum.reduce_op is not None or not (isinstance(tree, Binary) and tree.op == "+"):
             raise self.fail(einsum, f"the running sum {state} must be updated as "
                                     f"correction * {state}[previous] + local sum of the tile; got {tree}")
@@ -273,7 +292,7 @@ class _Recogniser:
         RO = RNV / RD, so it is the deferred form with RNV = RD * RO. Returns (Einsum,
         correction, local numerator, RD)."""
         einsum = self.producers[state]
-        tree = self.expand(einsum.expression, einsum)
+        tree = self.state_tree(einsum)
         shape = (f"the running output {state} must be updated as (correction * RD[previous] * "
                  f"{state}[previous] + local numerator) / RD[next]; got {tree}")
         if einsum.reduce_op is not None or not (isinstance(tree, Binary) and tree.op == "/"
@@ -417,6 +436,11 @@ class _Recogniser:
                             f"the numerator's filters {sorted(mask_n)} differ from the "
                             f"denominator's {sorted(mask_d)}: not one softmax")
         mask_keys = frozenset(mask_d)
+        for state_key, (flt, einsum) in self.state_filters.items():
+            if state_key not in mask_keys:
+                raise self.fail(einsum, f"its filter {flt.text!r} skips running-state updates but "
+                                        "is not on the softmax sums: the kernel's mask cannot "
+                                        "express it")
         score = self.strip_masks(score_d, mask_keys, self.producers[den_sum.tensor])
         if not self.same(score, self.strip_masks(score_n, mask_keys, self.producers[num_sum.tensor])):
             raise self.fail(self.producers[num_sum.tensor],
@@ -424,7 +448,7 @@ class _Recogniser:
 
         # the running max must be max(RM[prev], max(tile) S) of the same score
         max_einsum = self.producers[running_max]
-        max_tree = self.expand(max_einsum.expression, max_einsum)
+        max_tree = self.state_tree(max_einsum)
         local_max = None
         if isinstance(max_tree, Call) and max_tree.func == "max" and len(max_tree.args) == 2:
             for prev, local in ((max_tree.args[0], max_tree.args[1]),
