@@ -109,6 +109,14 @@ class GpuEvaluator:
     def __init__(self, kernel: str | KernelSpec, problem: Problem, *, seed: int = 0,
                  warmup_ms: float = 25.0, rep_ms: float = 100.0, tolerance: float = RELATIVE_TOLERANCE,
                  device: str = "cuda", graphs: bool = True) -> None:
+        import importlib.util
+
+        missing = [name for name in ("torch", "triton") if importlib.util.find_spec(name) is None]
+        if missing:
+            from einsim.errors import ConfigError
+
+            raise ConfigError(f"timing kernels on the GPU needs {' and '.join(missing)}, which is not installed: "
+                              f"`pip install 'einsim[kernels]'`, or add --dry-run to rank configs with the simulator")
         import torch
 
         if not torch.cuda.is_available():

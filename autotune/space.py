@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from einsim.errors import ConfigError
+from einsim.errors import ConfigError, EinsimError
 from einsim.problem import Problem
 from einsim.kernels.registry import KernelSpec, get_kernel
 from einsim.autotune.predict import KernelPrediction, config_dict, device_limits_for, predict_kernel
@@ -87,7 +87,12 @@ def build_space(kernel: str | KernelSpec, problem: Problem, target: Any) -> Sear
     except TypeError:
         declared = list(spec.search_space(problem))
     if not declared:
-        raise ConfigError(f"{spec.name} declares no config that can run {problem.describe()}")
+        try:  # why: the kernel's own reasons its default config cannot run this problem
+            reasons = spec.config_reasons(spec.default_config(problem), problem, limits)
+        except EinsimError as error:
+            reasons = [str(error)]
+        why = f": {'; '.join(dict.fromkeys(reasons))}" if reasons else ""
+        raise ConfigError(f"{spec.name} declares no config that can run {problem.describe()}{why}")
     fields = tuple(f.name for f in dataclasses.fields(spec.config_type))
     choices = {
         name: tuple(sorted({getattr(c, name) for c in declared}, key=_sort_key)) for name in fields

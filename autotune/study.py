@@ -410,6 +410,7 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
     import optuna
 
     started = time.perf_counter()
+    _check_tune_arguments(trials=trials, seeds=seeds, seed=seed, timeout_s=timeout_s, stop_below_s=stop_below_s)
     space = build_space(kernel, problem, target)
     allowed = space.keys()
     default_key = config_key(space.default)
@@ -427,8 +428,6 @@ def tune(kernel: str, problem: Problem, target: str = "h100-sxm", *, trials: int
     mode = ("exhaustive" if exhaustive else "guided") + ("/dry-run" if dry_run else "")
     name = study_name or default_study_name(kernel, problem, space.target, dry_run=dry_run, exhaustive=exhaustive)
     budget = len(allowed) if exhaustive else min(len(allowed), trials or default_budget(len(allowed)))
-    if trials is not None and trials <= 0:
-        raise ConfigError(f"--trials must be a positive number, got {trials}")
     n_seeds = len(allowed) if exhaustive else min(budget, seeds if seeds is not None
                                                   else default_seed_count(budget, len(allowed)))
     rdb = open_storage(storage)
@@ -596,6 +595,25 @@ def retest_best_and_default(evaluator, space: SearchSpace, result: TuningResult,
         return retest(configs, rounds=rounds)
     except Exception:  # noqa: BLE001 - a retest must never lose the study's result
         return {}
+
+
+def _check_tune_arguments(*, trials: int | None, seeds: int | None, seed: int | None, timeout_s: float | None,
+                          stop_below_s: float | None) -> None:
+    """Numbers tune() takes, refused before any work when they cannot mean anything (--seeds -5
+    used to enqueue 69 configs)."""
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if trials is not None and (not whole(trials) or trials <= 0):
+        raise ConfigError(f"--trials must be a positive whole number, got {trials!r}")
+    if seeds is not None and (not whole(seeds) or seeds < 0):
+        raise ConfigError(f"--seeds must be 0 or more (the simulator's best configs run first), got {seeds!r}")
+    if seed is not None and (not whole(seed) or not 0 <= seed < 2**32):
+        raise ConfigError(f"--seed must be a whole number from 0 to 2**32 - 1 (numpy's seeds), got {seed!r}")
+    for option, value in (("--timeout", timeout_s), ("stop_below_s", stop_below_s)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise ConfigError(f"{option} must be a positive number of seconds, got {value!r}")
 
 
 class TuningInterrupted(KeyboardInterrupt):

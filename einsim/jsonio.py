@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,7 +31,28 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def dump_json(value: Any, stream: TextIO, indent: int | None = 2) -> None:
-    """`value` as JSON text on `stream`, followed by a newline."""
-    json.dump(to_jsonable(value), stream, indent=indent, sort_keys=False)
+def finite_json(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """A plain JSON value with every NaN and infinity replaced by None (JSON has neither: Python
+    would write the invalid tokens NaN and Infinity), and the paths (`rows[3].ms`) it replaced."""
+    replaced: list[str] = []
+
+    def walk(item: Any, where: str) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            replaced.append(where or "(the value)")
+            return None
+        if isinstance(item, dict):
+            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(item)]
+        return item
+
+    return walk(to_jsonable(value), path), replaced
+
+
+def dump_json(value: Any, stream: TextIO, indent: int | None = 2) -> list[str]:
+    """`value` as valid JSON text on `stream`, followed by a newline; NaN and infinities are
+    written as null and their paths returned (the caller says so where a person will read it)."""
+    clean, replaced = finite_json(value)
+    json.dump(clean, stream, indent=indent, sort_keys=False, allow_nan=False)
     stream.write("\n")
+    return replaced

@@ -18,12 +18,19 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from einsim.errors import ShapeError
+from einsim.errors import ShapeError, brief
 
 # Bytes per element of each dtype an attention call may be stated in.
 DTYPE_BYTES = {"fp8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
 
 _SIZE_FIELDS = ("batch", "q_heads", "kv_heads", "q_len", "kv_len", "head_dim", "v_head_dim")
+
+# The largest sizes a Problem takes (docs/reliability.md): beyond any attention call that exists,
+# and small enough that exact per-tile counting (numpy arrays of q_len / block rows) and every
+# tensor allocated for the call stay within memory. Checked before anything is allocated.
+MAX_SIZES = {"batch": 1 << 24, "q_heads": 1 << 16, "kv_heads": 1 << 16, "q_len": 1 << 27, "kv_len": 1 << 27,
+             "head_dim": 1 << 16, "v_head_dim": 1 << 16}
+MAX_TENSOR_ELEMENTS = 1 << 48  # elements of q, k or v (512 TB in bf16)
 
 
 def _is_count(value: Any) -> bool:
@@ -64,7 +71,16 @@ class Problem:
         for name in _SIZE_FIELDS:
             value = getattr(self, name)
             if not _is_count(value):
-                raise ShapeError(f"attention problem: {name} must be a positive integer, got {value!r}")
+                raise ShapeError(f"attention problem: {name} must be a positive integer, got {brief(value)}")
+            if value > MAX_SIZES[name]:
+                raise ShapeError(f"attention problem: {name}={value} is beyond the largest einsim takes "
+                                 f"({MAX_SIZES[name]}); docs/reliability.md")
+        for tensor, heads, length, dim in (("q", self.q_heads, self.q_len, self.head_dim),
+                                           ("k", self.kv_heads, self.kv_len, self.head_dim),
+                                           ("v", self.kv_heads, self.kv_len, self.v_head_dim)):
+            if self.batch * heads * length * dim > MAX_TENSOR_ELEMENTS:
+                raise ShapeError(f"attention problem: {tensor} would hold {self.batch * heads * length * dim:.3g} "
+                                 f"elements, beyond the largest einsim takes ({MAX_TENSOR_ELEMENTS:.3g})")
         if self.q_heads % self.kv_heads:
             raise ShapeError(f"attention problem: q_heads={self.q_heads} must be a multiple of "
                              f"kv_heads={self.kv_heads} (grouped-query attention)")

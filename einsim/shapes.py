@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from einsim.errors import ShapeError
+from einsim.errors import ShapeError, brief
 from einsim.problem import Problem
 
 _SUFFIXES = {"k": 1024, "K": 1024, "m": 1024 * 1024, "M": 1024 * 1024}
@@ -30,7 +30,7 @@ def parse_size(text: str | int, option: str = "size", *, allow_zero: bool = Fals
             value = -1
     if value < 0 or (value == 0 and not allow_zero):
         wanted = "a non-negative integer" if allow_zero else "a positive integer"
-        raise ShapeError(f"{option}: expected {wanted} such as 4096 or 4k, got {text!r}")
+        raise ShapeError(f"{option}: expected {wanted} such as 4096 or 4k, got {brief(text)}")
     return value
 
 
@@ -38,7 +38,7 @@ def parse_lengths(text: str, option: str = "--seq-lens") -> list[int]:
     """'1k,4k,16k' -> [1024, 4096, 16384]: the sequence lengths of a sweep or a plot."""
     parts = [part for part in str(text).split(",") if part.strip()]
     if not parts:
-        raise ShapeError(f"{option}: expected comma-separated positive lengths such as 1k,4k,16k, got {text!r}")
+        raise ShapeError(f"{option}: expected comma-separated positive lengths such as 1k,4k,16k, got {brief(text)}")
     return [parse_size(part, option) for part in parts]
 
 
@@ -49,7 +49,7 @@ def parse_window(text: str | None, option: str = "--window") -> tuple[int, int] 
         return None
     parts = [p for p in re.split(r"[,\s]+", str(text).strip()) if p]
     if len(parts) not in (1, 2):
-        raise ShapeError(f"{option}: expected LEFT or LEFT,RIGHT (non-negative integers), got {text!r}")
+        raise ShapeError(f"{option}: expected LEFT or LEFT,RIGHT (non-negative integers), got {brief(text)}")
     values = [parse_size(p, option, allow_zero=True) for p in parts]
     return (values[0], values[1] if len(values) == 2 else 0)
 
@@ -63,7 +63,7 @@ def parse_shape(text: str, *, kv_heads: int | None = None, q_len: int | None = N
     parts = [p for p in _SEPARATORS.split(str(text).strip()) if p]
     if len(parts) not in (4, 5):
         raise ShapeError(f"{option}: expected B,H,N,D (batch, query heads, sequence length, head dim) "
-                         f"or B,H,Nq,Nk,D, got {text!r}")
+                         f"or B,H,Nq,Nk,D, got {brief(text)}")
     sizes = [parse_size(p, option) for p in parts]
     if len(sizes) == 5:
         batch, heads, inline_q_len, kv_len, head_dim = sizes

@@ -35,7 +35,13 @@ def _split(text: object) -> tuple[float, str]:
     if isinstance(text, bool):
         raise ValueError("not a quantity")
     if isinstance(text, (int, float)):
-        return float(text), ""
+        try:
+            value = float(text)
+        except OverflowError:  # an int past 1.8e308
+            raise ValueError("too large") from None
+        if not math.isfinite(value):
+            raise ValueError("not finite")
+        return value, ""
     if not isinstance(text, str):
         raise ValueError("not a quantity")
     match = _QUANTITY.match(text)
@@ -45,6 +51,13 @@ def _split(text: object) -> tuple[float, str]:
     if not math.isfinite(value):
         raise ValueError("not finite")
     return value, (match.group(2) or "").strip()
+
+
+def _finite(value: float) -> float:
+    """The parsed quantity, refused when its unit scaled it past the largest float ('1e300 GiB')."""
+    if not math.isfinite(value):
+        raise ValueError("too large")
+    return value
 
 
 def _scale_bytes(unit: str) -> float:
@@ -63,7 +76,7 @@ def parse_bytes(text: object) -> float:
     """'228 KiB' -> 233472.0; a bare number is bytes."""
     value, unit = _split(text)
     scale = 1.0 if unit == "" else _scale_bytes(unit)
-    return value * scale
+    return _finite(value * scale)
 
 
 def parse_bandwidth(text: object) -> float:
@@ -72,7 +85,7 @@ def parse_bandwidth(text: object) -> float:
     value, unit = _split(text)
     if not unit.endswith("/s"):
         raise ValueError(f"unknown unit {unit!r} (expected bytes per second, e.g. TB/s or GiB/s)")
-    return value * _scale_bytes(unit[:-2])
+    return _finite(value * _scale_bytes(unit[:-2]))
 
 
 def parse_frequency(text: object) -> float:
@@ -83,7 +96,7 @@ def parse_frequency(text: object) -> float:
     prefix = unit[:-2]
     if prefix not in _DECIMAL:
         raise ValueError(f"unknown unit {unit!r}")
-    return value * _DECIMAL[prefix]
+    return _finite(value * _DECIMAL[prefix])
 
 
 def _scale_joules(unit: str) -> float:
@@ -101,7 +114,7 @@ def parse_energy(text: object) -> float:
     head, _, per = unit.partition("/")
     if per not in ("", "op", "MAC", "mac", "FLOP", "flop", "exp"):
         raise ValueError(f"unknown unit {unit!r} (expected pJ or pJ/op)")
-    return value * _scale_joules(head)
+    return _finite(value * _scale_joules(head))
 
 
 def parse_energy_per_byte(text: object, word_bytes: float | None = None) -> float:
@@ -114,11 +127,11 @@ def parse_energy_per_byte(text: object, word_bytes: float | None = None) -> floa
     if per == "word":
         if not word_bytes:
             raise ValueError("pJ/word needs the target's word_size")
-        return joules / word_bytes
+        return _finite(joules / word_bytes)
     if per in ("B", "byte"):
-        return joules
+        return _finite(joules)
     if per in ("b", "bit"):
-        return joules * 8.0
+        return _finite(joules * 8.0)
     raise ValueError(f"unknown unit {unit!r} (expected pJ/B, pJ/bit or pJ/word)")
 
 
@@ -129,7 +142,7 @@ def parse_throughput(text: object) -> float:
     match = re.fullmatch(r"([kKMGTP]?)(FLOP|FLOPS|flop|op|ops|OP|OPS|MAC|MACs|exp)/s", unit)
     if not match:
         raise ValueError(f"unknown unit {unit!r} (expected e.g. TFLOP/s, TMAC/s, Gop/s)")
-    return value * _DECIMAL[match.group(1)]
+    return _finite(value * _DECIMAL[match.group(1)])
 
 
 def throughput_unit(text: str) -> str:
@@ -144,7 +157,7 @@ def parse_time(text: object) -> float:
     value, unit = _split(text)
     if not unit.endswith("s") or unit[:-1] not in _SMALL:
         raise ValueError(f"unknown unit {unit!r} (expected s, ms, us or ns)")
-    return value * _SMALL[unit[:-1]]
+    return _finite(value * _SMALL[unit[:-1]])
 
 
 _PARSERS = {

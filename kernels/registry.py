@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from einsim.errors import ConfigError
+from einsim.errors import ConfigError, brief, did_you_mean
 from einsim.kernels import tuned
 from einsim.kernels.limits import DeviceLimits
 from einsim.problem import Problem
@@ -181,7 +181,8 @@ def get_kernel(name: str) -> KernelSpec:
     try:
         return KERNELS[name]
     except KeyError:
-        raise ConfigError(f"unknown kernel {name!r}; known: {', '.join(sorted(KERNELS))}") from None
+        raise ConfigError(f"unknown kernel {brief(name)}{did_you_mean(name, KERNELS)}; "
+                          f"known: {', '.join(sorted(KERNELS))}") from None
 
 
 def _load_families() -> None:

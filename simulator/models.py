@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 
-from einsim.errors import ShapeError, SpecError
+from einsim.errors import ShapeError, SpecError, brief, did_you_mean
 from einsim.targets.loader import read_yaml_file
 from einsim.problem import DTYPE_BYTES, Problem
 
@@ -99,7 +99,7 @@ def load_model(name: str) -> ModelPreset:
     path = Path(text)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return _load(str(path.resolve()), text)
-    raise SpecError(f"unknown model {text!r}: expected one of {', '.join(model_names())} or a path to a model YAML file")
+    raise SpecError(f"unknown model {brief(text)}{did_you_mean(text, model_names())}: expected one of {', '.join(model_names())} or a path to a model YAML file")
 
 
 @lru_cache(maxsize=32)

@@ -15,6 +15,10 @@ from einsim.simulator.simulate import resolve_cascade, resolve_target, simulate
 from einsim.problem import Problem
 
 
+MAX_SWEEP_POINTS = 10_000  # capacities in one buffer sweep: each is a full mapping search
+MAX_GRID_POINTS = 100_000  # designs in one `einsim sweep` grid (a few ms each)
+
+
 def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str], seq_lens: Sequence[int],
          mode: str = "prefill", mapping: Any = None, progress: bool = True, errors: str = "row") -> list[dict[str, Any]]:
     """Simulate every combination; a combination the model cannot run (a cascade the GPU model
@@ -29,6 +33,10 @@ def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str],
     loaded_cascades = {name: resolve_cascade(name) for name in cascades}
     loaded_models = {name: load_model(name) for name in models}
     mapping = load_mapping(mapping)
+    points = len(targets) * len(cascades) * len(models) * len(seq_lens)
+    if points > MAX_GRID_POINTS:
+        raise ConfigError(f"sweep: {len(targets)} targets x {len(cascades)} cascades x {len(models)} models x "
+                          f"{len(seq_lens)} lengths = {points} designs, more than {MAX_GRID_POINTS}; split the sweep")
     combos: Iterable = list(itertools.product(targets, cascades, models, seq_lens))
     if progress:
         from tqdm import tqdm
@@ -49,8 +57,15 @@ def grid(targets: Sequence[str], cascades: Sequence[str], models: Sequence[str],
 
 
 def buffer_capacities(low: float = 16 * 2**10, high: float = 4 * 2**30, per_octave: int = 2) -> np.ndarray:
-    """Geometric capacities from `low` to `high` bytes, `per_octave` points per doubling."""
+    """Geometric capacities from `low` to `high` bytes, `per_octave` points per doubling; more
+    than MAX_SWEEP_POINTS is a ConfigError (before anything is simulated)."""
+    if not (0 < low <= high and np.isfinite(high)) or per_octave < 1:
+        raise ConfigError(f"buffer sweep: expected 0 < low <= high and at least one point per octave, got "
+                          f"{low!r}..{high!r} bytes, {per_octave!r} per octave")
     count = int(round(np.log2(high / low) * per_octave)) + 1
+    if count > MAX_SWEEP_POINTS:
+        raise ConfigError(f"buffer sweep: {count} capacities ({per_octave} per octave from {low:.4g} to {high:.4g} "
+                          f"bytes) is more than {MAX_SWEEP_POINTS}; use fewer per octave or a narrower range")
     return low * 2.0 ** (np.arange(count) / per_octave)
 
 

@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from einsim.cli.output import check_output_arguments
+
+        check_output_arguments(args)
         return int(handler(args) or 0)
     except EinsimError as error:
         print(f"einsim {args.command}: error: {error}", file=sys.stderr)

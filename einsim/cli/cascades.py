@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.cli.output import print_json
+from einsim.cli.output import print_json, safe_file_stem
 from einsim.text import render_table
 
 
@@ -119,7 +119,9 @@ def _graph(args: argparse.Namespace) -> int:
     from einsim.plots import pass_graph, plot_pass_graph, save_figure
 
     cascade = load_cascade(args.name)
-    path = args.output or f"{cascade.name}.png"
+    # The default file is named after the cascade, whose name comes from its YAML: keep it a plain
+    # file name in the current folder (a name like '../x' or '/tmp/x' wrote there).
+    path = args.output or f"{safe_file_stem(cascade.name)}.png"
     save_figure(plot_pass_graph(pass_graph(cascade, args.rank)), path)
     print(f"wrote {path}")
     return 0

@@ -5,16 +5,46 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from einsim.errors import ConfigError, brief
 from einsim.jsonio import dump_json, to_jsonable
 
 
 def print_json(value: Any, stream: TextIO | None = None) -> None:
-    dump_json(value, stream or sys.stdout)
+    """`value` as valid JSON on stdout; NaN and infinities become null, with a note on stderr."""
+    replaced = dump_json(value, stream or sys.stdout)
+    if replaced:
+        shown = ", ".join(replaced[:5]) + (f" and {len(replaced) - 5} more" if len(replaced) > 5 else "")
+        print(f"note: {len(replaced)} value(s) were NaN or infinite and are written as null: {shown}", file=sys.stderr)
+
+
+# Arguments naming a file a command writes ("-" is stdout): checked before any work is done.
+OUTPUT_OPTIONS = {"out": "--out", "csv": "--csv", "output": "--output"}
+
+
+def check_output_file(path: str | Path, option: str) -> None:
+    """Fail at once, not after minutes of work, when `path` cannot be written: its folder does
+    not exist, or it is a folder itself."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{option} {brief(str(path))}: is a folder; give a file name")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {brief(str(path))}: the folder {brief(str(folder))} does not exist; "
+                          f"create it or write elsewhere")
+
+
+def check_output_arguments(args: Any) -> None:
+    """check_output_file for every output option a subcommand was given."""
+    for attr, option in OUTPUT_OPTIONS.items():
+        value = getattr(args, attr, None)
+        if isinstance(value, (str, Path)) and str(value) not in ("", "-"):
+            check_output_file(value, option)
 
 
 def write_csv(rows: Sequence[dict[str, Any]], destination: str | Path | TextIO) -> None:
@@ -23,8 +53,12 @@ def write_csv(rows: Sequence[dict[str, Any]], destination: str | Path | TextIO) 
     for row in rows:
         headers += [k for k in row if k not in headers]
     if isinstance(destination, (str, Path)):
-        with open(destination, "w", newline="") as handle:
-            _write_rows(handle, headers, rows)
+        check_output_file(destination, "CSV file")
+        try:
+            with open(destination, "w", newline="") as handle:
+                _write_rows(handle, headers, rows)
+        except OSError as error:
+            raise ConfigError(f"{brief(str(destination))}: cannot write: {error.strerror or error}") from None
     else:
         _write_rows(destination, headers, rows)
 
@@ -34,3 +68,10 @@ def _write_rows(handle: TextIO | io.StringIO, headers: list[str], rows: Sequence
     writer.writeheader()
     for row in rows:
         writer.writerow({k: to_jsonable(v) for k, v in row.items()})
+
+
+def safe_file_stem(name: str) -> str:
+    """A name from user data (a cascade's `name:`) made a plain file name: no folders, no leading
+    dots, only letters, digits, '.', '_' and '-'; at most 100 characters."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")[:100]
+    return stem or "cascade"

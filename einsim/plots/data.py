@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from einsim.errors import ConfigError
+from einsim.errors import ConfigError, brief
 from einsim.simulator.estimate import Estimate
 from einsim.problem import Problem
 from einsim.units import format_bytes, format_rate
@@ -528,7 +528,7 @@ def parse_design(text: str) -> Design:
     label, _, rest = text.rpartition("=")
     target, sep, cascade = rest.partition(":")
     if not sep or not target or not cascade:
-        raise ConfigError(f"--design expects LABEL=TARGET:CASCADE (e.g. FuseMax=fusemax-cloud:fusemax), got {text!r}")
+        raise ConfigError(f"--design expects LABEL=TARGET:CASCADE (e.g. FuseMax=fusemax-cloud:fusemax), got {brief(text)}")
     return Design(label or target, target, cascade)
 
 
@@ -543,6 +543,10 @@ def speedup_data(models: Sequence[str], seq_lens: Sequence[int], designs: Sequen
         raise ConfigError("speedup needs at least one design")
     baseline = baseline or designs[0].label
     labels = [d.label for d in designs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:  # estimates are keyed by label: a repeat reported one design's latency as another's
+        raise ConfigError(f"--design labels must differ; {', '.join(map(repr, repeated))} is given more than once "
+                          f"(name them LABEL=TARGET:CASCADE)")
     if baseline not in labels:
         raise ConfigError(f"baseline {baseline!r} is not one of the designs ({', '.join(labels)})")
     targets = {d.target: as_target(d.target) for d in designs}

@@ -10,13 +10,14 @@ true intensity would place it (docs/plots.md § Measured points).
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from einsim.errors import ConfigError
+from einsim.errors import ConfigError, EinsimError, brief
 from einsim.problem import Problem
 
 # CSV `kind` values that are a forward pass of attention over a whole sequence / one decode step.
@@ -46,7 +47,7 @@ class MeasuredRun:
 
 
 def _phase(kind: str) -> str:
-    kind = kind.strip().lower()
+    kind = str(kind or "").strip().lower()
     if kind in PREFILL_KINDS:
         return "prefill"
     if kind in DECODE_KINDS:
@@ -76,48 +77,61 @@ def load_benchmark_csv(path: str | Path) -> list[MeasuredRun]:
     of benchmarks/bench_attention.py and ../shared/anchors/h100-peers.csv). Optional columns:
     batch (B), heads (H), kv_heads, q_len, target. `ceiling` rows (copy, matmul) are not attention
     runs and are skipped; a row needs a positive ms and tflops or tbps."""
-    from einsim.problem import Problem
-
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a benchmark CSV")
     try:
-        handle = open(path, newline="")
+        handle = open(path, newline="", encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the benchmark CSV ({error.strerror})") from None
     runs = []
     with handle:
-        reader = csv.DictReader(handle)
-        missing = {"kind", "backend", "N", "D", "ms"} - set(reader.fieldnames or ())
-        if missing:
-            raise ConfigError(f"{path}: expected columns kind, backend, N, D, causal, ms, tflops, tbps; "
-                              f"missing {', '.join(sorted(missing))}")
-        for line, row in enumerate(reader, start=2):
-            phase = _phase(row["kind"])
-            if phase == "ceiling":
-                continue
-            try:
-                n, d = int(float(row["N"])), int(float(row["D"]))
-                ms = float(row["ms"])
-                tflops = float(row.get("tflops") or 0)
-                tbps = float(row.get("tbps") or 0)
-                causal = str(row.get("causal", "0")).strip().lower() in ("1", "true", "yes")
-                batch = int(float(_column(row, "batch", "B") or 1))
-                heads = int(float(_column(row, "heads", "H", "q_heads") or 1))
-                kv_heads = int(float(_column(row, "kv_heads", "KV") or heads))
-                q_len = int(float(_column(row, "q_len") or (1 if phase == "decode" else n)))
-            except ValueError as error:
-                raise ConfigError(f"{path}:{line}: {error}") from None
-            if ms <= 0 or n <= 0 or d <= 0 or (tflops <= 0 and tbps <= 0):
-                continue
-            problem = Problem(batch=batch, q_heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=n,
-                                       head_dim=d, causal=causal)
-            flops, traffic = _work(problem, phase)
-            # Without batch and heads in the file, FLOPs and bytes are those of one (batch, head):
-            # the intensity is exact (both scale with B·H) and so is FLOP/s, taken from the file.
-            rate = tflops * 1e12 if tflops > 0 else flops / traffic * tbps * 1e12
-            runs.append(MeasuredRun(
-                origin="measured", source=str(path), kind=phase, backend=row["backend"], problem=problem,
-                time_s=ms / 1e3, flops_per_s=rate, traffic_bytes=traffic, flops=flops,
-                target=_column(row, "target", "gpu")))
+        try:
+            runs = _read_benchmark_rows(path, handle)
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text: save the CSV as UTF-8") from None
+        except csv.Error as error:
+            raise ConfigError(f"{path}: not a readable CSV: {error}") from None
+    return runs
+
+
+def _read_benchmark_rows(path: Path, handle: Any) -> list[MeasuredRun]:
+    runs = []
+    reader = csv.DictReader(handle)
+    missing = {"kind", "backend", "N", "D", "ms"} - set(reader.fieldnames or ())
+    if missing:
+        raise ConfigError(f"{path}: expected columns kind, backend, N, D, causal, ms, tflops, tbps; "
+                          f"missing {', '.join(sorted(missing))}")
+    for line, row in enumerate(reader, start=2):
+        phase = _phase(row["kind"])
+        if phase == "ceiling":
+            continue
+        try:
+            n, d = int(float(row["N"])), int(float(row["D"]))
+            ms = float(row["ms"])
+            tflops = float(row.get("tflops") or 0)
+            tbps = float(row.get("tbps") or 0)
+            causal = str(row.get("causal", "0")).strip().lower() in ("1", "true", "yes")
+            batch = int(float(_column(row, "batch", "B") or 1))
+            heads = int(float(_column(row, "heads", "H", "q_heads") or 1))
+            kv_heads = int(float(_column(row, "kv_heads", "KV") or heads))
+            q_len = int(float(_column(row, "q_len") or (1 if phase == "decode" else n)))
+        except (ValueError, OverflowError, TypeError) as error:  # "x", nan, inf or a missing cell where a size belongs
+            raise ConfigError(f"{path}:{line}: {brief(str(error))}") from None
+        if not all(math.isfinite(v) for v in (ms, tflops, tbps)):
+            continue  # a failed measurement (NaN/inf): no point to draw, and invalid in --json
+        if ms <= 0 or n <= 0 or d <= 0 or (tflops <= 0 and tbps <= 0):
+            continue
+        problem = Problem(batch=batch, q_heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=n,
+                                   head_dim=d, causal=causal)
+        flops, traffic = _work(problem, phase)
+        # Without batch and heads in the file, FLOPs and bytes are those of one (batch, head):
+        # the intensity is exact (both scale with B·H) and so is FLOP/s, taken from the file.
+        rate = tflops * 1e12 if tflops > 0 else flops / traffic * tbps * 1e12
+        runs.append(MeasuredRun(
+            origin="measured", source=str(path), kind=phase, backend=row["backend"], problem=problem,
+            time_s=ms / 1e3, flops_per_s=rate, traffic_bytes=traffic, flops=flops,
+            target=_column(row, "target", "gpu")))
     return runs
 
 
@@ -149,29 +163,34 @@ def load_tuning_db(storage: str) -> list[MeasuredRun]:
 
     from einsim.kernels.registry import get_kernel
 
-    url = storage if "://" in storage else f"sqlite:///{Path(storage).expanduser().resolve()}"
+    from einsim.autotune.storage import open_storage, redact_url, resolve_storage_url
+
+    url = resolve_storage_url(storage)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         # SQLite would create an empty database there: a typo must not leave a file behind.
-        raise ConfigError(f"tuning storage {url}: no such file")
+        raise ConfigError(f"tuning storage {brief(url)}: no such file")
+    rdb = open_storage(url)  # bounded connect, the installed PostgreSQL driver, password hidden
+    url = redact_url(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        summaries = optuna.get_all_study_summaries(storage=url, include_best_trial=True)
-    except Exception as error:  # sqlalchemy errors: bad URL, no such database
+        summaries = optuna.get_all_study_summaries(storage=rdb, include_best_trial=True)
+    except Exception as error:  # sqlalchemy errors: not an Optuna database, no such table
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"cannot read tuning storage {url}: {first}") from None
+        raise ConfigError(f"cannot read tuning storage {url}: {first[:300]}") from None
     runs = []
     for summary in summaries:
         attrs = summary.user_attrs
         best = summary.best_trial
-        if best is None or best.value is None or attrs.get("objective", "gpu") == "simulator":
+        if (best is None or best.value is None or not math.isfinite(best.value) or best.value <= 0
+                or attrs.get("objective", "gpu") == "simulator"):
             continue
         kernel, tag = attrs.get("kernel"), attrs.get("problem")
         if not kernel or not tag:
             continue
         try:
-            spec = get_kernel(kernel)
-            problem = parse_problem_tag(tag)
-        except (ConfigError, KeyError):
+            spec = get_kernel(str(kernel))
+            problem = parse_problem_tag(str(tag))
+        except (EinsimError, KeyError):
             continue
         phase = "backward" if kernel.endswith("-bwd") else ("decode" if problem.q_len == 1 else "prefill")
         flops, traffic = float(spec.flops(problem)), float(spec.min_bytes(problem))

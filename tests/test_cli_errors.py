@@ -1,0 +1,113 @@
+"""Bad input to every kind of subcommand is one named error line and exit status 2, checked before
+any big work; nothing is written outside the place asked for; --json is always valid JSON.
+(Each case was a traceback, a silent wrong answer or a write elsewhere before: issue 9.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from einsim.cli import main
+from einsim.cli.output import print_json
+
+LIBRARY = Path(__file__).resolve().parent.parent / "einsum_cascades" / "library"
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _fails(argv: list[str], capsys, *fragments: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["simulate", "--seq-len", "1000000000000"], ["q_len=1000000000000 is beyond the largest"]),  # 58 GiB before
+    (["plot", "traffic-vs-buffer", "--target", "fusemax-cloud", "--model", "BERT", "--seq-len", "1k",
+      "--per-octave", "100000"], ["more than 10000"]),  # OOM-killed before
+    (["plot", "traffic-vs-buffer", "--target", "fusemax-cloud", "--model", "BERT", "--seq-len", "1k",
+      "--max-buffer", "1e300 GiB"], ["--max-buffer expects a positive size"]),  # OverflowError before
+    (["sweep", "--out", "missing/x.csv", "--seq-lens", "1k", "--models", "BERT", "--targets", "fusemax-cloud",
+      "--cascades", "fusemax"], ["--out 'missing/x.csv': the folder 'missing' does not exist"]),
+    (["simulate", "--buffer-sweep", "--target", "fusemax-cloud", "--csv", "missing/x.csv"], ["does not exist"]),
+    (["cascades", "graph", "fusemax", "-o", "."], ["is a folder"]),
+    (["plot", "speedup", "--design", "A=fusemax-cloud:fusemax", "--design", "A=flat-cloud:attention-3pass",
+      "--model", "BERT", "--seq-lens", "1k"], ["'A' is given more than once"]),  # reported another's latency
+    (["autotune", "--kernel", "decode", "--shape", "8,32,8192,7", "--dry-run", "--no-progress"],
+     ["declares no config that can run", "head dims 7/7: expected 16 to 256"]),
+    (["autotune", "--kernel", "decode", "--shape", "8,32,8192,128", "--dry-run", "--seeds", "-5"],
+     ["--seeds must be 0 or more"]),  # enqueued 69 seeds before
+    (["autotune", "--kernel", "decode", "--shape", "8,32,8192,128", "--dry-run", "--seed", "-1"], ["--seed must"]),
+    (["autotune", "--kernel", "decode", "--shape", "8,32,8192,128", "--dry-run", "--timeout", "nan"],
+     ["--timeout must be a positive number"]),
+    (["kernels", "show", "decod", "--shape", "1,1,64,64"], ["unknown kernel 'decod' (did you mean 'decode"]),
+    (["simulate", "--model", "llama3-8x"], ["(did you mean 'llama3-8b'?)"]),
+    (["simulate", "--cascade", "fusemx"], ["(did you mean 'fusemax'?)"]),
+    (["simulate", "--target", "h10"], ["(did you mean 'h100-sxm'?)"]),
+])
+def test_bad_arguments_are_named_errors(argv: list[str], fragments: list[str], capsys) -> None:
+    _fails(argv, capsys, *fragments)
+
+
+def test_a_cascade_name_never_writes_outside_the_current_folder(in_tmp: Path, capsys) -> None:
+    work = in_tmp / "work"
+    work.mkdir()
+    text = (LIBRARY / "attention-1pass.yaml").read_text()
+    for name in ("../outside/x", str(in_tmp / "absolute")):
+        (work / "c.yaml").write_text(text.replace("name: attention-1pass", f"name: {name}"))
+        (in_tmp / "outside").mkdir(exist_ok=True)
+        assert main(["cascades", "graph", str(work / "c.yaml")]) == 0
+    written = list(in_tmp.rglob("*.png"))
+    assert len(written) == 2 and all(p.parent == in_tmp for p in written)  # the current folder, nowhere else
+    assert {p.name for p in written} >= {"outside-x.png"} and not (in_tmp / "absolute.png").exists()
+    capsys.readouterr()
+
+
+def test_autotune_without_torch_says_to_add_dry_run_or_install(monkeypatch, capsys) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    _fails(["autotune", "--kernel", "decode", "--shape", "8,32,8192,128", "--no-progress"], capsys,
+           "needs torch", "pip install 'einsim[kernels]'", "--dry-run")
+
+
+def test_json_output_is_valid_with_nan_and_infinity(capsys) -> None:
+    print_json({"rows": [{"ms": float("nan")}, {"ms": float("inf"), "ok": 1.5}]})
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"rows": [{"ms": None}, {"ms": None, "ok": 1.5}]}  # strict JSON
+    assert "NaN" not in captured.out and "Infinity" not in captured.out
+    assert "2 value(s) were NaN or infinite and are written as null: rows[0].ms, rows[1].ms" in captured.err
+
+
+def test_measured_csv_with_nan_rows_and_bad_cells(in_tmp: Path, capsys) -> None:
+    header = "kind,backend,N,D,causal,ms,tflops,tbps\n"
+    (in_tmp / "nan.csv").write_text(header + "prefill,x,4096,128,0,nan,300,0\nprefill,y,4096,128,0,1.0,inf,0\n"
+                                    "prefill,z,4096,128,0,0.5,300,0\n")
+    assert main(["roofline", "--target", "h100-sxm", "--shape", "1,32,4096,128", "--measured", "nan.csv",
+                 "--json"]) == 0
+    out = capsys.readouterr().out
+    json.loads(out)  # valid JSON: the NaN/inf rows are skipped as failed measurements
+    assert '"z"' in out and '"x"' not in out
+    (in_tmp / "inf.csv").write_text(header + "prefill,x,inf,128,0,1.0,300,0\n")
+    _fails(["roofline", "--target", "h100-sxm", "--shape", "1,32,4096,128", "--measured", "inf.csv"], capsys,
+           "inf.csv:2:")
+    (in_tmp / "latin1.csv").write_bytes((header + "prefill,caf\xe9,4096,128,0,1.0,300,0\n").encode("latin-1"))
+    _fails(["roofline", "--target", "h100-sxm", "--shape", "1,32,4096,128", "--measured", "latin1.csv"], capsys,
+           "not UTF-8")
+
+
+def test_output_checks_come_before_the_work(in_tmp: Path, capsys, monkeypatch) -> None:
+    import einsim.simulator.sweep as sweep
+
+    monkeypatch.setattr(sweep, "grid", lambda *a, **k: pytest.fail("the sweep ran before its --out was checked"))
+    _fails(["sweep", "--out", "nowhere/x.csv"], capsys, "does not exist")
