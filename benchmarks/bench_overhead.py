@@ -10,7 +10,9 @@ fp32 torch twin of the oracle), the loop's wall time divided by the calls, media
 the GPU work is far shorter than the host's, so this is the host time per call. Rows: forward
 (B1 H1 N128 D64, as the 2026-11-29 anchors), forward+backward (torch.autograd.grad of the same),
 decode (B1 Hq32 Hkv8, 4k cache, D128), and einsim through its operator
-(torch.ops.einsim.*, the dispatcher hop torch.compile sees). `--stub` (CPU, interpreter): every
+(torch.ops.einsim.*, the dispatcher hop torch.compile sees), and the forward with pointer loads
+instead of tensor descriptors (einsim_noTMA: Triton converts descriptors in Python on every
+launch). `--stub` (CPU, interpreter): every
 Triton launch replaced by a no-op, so the rows time what einsim's Python does per call (plan
 lookup, allocations, autograd) on this machine; SDPA's rows there run its CPU math.
 """
@@ -96,8 +98,15 @@ def cases(device: str, dtype, stub: bool):
             return torch.autograd.grad(out, (qg, kg, vg), do)
         return call
 
+    from dataclasses import replace
+
+    from einsim.kernels.flash.config import default_config
+    from einsim.kernels.runtime import check_attention_inputs
+
+    pointers = replace(default_config(check_attention_inputs(q, k, v, kernel="attention-fwd")), tma=False)
     rows = [
         ("forward", "einsim", lambda: attention(q, k, v)),
+        ("forward", "einsim_noTMA", lambda: attention(q, k, v, config=pointers)),
         ("forward", "einsim_op", lambda: ops.attention_forward(q, k, v)),
         ("forward+backward", "einsim", fwd_bwd(attention)),
         ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
             writer.writerows(table)
     print(f"host wall time per call, {mode}, {name}, torch {torch.__version__}; direct launches: "
           f"{sum(direct)} of {len(direct)} plans")
-    widths = [18, 12, 12, 13]
+    widths = [18, 14, 12, 13]
     print("".join(h.ljust(w) for h, w in zip(header, widths)))
     for line in table:
         print("".join(str(x).ljust(w) for x, w in zip(line, widths)))

@@ -133,7 +133,7 @@ def _paged_tiles(m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, lo, hi, len_b, 
 
 @triton.jit
 def _paged_split(
-    Q, K, V, BlockTable, Seqlens, PM, PL, PACC,
+    Q, K, V, BlockTable, Seqlens, Partials, n_partials,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kp, stride_kr, stride_kh, stride_kd,
     stride_vp, stride_vr, stride_vh, stride_vd,
@@ -193,15 +193,17 @@ def _paged_split(
             stride_vd, stride_tb, stride_tp, page_size, head_dim, v_head_dim, scale_log2,
             True, PAGED, ALIGNED, IS_CAUSAL, DOT_FP32, EVEN_D, BLOCK_N, BLOCK_D, BLOCK_DV)
         slot = (b * kv_segments + segment + pid).to(tl.int64)
-        tl.store(PM + slot * BLOCK_M + offs_m, m_i)
-        tl.store(PL + slot * BLOCK_M + offs_m, l_i)
-        tl.store(PACC + (slot * BLOCK_M + offs_m)[:, None] * BLOCK_DV + offs_dv[None, :], acc)
+        # One fp32 scratch buffer: n_partials maxima, n_partials sums, then the numerators.
+        tl.store(Partials + slot * BLOCK_M + offs_m, m_i)
+        tl.store(Partials + n_partials + slot * BLOCK_M + offs_m, l_i)
+        tl.store(Partials + 2 * n_partials + (slot * BLOCK_M + offs_m)[:, None] * BLOCK_DV
+                 + offs_dv[None, :], acc)
         start = stop
 
 
 @triton.jit
 def _paged_merge(
-    Seqlens, PM, PL, PACC, Out, Lse,
+    Seqlens, Partials, n_partials, Out, Lse,
     stride_ob, stride_oh, stride_om, stride_od,
     batch, kv_heads, group, q_len, rows_total, row_tiles, v_head_dim, capacity, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_B: tl.constexpr,
@@ -224,9 +226,10 @@ def _paged_merge(
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for i in range(0, pieces):
         slot = (s + p_first + i).to(tl.int64)
-        pm = tl.load(PM + slot * BLOCK_M + offs_m)
-        pl = tl.load(PL + slot * BLOCK_M + offs_m)
-        pacc = tl.load(PACC + (slot * BLOCK_M + offs_m)[:, None] * BLOCK_DV + offs_dv[None, :])
+        pm = tl.load(Partials + slot * BLOCK_M + offs_m)
+        pl = tl.load(Partials + n_partials + slot * BLOCK_M + offs_m)
+        pacc = tl.load(Partials + 2 * n_partials + (slot * BLOCK_M + offs_m)[:, None] * BLOCK_DV
+                       + offs_dv[None, :])
         m_new = tl.maximum(m, pm)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m - m_safe)
@@ -256,12 +259,10 @@ def run(plan, q, k_cache, v_cache, cache_seqlens, block_table):
     """Split pass then merge of a PagedDecodePlan on checked inputs. Returns (out, lse)."""
     out = inputs.empty_output(plan.out_shape, q.device, q.dtype)
     lse = inputs.empty_output(plan.out_shape[:3], q.device)
-    pm = inputs.scratch((plan.slots, plan.block_m), q.device)
-    pl = inputs.scratch((plan.slots, plan.block_m), q.device)
-    pacc = inputs.scratch((plan.slots, plan.block_m, plan.block_dv), q.device)
+    partials = inputs.scratch((plan.slots * plan.block_m * (2 + plan.block_dv),), q.device)
     table = block_table if block_table is not None else cache_seqlens  # never read unpaged
-    split_args = (q, k_cache, v_cache, table, cache_seqlens, pm, pl, pacc)
-    merge_args = (cache_seqlens, pm, pl, pacc, out, lse)
+    split_args = (q, k_cache, v_cache, table, cache_seqlens, partials)
+    merge_args = (cache_seqlens, partials, out, lse)
     if plan.launches is None:
         plan.launches = _make_launches(plan, q, k_cache, v_cache, table, out, split_args,
                                        merge_args)
@@ -291,8 +292,9 @@ def _make_launches(plan, q, k_cache, v_cache, table, out, split_args, merge_args
                and k_cache.data_ptr() % 16 == 0 and v_cache.data_ptr() % 16 == 0)
     block_d = padded_head_dim(problem.head_dim)
     even_d = problem.head_dim == block_d and problem.v_head_dim == plan.block_dv
+    n_partials = plan.slots * plan.block_m
     split = TritonLaunch(
-        _paged_split, (plan.programs,), *split_args, *q.stride(),
+        _paged_split, (plan.programs,), *split_args, n_partials, *q.stride(),
         *k_strides, *v_strides, *table_strides,
         *sizes, problem.head_dim, problem.v_head_dim, plan.page_size, plan.capacity,
         plan.programs, scale * LOG2_E,
@@ -300,8 +302,10 @@ def _make_launches(plan, q, k_cache, v_cache, table, out, split_args, merge_args
         EVEN_D=even_d, BLOCK_M=plan.block_m, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
         BLOCK_DV=plan.block_dv, BLOCK_B=block_b, MIN_TILES=MIN_TILES_PER_SPLIT,
         num_warps=config.num_warps, num_stages=config.num_stages)
+    seqlens, partials, out_, lse = merge_args
     merge = TritonLaunch(
-        _paged_merge, (problem.batch * problem.kv_heads * plan.row_tiles,), *merge_args,
+        _paged_merge, (problem.batch * problem.kv_heads * plan.row_tiles,), seqlens, partials,
+        n_partials, out_, lse,
         *out.stride(), *sizes, problem.v_head_dim, plan.capacity, plan.programs,
         BLOCK_M=plan.block_m, BLOCK_N=config.BLOCK_N, BLOCK_DV=plan.block_dv, BLOCK_B=block_b,
         MIN_TILES=MIN_TILES_PER_SPLIT, num_warps=4 if plan.block_dv >= 128 else 2)

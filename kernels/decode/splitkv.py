@@ -82,7 +82,7 @@ def _attend_tile(q, k_base, v_base, batch, kv_head, start_n, end, qi, m_i, l_i, 
 
 @triton.jit
 def _decode_split(
-    Q, K, V, PM, PL, PACC,
+    Q, K, V, Partials, n_partials,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -141,15 +141,16 @@ def _decode_split(
             True, EVEN_D, IS_CAUSAL, HAS_WINDOW, DOT_FP32, USE_TMA, BLOCK_N, BLOCK_D, BLOCK_DV)
 
     partial = (pid_bh * num_splits + split) * rows_total + rows
-    tl.store(PM + partial, m_i, mask=row_ok)
-    tl.store(PL + partial, l_i, mask=row_ok)
-    tl.store(PACC + partial[:, None] * v_head_dim + offs_dv[None, :], acc,
+    # One fp32 scratch buffer: n_partials maxima, n_partials sums, then the numerators.
+    tl.store(Partials + partial, m_i, mask=row_ok)
+    tl.store(Partials + n_partials + partial, l_i, mask=row_ok)
+    tl.store(Partials + 2 * n_partials + partial[:, None] * v_head_dim + offs_dv[None, :], acc,
              mask=row_ok[:, None] & (offs_dv[None, :] < v_head_dim))
 
 
 @triton.jit
 def _decode_merge(
-    PM, PL, PACC, Out, Lse,
+    Partials, n_partials, Out, Lse,
     stride_ob, stride_oh, stride_om, stride_od,
     kv_heads, group, q_len, rows_total, v_head_dim, num_splits,
     BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -171,9 +172,9 @@ def _decode_merge(
         splits = s0 + offs_s
         ok = splits < num_splits
         partial = (pid_bh * num_splits + splits) * rows_total + row
-        pm = tl.load(PM + partial, mask=ok, other=float("-inf"))
-        pl = tl.load(PL + partial, mask=ok, other=0.0)
-        pacc = tl.load(PACC + partial[:, None] * v_head_dim + offs_dv[None, :],
+        pm = tl.load(Partials + partial, mask=ok, other=float("-inf"))
+        pl = tl.load(Partials + n_partials + partial, mask=ok, other=0.0)
+        pacc = tl.load(Partials + 2 * n_partials + partial[:, None] * v_head_dim + offs_dv[None, :],
                        mask=ok[:, None] & dv_ok[None, :], other=0.0)
         m_new = tl.maximum(m_s, pm)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -200,10 +201,8 @@ def run(plan, q, k, v):
     problem, config, split = plan.problem, plan.config, plan.split
     b, hkv, nq = problem.batch, problem.kv_heads, problem.q_len
     rows = problem.group_size * nq
-    partial_shape = (b * hkv, split.num_splits, rows)
-    pm = inputs.scratch(partial_shape, q.device)
-    pl = inputs.scratch(partial_shape, q.device)
-    pacc = inputs.scratch((*partial_shape, problem.v_head_dim), q.device)
+    n_partials = b * hkv * split.num_splits * rows
+    partials = inputs.scratch((n_partials * (2 + problem.v_head_dim),), q.device)
     out = inputs.empty_output((b, problem.q_heads, nq, problem.v_head_dim), q.device, q.dtype)
     lse = inputs.empty_output((b, problem.q_heads, nq), q.device)
     if config.USE_TMA:
@@ -216,8 +215,8 @@ def run(plan, q, k, v):
         k_arg, v_arg = factories[0](k), factories[1](v)
     else:
         k_arg, v_arg = k, v
-    split_args = (q, k_arg, v_arg, pm, pl, pacc)
-    merge_args = (pm, pl, pacc, out, lse)
+    split_args = (q, k_arg, v_arg, partials)
+    merge_args = (partials, out, lse)
     launches = plan.launches
     if launches is None:
         launches = plan.launches = _make_launches(plan, q, k, v, out, split_args, merge_args)
@@ -234,17 +233,19 @@ def _make_launches(plan, q, k, v, out, split_args, merge_args):
     scale = 1.0 / math.sqrt(problem.head_dim) if plan.scale is None else float(plan.scale)
     left, right = problem.window or (0, 0)
     even_d = problem.head_dim == block_d and problem.v_head_dim == block_dv
+    n_partials = b * hkv * split.num_splits * rows
     split_launch = TritonLaunch(
         _decode_split, (split.num_splits, triton.cdiv(rows, config.BLOCK_M), b * hkv), *split_args,
-        *q.stride(), *k.stride(), *v.stride(),
+        n_partials, *q.stride(), *k.stride(), *v.stride(),
         hkv, problem.group_size, nq, nk, rows, problem.head_dim, problem.v_head_dim,
         split.kv_lo, split.kv_hi, split.split_len, split.num_splits, scale * LOG2_E, left, right,
         IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None, DOT_FP32=plan.dot_fp32,
         EVEN_D=even_d, USE_TMA=config.USE_TMA,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d, BLOCK_DV=block_dv,
         num_warps=config.num_warps, num_stages=config.num_stages)
+    partials, out_, lse = merge_args
     merge_launch = TritonLaunch(
-        _decode_merge, (b * hkv * rows,), *merge_args, *out.stride(), hkv, problem.group_size, nq, rows,
+        _decode_merge, (b * hkv * rows,), partials, n_partials, out_, lse, *out.stride(), hkv, problem.group_size, nq, rows,
         problem.v_head_dim, split.num_splits, BLOCK_S=MERGE_BLOCK_S, BLOCK_DV=block_dv,
         num_warps=4 if block_dv >= 128 else 2)
     return split_launch, merge_launch
