@@ -70,8 +70,8 @@ def assert_close(out, reference, dtype):
 # (cascade, batch, q_heads, kv_heads, q_len, kv_len, head_dim, dtype, symbols, oracle mask)
 LIBRARY_CASES = {
     "fusemax-length-1": ("fusemax", 1, 2, 2, 1, 1, 64, torch.float16, {}, {}),
-    "fusemax-67-d80-gqa4": ("fusemax", 1, 4, 1, 67, 67, 80, torch.bfloat16, {}, {}),
-    "causal-130-d64": ("attention-causal", 1, 2, 2, 130, 130, 64, torch.float16, {},
+    "fusemax-67-d80-gqa2": ("fusemax", 1, 2, 1, 67, 67, 80, torch.bfloat16, {}, {}),
+    "causal-130-d64": ("attention-causal", 1, 1, 1, 130, 130, 64, torch.float16, {},
                        {"causal": True}),
     "causal-q-longer-empty-rows": ("attention-causal", 1, 2, 1, 40, 9, 128, torch.float16, {},
                                    {"causal": True}),
