@@ -66,6 +66,7 @@ class Variant:
     symbols: dict = field(default_factory=dict)
     plain: tuple | None = None
     prebuilt_mask: bool = False  # time with f.block_mask(...) built once (FlexAttention's way)
+    causal: bool = False  # the mask includes the causal one (for the roofline CSV's problem)
 
 
 def _causal(b, h, q_idx, kv_idx):
@@ -135,16 +136,16 @@ def _sinks_mods(sinks: int, window: int):
 
 VARIANTS = [
     Variant("full", "fusemax", _no_mods, plain=(False, None)),
-    Variant("causal", "attention-causal", _causal_mods, plain=(True, None)),
+    Variant("causal", "attention-causal", _causal_mods, plain=(True, None), causal=True),
     Variant("window-256", "attention-window", _window_mods(255),
             symbols={"window_left": 255, "window_right": 0}, plain=(False, (255, 0))),
     # the library's variants at their default symbols (softcap 50; sinks 4, window 256)
     Variant("softcap", "softcap", _softcap_mods(50.0)),
-    Variant("alibi", "alibi", _alibi_mods, extras=_alibi_extras),
-    Variant("sinks-window", "sinks-window", _sinks_mods(4, 256)),
+    Variant("alibi", "alibi", _alibi_mods, extras=_alibi_extras, causal=True),
+    Variant("sinks-window", "sinks-window", _sinks_mods(4, 256), causal=True),
     # its block mask built once outside the timing, as Flex's create_block_mask is
     Variant("packed-docs", "packed-documents", _documents_mods, extras=_documents_extras,
-            prebuilt_mask=True),
+            prebuilt_mask=True, causal=True),
 ]
 
 
@@ -435,7 +436,9 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
                 tflops = flops(problem, pairs, kind) / ms / 1e9
                 ratio = ms / ours if ours else float("nan")
                 rows.append(dict(variant=variant.name, N=n, kind=kind, backend=backend, ms=ms,
-                                 tflops=tflops, ratio=ratio, note=f"pairs={pairs}"))
+                                 tflops=tflops, ratio=ratio, note=f"pairs={pairs}",
+                                 batch=problem.batch, heads=problem.q_heads,
+                                 causal=int(variant.causal)))
                 write_csv(rows)
                 print(f"  {variant.name:12s} N={n:6d} {kind} {backend:20s} {ms:9.3f} ms "
                       f"{tflops:7.1f} TFLOP/s  {'peer/compiled ' + format(ratio, '.3f') if backend != 'einsim-compiled' else ''}",
@@ -446,14 +449,28 @@ CSV_PATH = [None]
 
 
 def write_csv(rows: list[dict]) -> None:
-    """Rewrite the CSV after every measurement, so a run killed at its time limit keeps all."""
+    """Rewrite the CSV after every measurement, so a run killed at its time limit keeps all;
+    beside it `<name>-roofline.csv` in the measured-runs format of `einsim roofline --measured`
+    (kind, backend, N, D, causal, ms, tflops, tbps, batch, heads), backend '<variant> <backend>'."""
     if not CSV_PATH[0] or not rows:
         return
     fields = ["variant", "N", "kind", "backend", "ms", "tflops", "ratio", "note"]
     with open(CSV_PATH[0], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    roofline = str(CSV_PATH[0]).removesuffix(".csv") + "-roofline.csv"
+    with open(roofline, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["kind", "backend", "N", "D", "causal", "ms", "tflops",
+                                                   "tbps", "batch", "heads"])
+        writer.writeheader()
+        for row in rows:
+            if row["kind"] in ("fwd", "bwd"):
+                writer.writerow(dict(kind="prefill" if row["kind"] == "fwd" else "backward",
+                                     backend=f"{row['variant']} {row['backend']}", N=row["N"],
+                                     D=HEAD_DIM, causal=row.get("causal", 0), ms=row["ms"],
+                                     tflops=row["tflops"], tbps=0, batch=row.get("batch", 1),
+                                     heads=row.get("heads", 1)))
 
 
 def main(argv=None) -> int:
