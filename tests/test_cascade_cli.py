@@ -60,3 +60,19 @@ def test_bad_cascade_exits_2_with_one_line(tmp_path, capsys):
 def test_passes_of_a_one_pass_cascade_say_why_nothing_is_live(capsys):
     assert main(["passes", "fusemax"]) == 0
     assert "live across passes: nothing (one pass over M: only per-tile state)" in capsys.readouterr().out
+
+
+def test_cascades_reassociate_prints_the_one_pass_form(tmp_path, capsys):
+    assert main(["cascades", "reassociate", "attention-3pass"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# attention-3pass: 3 pass(es) over M -> 1 after the reassociation")
+    assert "RM[b,h,m1+1,p] = max(RM[b,h,m1,p], LM[b,h,m1,p])" in out
+    path = tmp_path / "derived.yaml"
+    assert main(["cascades", "reassociate", "flat", "-o", str(path)]) == 0
+    assert main(["passes", str(path)]) == 0
+    assert "1 pass" in capsys.readouterr().out.lower()
+
+
+def test_cascades_reassociate_names_what_is_not_softmax(capsys):
+    assert main(["cascades", "reassociate", "linear-attention"]) == 2
+    assert "no Einsum takes the max of one tensor over one rank" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""`einsim cascades list|show|graph`: the library of cascades, one cascade's Einsums with the pass
-each runs in, and its dependency graph drawn to a PNG."""
+"""`einsim cascades list|show|graph|reassociate`: the library of cascades, one cascade's Einsums
+with the pass each runs in, its dependency graph drawn to a PNG, and its 1-pass form derived by the
+FuseMax reassociation."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     graph.add_argument("-o", "--output", default=None, help="PNG to write (default NAME.png)")
     graph.add_argument("--rank", default=None, help="rank whose passes colour the graph (default M)")
     graph.set_defaults(handler=_graph)
+    rewrite = actions.add_parser("reassociate", help="derive the 1-pass running-state form of a plain softmax cascade "
+                                                     "(the FuseMax reassociation) and print it as YAML")
+    rewrite.add_argument("name", help="library name or path to a plain softmax-attention cascade YAML")
+    rewrite.add_argument("-o", "--output", default=None, help="write the YAML to this file instead of printing it")
+    rewrite.add_argument("--tile-symbol", default="block_m", help="size symbol of the key tile (default block_m)")
+    rewrite.set_defaults(handler=_reassociate)
     parser.set_defaults(handler=_list, json=False)
 
 
@@ -125,3 +132,26 @@ def _graph(args: argparse.Namespace) -> int:
     save_figure(plot_pass_graph(pass_graph(cascade, args.rank)), path)
     print(f"wrote {path}")
     return 0
+
+
+def _reassociate(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from einsim.einsum_cascades import analyze_passes, load_cascade
+    from einsim.einsum_cascades.rewrite import find_softmax, reassociate, reassociated_yaml
+
+    cascade = load_cascade(args.name)
+    text = reassociated_yaml(cascade, args.tile_symbol)
+    key = find_softmax(cascade).key
+    derived = reassociate(cascade, args.tile_symbol)
+    before, after = analyze_passes(cascade, key).passes, analyze_passes(derived, key).passes
+    note = f"{cascade.name}: {before} pass(es) over {key} -> {after} after the reassociation"
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"{note}; wrote {args.output}")
+    else:
+        print(f"# {note}")
+        sys.stdout.write(text)
+    return 0
+
