@@ -21,9 +21,6 @@ from einsim.errors import SpecError
 _BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 _CALL_OPS = {"exp": "exp", "max": "max", "min": "min", "relu": "max", "where": "select"}
 _REDUCE_OPS = {"sum": "add", "max": "max", "min": "min"}
-# Operation kinds a vector lane does in one or two instructions (the rest are special functions:
-# exp, log, log1p, sqrt, tanh, gelu, silu, sigmoid, elu1).
-LANE_OPS = ("mul", "add", "sub", "div", "max", "min", "abs", "floor", "mod", "select", "cmp", "and", "or", "not")
 
 
 @dataclass(frozen=True)
