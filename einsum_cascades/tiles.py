@@ -171,14 +171,12 @@ def classify_grid(condition, space: Space, sizes: Mapping[str, int], tiles: Mapp
             exists &= position < sizes[rank]
             coords[rank] = position
         coords, _ = space.coordinates(coords, sizes)
-        passed = exists
-        if valid is not None:
-            passed = passed & holds(valid, coords, sizes)
+        existing = exists if valid is None else exists & holds(valid, coords, sizes)
+        passed = existing
         if condition is not None:
             read = values.reader(coords) if values is not None else None
-            passed = passed & holds(condition, coords, sizes, read)
-        passed = np.broadcast_to(passed, exists.shape)
-        existing = exists if valid is None else exists & np.broadcast_to(holds(valid, coords, sizes), exists.shape)
+            passed = existing & holds(condition, coords, sizes, read)
+        passed, existing = np.broadcast_to(passed, exists.shape), np.broadcast_to(existing, exists.shape)
         found = passed.reshape(len(picked), -1).sum(axis=1)
         real = existing.reshape(len(picked), -1).sum(axis=1)
         where = tuple(picked.T)
