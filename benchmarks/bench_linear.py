@@ -280,12 +280,14 @@ def check_decode(rows: list[dict]) -> None:
 
 
 # -- timing ------------------------------------------------------------------------------------------------
-def time_case(case: Case, rows: list[dict], names: list[str]) -> None:
+def time_case(case: Case, rows: list[dict], names: list[str], skip: set = frozenset()) -> None:
     ours_outputs: dict[str, torch.Tensor] = {}
     for direction, index in (("fwd", 0), ("bwd", 1)):
         for name in names:
             if time.time() > DEADLINE[0]:
                 return
+            if (direction, name) in skip:
+                continue
             algorithm, decay, builders = VARIANTS[name]
             row = {"kind": direction, "backend": name, "algorithm": algorithm, "decay": decay,
                    "N": case.length, "B": case.batch, "H": HEADS, "D": HEAD_DIM}
@@ -468,6 +470,11 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true", help="then time a grid of configs at the first "
                                                              "length given (until --budget-s)")
     parser.add_argument("--no-check", action="store_true")
+    parser.add_argument("--check-length", type=int, default=None,
+                        help="run the correctness checks on this length first (default: at every timed "
+                             f"length up to {CHECK_MAX_LENGTH})")
+    parser.add_argument("--skip", default="", help="direction:variant pairs not to time, e.g. "
+                                                  "bwd:fla-chunk_linear_attn")
     parser.add_argument("--budget-s", type=float, default=float("inf"),
                         help="stop starting new measurements after this many seconds")
     directory = out_dir()
@@ -492,27 +499,32 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     if not args.no_check:
         check_decode(rows)
+    decays = tuple(dict.fromkeys(VARIANTS[n][1] for n in names if n.startswith("einsim-linear")))
+    if not args.no_check and args.check_length:
+        case = Case(args.check_length)
+        check_case(case, rows, decays)
+        del case
+    skip = {tuple(item.split(":", 1)) for item in args.skip.split(",") if ":" in item}
     for length in lengths:
         try:
             case = Case(length)
-            if not args.no_check:
-                check_case(case, rows, tuple(dict.fromkeys(VARIANTS[n][1] for n in names
-                                                            if n.startswith("einsim-linear"))))
-            time_case(case, rows, names)
+            if not args.no_check and not args.check_length:
+                check_case(case, rows, decays)
+            time_case(case, rows, names, skip)
             del case
             empty_cache()
         except Exception:
             traceback.print_exc()
         write_csv(args.csv, rows)  # a job killed at its limit keeps what it measured
-    time_host(rows)
-    time_decode(rows)
-    write_csv(args.csv, rows)
     if args.sweep:
         case = Case(lengths[0])
         for direction in ("fwd", "bwd"):
             sweep(case, rows, direction)
             write_csv(args.csv, rows)
         del case
+    if time.time() < DEADLINE[0] + 10:  # cheap: tiny shapes, one decode step
+        time_host(rows)
+        time_decode(rows)
     write_csv(args.csv, rows)
     if args.csv:
         print(f"wrote {args.csv}")
