@@ -20,6 +20,7 @@ LINEAR_CASCADES = {
     "linear-attention-recurrent": ("elu1", False, False),
     "linear-attention-identity": (None, False, True),
     "linear-attention-identity-recurrent": (None, False, False),
+    "linear-attention-decay": (None, True, True),
     "linear-attention-decay-recurrent": (None, True, False),
 }
 FAST = settings(max_examples=8, deadline=None)

@@ -12,7 +12,7 @@ EXPECTED_PASSES = {
     "gemm": 1, "linear-attention-recurrent": 1, "linear-attention-identity": 1,
     "linear-attention-identity-recurrent": 1, "linear-attention-decay-recurrent": 1,
     "softcap": 1, "alibi": 1, "sinks-window": 1, "packed-documents": 1, "prefix-lm": 1, "block-sparse": 1,
-    "relative-bias": 1, "natten-2d": 1,
+    "relative-bias": 1, "natten-2d": 1, "linear-attention-decay": 1,
 }
 
 
