@@ -373,14 +373,14 @@ def sweep(case: Case, rows: list[dict], direction: str) -> None:
     problem = case.problem
     if direction == "fwd":
         base = default_config(problem)
-        grid = [LinearConfig(CHUNK=64, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=2)
-                for w in (8, 4) for b in (64, 128) for s in dict.fromkeys((base.SEGMENT, 1024, 8192))]
-        grid += [LinearConfig(CHUNK=c, BLOCK_C=64, SEGMENT=base.SEGMENT, num_warps=w, num_stages=st)
-                 for c, w, st in ((32, 4, 2), (128, 8, 2), (64, 4, 3), (64, 8, 3))]
+        grid = [LinearConfig(CHUNK=64, BLOCK_C=64, SEGMENT=s, num_warps=8, num_stages=st)
+                for st in (2, 3) for s in dict.fromkeys((base.SEGMENT, 1024, 2048, 8192))]
+        grid += [LinearConfig(CHUNK=c, BLOCK_C=b, SEGMENT=base.SEGMENT, num_warps=w, num_stages=2)
+                 for c, b, w in ((64, 128, 8), (128, 64, 8), (32, 64, 4), (64, 32, 4))]
     else:
         base = backward_default_config(problem)
-        grid = [LinearBackwardConfig(CHUNK=64, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=2, store_states=True)
-                for w in (8, 4) for b in (64, 128) for s in dict.fromkeys((base.SEGMENT, 1024))]
+        grid = [LinearBackwardConfig(CHUNK=64, BLOCK_C=b, SEGMENT=s, num_warps=8, num_stages=st, store_states=True)
+                for b in (64, 128) for st in (2, 3) for s in dict.fromkeys((base.SEGMENT, 1024))]
     best = None
     for config in grid:
         if time.time() > DEADLINE[0]:

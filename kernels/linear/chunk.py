@@ -63,15 +63,24 @@ def _operand(x, IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr):
 
 
 @triton.jit
-def _load_rows(X, base, rows, length, cols, dim, stride_n, stride_d, FEATURE: tl.constexpr, scale):
-    """scale * phi(X[rows, cols]) in fp32; zero outside the sequence and the head dim (also after
-    phi, whose elu1 is 1 at 0)."""
-    mask = (rows[:, None] < length) & (cols[None, :] < dim)
+def _load_tile(X, base, rows, length, cols, dim, stride_n, stride_d, FEATURE: tl.constexpr,
+               IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr, EVEN: tl.constexpr):
+    """phi(X[rows, cols]) as a tensor-core operand; zero outside the sequence and the head dim
+    (also after phi, whose elu1 is 1 at 0). Without a feature map the loaded tile goes to the
+    dots as it is, and with EVEN (the tile's columns all inside the head dim) only rows are
+    masked, so Triton's pipeliner can prefetch it with asynchronous copies (a mask that varies
+    along the contiguous dimension rules them out)."""
+    if EVEN:
+        mask = rows[:, None] < length
+    else:
+        mask = (rows[:, None] < length) & (cols[None, :] < dim)
     x = tl.load(X + base + rows[:, None] * stride_n + cols[None, :] * stride_d, mask=mask, other=0.0)
-    x = _feature(x.to(tl.float32), FEATURE)
     if FEATURE != 0:
-        x = tl.where(mask, x, 0.0)
-    return x * scale
+        x = tl.where(mask, _feature(x.to(tl.float32), FEATURE), 0.0)
+        x = _operand(x, IO_DTYPE, DOT_FP32)
+    elif DOT_FP32:
+        x = x.to(tl.float32)
+    return x
 
 
 @triton.jit
@@ -84,14 +93,19 @@ def _chunk_walk(
     stride_xb, stride_xh, stride_xn, stride_xd,
     stride_ib, stride_ih, stride_is, stride_ir, stride_ic,
     stride_fb, stride_fh, stride_fr, stride_fc,
-    heads, group_a, group_b, group_c, group_x, length, dim_ab, dim_c, scale_a, scale_b, segment_chunks,
+    heads, group_a, group_b, group_c, group_x, length, dim_ab, dim_c, out_scale, state_in_scale, state_out_scale,
+    segment_chunks,
     REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, FEATURE_A: tl.constexpr, FEATURE_B: tl.constexpr,
     FEATURE_C: tl.constexpr, FEATURE_GRAD: tl.constexpr, HAS_STATE_IN: tl.constexpr,
     STORE_STATE: tl.constexpr, IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr,
+    EVEN_AB: tl.constexpr, EVEN_C: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """out = A·S + mask(A·Bᵀ)·C chunk by chunk, S += Bᵀ·C (with decay); see the module docstring.
-    Rows of A, B, C, Out and X index heads through their group (query head h reads h // group)."""
+    """out = out_scale (A·S + mask(A·Bᵀ)·C) chunk by chunk, S += Bᵀ·C (with decay); see the module
+    docstring. The state is carried without B's scale (a walk's scales multiply its outputs, so
+    the loaded tiles feed the dots as they are): an initial state is multiplied by
+    state_in_scale when loaded, the final one by state_out_scale when stored. Rows of A, B, C,
+    Out and X index heads through their group (query head h reads h // group)."""
     pid_c = tl.program_id(0)
     segment = tl.program_id(1)
     bh = tl.program_id(2)
@@ -110,7 +124,7 @@ def _chunk_walk(
     if HAS_STATE_IN:
         start_state = StateIn + batch * stride_ib + head.to(tl.int64) * stride_ih + segment.to(tl.int64) * stride_is
         state = tl.load(start_state + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic,
-                        mask=state_mask, other=0.0)
+                        mask=state_mask, other=0.0) * state_in_scale
     else:
         state = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
     rate = 0.0
@@ -141,11 +155,12 @@ def _chunk_walk(
         rows = start + local
         valid = rows < length
         span = tl.minimum(length - start, CHUNK)  # tokens in this chunk (the tail may be short)
-        a = _operand(_load_rows(A, base_a, rows, length, cols_ab, dim_ab, stride_an, stride_ad, FEATURE_A,
-                                scale_a), IO_DTYPE, DOT_FP32)
-        b = _operand(_load_rows(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B,
-                                scale_b), IO_DTYPE, DOT_FP32)
-        c = _load_rows(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, 1.0)
+        a = _load_tile(A, base_a, rows, length, cols_ab, dim_ab, stride_an, stride_ad, FEATURE_A, IO_DTYPE,
+                       DOT_FP32, EVEN_AB)
+        b = _load_tile(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B, IO_DTYPE,
+                       DOT_FP32, EVEN_AB)
+        c = _load_tile(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, IO_DTYPE,
+                       DOT_FP32, EVEN_C)
         scores = tl.dot(a, tl.trans(b))
         if REVERSE:
             keep = local[None, :] >= local[:, None]
@@ -167,13 +182,12 @@ def _chunk_walk(
                 tail = tl.where(valid, span - 1 - local, 0).to(tl.float32)
             inter = inter * tl.math.exp2(-rate * lead)[:, None]
             # row j enters the next state decayed by its distance to the chunk's end (start, reversed)
-            c_update = _operand(c * tl.math.exp2(-rate * tail)[:, None], IO_DTYPE, DOT_FP32)
+            c_update = _operand(c.to(tl.float32) * tl.math.exp2(-rate * tail)[:, None], IO_DTYPE, DOT_FP32)
             state = state * tl.math.exp2(-rate * span.to(tl.float32))
         else:
             scores = tl.where(keep, scores, 0.0)
-            c_update = _operand(c, IO_DTYPE, DOT_FP32)
-        c = _operand(c, IO_DTYPE, DOT_FP32)
-        out = tl.dot(_operand(scores, IO_DTYPE, DOT_FP32), c, inter)
+            c_update = c
+        out = tl.dot(_operand(scores, IO_DTYPE, DOT_FP32), c, inter) * out_scale
         out_mask = valid[:, None] & (cols_c[None, :] < dim_c)
         if FEATURE_GRAD:
             # the walk computed the gradient of phi(X); chain rule through elu(x) + 1
@@ -186,7 +200,8 @@ def _chunk_walk(
 
     if STORE_STATE:
         final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
-        tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state, mask=state_mask)
+        tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state * state_out_scale,
+                 mask=state_mask)
 
 
 @triton.jit
@@ -195,13 +210,14 @@ def _segment_sums(
     stride_bb, stride_bh, stride_bn, stride_bd,
     stride_cb, stride_ch, stride_cn, stride_cd,
     stride_sb, stride_sh, stride_ss, stride_sr, stride_sc,
-    heads, group_b, group_c, length, dim_ab, dim_c, scale_b, segment_chunks,
+    heads, group_b, group_c, length, dim_ab, dim_c, segment_chunks,
     REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, FEATURE_B: tl.constexpr, FEATURE_C: tl.constexpr,
-    IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr,
+    IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_AB: tl.constexpr, EVEN_C: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Each segment's own contribution to the state at its end (its start, reversed):
-    sum over its tokens of g^(distance) · B_tᵀ C_t. No chunk depends on another: one long dot."""
+    sum over its tokens of g^(distance) · B_tᵀ C_t (without B's scale, as the walk carries it).
+    No chunk depends on another: one long dot."""
     pid_c = tl.program_id(0)
     segment = tl.program_id(1)
     bh = tl.program_id(2)
@@ -223,16 +239,18 @@ def _segment_sums(
     total = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
     for index in range(first, first + count):
         rows = index * CHUNK + local
-        b = _load_rows(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B, scale_b)
-        c = _load_rows(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, 1.0)
+        b = _load_tile(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B, IO_DTYPE,
+                       DOT_FP32, EVEN_AB)
+        c = _load_tile(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, IO_DTYPE,
+                       DOT_FP32, EVEN_C)
         if HAS_DECAY:
             if REVERSE:
                 age = rows - segment_start + 1
             else:
                 age = segment_end - 1 - rows
             age = tl.where(rows < length, age, 0).to(tl.float32)
-            c = c * tl.math.exp2(-rate * age)[:, None]
-        total = tl.dot(tl.trans(_operand(b, IO_DTYPE, DOT_FP32)), _operand(c, IO_DTYPE, DOT_FP32), total)
+            c = _operand(c.to(tl.float32) * tl.math.exp2(-rate * age)[:, None], IO_DTYPE, DOT_FP32)
+        total = tl.dot(tl.trans(b), c, total)
     out = Sums + batch * stride_sb + head.to(tl.int64) * stride_sh + segment.to(tl.int64) * stride_ss
     tl.store(out + cols_ab[:, None] * stride_sr + cols_c[None, :] * stride_sc, total,
              mask=(cols_ab[:, None] < dim_ab) & (cols_c[None, :] < dim_c))
@@ -244,7 +262,7 @@ def _segment_scan(
     stride_sb, stride_sh, stride_ss, stride_sr, stride_sc,
     stride_ib, stride_ih, stride_ir, stride_ic,
     stride_fb, stride_fh, stride_fr, stride_fc,
-    heads, length, dim_ab, dim_c, segments, segment_tokens,
+    heads, length, dim_ab, dim_c, segments, segment_tokens, state_in_scale, state_out_scale,
     REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, HAS_STATE_IN: tl.constexpr, STORE_STATE: tl.constexpr,
     BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
@@ -259,7 +277,8 @@ def _segment_scan(
     mask = (cols_ab[:, None] < dim_ab) & (cols_c[None, :] < dim_c)
     if HAS_STATE_IN:
         start = StateIn + batch * stride_ib + head.to(tl.int64) * stride_ih
-        state = tl.load(start + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic, mask=mask, other=0.0)
+        state = tl.load(start + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic, mask=mask,
+                        other=0.0) * state_in_scale
     else:
         state = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
     rate = 0.0
@@ -281,7 +300,8 @@ def _segment_scan(
         state = state + own
     if STORE_STATE:
         final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
-        tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state, mask=mask)
+        tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state * state_out_scale,
+                 mask=mask)
 
 
 # -- launchers --------------------------------------------------------------------------------------------
@@ -359,16 +379,17 @@ class Walk:
                 _segment_sums, (column_blocks, segments, batch * heads),
                 b, c, starts, slope if decay else dummy,
                 *b.stride(), *c.stride(), *starts.stride(),
-                heads, groups[1], groups[2], length, dim_ab, dim_c, self.scale_b, self.segment_chunks,
+                heads, groups[1], groups[2], length, dim_ab, dim_c, self.segment_chunks,
                 REVERSE=self.reverse, HAS_DECAY=decay, FEATURE_B=self.features[1], FEATURE_C=self.features[2],
-                IO_DTYPE=io_dtype, DOT_FP32=dot_fp32, CHUNK=config.CHUNK, BLOCK_AB=block_ab, BLOCK_C=block_c,
+                IO_DTYPE=io_dtype, DOT_FP32=dot_fp32, EVEN_AB=dim_ab == block_ab, EVEN_C=dim_c % block_c == 0,
+                CHUNK=config.CHUNK, BLOCK_AB=block_ab, BLOCK_C=block_c,
                 num_warps=config.num_warps, num_stages=config.num_stages)
             self._launch(
                 _segment_scan, (column_blocks, batch * heads),
                 starts, initial if initial is not None else dummy, final if final is not None else dummy,
                 slope if decay else dummy,
                 *starts.stride(), *_strides(initial, 4), *_strides(final, 4),
-                heads, length, dim_ab, dim_c, segments, self.segment_tokens,
+                heads, length, dim_ab, dim_c, segments, self.segment_tokens, 1.0 / self.scale_b, self.scale_b,
                 REVERSE=self.reverse, HAS_DECAY=decay, HAS_STATE_IN=initial is not None,
                 STORE_STATE=final is not None, BLOCK_AB=block_ab, BLOCK_C=block_c, num_warps=4)
             final = None  # the scan stored it
@@ -388,10 +409,12 @@ class Walk:
             *a.stride(), *b.stride(), *c.stride(), *out.stride(), *_strides(grad_x, 4),
             *state_strides, *_strides(final, 4),
             heads, groups[0], groups[1], groups[2], self.group_x, length, dim_ab, dim_c,
-            self.scale_a, self.scale_b, self.segment_chunks,
+            self.scale_a * self.scale_b, 1.0 if segments > 1 else 1.0 / self.scale_b, self.scale_b,
+            self.segment_chunks,
             REVERSE=self.reverse, HAS_DECAY=decay, FEATURE_A=self.features[0], FEATURE_B=self.features[1],
             FEATURE_C=self.features[2], FEATURE_GRAD=grad_x is not None, HAS_STATE_IN=state_in is not None,
             STORE_STATE=final is not None, IO_DTYPE=io_dtype, DOT_FP32=dot_fp32,
+            EVEN_AB=dim_ab == block_ab, EVEN_C=dim_c % block_c == 0,
             CHUNK=config.CHUNK, BLOCK_AB=block_ab, BLOCK_C=block_c,
             num_warps=config.num_warps, num_stages=config.num_stages)
         return starts if (self.keep_starts and segments > 1) else None

@@ -40,7 +40,7 @@ class LinearConfig:
     CHUNK: int = 64
     BLOCK_C: int = 64
     SEGMENT: int = 0
-    num_warps: int = 4
+    num_warps: int = 8
     num_stages: int = 2
 
 
@@ -54,7 +54,7 @@ class LinearBackwardConfig:
     CHUNK: int = 64
     BLOCK_C: int = 64
     SEGMENT: int = 0
-    num_warps: int = 4
+    num_warps: int = 8
     num_stages: int = 2
     store_states: bool = True
 
@@ -145,15 +145,15 @@ def decode_min_bytes(problem: Problem) -> int:
 
 # -- resource model --------------------------------------------------------------------------------
 def _walk_shared_memory(config, problem: Problem, a_dim: int, c_dim: int) -> int:
-    """num_stages rings of the A, B and C chunk tiles, plus the operands Triton stages in shared
-    memory for the four dots: the state (D x BLOCK_C), the score tile (C x C) and Bᵀ (D x C)."""
+    """The pipeliner's ring of num_stages copies of the A, B (C x D) and C (C x BLOCK_C) chunk
+    tiles, plus the state staged as a tensor-core operand (D x BLOCK_C). Equal to what Triton
+    allocates for sm_90 (benchmarks/compile_linear.py: 98304 bytes at CHUNK=64, BLOCK_C=64,
+    D=128, 2 stages; the decay variant a little less)."""
     s = problem.dtype_bytes
     d = padded_head_dim(a_dim)
     block_c = min(config.BLOCK_C, padded_head_dim(c_dim))
     chunk = config.CHUNK
-    ring = max(1, config.num_stages) * chunk * (2 * d + block_c)
-    staged = d * block_c + chunk * chunk + d * chunk
-    return s * (ring + staged) + SHARED_MEMORY_OVERHEAD
+    return s * (max(1, config.num_stages) * chunk * (2 * d + block_c) + d * block_c)
 
 
 def walk_registers(config, a_dim: int, c_dim: int) -> float:
@@ -247,14 +247,16 @@ def default_segment(problem: Problem, chunk: int, block_c: int, columns: int) ->
 
 
 def default_config(problem: Problem) -> LinearConfig:
+    """8 warps: at CHUNK=64, BLOCK_C=64, D=128 the state, output and score tiles fit in registers
+    without spilling (4 warps spill with decay: benchmarks/compile_linear.py)."""
     block_c = min(64, padded_head_dim(problem.v_head_dim))
-    return LinearConfig(CHUNK=64, BLOCK_C=block_c, num_warps=4, num_stages=2,
+    return LinearConfig(CHUNK=64, BLOCK_C=block_c, num_warps=8, num_stages=2,
                         SEGMENT=default_segment(problem, 64, block_c, problem.v_head_dim))
 
 
 def backward_default_config(problem: Problem) -> LinearBackwardConfig:
     block_c = min(64, padded_head_dim(min(problem.head_dim, problem.v_head_dim)))
-    return LinearBackwardConfig(CHUNK=64, BLOCK_C=block_c, num_warps=4, num_stages=2,
+    return LinearBackwardConfig(CHUNK=64, BLOCK_C=block_c, num_warps=8, num_stages=2,
                                 SEGMENT=default_segment(problem, 64, block_c, problem.v_head_dim),
                                 store_states=True)
 
