@@ -77,7 +77,15 @@ def _count_points(space: Space, ranks, filters, sizes, tensors) -> int:
         total *= sizes[rank]
     for group in groups:
         members = [(v, f) for t, v, f in constraints if t <= group]
-        total *= _count_group(space, sorted(group), members, sizes, tensors)
+        if tensors is not None:
+            total *= _count_group(space, sorted(group), members, sizes, tensors)
+            continue
+        # Einsums of one cascade share groups (QK, LM, SLN and SLNV all count the causal
+        # triangle): count each group once per sizes
+        key = ("group", tuple(sorted(group)), tuple(members), tuple(sorted(sizes.items())))
+        if key not in space._counts:
+            space._counts[key] = _count_group(space, sorted(group), members, sizes, None)
+        total *= space._counts[key]
     return int(total)
 
 
