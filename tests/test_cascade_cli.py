@@ -76,3 +76,24 @@ def test_cascades_reassociate_prints_the_one_pass_form(tmp_path, capsys):
 def test_cascades_reassociate_names_what_is_not_softmax(capsys):
     assert main(["cascades", "reassociate", "linear-attention"]) == 2
     assert "no Einsum takes the max of one tensor over one rank" in capsys.readouterr().err
+
+
+def test_cascades_tiles_draws_the_tile_classes(tmp_path, capsys):
+    assert main(["cascades", "tiles", "attention-causal", "--set", "kv_len=300", "--set", "q_len=300", "--block",
+                 "128x128"]) == 0
+    out = capsys.readouterr().out
+    assert "empty 3, partial 3, full 3 of 9 tiles" in out
+    assert out.splitlines()[-3:] == ["  +..", "  #+.", "  ##+"]
+    import numpy as np
+
+    ids = np.repeat([[0.0, 1.0]], 128, axis=1)
+    np.savez(tmp_path / "ids.npz", DQ=ids, DK=ids)
+    assert main(["cascades", "tiles", "packed-documents", "--set", "kv_len=256", "--set", "q_len=256",
+                 "--tensors", str(tmp_path / "ids.npz"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["empty"], data["partial"], data["full"]) == (2, 2, 0) and data["batch"] == ["B"]
+
+
+def test_cascades_tiles_asks_for_the_tensors_a_filter_reads(capsys):
+    assert main(["cascades", "tiles", "block-sparse"]) == 2
+    assert "its filters read BLOCKS; give their values with --tensors FILE.npz" in capsys.readouterr().err

@@ -1,6 +1,7 @@
-"""`einsim cascades list|show|graph|reassociate`: the library of cascades, one cascade's Einsums
-with the pass each runs in, its dependency graph drawn to a PNG, and its 1-pass form derived by the
-FuseMax reassociation."""
+"""`einsim cascades list|show|graph|reassociate|tiles`: the library of cascades, one cascade's
+Einsums with the pass each runs in, its dependency graph drawn to a PNG, its 1-pass form derived by
+the FuseMax reassociation, and which (query tile, key tile) pairs its filters leave empty,
+partial or full."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rewrite.add_argument("-o", "--output", default=None, help="write the YAML to this file instead of printing it")
     rewrite.add_argument("--tile-symbol", default="block_m", help="size symbol of the key tile (default block_m)")
     rewrite.set_defaults(handler=_reassociate)
+    tiles = actions.add_parser("tiles", help="classify the (query tile, key tile) pairs of a cascade's filters: "
+                                             "empty, partial or full")
+    tiles.add_argument("name", help="library name or path to a cascade YAML")
+    tiles.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="a size or symbol, e.g. --set kv_len=4096 --set window=256 (repeatable)")
+    tiles.add_argument("--block", default="128x128", help="query x key tile, default 128x128")
+    tiles.add_argument("--tensors", default=None, help=".npz file with the inputs the filters read (DQ, DK, BLOCKS)")
+    tiles.add_argument("--json", action="store_true", help="print JSON")
+    tiles.set_defaults(handler=_tiles)
     parser.set_defaults(handler=_list, json=False)
 
 
@@ -155,3 +165,56 @@ def _reassociate(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     return 0
 
+
+
+_TILE_MARKS = {0: ".", 1: "+", 2: "#"}  # EMPTY, PARTIAL, FULL
+
+
+def _tiles(args: argparse.Namespace) -> int:
+    from einsim.einsum_cascades import load_cascade
+    from einsim.einsum_cascades.tiles import classify_tiles
+    from einsim.errors import ShapeError
+
+    cascade = load_cascade(args.name)
+    sizes = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        try:
+            sizes[name.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise ShapeError(f"--set {item}: expected NAME=NUMBER, e.g. --set kv_len=4096") from None
+    try:
+        block_q, block_k = (int(x) for x in args.block.lower().split("x"))
+    except ValueError:
+        raise ShapeError(f"--block {args.block}: expected QUERYxKEY, e.g. 128x64") from None
+    tensors = None
+    read = sorted({t for f in cascade.filters for t in f.tensors})
+    if read and not args.tensors:
+        raise ShapeError(f"{cascade.name}: its filters read {', '.join(read)}; give their values with --tensors FILE.npz "
+                         f"(arrays named {', '.join(read)})")
+    if args.tensors:
+        import numpy as np
+
+        try:
+            with np.load(args.tensors) as found:
+                tensors = {name: found[name] for name in found.files}
+        except (OSError, ValueError) as error:
+            raise ShapeError(f"--tensors {args.tensors}: cannot read it as an .npz file ({error})") from None
+    result = classify_tiles(cascade, sizes, block_q, block_k, tensors)
+    summary = result.summary()
+    if args.json:
+        first, last = result.key_ranges()
+        print_json({"cascade": cascade.name, "block": [block_q, block_k], "batch": list(result.batch), **summary,
+                    "key_ranges": [first.tolist(), last.tolist()]})
+        return 0
+    print(f"{cascade.name}: {result.state.shape[-2]} query tiles x {result.state.shape[-1]} key tiles of "
+          f"{block_q} x {block_k}" + (f", per {', '.join(result.batch)}" if result.batch else ""))
+    print(f"empty {summary['empty']}, partial {summary['partial']}, full {summary['full']} of {summary['tiles']} tiles; "
+          f"visited {summary['visited_fraction']:.1%}; visible pairs {summary['visible_pairs']} "
+          f"({summary['density']:.2%} of {summary['pairs']})")
+    state = result.state.reshape((-1,) + result.state.shape[-2:])[0]
+    if state.shape[0] <= 64 and state.shape[1] <= 96:
+        print("tiles (rows: query tiles; . empty, + partial, # full)" + (" of the first batch position" if result.batch else ""))
+        for row in state:
+            print("  " + "".join(_TILE_MARKS[int(v)] for v in row))
+    return 0
