@@ -9,7 +9,8 @@ GPU: each backend is called `--calls` times back to back (outputs checked first,
 fp32 torch twin of the oracle), the loop's wall time divided by the calls, median of 5 loops;
 the GPU work is far shorter than the host's, so this is the host time per call. Rows: forward
 (B1 H1 N128 D64, as the 2026-11-29 anchors), forward+backward (torch.autograd.grad of the same),
-decode (B1 Hq32 Hkv8, 4k cache, D128), and einsim through its operator
+decode (B1 Hq32 Hkv8, 4k cache, D128; einsim's split-KV and its serving decode over a paged
+copy of the same cache, page 16), and einsim through its operator
 (torch.ops.einsim.*, the dispatcher hop torch.compile sees), and the forward with pointer loads
 instead of tensor descriptors (einsim_noTMA: Triton converts descriptors in Python on every
 launch). `--stub` (CPU, interpreter): every
@@ -34,7 +35,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from einsim.einsum_cascades.reference import attention_reference_torch  # noqa: E402
 from einsim.kernels import attention, launch, ops  # noqa: E402
-from einsim.kernels.decode.forward import decode_attention  # noqa: E402
+from einsim.kernels.decode.config import make_paged_inputs  # noqa: E402
+from einsim.kernels.decode.forward import decode_attention, decode_paged  # noqa: E402
+from einsim.problem import Problem  # noqa: E402
 
 FORWARD_SHAPE = (1, 1, 1, 128, 128, 64)  # batch, q heads, kv heads, q len, kv len, head dim
 DECODE_SHAPE = (1, 32, 8, 1, 4096, 128)
@@ -91,6 +94,11 @@ def cases(device: str, dtype, stub: bool):
     do = torch.randn_like(q)
     dq, dkv = tensors(DECODE_SHAPE, device, dtype)[0], tensors(DECODE_SHAPE, device, dtype)[1:]
     gqa = DECODE_SHAPE[1] != DECODE_SHAPE[2]
+    served = make_paged_inputs(Problem(batch=1, q_heads=DECODE_SHAPE[1], kv_heads=DECODE_SHAPE[2],
+                                       q_len=1, kv_len=DECODE_SHAPE[4], head_dim=DECODE_SHAPE[5],
+                                       dtype="bf16" if dtype == torch.bfloat16 else "fp16"),
+                               device=device, dense={"q": dq, "k": dkv[0], "v": dkv[1]})
+    paged = (served["k_cache"], served["v_cache"], served["cache_seqlens"], served["block_table"])
 
     def fwd_bwd(run):
         def call():
@@ -111,6 +119,7 @@ def cases(device: str, dtype, stub: bool):
         ("forward+backward", "einsim", fwd_bwd(attention)),
         ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
         ("decode", "einsim_op", lambda: ops.decode(dq, *dkv)),
+        ("decode", "einsim_paged", lambda: decode_paged(dq, *paged)),
     ]
     if not stub:
         check("forward", attention(q, k, v), q, k, v, failures)
