@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from einsim.einsum_cascades.intervals import Bounds, truth
 from einsim.einsum_cascades.space import Space, gather, resolve_access
 from einsim.einsum_cascades.values import holds
 from einsim.errors import ShapeError
+from einsim.problem import TileCounts
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
 _UNDECIDED = 3
@@ -219,6 +220,11 @@ class TileClassification:
     state: np.ndarray  # int8: EMPTY / PARTIAL / FULL
     count: np.ndarray  # int64: visible (query, key) pairs of the tile
     volume: np.ndarray  # int64: pairs of the tile (short at the ends)
+    q_len: int = 0
+    kv_len: int = 0
+    _condition: object = field(default=None, repr=False, compare=False)
+    _space: object = field(default=None, repr=False, compare=False)
+    _sizes: Mapping = field(default=None, repr=False, compare=False)
 
     @property
     def visible_pairs(self) -> int:
@@ -250,6 +256,60 @@ class TileClassification:
         in increasing order, then padding) of its partial key tiles and of its full ones:
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices (int32)."""
         return {**_lists(self.state == PARTIAL, "kv"), **_lists(self.state == FULL, "full_kv")}
+
+
+    def tile_counts(self) -> TileCounts:
+        """The per-query-tile counts in `einsim.problem.TileCounts`' form (what the GPU model
+        walks for causal and window masks), for any coordinate filter: `visited` counts the
+        non-empty key tiles (a kernel skips the empty ones between, as sinks + window's), `full`
+        those needing no mask, `first_key` the start of the first one, `last_key` the last key
+        any row sees. One head: refused when the filters read tensors per batch or head."""
+        if self.batch:
+            raise ShapeError(
+                f"the tiles differ per {', '.join(self.batch)} (the filters read tensors); use state and count "
+                "per position instead of one head's TileCounts"
+            )
+        visit = self.state != EMPTY
+        seen = visit.any(axis=1)
+        first, end = self.key_ranges()
+        tiles = np.arange(self.state.shape[0])
+        rows = np.minimum(self.block_q, self.q_len - tiles * self.block_q).astype(np.float64)
+        last_key = np.where(seen, self._extreme_keys(tiles, end - 1, last=True), first * self.block_k - 1)
+        whole_key_tiles = self.kv_len // self.block_k  # a short last key tile still needs the bounds mask
+        first_seen = self._extreme_keys(tiles, first, last=False)
+        kv_lo = int(first_seen[seen].min()) if seen.any() else 0
+        kv_hi = int(last_key[seen].max()) + 1 if seen.any() else 0
+        return TileCounts(block_m=self.block_q, block_n=self.block_k, rows=rows,
+                          visited=visit.sum(axis=1).astype(np.int64),
+                          full=(self.state[:, :whole_key_tiles] == FULL).sum(axis=1).astype(np.int64),
+                          first_key=(first * self.block_k).astype(np.int64), last_key=last_key.astype(np.int64),
+                          exact_pairs=float(self.visible_pairs), kv_lo=kv_lo, kv_hi=kv_hi)
+
+    def _extreme_keys(self, query_tiles: np.ndarray, key_tiles: np.ndarray, last: bool) -> np.ndarray:
+        """The last (or first) key position any row of each query tile sees within the given key
+        tile, by enumerating those tiles (-1 where none)."""
+        keys = np.arange(self.block_k)
+        found = np.full(len(query_tiles), -1, dtype=np.int64)
+        chunk = max(1, _CHUNK_POINTS // (self.block_q * self.block_k))
+        for start in range(0, len(query_tiles), chunk):
+            q_tiles = query_tiles[start:start + chunk]
+            k_tiles = np.clip(key_tiles[start:start + chunk], 0, self.state.shape[1] - 1)
+            query = (q_tiles[:, None, None] * self.block_q + np.arange(self.block_q)[None, :, None])
+            key = k_tiles[:, None, None] * self.block_k + keys[None, None, :]
+            inside = (query < self.q_len) & (key < self.kv_len)
+            coords, _ = self._space.coordinates({self.query: query, self.key: key}, self._sizes)
+            passed = inside
+            if self._condition is not None:
+                passed = inside & holds(self._condition, coords, self._sizes)
+            passed = np.broadcast_to(passed, inside.shape).any(axis=1)  # [tiles, keys]
+            positions = np.broadcast_to(key[:, 0, :], passed.shape)
+            if last:
+                value = np.where(passed, positions, -1).max(axis=1)
+            else:
+                value = np.where(passed, positions, np.iinfo(np.int64).max).min(axis=1)
+                value = np.where(passed.any(axis=1), value, -1)
+            found[start:start + chunk] = value
+        return found
 
 
 def _ranges(visit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,4 +361,5 @@ def classify_tiles(cascade, sizes: Mapping[str, int] | None = None, block_q: int
     tiles = {**{rank: 1 for rank in batch}, query: block_q, key: block_k}
     grid = classify_grid(condition, space, bound, tiles, values)
     return TileClassification(query, key, block_q, block_k, tuple(batch), grid.state, grid.count,
-                              np.asarray(grid.volume, dtype=np.int64))
+                              np.asarray(grid.volume, dtype=np.int64), bound[query], bound[key],
+                              None if batch else condition, space, bound)

@@ -105,6 +105,9 @@ def test_sinks_and_window_visit_the_sink_tile_and_the_window_only():
     assert visits.max() <= 4  # the sink tile and the (at most) three tiles the window touches
     assert tiles.state[31, 0] == PARTIAL and tiles.state[31, 15] == EMPTY and tiles.state[31, 30] == FULL
     assert tiles.visible_pairs == sum(min(p + 1, 256) + min(4, max(p + 1 - 256, 0)) for p in range(4096))
+    counts = tiles.tile_counts()  # what the GPU model walks: the sink tile and the window's, not the gap
+    np.testing.assert_array_equal(counts.visited, visits)
+    assert counts.first_key[31] == 0 and counts.last_key[31] == 31 * 128 + 127 and counts.exact_pairs == tiles.visible_pairs
 
 
 def test_tensor_filters_are_classified_from_the_tensors_per_batch_and_head():
@@ -126,3 +129,26 @@ def test_packed_documents_at_16k_are_classified_in_about_a_second():
     summary = tiles.summary()
     assert summary["partial"] == 2 * 128 and summary["full"] == 2 * 16 * (8 * 7 // 2)
     assert summary["visible_pairs"] == 2 * 16 * 1024 * 1025 // 2
+
+
+@pytest.mark.parametrize("q_len, kv_len", [(300, 300), (130, 517), (517, 130), (1, 67)])
+@pytest.mark.parametrize("mask", ["causal", (40, 0), (17, 9), None])
+def test_tile_counts_equal_the_problems_for_causal_and_windows(q_len, kv_len, mask):
+    # the GPU model walks Problem.tile_counts for causal/window masks; the classification gives
+    # the same TileCounts for them, and the same kind of counts for any other filter
+    from einsim.problem import Problem
+
+    if mask == "causal":
+        cascade, sizes, problem = load_cascade("attention-causal"), {}, Problem(batch=1, q_heads=1, q_len=q_len, kv_len=kv_len, head_dim=64, causal=True)
+    elif mask is None:
+        cascade, sizes, problem = load_cascade("fusemax"), {}, Problem(batch=1, q_heads=1, q_len=q_len, kv_len=kv_len, head_dim=64)
+    else:
+        cascade = load_cascade("attention-window")
+        sizes = {"window_left": mask[0], "window_right": mask[1]}
+        problem = Problem(batch=1, q_heads=1, q_len=q_len, kv_len=kv_len, head_dim=64, window=mask)
+    for block_q, block_k in ((64, 64), (128, 32)):
+        got = classify_tiles(cascade, {"q_len": q_len, "kv_len": kv_len, **sizes}, block_q, block_k).tile_counts()
+        expected = problem.tile_counts(block_q, block_k)
+        for name in ("rows", "visited", "full", "first_key", "last_key"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+        assert (got.exact_pairs, got.kv_lo, got.kv_hi) == (expected.exact_pairs, expected.kv_lo, expected.kv_hi)
