@@ -160,26 +160,12 @@ einsums:
 VARIANTS = {
     # Gemma-2's soft-capping, at a cap small enough to bite at these scores
     "softcap": (variant("softcap", "S[b,h,m1,m0,p] = 2 * tanh(QK[b,h,m1,m0,p] / 2)"), {}),
-    # ALiBi with its causal mask: a coordinate-valued distance times a per-head slope
-    "alibi": (variant("alibi", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] - SLOPE[h] * (p + M - P - m)",
-                      inputs=", SLOPE: [H]", filters="m <= p + M - P"), {"SLOPE": ("H",)}),
-    # StreamingLLM: 2 sink keys and a causal window of 10: two tile ranges per query tile
-    "sinks-window": (variant("sinks", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
-                             filters="m <= p + M - P and (m < 2 or m >= p + M - P - 9)"), {}),
-    "relative-bias": (variant("relative-bias", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] + BIAS[h,p,m1,m0]",
-                              inputs=", BIAS: [H, P, M]"), {"BIAS": ("H", "P", "M")}),
+    # a per-head temperature: dS/dQK reads an input (not a constant)
     "per-head-temperature": (variant("temperature", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] * TEMP[h]",
                                      inputs=", TEMP: [H]"), {"TEMP": ("H",)}),
+    # row and column limits beside causal: rows that see no key, tiles dropped whole
     "late-start-causal": (variant("late-start", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
                                   filters="m <= p + M - P and m >= 3 and p >= 2"), {}),
-    # 2-D neighbourhood attention (NATTEN): tokens on a 6-wide grid, each sees a 3 x 3 window
-    "natten-2d": (variant("natten", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
-                          filters="abs(floor(p / grid) - floor(m / grid)) <= radius and "
-                                  "abs(mod(p, grid) - mod(m, grid)) <= radius",
-                          symbols=", grid: 6, radius: 1"), {}),
-    # prefix-LM: a 5-token prefix seen by every query, causal after it (two ranges that merge)
-    "prefix-lm": (variant("prefix-lm", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
-                          filters="m <= p + M - P or m < 5"), {}),
     # not affine in m: tiles are skipped by a block mask built from the element mask
     "band-block-mask": (variant("band", "S[b,h,m1,m0,p] = QK[b,h,m1,m0,p]",
                                 filters="abs(m - p - M + P) <= 26 and 2 * m <= p + M - P + 50"), {}),
@@ -274,7 +260,7 @@ def test_the_plain_form_compiles_to_the_same_kernel():
 
 
 def test_missing_and_misshapen_extra_inputs_are_named():
-    f = compile_cascade(parse_cascade(VARIANTS["relative-bias"][0], source="<bias>"))
+    f = compile_cascade("relative-bias")
     q, k, v = make_qkv(1, 2, 2, 8, 8, 16)
     with pytest.raises(ShapeError, match=r"missing input\(s\) BIAS \[H, P, M\]"):
         f(q, k, v, config=SMALL)
@@ -297,7 +283,7 @@ def test_generated_source_is_cached_by_content_and_importable():
 
 # -- a kernel like the others: registry, CLI, torch twin ----------------------------------------
 def test_torch_twin_equals_the_executor():
-    cascade = parse_cascade(VARIANTS["relative-bias"][0], source="<bias>")
+    cascade = load_cascade("relative-bias")
     f = compile_cascade(cascade)
     q, k, v = make_qkv(1, 2, 2, 9, 13, 16, torch.float32)
     bias = extra_tensor(("H", "P", "M"), {"H": 2, "P": 9, "M": 13}, 0)
@@ -309,7 +295,7 @@ def test_compiled_cascade_registers_a_forward_and_a_backward_kernel():
     from einsim.kernels.registry import KERNELS
     from einsim.problem import Problem
 
-    f = compile_cascade(parse_cascade(VARIANTS["relative-bias"][0], source="<bias>"))
+    f = compile_cascade("relative-bias")
     forward, backward = (KERNELS[f"cascade:relative-bias:{f.form.content_hash[:10]}-{d}"]
                          for d in ("fwd", "bwd"))
     problem = Problem(batch=1, q_heads=2, q_len=20, kv_len=20, head_dim=16, dtype="fp16")
@@ -346,9 +332,9 @@ def test_kernels_compile_command_reports_and_shows_the_source(capsys):
 def test_gradients_of_float_extra_inputs_equal_the_executor(case):
     """dL/dBIAS ([H, P, M], summed over the batch) and dL/dSLOPE ([H], summed over the tile):
     the executor's central difference along a random direction of the input."""
-    text, extras = VARIANTS[case]
-    cascade = parse_cascade(text, source=f"<{case}>")
+    cascade = load_cascade(case)
     f = compile_cascade(cascade)
+    extras = {name: cascade.inputs[name] for name in f.extra_inputs}
     b, h, nq, nk, d = 2, 2, 21, 35, 16
     q, k, v = make_qkv(b, h, h, nq, nk, d, torch.float16)
     sizes = {"H": h, "P": nq, "M": nk}
@@ -476,7 +462,9 @@ def _library_softmax_cascades() -> list[str]:
 @pytest.mark.parametrize("name", _library_softmax_cascades())
 def test_every_library_softmax_cascade_compiles_to_the_executors_function(name):
     """Whatever softmax-attention cascades the library holds (the notation stream adds
-    variants): compiled, on an odd shape with random extra inputs, equal to the executor."""
+    variants): compiled, on an odd shape with random extra inputs, forward equal to the
+    executor; gradients (q, k, v and the float inputs the score reads) equal to the torch
+    twin's autograd (the twin itself equals the executor: test_torch_twin_equals_the_executor)."""
     from einsim.kernels.compiler.registry import example_tensors
     from einsim.problem import Problem
 
@@ -486,8 +474,23 @@ def test_every_library_softmax_cascade_compiles_to_the_executors_function(name):
     q, k, v = make_qkv(1, heads, kv_heads, 29, 37, 32)
     problem = Problem(batch=1, q_heads=heads, kv_heads=kv_heads, q_len=29, kv_len=37, head_dim=32)
     extras = example_tensors(f, problem, DEVICE, seed=2)
-    out = f(q, k, v, config=SMALL, **extras)
-    assert_close(out, executor_attention(name, q, k, v, **extras), torch.float16)
+    differentiable = sorted(set(f.generated.grad_accesses))
+    extras = {n: t.requires_grad_(True) if n in differentiable else t for n, t in extras.items()}
+    leaves = [t.requires_grad_(True) for t in (q, k, v)]
+    out = f(*leaves, config=SMALL, backward_config=SMALL_BWD, **extras)
+    assert_close(out, executor_attention(name, q, k, v, **{n: t.detach() for n, t in extras.items()}),
+                 torch.float16)
+    do = torch.randn_like(out)
+    wrt = leaves + [extras[n] for n in differentiable]
+    grads = torch.autograd.grad(out, wrt, do)
+    twin_leaves = [t.detach().double().requires_grad_(True) for t in wrt]
+    twin_extras = {n: t.detach().double() if t.is_floating_point() else t for n, t in extras.items()}
+    twin_extras.update(dict(zip(differentiable, twin_leaves[3:])))
+    twin = f.reference(*twin_leaves[:3], **twin_extras)
+    twin_grads = torch.autograd.grad(twin, twin_leaves, do.double())
+    for got, want in zip(grads, twin_grads):
+        error = (got.double() - want).abs().max().item() / max(want.abs().max().item(), 1e-3)
+        assert error <= GRADIENT_TOLERANCE[torch.float16], f"relative gradient error {error:.3g}"
 
 
 def test_a_compiled_cascade_is_a_pytorch_operator_under_torch_compile():
@@ -496,7 +499,7 @@ def test_a_compiled_cascade_is_a_pytorch_operator_under_torch_compile():
     test."""
     from einsim.kernels.compiler.ops import operators
 
-    f = compile_cascade(parse_cascade(VARIANTS["relative-bias"][0], source="<bias>"))
+    f = compile_cascade("relative-bias")
     q, k, v = make_qkv(1, 2, 2, 17, 23, 16)
     bias = extra_tensor(("H", "P", "M"), {"H": 2, "P": 17, "M": 23}, 1)
     forward, _ = operators(f)
