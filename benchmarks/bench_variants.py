@@ -340,6 +340,9 @@ def host_us(variant: Variant, generator, calls: int = 200) -> float:
 
 
 # -- the run --------------------------------------------------------------------------------------------
+CHECKED: dict[str, bool] = {}  # variant -> passed the executor check (run once per variant)
+
+
 def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
     generator = torch.Generator(device=DEVICE).manual_seed(0)
     if variant.cascade not in library_names() and not Path(variant.cascade).exists():
@@ -348,18 +351,24 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
                          ratio=0, note=f"no cascade {variant.cascade}"))
         write_csv(rows)
         return
-    try:
-        note = executor_check(variant, generator)
-        host = host_us(variant, generator, calls=3 if SMOKE[0] else 200)
-        print(f"{variant.name}: {note}; host {host:.1f} us/call", flush=True)
-        rows.append(dict(variant=variant.name, N=0, kind="host", backend="einsim-compiled",
-                         ms=host / 1000, tflops=0, ratio=0, note=note))
-    except Exception as error:  # noqa: BLE001 - a failing variant is a result; go on
-        print(f"{variant.name}: FAILED executor check: {type(error).__name__}: {error}")
-        traceback.print_exc()
-        rows.append(dict(variant=variant.name, N=0, kind="check", backend="einsim-compiled",
-                         ms=0, tflops=0, ratio=0, note=f"FAIL {error}"))
-        return
+    if variant.name in CHECKED:
+        if not CHECKED[variant.name]:
+            return
+    else:
+        try:
+            note = executor_check(variant, generator)
+            host = host_us(variant, generator, calls=3 if SMOKE[0] else 200)
+            print(f"{variant.name}: {note}; host {host:.1f} us/call", flush=True)
+            rows.append(dict(variant=variant.name, N=0, kind="host", backend="einsim-compiled",
+                             ms=host / 1000, tflops=0, ratio=0, note=note))
+            CHECKED[variant.name] = True
+        except Exception as error:  # noqa: BLE001 - a failing variant is a result; go on
+            print(f"{variant.name}: FAILED executor check: {type(error).__name__}: {error}")
+            traceback.print_exc()
+            rows.append(dict(variant=variant.name, N=0, kind="check", backend="einsim-compiled",
+                             ms=0, tflops=0, ratio=0, note=f"FAIL {error}"))
+            CHECKED[variant.name] = False
+            return
     f = compile_cascade(variant.cascade)
     for n in lengths:
         if time.time() > DEADLINE[0]:
@@ -483,6 +492,9 @@ def main(argv=None) -> int:
                              "flex,einsim-handwritten,cudnn; '' for none)")
     parser.add_argument("--sweep", default="", help="fwd,bwd: also time candidate configs of "
                         "the compiled kernels (FORWARD_SWEEP, BACKWARD_SWEEP)")
+    parser.add_argument("--length-major", action="store_true",
+                        help="loop over lengths outside variants (every variant at the first "
+                             "length before any at the second)")
     parser.add_argument("--smoke", action="store_true",
                         help="checks and host timing only, at tiny shapes (runs on CPU under "
                              "TRITON_INTERPRET=1)")
@@ -506,8 +518,13 @@ def main(argv=None) -> int:
     lengths = [int(n) for n in args.lengths.split(",")]
     CSV_PATH[0] = args.csv or (os.path.join(os.environ["OUT"], "variants.csv") if os.environ.get("OUT") else None)
     rows: list[dict] = []
-    for name in wanted:  # in the order asked: the most informative first
-        run_variant(next(v for v in VARIANTS if v.name == name), lengths, rows)
+    if args.length_major:  # every variant at the first length, then at the next
+        for n in lengths:
+            for name in wanted:
+                run_variant(next(v for v in VARIANTS if v.name == name), [n], rows)
+    else:
+        for name in wanted:  # in the order asked: the most informative first
+            run_variant(next(v for v in VARIANTS if v.name == name), lengths, rows)
     write_csv(rows)
     if CSV_PATH[0]:
         print(f"wrote {CSV_PATH[0]}")
