@@ -113,11 +113,13 @@ class Einsum:
         (E-1)*M*P: accumulation starts from the identity (0 or -inf).
         """
         points = self.iteration_points(sizes, tensors)
-        counts: Counter[str] = Counter()
-        for op in self.map_ops:
-            counts[op] += points
+        return {kind: count * points for kind, count in self.operations_per_point().items()}
+
+    def operations_per_point(self) -> dict[str, int]:
+        """The operations one point applies: its map's, and one for the reduction."""
+        counts: Counter[str] = Counter(self.map_ops)
         if self.reduce_op is not None:
-            counts[_REDUCE_OPS[self.reduce_op]] += points
+            counts[_REDUCE_OPS[self.reduce_op]] += 1
         return dict(counts)
 
     def __str__(self) -> str:

@@ -21,9 +21,10 @@ from einsim.simulator.simulate import window_binding
 from einsim.simulator.spatial import search
 from einsim.simulator.spatial.costs import OP_KINDS, compute_energy_per_point, cycles_per_point, fill, on_chip_levels
 from einsim.simulator.spatial.evaluate import evaluate_group
-from einsim.simulator.spatial.masks import visible_tile_fraction, problem_kv_share
+from einsim.simulator.spatial.masks import problem_kv_share, visible_key_tiles, visible_tile_fraction
 from einsim.simulator.spatial.report import build_estimate
 from einsim.simulator.spatial.staging import group_plans
+from einsim.simulator.spatial.visibility import plane_condition, reads_tensors, visibility
 from einsim.problem import Problem
 
 
@@ -104,7 +105,10 @@ class Design:
         given.update(window_binding(cascade, problem))  # the problem's window, or a named error
         given.update(sizes or {})
         if self.key_inner is not None:
-            given[self.key_inner] = mapping.key_tile
+            # through its symbol when the tile is one (linear attention's M0 and P0 are both
+            # `block`: its diagonal filter m1 == p1 needs them equal)
+            declared = cascade.ranks.get(self.key_inner)
+            given[declared if isinstance(declared, str) and declared.isidentifier() else self.key_inner] = mapping.key_tile
         self.sizes = cascade.bind(given)
         # ranks the cascade does not have (batch, heads) multiply every count (§3.1)
         self.head_factor = 1
@@ -117,9 +121,19 @@ class Design:
         self.query_len = problem.q_len * problem.group_size  # queries sharing one K/V head
         self.key_tile_rows = mapping.key_tile if mapping.key_tile is not None else self.rows
 
-        self.masked = problem.causal or problem.window is not None
-        # §3.1 a causal or windowed workload skips the (key tile x query tile) tiles it cannot see
-        self.tile_density = visible_tile_fraction(problem, self.key_tile_rows, min(mapping.query_tile, problem.q_len)) if self.masked else 1.0
+        # §3.1 a causal or windowed problem, and the cascade's own filters, empty (key tile x query
+        # tile) tiles the hardware skips: no work, no K/V reads, no live rows
+        plane_keys = {self.key_rank} | ({self.key_inner} if self.key_inner else set())
+        self.filtered = None
+        # filters that read input values (document ids, a block mask) keep tiles that depend on
+        # data the simulator does not have: their tiles are counted as visited (a note says so)
+        self.data_dependent_filters = reads_tensors(cascade, plane_keys, self.query_family)
+        if plane_condition(cascade, plane_keys, self.query_family) is not None:
+            self.filtered = visibility(cascade, problem, self.sizes, self.key_tile_rows, min(mapping.query_tile, problem.q_len),
+                                       self.key_rank, query_rank, plane_keys, self.query_family)
+        self.masked = problem.causal or problem.window is not None or self.filtered is not None
+        self.tile_density = self.filtered.fraction if self.filtered is not None else (
+            visible_tile_fraction(problem, self.key_tile_rows, min(mapping.query_tile, problem.q_len)) if self.masked else 1.0)
         self.tensors = self._tensors()
         self.nodes = self._nodes()
         self.node_by_name = {n.name: n for n in self.nodes}
@@ -167,16 +181,19 @@ class Design:
         for einsum in cascade.einsums:
             name = einsum.output
             unit = mapping.binding[name]
-            points = float(einsum.iteration_points(self.sizes)) * self.head_factor
-            counts = primitive_counts(einsum.operation_counts(self.sizes))  # §3.3 functions as primitives
-            ops = {k: float(v) * self.head_factor for k, v in counts.items()}
-            per_point = {k: (ops.get(k, 0.0) / points if points else 0.0) for k in OP_KINDS}
             ranks = set(einsum.iteration_ranks)
+            dense = float(math.prod(self.sizes[r] for r in einsum.iteration_ranks)) * self.head_factor
             if self.masked and ranks & self.key_family and ranks & self.query_family:
-                # the hardware computes whole visible tiles: the mask's tile density, not the
-                # cascade's own filters (if any), sets the work
-                points = float(math.prod(self.sizes[r] for r in einsum.iteration_ranks)) * self.head_factor * self.tile_density
-                ops = {k: v * points for k, v in per_point.items() if v}
+                # the hardware computes whole visited tiles: the tile density of the mask and the
+                # cascade's filters sets the work, not the exact count of the points they keep
+                points = dense * self.tile_density
+            elif any(f.tensors for f in einsum.filters):
+                points = dense  # kept points depend on input values: counted as all computed
+            else:
+                points = float(einsum.iteration_points(self.sizes)) * self.head_factor
+            per_point = {k: 0.0 for k in OP_KINDS}
+            per_point.update(primitive_counts(einsum.operations_per_point()))  # §3.3 functions as primitives
+            ops = {k: v * points for k, v in per_point.items() if v}
             if per_point["div"] and unit == "pe_2d":
                 raise ConfigError(f"{name} divides but is bound to pe_2d: the 2D array's PEs have no divider; bind it to pe_1d")
             if per_point["exp"] and exp_native and unit == "pe_2d":
@@ -314,10 +331,34 @@ class Design:
         return max(needs)
 
     def block_density(self, blocks) -> np.ndarray:
-        """Fraction of key tiles a query block sees, per block size (masked workloads)."""
+        """Fraction of key tiles a query block sees, per block size (masked or filtered)."""
+        if self.filtered is not None:
+            return self.filtered.block_fraction(blocks)
         blocks = np.asarray(blocks, dtype=float)
-        values = {b: visible_tile_fraction(self.problem, self.key_tile_rows, int(b)) for b in np.unique(blocks)}
+        values = {b: visible_key_tiles(self.problem, self.key_tile_rows, int(b))[0] for b in np.unique(blocks)}
         return np.vectorize(values.get, otypes=[float])(blocks)
+
+    def key_coverage(self, group: Group) -> float:
+        """The least share of K and V a group reads however few tiles its blocks see: all of it
+        when an Einsum reads the keys without the queries (linear attention's state KVL), else
+        the keys some query sees."""
+        for name in group.einsums:
+            ranks = set(self.cascade.einsum(name).iteration_ranks)
+            if ranks & self.key_family and not ranks & self.query_family:
+                return 1.0
+        if self.filtered is not None:
+            return float(self.filtered.visited.any(axis=0).mean())
+        return 1.0
+
+    @property
+    def live_fraction(self) -> float:
+        """§5.1 the most keys a row sees, over the key length (whole key tiles, per query tile):
+        the share of a row of QK a block keeps live (a window's, not the whole sequence's)."""
+        if self.filtered is not None:
+            return self.filtered.live_fraction
+        if not self.masked:
+            return 1.0
+        return visible_key_tiles(self.problem, self.key_tile_rows, min(self.mapping.query_tile, self.problem.q_len))[1]
 
     def pes(self, unit: str) -> int:
         return self.rows * self.cols if unit == "pe_2d" else self.vector_pes

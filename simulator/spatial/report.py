@@ -54,6 +54,13 @@ def build_estimate(design, choices: list[dict[str, Any]]) -> Estimate:
     plans = [first(c.get("plan", [None])) for c in choices]
     notes = [f"mapping: {describe(design, choices)}"]
     notes += [f"staging: {describe_plan(plan)}" for plan in dict.fromkeys(p for p in plans if p is not None)]
+    if design.filtered is not None:
+        notes.append(f"the mask and the cascade's filters leave {design.tile_density:.1%} of the "
+                     f"{design.filtered.query_tile} x {design.filtered.key_tile} tiles to compute; a row keeps at most "
+                     f"{design.live_fraction:.1%} of the keys live")
+    if design.data_dependent_filters:
+        notes.append(f"the filters read {', '.join(design.data_dependent_filters)}: which tiles those terms keep depends "
+                     f"on their values, so they are counted as keeping every tile")
     spill = one(r["spill_fraction"])
     if spill > 0:
         share = f"{spill:.0%}" if spill >= 0.01 else f"{spill:.2%}"

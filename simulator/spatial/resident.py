@@ -39,7 +39,8 @@ def resident_need(design, group, query_block, cap, query_tile):
     base = word * (resident * query_block + plane_tiles + state)
     tile_reuse = base + word * whole <= cap
     fixed = base + word * np.where(tile_reuse, whole, chunked)
-    live = word * live_per_row(group, tensors) * query_block
+    # a mask or filter that empties key tiles leaves fewer keys live per row (§3.1)
+    live = word * live_per_row(group, tensors) * query_block * design.live_fraction
     return fixed, live, tile_reuse, key_inputs
 
 
@@ -63,6 +64,7 @@ def evaluate_resident(design, group, query_block, spill: str, cap, query_tile) -
     rereads = np.ceil(design.query_len / streamed_per)
     if design.masked:  # a query block reads only the key tiles its rows can see
         rereads = rereads * design.block_density(np.maximum(1.0, streamed_per / design.problem.group_size))
+        rereads = np.maximum(rereads, design.key_coverage(group))
     rereads = np.where(key_resident, 1.0, rereads)
 
     # §5.2 DRAM traffic: inputs (key tensors once per query block), outputs, spills
@@ -71,17 +73,22 @@ def evaluate_resident(design, group, query_block, spill: str, cap, query_tile) -
     for node in nodes:
         for t in node.operands:
             first_reader.setdefault(t, node.name)
+    density = design.tile_density  # §3.1 a plane tensor exists on the visited tiles only
+
+    def elements(t: str) -> float:
+        return tensors[t].elements * (density if tensors[t].role == "plane" else 1.0)
+
     for t in group.inputs:
         info = tensors[t]
-        einsum_dram[first_reader[t]] += word * info.elements * info.kv_scale * (rereads if info.role == "key" else 1.0)
+        einsum_dram[first_reader[t]] += word * elements(t) * info.kv_scale * (rereads if info.role == "key" else 1.0)
     for t in group.outputs:
-        einsum_dram[t] += word * tensors[t].elements
+        einsum_dram[t] += word * elements(t)
     extra_cycles = {n.name: zeros.copy() for n in nodes}
     for tensor, _, later, produced_here in group.live:
         readers = design.readers(group, tensor)
         if spill == "store" or not produced_here:
             # written once (unless it came from DRAM anyway), read back by every later pass
-            spilled = word * tensors[tensor].elements * spill_fraction
+            spilled = word * elements(tensor) * spill_fraction
             if produced_here:
                 einsum_dram[tensor] += spilled
             for reader in readers:
@@ -102,16 +109,16 @@ def evaluate_resident(design, group, query_block, spill: str, cap, query_tile) -
         moved = 0.0
         for t in node.operands:
             info = tensors[t]
-            if info.role == "key":
-                moved = moved + word * info.elements * info.kv_scale * query_tiles
+            if info.role == "key":  # once per visited (key tile, query tile)
+                moved = moved + word * info.elements * info.kv_scale * query_tiles * density
             elif info.role == "query":
-                moved = moved + word * info.elements * (key_tiles if node.key_extent else 1)
+                moved = moved + word * info.elements * (key_tiles * density if node.key_extent else 1)
         if tensors[node.name].role in ("query", "state"):
-            moved = moved + word * tensors[node.name].elements * (key_tiles if node.key_extent else 1)
+            moved = moved + word * tensors[node.name].elements * (key_tiles * density if node.key_extent else 1)
         einsum_buffer[node.name] += moved
     for tensor, _, later, produced_here in group.live:
         readers = design.readers(group, tensor)
-        kept = word * tensors[tensor].elements * (1.0 - spill_fraction) * ((1 if produced_here else 0) + len(readers))
+        kept = word * elements(tensor) * (1.0 - spill_fraction) * ((1 if produced_here else 0) + len(readers))
         einsum_buffer[tensor if produced_here else readers[0]] += kept
     return {"einsum_dram": einsum_dram, "einsum_buffer": einsum_buffer, "extra_cycles": extra_cycles,
             "need": need, "feasible": feasible, "spill_fraction": spill_fraction}

@@ -255,7 +255,7 @@ def evaluate_staged(design, group, plan: StagingPlan, block, capacity, buffering
     # first contraction's output tile and operand tiles, and the staged inputs, the last two
     # times `buffering` (2: the next tile loads while this one is used)
     fused = any(plan.staged(t) for t in accesses)
-    live = block * key_len if fused else zeros
+    live = block * key_len * design.live_fraction if fused else zeros
     tiles = 0.0
     if cons:
         first = cons[0]
