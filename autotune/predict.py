@@ -111,13 +111,27 @@ def kernel_mapping(spec: KernelSpec, config: Any, problem: Problem,
         # cover one (sequence, KV head, row tile) segment: the same model prices it.
         block_m = paged_block_m(problem)
         segments = problem.kv_heads * -(-problem.group_size * problem.q_len // block_m)
-        pieces = stream_k_pieces([problem.kv_len] * problem.batch, segments, config.BLOCK_N,
+        lengths = list(problem.kv_lens or [problem.kv_len] * problem.batch)
+        pieces = stream_k_pieces(lengths, segments, config.BLOCK_N,
                                  paged_programs(problem, config, limits))
         per_segment = max(1, round(sum(len(p) for p in pieces) / (problem.batch * segments)))
         return "fusemax", GpuMapping(block_m=block_m, block_n=config.BLOCK_N, kv_splits=per_segment,
                                      **common), "forward"
     multipass = {"multipass": "materialize" if getattr(config, "MATERIALIZE", False) else "recompute"}
     return spec.cascade, GpuMapping(block_m=config.BLOCK_M, block_n=config.BLOCK_N, **multipass, **common), "forward"
+
+
+def balanced_equivalent(problem: Problem, config: Any) -> Problem:
+    """The uniform-length problem the cost model prices for a kernel whose schedule balances
+    key tiles over its programs whatever the per-sequence lengths (decode-paged's stream-K):
+    every sequence at the mean number of key tiles (so the same total tiles, the same bytes).
+    Problems without kv_lens are returned as they are."""
+    if problem.kv_lens is None:
+        return problem
+    block_n = getattr(config, "BLOCK_N", 64)
+    tiles = sum(-(-n // block_n) for n in problem.kv_lens)
+    length = min(problem.kv_len, max(1, -(-tiles // problem.batch) * block_n))
+    return dataclasses.replace(problem, kv_len=length, kv_lens=None)
 
 
 def predict_kernel(kernel_name: str, config: Any, problem: Problem, target: Any) -> KernelPrediction:
@@ -138,7 +152,8 @@ def predict_kernel(kernel_name: str, config: Any, problem: Problem, target: Any)
     if reasons:
         return KernelPrediction(kernel_name, cfg, math.inf, False, reasons)
     cascade, mapping, direction = kernel_mapping(spec, config, problem, limits)
-    cost = kernel_cost(kernel_cascade(spec, cascade), problem, target, mapping, direction)
+    cost = kernel_cost(kernel_cascade(spec, cascade), balanced_equivalent(problem, config), target,
+                       mapping, direction)
     flops = spec.flops(problem) if spec.flops else problem.forward_flops()
     if not cost.fits:
         return KernelPrediction(kernel_name, cfg, math.inf, False, cost.reasons, cost.smem_bytes,
@@ -154,4 +169,4 @@ def predict_kernel(kernel_name: str, config: Any, problem: Problem, target: Any)
         hbm_bytes=cost.hbm_bytes, flops=flops, notes=cost.notes)
 
 
-__all__ = ["KernelPrediction", "config_dict", "device_limits_for", "kernel_mapping", "predict_kernel"]
+__all__ = ["KernelPrediction", "balanced_equivalent", "config_dict", "device_limits_for", "kernel_mapping", "predict_kernel"]

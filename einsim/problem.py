@@ -62,6 +62,9 @@ class Problem:
     dtype: str = "bf16"
     name: str = field(default="", compare=False)
     symbols: tuple[tuple[str, int], ...] = ()
+    # Serving decode: sequence b's cache holds kv_lens[b] <= kv_len keys (kv_len is then the
+    # capacity); None: every sequence holds kv_len. Work and traffic count each sequence's own.
+    kv_lens: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kv_heads is None:
@@ -97,6 +100,14 @@ class Problem:
             raise ShapeError(f"attention problem: dtype must be one of {', '.join(DTYPE_BYTES)}, "
                              f"got {self.dtype!r}")
         object.__setattr__(self, "symbols", _symbols(self.symbols))
+        if self.kv_lens is not None:
+            lens = self.kv_lens
+            if (not isinstance(lens, (tuple, list)) or len(lens) != self.batch
+                    or any(isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self.kv_len
+                           for n in lens)):
+                raise ShapeError(f"attention problem: kv_lens must list {self.batch} cache lengths (one "
+                                 f"per sequence), each 0..kv_len={self.kv_len}; got {brief(lens)}")
+            object.__setattr__(self, "kv_lens", tuple(int(n) for n in lens))
 
     # -- derived sizes -------------------------------------------------------------------------
     @property
@@ -205,9 +216,18 @@ class Problem:
         return _key_tile_counts(self.q_len, self.kv_len, self.causal, self.window, block_m, block_n)
 
     # -- work and traffic ----------------------------------------------------------------------
+    def sequences(self) -> list["Problem"]:
+        """One batch-1 problem per sequence with its own cache length (kv_lens), or [self]
+        when every sequence has kv_len keys. Sequences with an empty cache are left out."""
+        if self.kv_lens is None:
+            return [self]
+        return [replace(self, batch=1, kv_len=n, kv_lens=None) for n in self.kv_lens if n > 0]
+
     def forward_flops(self) -> float:
         """Matmul FLOPs of the forward pass over visible pairs: 2·D for QKᵀ plus 2·Dv for P·V.
         Masked tiles are not credited: FLOPs are visited work, not the dense 4·N²·D."""
+        if self.kv_lens is not None:
+            return float(sum(p.forward_flops() for p in self.sequences()))
         return float(self.batch * self.q_heads * self.visible_pairs()
                      * 2 * (self.head_dim + self.v_head_dim))
 
@@ -217,7 +237,13 @@ class Problem:
                      * 2 * (3 * self.head_dim + 2 * self.v_head_dim))
 
     def forward_min_bytes(self) -> int:
-        """Compulsory HBM traffic of the forward: Q, the visible K/V span, O and fp32 lse once."""
+        """Compulsory HBM traffic of the forward: Q, the visible K/V span, O and fp32 lse once
+        (each sequence's own span with kv_lens)."""
+        if self.kv_lens is not None:
+            empty = self.batch - len(self.sequences())
+            q = empty * self.q_heads * self.q_len  # an empty sequence still reads Q, writes O, lse
+            return sum(p.forward_min_bytes() for p in self.sequences()) + q * (
+                self.dtype_bytes * (self.head_dim + self.v_head_dim) + 4)
         s = self.dtype_bytes
         lo, hi = self.visible_key_span()
         q = self.batch * self.q_heads * self.q_len
@@ -242,9 +268,12 @@ class Problem:
         if self.window is not None:
             mask += f" window={self.window}"
         heads = f"{self.q_heads}" if self.q_heads == self.kv_heads else f"{self.q_heads}/{self.kv_heads}"
+        lens = ""
+        if self.kv_lens is not None:
+            lens = f" kv_lens={min(self.kv_lens)}..{max(self.kv_lens)} (mean {sum(self.kv_lens) / self.batch:.0f})"
         return (f"B={self.batch} H={heads} Nq={self.q_len} Nk={self.kv_len} D={self.head_dim}"
                 + (f" Dv={self.v_head_dim}" if self.v_head_dim != self.head_dim else "")
-                + f" {mask} {self.dtype}")
+                + f" {mask} {self.dtype}{lens}")
 
     def to_dict(self) -> dict[str, Any]:
         """The call as JSON-ready values: the shape fields, then `name` and `symbols` when set.
@@ -256,6 +285,8 @@ class Problem:
             values["name"] = self.name
         if self.symbols:
             values["symbols"] = dict(self.symbols)
+        if self.kv_lens is not None:
+            values["kv_lens"] = list(self.kv_lens)
         return values
 
     @classmethod
@@ -263,7 +294,7 @@ class Problem:
         """The Problem `to_dict` wrote (ShapeError naming `source` and the field on bad input)."""
         if not isinstance(values, Mapping):
             raise ShapeError(f"{source}: expected a mapping of problem fields, got {values!r}")
-        known = set(_SIZE_FIELDS) | {"causal", "window", "dtype", "name", "symbols"}
+        known = set(_SIZE_FIELDS) | {"causal", "window", "dtype", "name", "symbols", "kv_lens"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ShapeError(f"{source}: unknown problem field(s) {', '.join(map(str, unknown))}; "
@@ -274,6 +305,8 @@ class Problem:
         kwargs = dict(values)
         if isinstance(kwargs.get("window"), list):
             kwargs["window"] = tuple(kwargs["window"])
+        if isinstance(kwargs.get("kv_lens"), list):
+            kwargs["kv_lens"] = tuple(kwargs["kv_lens"])
         return cls(**kwargs)
 
 

@@ -117,6 +117,8 @@ class KernelSpec:
     # the oracle's formula; None: softmax attention (attention_reference_torch), as the
     # flash, multi-pass and decode kernels compute.
     reference: Callable[[dict[str, Any]], Any] | None = None
+    # Takes a problem whose sequences have their own cache lengths (Problem.kv_lens)?
+    per_sequence_lengths: bool = False
 
     def launch(self, config, inputs: dict[str, Any]):
         """Run the kernel with an explicit config (imports torch/triton on first call)."""
@@ -138,6 +140,9 @@ class KernelSpec:
             return [f"expected a {self.config_type.__name__}, got {type(config).__name__}"]
         shared = ([] if problem.dtype in KERNEL_DTYPES else
                   [f"dtype {problem.dtype}: the kernels take {' or '.join(KERNEL_DTYPES)}"])
+        if problem.kv_lens is not None and not self.per_sequence_lengths:
+            shared.append("per-sequence cache lengths (kv_lens): this kernel attends kv_len keys in "
+                          "every sequence; use decode-paged")
         return shared + list(self.check_config(config, problem, limits))
 
     def validate(self, config, problem: Problem, limits: DeviceLimits | None = None) -> None:

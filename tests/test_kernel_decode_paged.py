@@ -161,3 +161,42 @@ def test_cuda_graph_replays_after_lengths_and_pages_change():
     graph.replay()
     torch.cuda.synchronize()
     assert_matches_per_sequence(static_out, static_lse, data, new_lengths, False)
+
+
+def test_a_problem_with_per_sequence_lengths_counts_each_sequence():
+    lens = (5, 0, 33)
+    p = Problem(batch=3, q_heads=4, kv_heads=2, q_len=1, kv_len=40, head_dim=16, kv_lens=lens)
+    alone = [Problem(batch=1, q_heads=4, kv_heads=2, q_len=1, kv_len=n, head_dim=16) for n in (5, 33)]
+    assert p.forward_flops() == sum(a.forward_flops() for a in alone)
+    q_only = 4 * 1 * (16 + 16) * 2 + 4 * 4  # the empty sequence still reads Q, writes O and lse
+    assert p.forward_min_bytes() == sum(a.forward_min_bytes() for a in alone) + q_only
+    assert Problem.from_dict(p.to_dict()) == p and "kv_lens=0..33" in p.describe()
+    with pytest.raises(ShapeError, match="kv_lens must list 3 cache lengths"):
+        Problem(batch=3, q_heads=4, q_len=1, kv_len=40, head_dim=16, kv_lens=(5, 41, 1))
+
+
+def test_the_gpu_model_prices_stream_k_by_its_balanced_equivalent_and_dense_decode_refuses():
+    from einsim.autotune.predict import balanced_equivalent, predict_kernel
+
+    lens = tuple([16384] + [256] * 63)
+    p = Problem(batch=64, q_heads=32, kv_heads=8, q_len=1, kv_len=16384, head_dim=128, kv_lens=lens)
+    config = cfg.paged_default_config(p)
+    tiles = -(-16384 // config.BLOCK_N) + 63 * -(-256 // config.BLOCK_N)
+    assert balanced_equivalent(p, config).kv_len == -(-tiles // 64) * config.BLOCK_N
+    assert predict_kernel("decode-paged", config, p, "h200").fits
+    refused = predict_kernel("decode", cfg.default_config(p), p, "h200")
+    assert not refused.fits and "use decode-paged" in refused.reasons[-1]
+
+
+def test_registry_inputs_and_reference_follow_the_problems_lengths(poisoned):
+    from einsim.kernels.registry import get_kernel
+
+    spec = get_kernel("decode-paged")
+    p = Problem(batch=3, q_heads=4, kv_heads=2, q_len=2, kv_len=40, head_dim=16, causal=True,
+                dtype="fp16", kv_lens=(40, 0, 9))
+    inputs = spec.make_inputs(p, device=DEVICE, page_size=8)
+    assert inputs["cache_seqlens"].tolist() == [40, 0, 9]
+    out, lse = spec.launch(cfg.PagedDecodeConfig(BLOCK_N=16, num_stages=1, PROGRAMS=3), inputs)
+    ref_out, ref_lse = spec.reference(inputs)
+    assert (out.float() - ref_out).abs().max().item() < 4e-3
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(ref_lse))

@@ -340,7 +340,9 @@ def make_paged_inputs(problem: Problem, dtype: str | None = None, device: str = 
     from einsim.kernels.registry import make_attention_inputs
 
     dense = dense or make_attention_inputs(problem, dtype, device, seed)
-    lengths = [problem.kv_len] * problem.batch if cache_seqlens is None else list(cache_seqlens)
+    if cache_seqlens is None:
+        cache_seqlens = problem.kv_lens or [problem.kv_len] * problem.batch
+    lengths = list(cache_seqlens)
     pages_per_seq = -(-problem.kv_len // page_size)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     order = torch.randperm(problem.batch * pages_per_seq, generator=generator)
@@ -361,6 +363,24 @@ def make_paged_inputs(problem: Problem, dtype: str | None = None, device: str = 
             "causal": problem.causal, "scale": None}
 
 
+def paged_reference(inputs: dict):
+    """(out, lse) the serving decode must return: the torch twin of the float64 oracle over each
+    sequence's own keys (zeros and -inf for an empty cache). Imports torch."""
+    import torch
+
+    from einsim.einsum_cascades.reference import attention_reference_torch
+
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    out = torch.zeros(*q.shape[:3], v.shape[-1], dtype=torch.float32, device=q.device)
+    lse = torch.full(q.shape[:3], float("-inf"), dtype=torch.float32, device=q.device)
+    for b, length in enumerate(inputs["cache_seqlens"].tolist()):
+        if length > 0:
+            out[b:b + 1], lse[b:b + 1] = attention_reference_torch(
+                q[b:b + 1], k[b:b + 1, :, :length], v[b:b + 1, :, :length],
+                causal=inputs.get("causal", False), scale=inputs.get("scale"), dtype=torch.float32)
+    return out, lse
+
+
 DECODE_PAGED = register(KernelSpec(
     name="decode-paged",
     cascade="decode-splitkv",
@@ -372,6 +392,8 @@ DECODE_PAGED = register(KernelSpec(
     launcher="einsim.kernels.decode.forward:launch_paged",
     min_bytes=min_bytes,
     make_inputs=make_paged_inputs,
+    reference=paged_reference,
+    per_sequence_lengths=True,
     description="serving decode: per-sequence cache lengths, paged KV cache (block table), GQA, "
                 "several query tokens; stream-K split balanced over unequal lengths, then merged",
 ))
