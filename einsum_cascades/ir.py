@@ -151,8 +151,25 @@ class Cascade:
         """Every rank (and symbol) as an int, from symbol values such as kv_len, q_len, block_m.
 
         Rank names override: bind({"M": 4096}) works as well as bind({"kv_len": 4096}).
+        A constant index past its rank's bound size (`V[b,h,f,999999]` with M = 16) is a
+        SpecError naming the Einsum: it used to be clipped to the last position, silently.
         """
-        return self.space.bind(sizes)
+        bound = self.space.bind(sizes)
+        self._check_constant_indices(bound)
+        return bound
+
+    def _check_constant_indices(self, bound: Mapping[str, int]) -> None:
+        iterative = self.iterative_tensors
+        for einsum in self.einsums:
+            for access in accesses(einsum.expression):
+                declared = self.tensors[access.tensor]
+                for read in resolve_access(self.space, declared, access):
+                    if read.kind != "const":
+                        continue
+                    extent = bound[read.rank] + (1 if iterative.get(access.tensor) == read.rank else 0)
+                    if not 0 <= read.value < extent:
+                        raise SpecError(f"{self.source}: Einsum {einsum.text!r}: {access} reads position {read.value} "
+                                        f"of rank {read.rank}, which has {extent} positions (0 to {extent - 1})")
 
     def einsum(self, output: str) -> Einsum:
         for einsum in self.einsums:

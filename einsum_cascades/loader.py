@@ -13,7 +13,8 @@ import networkx as nx
 import yaml
 
 from einsim.einsum_cascades.expr import (
-    KEYWORDS, SIZE_ONLY_FUNCTIONS, Access, Call, Coordinate, Location, Name, ParsedEinsum, parse_condition, parse_einsum_text,
+    KEYWORDS, SIZE_ONLY_FUNCTIONS, Access, Binary, Call, Coordinate, Location, Name, Number, ParsedEinsum, Unary,
+    parse_condition, parse_einsum_text,
     parse_size, transform, walk,
 )
 from einsim.einsum_cascades.ir import (
@@ -30,6 +31,13 @@ _SYMBOL = re.compile(r"^[a-z_][a-z0-9_]*$")
 _FILTER_FUNCTIONS = ("abs", "max", "min", "floor", "mod")
 _KEYS = ("name", "description", "represents", "ranks", "symbols", "partitions", "inputs", "init",
          "filters", "einsums", "outputs")
+
+
+def _is_zero(node) -> bool:
+    """A literal 0 (or -0): division by it gave zeros (numpy's x/0 under errstate), silently."""
+    while isinstance(node, Unary):
+        node = node.operand
+    return isinstance(node, Number) and node.value == 0
 
 
 def library_dir() -> Path:
@@ -178,6 +186,8 @@ class _Builder:
 
         outputs_node = fields["outputs"][1]
         outputs = tuple(self.string(n, "outputs[]") for n in self.sequence(outputs_node, "outputs"))
+        if not outputs:
+            raise SpecError(f"{self.at(outputs_node)}: outputs: expected at least one tensor an Einsum produces")
         for node, name in zip(outputs_node.value, outputs):
             if name not in producers:
                 raise SpecError(f"{self.at(node)}: outputs: {name} is never produced by an Einsum")
@@ -364,6 +374,8 @@ class _Builder:
         variables = self.without_derivable(variables, output_ranks)
         expression = self.resolve_names(ast.expression, where)
         for node in walk(expression):
+            if isinstance(node, Binary) and node.op == "/" and _is_zero(node.right):
+                raise SpecError(f"{where}: divides by the constant 0 ({node})")
             if isinstance(node, Call) and node.func in SIZE_ONLY_FUNCTIONS:
                 raise SpecError(f"{where}: {node.func}() is for rank sizes, not for maps")
         available = self.space.derivable(set(variables))
