@@ -117,6 +117,21 @@ def test_compiled_fusemax_takes_any_strides_and_an_explicit_scale():
     assert_close(out, executor_attention("fusemax", q, k, v, scale=0.3), torch.float16)
 
 
+def test_a_value_head_dim_other_than_the_key_head_dim():
+    q, k, _ = make_qkv(1, 2, 2, 21, 30, 32)
+    v = make_qkv(1, 2, 2, 21, 30, 64)[2]
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out = compile_cascade("attention-causal")(*leaves, config=SMALL, backward_config=SMALL_BWD)
+    assert out.shape == (1, 2, 21, 64)
+    assert_close(out, executor_attention("attention-causal", q, k, v), torch.float16)
+    out.sum().backward()
+    references = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
+    attention_reference_torch(*references, causal=True)[0].sum().backward()
+    for got, want in zip(leaves, references):
+        error = (got.grad.double() - want.grad).abs().max() / want.grad.abs().max()
+        assert error <= GRADIENT_TOLERANCE[torch.float16]
+
+
 def test_scale_one_leaves_the_cascade_as_written():
     q, k, v = make_qkv(1, 1, 1, 20, 20, 16)
     q = q * 0.25
