@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from einsim.einsum_cascades.expr import Access, Binary, Call, Compare, Name, Number, Unary
 from einsim.einsum_cascades.ir import resolve_access
 from einsim.errors import ConfigError
-from einsim.kernels.compiler.frontend import QKLeaf, SoftmaxAttention, children
+from einsim.kernels.compiler.frontend import QKLeaf, ScaledQK, SoftmaxAttention, children
 
 # Cascade functions -> Triton (tl.*) or the compiler's runtime library (lib.*).
 FUNCTIONS = {
@@ -161,6 +161,8 @@ class Emitter:
     def expr(self, node) -> str:
         if isinstance(node, QKLeaf):
             return "qk"
+        if isinstance(node, ScaledQK):
+            return "qk2"
         if isinstance(node, Number):
             value = node.value
             if math.isinf(value):
@@ -175,7 +177,12 @@ class Emitter:
         if isinstance(node, Unary) and node.op == "-":
             return f"(-{self.expr(node.operand)})"
         if isinstance(node, Binary):
-            return f"({self.expr(node.left)} {node.op} {self.expr(node.right)})"
+            left, right = self.expr(node.left), self.expr(node.right)
+            if node.op == "/" and "P_" not in right and "M_" not in right:
+                # a divisor that is one number per tile: one reciprocal, then a multiply per
+                # element (true division either way: 1.0 / an integer is a float)
+                return f"({left} * (1.0 / {right}))"
+            return f"({left} {node.op} {right})"
         if isinstance(node, Compare):
             return f"({self.expr(node.left)} {node.op} {self.expr(node.right)})"
         if isinstance(node, Call):

@@ -148,9 +148,40 @@ def derivative(tree, leaf):
     raise ConfigError(f"cannot differentiate {type(tree).__name__} node {tree} of the score")
 
 
+def scaled(tree, factor: float):
+    """A tree whose value is tree * factor, the factor pushed into the terms that are linear in
+    their operands (sums, differences, negation, products and quotients with a number, a
+    factor of a product) so that it costs no multiply of its own where it can be folded: the
+    kernel's base-2 score S * log2(e), with QK * log2(e) as the ScaledQK leaf."""
+    from einsim.kernels.compiler.frontend import ScaledQK
+
+    if tree == QKLeaf():
+        return ScaledQK()
+    if isinstance(tree, Number):
+        return Number(tree.value * factor)
+    if isinstance(tree, Unary) and tree.op == "-":
+        return neg(scaled(tree.operand, factor))
+    if isinstance(tree, Binary):
+        if tree.op in "+-":
+            return Binary(tree.op, scaled(tree.left, factor), scaled(tree.right, factor))
+        if tree.op == "*":
+            if isinstance(tree.right, Number) or not isinstance(tree.left, Number) and _is_scalar(tree.left):
+                return Binary("*", scaled(tree.left, factor), tree.right)
+            return Binary("*", tree.left, scaled(tree.right, factor))
+        if tree.op == "/":
+            return Binary("/", scaled(tree.left, factor), tree.right)
+    return Binary("*", tree, Number(factor))
+
+
+def _is_scalar(tree) -> bool:
+    """A subtree worth scaling instead of its sibling: a number or a read of an input that
+    depends on no coordinate of the tile is one multiply per tile, not per element."""
+    return isinstance(tree, (Number, Access, Name))
+
+
 def is_constant(tree) -> bool:
     """True when the tree is a number (the derivative folds into the kernel's scale)."""
     return isinstance(tree, Number)
 
 
-__all__ = ["derivative", "depends_on", "is_constant", "children"]
+__all__ = ["children", "depends_on", "derivative", "is_constant", "scaled"]

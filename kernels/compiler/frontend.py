@@ -73,6 +73,14 @@ class QKLeaf:
         return "QK"
 
 
+@dataclass(frozen=True)
+class ScaledQK:
+    """QK times log2(e): the kernel's base-2 scores read it where QK enters linearly."""
+
+    def __str__(self) -> str:
+        return "QK*log2(e)"
+
+
 # -- what the kernel is built from ---------------------------------------------------------------
 @dataclass(frozen=True)
 class RankRoles:
@@ -593,4 +601,4 @@ def recognise(cascade: Cascade) -> SoftmaxAttention:
     return _Recogniser(cascade).recognise()
 
 
-__all__ = ["QKLeaf", "RankRoles", "SoftmaxAttention", "content_hash", "recognise"]
+__all__ = ["QKLeaf", "RankRoles", "ScaledQK", "SoftmaxAttention", "content_hash", "recognise"]

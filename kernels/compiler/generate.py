@@ -13,8 +13,11 @@ import re
 
 from einsim.kernels.compiler.bounds import is_affine, range_function, segment_count
 from einsim.kernels.compiler.codegen import Emitter, KernelArgs, condition_nodes
-from einsim.kernels.compiler.derivative import derivative
+from einsim.kernels.compiler.derivative import derivative, scaled
 from einsim.kernels.compiler.frontend import QKLeaf, SoftmaxAttention, nodes
+
+
+LOG2_E = 1.4426950408889634
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def _emit(form: SoftmaxAttention, args: KernelArgs):
         # A score that can itself be -inf (a where() to -inf) needs the row-safe softmax
         # everywhere, not only in masked tiles.
         "SAFE_SOFTMAX": str(any(isinstance(n, Number) and math.isinf(n.value) for n in nodes(score))),
-        "SCORE_CODE": emitter.expr(score),
+        "SCORE2_CODE": emitter.expr(scaled(score, LOG2_E)),
         "GRAD_CODE": emitter.expr(grad) if not isinstance(grad, Number) else "qk * 0 + 1.0",
     }
     keep_lines = [f"    ok = ok & {emitter.expr(c)}  # {c}" for c in condition_nodes(form)]

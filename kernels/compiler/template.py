@@ -34,9 +34,12 @@ SAFE_SOFTMAX = tl.constexpr($SAFE_SOFTMAX)
 
 
 @triton.jit
-def score(qk, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS):
-    """S at every point of the tile, natural units; qk is Q.K already times `scale`."""
-    return $SCORE_CODE
+def score2(dot, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS):
+    """S * log2(e), the kernels' base-2 score, from the raw Q.K tile (qk_scale = scale * log2(e)
+    folded into the terms linear in QK, log2(e) into the others' constants where it can be)."""
+    qk = dot * scale
+    qk2 = dot * qk_scale
+    return $SCORE2_CODE
 
 
 @triton.jit
@@ -106,7 +109,7 @@ def _forward_tiles(acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, lo, hi, I
             if SCORE_IS_QK:
                 s = qk * qk_scale
             else:
-                s = score(qk * scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS) * LOG2E
+                s = score2(qk, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
             if MASKED:
                 s = tl.where(keep(P_, M_, batch, head, kv_head, q_len, kv_len$XARGS), s,
                              float("-inf"))
@@ -120,7 +123,7 @@ def _forward_tiles(acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, lo, hi, I
                 m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
                 p = lib.exp2_split(qk * qk_scale - m_new[:, None], EXP_SPLIT, BLOCK_M, BLOCK_N)
             else:
-                s = score(qk * scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS) * LOG2E
+                s = score2(qk, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
                 m_new = tl.maximum(m_i, tl.max(s, 1))
                 p = lib.exp2_split(s - m_new[:, None], EXP_SPLIT, BLOCK_M, BLOCK_N)
             alpha = tl.math.exp2(m_i - m_new)
@@ -210,7 +213,7 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols
         if SCORE_IS_QK:
             p_t = tl.math.exp2(qk_t * qk_scale - m[None, :])
         else:
-            s_t = score(qk_t * scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS) * LOG2E
+            s_t = score2(qk_t, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
             # A general score may be inf or NaN on rows past the end: drop them explicitly.
             p_t = tl.where(P_ < q_len, tl.math.exp2(s_t - m[None, :]), 0.0)
         if MASKED:
@@ -300,7 +303,7 @@ def _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, lo, hi, Idx
         if SCORE_IS_QK:
             p = tl.math.exp2(qk * qk_scale - m[:, None])
         else:
-            s = score(qk * scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS) * LOG2E
+            s = score2(qk, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
             p = tl.math.exp2(s - m[:, None])
         if MASKED:
             p = tl.where(keep(P_, M_, batch, head, kv_head, q_len, kv_len$XARGS), p, 0.0)
