@@ -25,12 +25,12 @@ import triton
 import triton.language as tl
 
 from einsim.kernels.decode.config import MIN_TILES_PER_SPLIT
+from einsim.kernels.decode.softmax import finish, fold_partial, fold_tile
 from einsim.kernels.launch import TritonLaunch
 from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.multipass import inputs
 
 LOG2_E = 1.4426950408889634
-LN_2_VALUE = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -114,20 +114,7 @@ def _paged_tiles(m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, lo, hi, len_b, 
             if IS_CAUSAL:
                 visible = visible & (cols[None, :] <= position[:, None])
             qk = tl.where(visible, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        else:
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            m_safe = m_new
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(qk - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        if DOT_FP32:
-            acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc)
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_new
+        m_i, l_i, acc = fold_tile(m_i, l_i, acc, qk, v, DOT_FP32)
     return m_i, l_i, acc
 
 
@@ -230,18 +217,8 @@ def _paged_merge(
         pl = tl.load(Partials + n_partials + slot * BLOCK_M + offs_m)
         pacc = tl.load(Partials + 2 * n_partials + (slot * BLOCK_M + offs_m)[:, None] * BLOCK_DV
                        + offs_dv[None, :])
-        m_new = tl.maximum(m, pm)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m - m_safe)
-        weight = tl.exp2(pm - m_safe)
-        l_sum = l_sum * alpha + weight * pl
-        acc = acc * alpha[:, None] + weight[:, None] * pacc
-        m = m_new
-    empty = l_sum == 0.0
-    out = acc / tl.where(empty, 1.0, l_sum)[:, None]
-    lse = tl.where(empty, float("-inf"),
-                   (tl.where(m == float("-inf"), 0.0, m) + tl.log2(tl.where(empty, 1.0, l_sum)))
-                   * LN_2_VALUE)
+        m, l_sum, acc = fold_partial(m, l_sum, acc, pm, pl, pacc)
+    out, lse = finish(m, l_sum, acc)
     kv_head = segment // row_tiles
     rows = (segment - kv_head * row_tiles) * BLOCK_M + offs_m
     row_ok = rows < rows_total

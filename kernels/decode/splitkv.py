@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from einsim.kernels.decode.config import padded_dims
+from einsim.kernels.decode.softmax import fold_partial, fold_tile
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch
 from einsim.kernels.multipass import inputs
 
@@ -67,17 +68,7 @@ def _attend_tile(q, k_base, v_base, batch, kv_head, start_n, end, qi, m_i, l_i, 
             visible = visible & (cols[None, :] >= query_pos - window_left)
             visible = visible & (cols[None, :] <= query_pos + window_right)
         qk = tl.where(visible, qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m_i - m_safe)
-    p = tl.exp2(qk - m_safe[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    if DOT_FP32:
-        acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc)
-    else:
-        acc = tl.dot(p.to(v.dtype), v, acc)
-    return m_new, l_i, acc
+    return fold_tile(m_i, l_i, acc, qk, v, DOT_FP32)
 
 
 @triton.jit
@@ -176,13 +167,7 @@ def _decode_merge(
         pl = tl.load(Partials + n_partials + partial, mask=ok, other=0.0)
         pacc = tl.load(Partials + 2 * n_partials + partial[:, None] * v_head_dim + offs_dv[None, :],
                        mask=ok[:, None] & dv_ok[None, :], other=0.0)
-        m_new = tl.maximum(m_s, pm)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_s - m_safe)
-        weight = tl.exp2(pm - m_safe)
-        l_s = l_s * alpha + weight * pl
-        acc_s = acc_s * alpha[:, None] + weight[:, None] * pacc
-        m_s = m_new
+        m_s, l_s, acc_s = fold_partial(m_s, l_s, acc_s, pm, pl, pacc)
     m = tl.max(m_s, 0)
     m_safe = tl.where(m == float("-inf"), 0.0, m)
     weight = tl.exp2(m_s - m_safe)
