@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from einsim.autotune.predict import predict_kernel
-from einsim.autotune.study import TuningResult, default_budget, load_result, tune
+from einsim.autotune.study import FatalTuningError, TuningResult, default_budget, load_result, tune
 from einsim.errors import ConfigError
 from einsim.kernels.registry import get_kernel
 from einsim.kernels.tuned import shape_bucket
@@ -124,16 +124,30 @@ def run_shapes(shapes: Sequence[FleetShape], *, target, storage: str | None, tri
         if left < MIN_SHAPE_S:
             outcomes.append(FleetOutcome(shape, "not reached"))
             continue
-        evaluator = evaluator_factory(shape.kernel, shape.problem) if evaluator_factory else None
         try:
+            evaluator = evaluator_factory(shape.kernel, shape.problem) if evaluator_factory else None
             result = tune(shape.kernel, shape.problem, target, trials=trials, storage=storage,
                           dry_run=dry_run, seed=seed, timeout_s=left, evaluator=evaluator)
-        except ConfigError as error:
+        except FatalTuningError as error:  # the GPU context is gone: nothing more runs here
             outcomes.append(FleetOutcome(shape, f"failed: {error}"))
+            lost = "not reached (GPU context lost: rerun to resume)"
+            outcomes += [FleetOutcome(s, lost) for s in shapes[len(outcomes):]]
+            break
+        except Exception as error:  # noqa: BLE001 - out of memory, a config error: next shape
+            outcomes.append(FleetOutcome(shape, f"failed: {type(error).__name__}: "
+                                                f"{str(error).splitlines()[0][:200] if str(error) else ''}"))
+            _free_gpu_memory()
             continue
         done = len(result.evaluated) >= result.budget
         outcomes.append(FleetOutcome(shape, "tuned" if done else "partial", result))
     return outcomes
+
+
+def _free_gpu_memory() -> None:
+    """After a failed shape (often out of memory), give the cached blocks back."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def collect(shapes: Sequence[FleetShape], *, target, storage: str | None, trials: int | None = None,

@@ -79,3 +79,18 @@ def test_workers_share_the_studies_through_sqlite(tmp_path: Path, capsys):
 def test_bad_fleet_options_are_named(argv, message, capsys):
     assert main(["autotune", *argv, "--dry-run", "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_shape_that_fails_does_not_stop_the_others():
+    model = load_model("llama3-8b")
+    shapes, _ = fleet.model_shapes(model, ("decode",), decode_batches=(1,), decode_caches=(4096, 8192))
+    ordered = fleet.prioritise(shapes, "h200")
+
+    def factory(kernel, problem):
+        if problem.kv_len == ordered[0].problem.kv_len:
+            raise MemoryError("CUDA out of memory (simulated)")
+        return PredictionEvaluator(build_space(kernel, problem, "h200"))
+
+    outcomes = fleet.run_shapes(ordered, target="h200", storage=":memory:", trials=2,
+                                deadline=time.time() + 600, dry_run=True, evaluator_factory=factory)
+    assert outcomes[0].status.startswith("failed: MemoryError") and outcomes[1].status == "tuned"
