@@ -46,9 +46,11 @@ TOKENS = 16384
 HIDDEN = 2048
 # the held-out lengths (benchmarks/data/README.md) last, so that a cut budget loses them first
 LENGTHS = (128, 256, 512, 1024, 4096, 16384, 2048, 8192)
-FLEX_LENGTHS = (128, 512, 4096, 2048)  # Flex recompiles per shape: a subset, within a budget
+FLEX_LENGTHS = (128, 512, 4096, 2048)
+GRAPH_MAX_LENGTH = 1024  # up to this N each timing also records a CUDA-graph replay and the host wall  # Flex recompiles per shape: a subset, within a budget
 TOLERANCE = {"prefill": 2e-2, "backward": 5e-2}  # max |error| / max |reference|, bf16
 DEADLINE = [math.inf]
+LENGTHS_ARG: list[int] = []  # --lengths
 DEVICE = "cuda"  # the CPU smoke test (tests/ does not run it; see the docstring) sets "cpu"
 
 
@@ -282,6 +284,40 @@ def check(run, q, k, v, do, causal: bool, kind: str) -> float:
                for g, w in zip(got_grads, want_grads))
 
 
+def graphed(run, q, k, v, do, causal: bool, kind: str) -> float:
+    """Median time of one call replayed as a CUDA graph: the GPU's time without the host's
+    launch path (what the cost model predicts)."""
+    if kind == "prefill":
+        def call():
+            with torch.no_grad():
+                return run(q, k, v, causal)
+        return graph_ms(call)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    out = run(*leaves, causal)
+    return graph_ms(lambda: torch.autograd.grad(out, leaves, do, retain_graph=True))
+
+
+def host_wall_ms(run, q, k, v, do, causal: bool, kind: str, calls: int = 50) -> float:
+    """Wall time per call of `calls` back-to-back eager calls (host launch path included)."""
+    if kind == "prefill":
+        def call():
+            with torch.no_grad():
+                return run(q, k, v, causal)
+    else:
+        leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+        out = run(*leaves, causal)
+
+        def call():
+            return torch.autograd.grad(out, leaves, do, retain_graph=True)
+    call()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - started) / calls * 1e3
+
+
 def timed(run, q, k, v, do, causal: bool, kind: str) -> float:
     if kind == "prefill":
         def forward():
@@ -305,7 +341,7 @@ def attention_rows(rows: list[dict], flex_budget_s: float) -> None:
         flex = Flex(flex_budget_s)
     except Exception as error:  # Flex missing is a result, not a crash
         print(f"flex unavailable: {type(error).__name__}: {error}")
-    for n in LENGTHS:
+    for n in LENGTHS_ARG or LENGTHS:
         for d in (64, 128):
             for causal in (False, True):
                 if out_of_time():
@@ -329,6 +365,9 @@ def attention_rows(rows: list[dict], flex_budget_s: float) -> None:
                             if not error <= TOLERANCE[kind]:
                                 raise AssertionError(f"check failed: error {error:.3g} > {TOLERANCE[kind]}")
                             ms = timed(run, q, k, v, do, causal, kind)
+                            if n <= GRAPH_MAX_LENGTH:  # short sequences: GPU time and host time apart
+                                note = (f"graph_ms={graphed(run, q, k, v, do, causal, kind):.5f} "
+                                        f"wall_ms={host_wall_ms(run, q, k, v, do, causal, kind):.5f}")
                         except Exception as exc:
                             print(f"  {kind} {backend} N{n} D{d} c{int(causal)}: {type(exc).__name__}: {str(exc)[:300]}")
                             traceback.print_exc(limit=1)
@@ -411,6 +450,14 @@ class LlamaLayer:
         def attention():
             return F.scaled_dot_product_attention(s["qr"], keys, values, is_causal=cache is None, enable_gqa=True)
 
+        def attention_with(backend_name):
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            def run():
+                with sdpa_kernel(getattr(SDPBackend, backend_name)):
+                    return attention()
+            return run
+
         ops = [
             ("rms_norm_1", lambda: self.rms_norm(x, self.norm1)),
             ("q_proj", lambda: F.linear(s["h"], self.wq)),
@@ -426,7 +473,8 @@ class LlamaLayer:
             ("silu_mul", lambda: F.silu(s["g"]) * s["u"]),
             ("down_proj", lambda: F.linear(s["m"], self.w_down)),
             ("residual_2", lambda: s["x2"] + s["d"]),
-        ]
+        ] + [(f"attention[{name}]", attention_with(name))
+             for name in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION")]
         return ops, lambda: self.layer(x, cos, sin, cache)
 
     def layer(self, x, cos, sin, cache):
@@ -474,6 +522,7 @@ def graph_ms(fn) -> float:
     return time_ms(graph.replay)
 
 
+LAYER_CASES_ARG: list[tuple[str, int, int]] = []  # --layer-cases
 LAYER_CASES = (  # (mode, batch, tokens per row (prefill) or cached keys (decode))
     ("prefill", 1, 512), ("prefill", 1, 2048), ("prefill", 1, 8192), ("prefill", 4, 4096),
     ("decode", 1, 4096), ("decode", 16, 4096), ("decode", 64, 4096), ("decode", 1, 32768),
@@ -483,7 +532,7 @@ LAYER_CASES = (  # (mode, batch, tokens per row (prefill) or cached keys (decode
 def layer_rows(rows: list[dict]) -> None:
     c = LLAMA3_8B
     layer = LlamaLayer(c)
-    for mode, batch, length in LAYER_CASES:
+    for mode, batch, length in LAYER_CASES_ARG or LAYER_CASES:
         if out_of_time():
             print("(time budget spent: the remaining layer cases are skipped)")
             return
@@ -509,9 +558,12 @@ def layer_rows(rows: list[dict]) -> None:
                 print(f"{label:36s} layer eager {eager:8.3f} ms  graph {graphed:8.3f} ms  wall {wall:8.3f} ms",
                       flush=True)
                 for name, fn in ops:
-                    ms = time_ms(fn)
-                    rows.append(dict(model="llama3-8b", mode=mode, batch=batch, length=length, op=name, ms=ms,
-                                     graph_ms=graph_ms(fn), wall_ms="", kernels=kernel_count(fn)))
+                    try:
+                        ms = time_ms(fn)
+                        rows.append(dict(model="llama3-8b", mode=mode, batch=batch, length=length, op=name, ms=ms,
+                                         graph_ms=graph_ms(fn), wall_ms="", kernels=kernel_count(fn)))
+                    except Exception as error:  # a backend that cannot run this case is a result too
+                        print(f"    {name}: {type(error).__name__}: {str(error)[:160]}")
                 print("    " + "  ".join(f"{r['op']} {r['graph_ms']:.3f}" for r in rows
                                          if r.get("length") == length and r.get("batch") == batch
                                          and r.get("mode") == mode and r["op"] != "layer"), flush=True)
@@ -548,12 +600,17 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", default="ceilings,layer,attention")
     parser.add_argument("--budget-s", type=float, default=150.0, help="stop starting new cases after this")
     parser.add_argument("--flex-budget-s", type=float, default=45.0, help="seconds of Flex compile + timing")
+    parser.add_argument("--lengths", type=int, nargs="*", default=[], help="attention sweep lengths (default all)")
+    parser.add_argument("--layer-cases", default="", help="mode:batch:length,... (default the built-in cases)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("measure_gpu_model: needs a CUDA GPU", file=sys.stderr)
         return 2
     started = time.time()
     DEADLINE[0] = started + args.budget_s
+    LENGTHS_ARG[:] = args.lengths
+    if args.layer_cases:
+        LAYER_CASES_ARG[:] = [(m, int(b), int(n)) for m, b, n in (c.split(":") for c in args.layer_cases.split(","))]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     header = [f"GPU: {torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).multi_processor_count} SMs)",
