@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gpu_model_data as data  # noqa: E402
 from einsim.simulator.gpu_cost.engine import EngineConstants  # noqa: E402
 from einsim.simulator.gpu_cost.resources import RegisterModel  # noqa: E402
-from einsim.simulator.gpu_cost.styles import FITTED_FILE, STYLE_NAMES, FittedModel, GemmFit, StyleFit, read_fitted  # noqa: E402
+from einsim.simulator.gpu_cost.styles import FITTED_FILE, STYLE_NAMES, ElementwiseFit, FittedModel, GemmFit, StyleFit, read_fitted  # noqa: E402
 
 # (section, name, lower, upper) of every fitted number; the styles' fields are fitted per style
 GLOBAL_BOUNDS = (
@@ -113,6 +113,62 @@ def from_vector(vector: np.ndarray, model: FittedModel, params) -> FittedModel:
                 styles[child][name] = styles[parent][name]
     return replace(model, engine=EngineConstants(**engine), styles={k: StyleFit(**v) for k, v in styles.items()},
                    **triton)
+
+
+# stage 2: the operators of a layer other than attention (fitted after the attention styles)
+LAYER_BOUNDS = (("gemm", "mma_efficiency", 0.5, 1.2), ("gemm", "program_latency_s", 0.0, 2e-5),
+                ("gemm", "hbm_efficiency", 0.3, 1.0), ("elementwise", "strided_efficiency", 0.05, 1.0))
+LAYER_FIT_OPS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "rotary_qk")
+LAYER_FIT_FLOOR_S = 25e-6  # a single operator's CUDA-graph replay pays ~5 us of graph launch: fit only longer ones
+
+
+def layer_fit_rows():
+    return [m for m in data.h200_layers() if m.op in LAYER_FIT_OPS and not m.held_out
+            and m.measured_s >= LAYER_FIT_FLOOR_S]
+
+
+def _with_layer(model: FittedModel, vector) -> FittedModel:
+    gemm, elementwise = dict(asdict(model.gemm)), dict(asdict(model.elementwise))
+    for value, (section, name, _, _) in zip(vector, LAYER_BOUNDS):
+        (gemm if section == "gemm" else elementwise)[name] = float(value)
+    return replace(model, gemm=GemmFit(**gemm), elementwise=ElementwiseFit(**elementwise))
+
+
+def fit_layers(model: FittedModel) -> tuple[FittedModel, int]:
+    """Least squares of log(predicted / measured) over the layer operators the attention fit does
+    not cover: GEMMs (tile efficiency, tile latency, skinny-matmul HBM efficiency) and the strided
+    rotary kernels."""
+    rows = layer_fit_rows()
+    if not rows:
+        return model, 0
+    measured = np.array([m.measured_s for m in rows])
+
+    def residuals(vector):
+        candidate = _with_layer(model, vector)
+        return np.log(np.array([data.predict_layer(m, candidate) for m in rows]) / measured)
+    start = [getattr(model.gemm if section == "gemm" else model.elementwise, name) for section, name, _, _ in LAYER_BOUNDS]
+    lower = [lo for _, _, lo, _ in LAYER_BOUNDS]
+    upper = [hi for _, _, _, hi in LAYER_BOUNDS]
+    result = least_squares(residuals, np.clip(start, lower, upper), bounds=(lower, upper), method="trf",
+                           x_scale=np.array(upper) - np.array(lower), diff_step=1e-3, max_nfev=200)
+    return _with_layer(model, result.x), len(rows)
+
+
+def layer_report(model: FittedModel) -> dict:
+    """Mean |error| of whole layers and of the fitted operators, fitted and held-out cases apart."""
+    out = {}
+    print("\nlayers (CUDA-graph replay of one decoder layer; operators alone)")
+    for label, keep in (("layer", lambda m: m.op == "layer"), ("operators", lambda m: m.op in LAYER_FIT_OPS
+                                                                and m.measured_s >= LAYER_FIT_FLOOR_S)):
+        for part, held in (("fit", False), ("held-out", True)):
+            rows = [m for m in data.h200_layers() if keep(m) and m.held_out == held]
+            errs = [data.predict_layer(m, model) / m.measured_s - 1 for m in rows]
+            if errs:
+                print(f"  {label:10s} {part:9s} {len(errs):3d} rows  mean |error| {data.mean_abs(errs):6.1%}  "
+                      f"max {max(map(abs, errs)):6.1%}")
+                out[f"h200_layer.csv / {label} / {part}"] = {"rows": len(errs), "mean_abs": round(data.mean_abs(errs), 4),
+                                                             "max_abs": round(max(map(abs, errs)), 4)}
+    return out
 
 
 def fit_registers(path: Path = data.DATA / "h100_autotune_configs.csv") -> tuple[RegisterModel, float, int]:
@@ -225,6 +281,7 @@ def write(model: FittedModel, provenance: dict, path: Path = FITTED_FILE) -> Non
         "triton": {"mma_sync_ratio": _round(model.mma_sync_ratio), "wgmma_n_exponent": _round(model.wgmma_n_exponent)},
         "registers": {f.name: _round(getattr(model.registers, f.name)) for f in fields(RegisterModel)},
         "gemm": {f.name: _round(getattr(model.gemm, f.name)) for f in fields(GemmFit)},
+        "elementwise": {f.name: _round(getattr(model.elementwise, f.name)) for f in fields(ElementwiseFit)},
         "styles": {name: {f.name: _round(getattr(fit, f.name)) for f in fields(StyleFit)}
                    for name, fit in model.styles.items()},
     }
@@ -247,11 +304,21 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="report the committed constants' errors, fit nothing")
     parser.add_argument("--max-evaluations", type=int, default=60)
     parser.add_argument("--sensitivity", action="store_true", help="print how much each constant is pinned")
+    parser.add_argument("--layers-only", action="store_true", help="refit only the layer operators (stage 2)")
     args = parser.parse_args(argv)
     rows = data.measurements()
     model = read_fitted()
+    if args.layers_only:
+        model, count = fit_layers(model)
+        provenance = dict(model.provenance)
+        provenance["layer_rows"] = count
+        provenance["layer_errors"] = layer_report(model)
+        write(model, provenance)
+        print(f"wrote {FITTED_FILE} (layer operators only, {count} rows)")
+        return 0
     if args.check:
         report(rows, model, "committed constants")
+        layer_report(model)
         if args.sensitivity:
             for name, value in sensitivity([m for m in rows if not m.held_out], model).items():
                 print(f"  +10 % {name:45s} objective {value:+.2%}")
@@ -265,6 +332,9 @@ def main(argv=None) -> int:
     print(f"least squares: {result.message} ({result.nfev} evaluations, {time.time() - started:.0f} s), "
           f"objective {2 * result.cost:.4f}")
     errors = report(rows, model, "fitted constants")
+    write(model, dict(model.provenance, status="stage 1 written; the layer fit follows"))  # a checkpoint
+    model, layer_rows = fit_layers(model)
+    layer_errors = layer_report(model)
     at_bounds = [_label(s, n, st) for (s, n, st, lo, hi), v in zip(params, result.x)
                  if abs(v - lo) < 1e-9 * max(1, abs(lo)) or abs(v - hi) < 1e-9 * max(1, abs(hi))]
     provenance = {
@@ -279,6 +349,8 @@ def main(argv=None) -> int:
                             if ("styles", n, c) not in {(s_, n_, st) for s_, n_, st, _, _ in params}),
         "register_rms": round(rms, 2),
         "errors": errors,
+        "layer_rows": layer_rows,
+        "layer_errors": layer_errors,
     }
     write(model, provenance)
     print(f"wrote {FITTED_FILE}")

@@ -237,6 +237,70 @@ def h200_sweep(path: Path = DATA / "h200_attention.csv") -> list[Measurement]:
     return found
 
 
+@dataclass(frozen=True)
+class LayerMeasurement:
+    """One measured operator (or the whole layer, op = "layer") of a decoder layer."""
+
+    source: str
+    target: str
+    model: str
+    mode: str
+    batch: int
+    length: int
+    op: str
+    measured_s: float  # one CUDA-graph replay of the op (or of the whole layer)
+    held_out: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.mode} B{self.batch} {'N' if self.mode == 'prefill' else 'L'}{self.length} {self.op}"
+
+
+# the measurement's operator names -> the model's; attention is SDPA's default dispatch, which on
+# the H200 with torch 2.11 is cuDNN for these shapes (its times match the cudnn style within 5 %,
+# FA2's are 1.8x; benchmarks/data/h200_layer.csv)
+LAYER_OPS = {"rms_norm_1": "norm_1", "rms_norm_2": "norm_2"}
+LAYER_ATTENTION_STYLE = "cudnn"
+
+
+def h200_layers(path: Path = DATA / "h200_layer.csv") -> list[LayerMeasurement]:
+    """benchmarks/measure_gpu_model.py's llama3-8b layers (whole layer and each operator)."""
+    if not path.is_file():
+        return []
+    found = []
+    for row in _read(path):
+        if not row["graph_ms"]:
+            continue
+        length = int(row["length"])
+        found.append(LayerMeasurement(path.name, "h200", row["model"], row["mode"], int(row["batch"]), length,
+                                      LAYER_OPS.get(row["op"], row["op"]), float(row["graph_ms"]) / 1e3,
+                                      row["mode"] == "prefill" and length in HELD_OUT_LENGTHS))
+    return found
+
+
+@lru_cache(maxsize=4)
+def _model(name: str):
+    from einsim.simulator import load_model
+
+    return load_model(name)
+
+
+def predict_layer(m: LayerMeasurement, model: FittedModel | None = None) -> float | None:
+    """The model's time of the measured operator (or layer); None for an op the model does not name."""
+    from einsim.simulator.gpu_cost.layer import layer_cost
+
+    cost = _layer_cost(m.model, m.mode, m.batch, m.length, m.target, model)
+    if m.op == "layer":
+        return cost.time_s
+    return next((op.time_s for op in cost.operators if op.name == m.op), None)
+
+
+def _layer_cost(name: str, mode: str, batch: int, length: int, target: str, model: FittedModel | None):
+    from einsim.simulator.gpu_cost.layer import layer_cost
+
+    return layer_cost(_model(name), length, _target(target), mode, batch, LAYER_ATTENTION_STYLE, fit=model)
+
+
 LOADERS = (h100_peers, h100_kernels_v4, h200_peers, h100_autotune_configs, h100_ours_multipass_decode, h200_sweep)
 
 

@@ -94,6 +94,21 @@ def era_table(rows, costs) -> list[str]:
     return lines
 
 
+def layer_table() -> list[str]:
+    """Whole llama3-8b layers (CUDA-graph replays) against the layer model, then the operators the
+    layer fit uses; held-out cases (prefill N = 2048, 8192) marked."""
+    layers = data.h200_layers()
+    if not layers:
+        return []
+    lines = ["| layer | measured ms (graph replay) | predicted ms | error | held out |", "|---|---|---|---|---|"]
+    for m in layers:
+        if m.op == "layer":
+            predicted = data.predict_layer(m)
+            lines.append(f"| {m.label.removesuffix(' layer')} | {1e3 * m.measured_s:.3f} | {1e3 * predicted:.3f} | "
+                         f"{100 * (predicted / m.measured_s - 1):+.1f} % | {'yes' if m.held_out else ''} |")
+    return lines
+
+
 def generated(rows, costs) -> str:
     lines = ["Every measured kernel time in `benchmarks/data/` (README there: GPU, date, command, versions of each",
              "file) against the one GPU cost model with the constants of `simulator/gpu_cost/fitted.yaml`.",
@@ -103,6 +118,11 @@ def generated(rows, costs) -> str:
     lines += era_table(rows, costs)
     lines += ["", "Short sequences (N <= 1k; forward and backward):", ""]
     lines += short_sequence_table(rows, costs)
+    layer_lines = layer_table()
+    if layer_lines:
+        lines += ["", "Whole decoder layers (llama3-8b in torch eager bf16 on the H200, `h200_layer.csv`; "
+                  "the layer model of docs/simulator.md § Layers and models):", ""]
+        lines += layer_lines
     for source in ("h100-peers.csv", "h100_ours_multipass_decode.csv", "h200_attention.csv"):
         if any(m.source == source for m in rows):
             lines += ["", f"`{source}`, row by row:", ""]

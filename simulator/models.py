@@ -19,7 +19,8 @@ MODES = ("prefill", "decode")
 PAPER_SEQ_LENS = (1024, 4096, 16384, 65536, 262144, 1048576)
 
 _REQUIRED = ("name", "hidden", "heads", "head_dim", "ffn", "batch")
-_OPTIONAL = ("description", "kv_heads", "v_head_dim", "ffn_matrices", "layers", "causal", "window", "dtype", "sources")
+_OPTIONAL = ("description", "kv_heads", "v_head_dim", "ffn_matrices", "layers", "causal", "window", "dtype", "vocab",
+             "sources")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ModelPreset:
     causal: bool = False
     window: tuple[int, int] | None = None  # (left, right), einsim's convention
     dtype: str = "bf16"  # the element type of activations, KV cache and weights
+    vocab: int | None = None  # vocabulary size: the embedding and the LM head of whole-model estimates
     description: str = ""
     sources: tuple[str, ...] = ()
 
@@ -166,6 +168,7 @@ def parse_model(document: Any, source: str = "<model>") -> ModelPreset:
         causal=causal,
         window=window,
         dtype=dtype,
+        vocab=positive("vocab"),
         description=str(document.get("description", "")),
         sources=tuple(sources),
     )

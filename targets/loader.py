@@ -10,12 +10,12 @@ from typing import Any, Callable
 from einsim.errors import SpecError, brief, did_you_mean
 from einsim import units
 from einsim.yamlio import read_yaml_file  # also the mapping, model and GPU-mapping readers' import
-from einsim.targets.spec import COMPUTE_KINDS, DATAFLOWS, OP_KINDS, TARGET_KINDS, ComputeUnit, MemoryLevel, Target
+from einsim.targets.spec import ARCHITECTURES, COMPUTE_KINDS, DATAFLOWS, OP_KINDS, TARGET_KINDS, ComputeUnit, MemoryLevel, Target
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 _TOP_REQUIRED = ("name", "kind", "clock", "word_size", "parallel_units", "compute", "memory")
-_TOP_OPTIONAL = ("description", "default_dtype", "launch_overhead", "dataflow", "sources")
+_TOP_OPTIONAL = ("description", "default_dtype", "launch_overhead", "dataflow", "architecture", "sources")
 _PARALLEL_KEYS = ("name", "count")
 _UNIT_REQUIRED = ("kind",)
 _UNIT_OPTIONAL = ("count", "shape", "ops_per_cycle", "via", "ops_per_exp", "datasheet_peak", "measured_peak", "energy_per_op", "energy_per_op_kind", "notes")
@@ -99,6 +99,9 @@ def parse_target(document: Any, source: str = "<target>") -> Target:
         check.fail("sources", "a list of strings (citations)", sources_doc)
     description = check.string(top.get("description", ""), "description", allow_empty=True)
     dataflow = check.choice(top["dataflow"], "dataflow", DATAFLOWS) if "dataflow" in top else None
+    architecture = check.choice(top["architecture"], "architecture", ARCHITECTURES) if "architecture" in top else None
+    if architecture is not None and kind != "gpu":
+        check.fail("architecture", "no architecture on a spatial target (only GPUs have one)", architecture)
     if dataflow is not None and kind != "spatial":
         check.fail("dataflow", "no dataflow on a GPU target (only spatial designs have one)", dataflow)
     return Target(
@@ -114,6 +117,7 @@ def parse_target(document: Any, source: str = "<target>") -> Target:
         default_dtype=default_dtype,
         launch_overhead_s=launch_overhead,
         dataflow=dataflow,
+        architecture=architecture or ("hopper" if kind == "gpu" else None),
         sources=tuple(sources_doc),
         source_path=source,
     )

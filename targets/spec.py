@@ -15,6 +15,8 @@ from typing import Mapping
 COMPUTE_KINDS = ("matrix", "vector", "exp")
 TARGET_KINDS = ("gpu", "spatial")
 DATAFLOWS = ("unfused", "flat", "fusemax")
+# GPU architecture families: which MMA instructions and kernel designs exist (docs/targets.md)
+ARCHITECTURES = ("hopper", "ampere", "cdna3")
 OP_KINDS = ("mac", "mul", "add", "sub", "max", "min", "div", "exp")
 PEAK_SOURCES = ("measured", "datasheet", "derived")
 
@@ -88,6 +90,7 @@ class Target:
     default_dtype: str = "bf16"
     launch_overhead_s: float = 0.0  # fixed cost per kernel launch (GPU) or per invocation
     dataflow: str | None = None  # spatial designs: "unfused" | "flat" | "fusemax" (None: derived by the model)
+    architecture: str | None = None  # GPUs: "hopper" | "ampere" | "cdna3" (which MMA instructions exist)
     sources: tuple[str, ...] = ()
     source_path: str = ""  # the file it was loaded from
 

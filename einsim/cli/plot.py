@@ -53,6 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_arguments(passes)
     passes.set_defaults(handler=_passes)
 
+    layer = kinds.add_parser("layer", help="one transformer layer: every operator on the roofline, and its time share",
+                             description="Every operator of one layer of a model preset (GEMMs, attention, norms, "
+                             "rotary, activations, residuals) on the target's roofline, with the layer's time split.")
+    layer.add_argument("--target", default="h200", help="target preset or YAML path (default h200)")
+    layer.add_argument("--model", default="llama3-8b", help="model preset (default llama3-8b)")
+    layer.add_argument("--seq-len", type=int, default=4096, help="sequence length, or the KV cache in decode")
+    layer.add_argument("--mode", choices=("prefill", "decode"), default="prefill")
+    layer.add_argument("--batch", type=int, help="override the preset's batch")
+    layer.add_argument("--kernel-style", help="the attention kernel's style (default: the GPU family's, cudnn on Hopper)")
+    add_output_arguments(layer)
+    layer.set_defaults(handler=_layer)
+
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -119,6 +131,28 @@ def _speedup(args: argparse.Namespace) -> int:
                                       f"{data.geomean(d.label, 'energy_ratio'):.3g} energy" for d in designs))
 
     return emit(args, data, rows, lambda: plot_speedup(data, log_speedup=not args.linear), table)
+
+
+def _layer(args: argparse.Namespace) -> int:
+    from einsim.cli.simulate import layer_json, layer_report
+    from einsim.plots.layer import plot_layer
+    from einsim.simulator.gpu_cost import gpu_roofs
+    from einsim.simulator.model_estimate import estimate_model
+    from einsim.simulator.models import load_model
+    from einsim.simulator.simulate import resolve_target
+
+    from einsim.errors import ConfigError
+
+    target = resolve_target(args.target)
+    if target.kind != "gpu":
+        raise ConfigError(f"{target.name}: the layer roofline needs a GPU target (einsim simulate --layer covers "
+                          "spatial targets)")
+    model = load_model(args.model)
+    cost = estimate_model(model, args.seq_len, target, args.mode, args.batch, args.kernel_style)
+    roofs = gpu_roofs(target, model.dtype)
+    data = layer_json(cost)
+    return emit(args, data, data["operators"], lambda: plot_layer(cost, roofs.matmul_flops, roofs.hbm_bytes_per_s),
+                lambda: print(layer_report(cost)))
 
 
 def _passes(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import math
 import sys
 
 from einsim.cli.output import print_json, write_csv
-from einsim.text import format_time, render_table
+from einsim.text import format_count, format_time, render_table
 from einsim.units import format_bytes
 
 DEFAULT_CASCADE = "fusemax"
@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the Estimate as JSON")
     parser.add_argument("--buffer-sweep", action="store_true", help="traffic, latency and energy versus global-buffer size (spatial targets)")
     parser.add_argument("--csv", help="with --buffer-sweep: also write the curve to this CSV file")
+    parser.add_argument("--layer", action="store_true",
+                        help="a whole transformer layer of --model, operator by operator, and the whole model "
+                             "(time per layer, time to first token or per token, tokens/s, memory)")
     parser.set_defaults(handler=_run)
 
 
@@ -43,6 +46,8 @@ def _run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--csv {args.csv}: writes the --buffer-sweep curve; add --buffer-sweep, "
                           "or use --json (or einsim sweep --out FILE for estimates as CSV rows)")
+    if args.layer:
+        return _layer(args)
     problem = problem_from_args(args, default_model=DEFAULT_MODEL, default_seq_len=DEFAULT_SEQ_LEN)
     if args.buffer_sweep:
         return _buffer_sweep(args, problem)
@@ -52,6 +57,69 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(estimate)
     return 0
+
+
+def _layer(args: argparse.Namespace) -> int:
+    """`--layer`: every operator of one layer of the model preset and the whole model."""
+    from einsim.errors import ShapeError
+    from einsim.simulator.gpu_cost import gpu_mapping
+    from einsim.simulator.model_estimate import estimate_model
+    from einsim.simulator.models import load_model
+
+    if getattr(args, "shape", None):
+        raise ShapeError("--layer needs a model preset (--model NAME --seq-len N), not --shape: a layer has "
+                         "projections and an FFN whose widths only a model gives")
+    model = load_model(args.model or DEFAULT_MODEL)
+    style = gpu_mapping(args.mapping).kernel_style if args.mapping else None
+    cost = estimate_model(model, args.seq_len or DEFAULT_SEQ_LEN, args.target, args.mode, args.batch, style,
+                          args.cascade)
+    if args.json:
+        print_json(layer_json(cost))
+        return 0
+    print(layer_report(cost))
+    return 0
+
+
+def layer_json(cost) -> dict:
+    """The ModelCost as plain JSON values (every operator, the layer and the model totals)."""
+    layer = cost.layer
+    return {
+        "model": layer.model, "target": layer.target, "mode": layer.mode, "batch": layer.batch,
+        "seq_len": layer.seq_len, "layers": cost.layers, "layer_time_s": layer.time_s, "time_s": cost.time_s,
+        "tokens_per_s": cost.tokens_per_s, "weight_bytes": cost.weight_bytes, "kv_cache_bytes": cost.kv_cache_bytes,
+        "activation_bytes": cost.activation_bytes, "memory_bytes": cost.memory_bytes, "notes": list(layer.notes),
+        "operators": [dict(name=op.name, kind=op.kind, time_s=op.time_s, flops=op.flops, hbm_bytes=op.hbm_bytes,
+                           intensity=op.intensity, bound=op.bound, kernels=op.kernels, detail=op.detail)
+                      for op in layer.operators + cost.head],
+    }
+
+
+def layer_report(cost) -> str:
+    """The human-readable layer table and model totals."""
+    layer = cost.layer
+    tokens = layer.batch * (layer.seq_len if layer.mode == "prefill" else 1)
+    lines = [f"{layer.model} on {layer.target} — {layer.mode}, batch {layer.batch}, "
+             f"{'sequence' if layer.mode == 'prefill' else 'KV cache'} {layer.seq_len}: one layer, "
+             f"{tokens} new token(s)", ""]
+    rows = [[op.name, op.kind, format_time(op.time_s), f"{op.time_s / layer.time_s:.0%}" if layer.time_s else "-",
+             format_count(op.flops), _bytes(op.hbm_bytes), f"{op.intensity:.3g}", op.bound, op.detail]
+            for op in layer.operators]
+    rows.append(["layer", "", format_time(layer.time_s), "100%", format_count(layer.flops), _bytes(layer.hbm_bytes),
+                 f"{layer.flops / layer.hbm_bytes:.3g}" if layer.hbm_bytes else "-", "", ""])
+    lines.append(render_table(["operator", "kind", "time", "share", "FLOP", "HBM bytes", "FLOP/B", "bound", "how"],
+                              rows))
+    what = "time to first token" if layer.mode == "prefill" else "time per generated token"
+    lines += ["", render_table(["model", "estimate"], [
+        [f"{cost.layers} layers", format_time(cost.layers * layer.time_s)],
+        ["LM head" if cost.head else "LM head (no vocab in the preset)",
+         format_time(sum(op.time_s for op in cost.head))],
+        [what, format_time(cost.time_s)],
+        ["tokens/s", f"{cost.tokens_per_s:,.1f}"],
+        ["memory: weights + KV cache + activations", f"{_bytes(cost.memory_bytes)} = {_bytes(cost.weight_bytes)} + "
+                                                      f"{_bytes(cost.kv_cache_bytes)} + {_bytes(cost.activation_bytes)}"],
+    ])]
+    lines += [f"- {note}" for note in layer.notes]
+    return "\n".join(lines)
 
 
 def _buffer_sweep(args: argparse.Namespace, problem) -> int:

@@ -107,13 +107,13 @@ def forward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gpu
     layout = forward_layout(cascade, problem, mapping, roofs, slots)
     plan = pass_plan(cascade, mapping.multipass)
     works = pass_work(plan, _padded_problem(problem, kernel), tiles.block_m, tiles.block_n)
-    reread = l2_reread_factor(problem, layout.counts.visited.size, layout.heads_of_programs, slots, roofs.l2_bytes)
+    reread = l2_reread_factor(problem, layout.counts.visited.size, layout.heads_of_programs, slots, roofs.llc_bytes)
     causal, window = cascade_mask(cascade, problem)
     sizes = bind(cascade, problem, tiles.block_n, layout.splits, window)
     traffic = attention_traffic(plan, problem, sizes, layout.counts, layout.heads_of_programs, layout.splits,
                                 mapping.intermediate_bytes, reread)
-    efficiency = _mma_efficiency(kernel, tiles, mapping, model)
-    n_factor = _n_factor(plan, sizes, kernel, tiles, mapping, model, efficiency)
+    efficiency = _mma_efficiency(kernel, tiles, mapping, model, roofs.architecture)
+    n_factor = _n_factor(plan, sizes, kernel, tiles, mapping, model, efficiency, roofs.architecture)
     warpgroups = kernel.warpgroups if kernel.mma != "triton" else max(1, tiles.num_warps // 4)
     scores = float(tiles.block_m * tiles.block_n)
     launches = []
@@ -157,7 +157,7 @@ def _resources(kernel: KernelStyle, tiles: Tiles, problem: Any, mapping: GpuMapp
     d, dv = _padded(problem.head_dim), _padded(problem.v_head_dim)
     smem = mapping.smem_bytes or flash_shared_memory(tiles.block_m, tiles.block_n, tiles.num_stages, d, dv,
                                                      problem.dtype_bytes)
-    threads = tiles.num_warps * 32
+    threads = tiles.num_warps * roofs.warp_size
     registers, spilled = 0, 0.0
     if kernel.mma == "triton":
         registers, spilled = model.registers.registers(tiles.block_m, tiles.block_n, d, dv, threads)
@@ -180,12 +180,17 @@ def _padded(dim: int) -> int:
     return max(16, 1 << (dim - 1).bit_length())
 
 
-def _mma_efficiency(kernel: KernelStyle, tiles: Tiles, mapping: GpuMapping, model: FittedModel) -> float:
+def _mma_efficiency(kernel: KernelStyle, tiles: Tiles, mapping: GpuMapping, model: FittedModel,
+                    architecture: str = "hopper") -> float:
     """The style's fitted MMA efficiency; Triton kernels whose warpgroups hold fewer than 64 rows
     fall back from wgmma to mma.sync (model.mma_sync_ratio of the rate)."""
     if mapping.matmul_efficiency is not None:
         return mapping.matmul_efficiency
     efficiency = kernel.fit.mma_efficiency
+    if architecture != "hopper":
+        # no wgmma: mma.sync is the family's own instruction and its measured roof is mma.sync's,
+        # so a kernel fitted on Hopper's mma.sync (FA2) sheds Hopper's mma.sync penalty
+        return min(1.0, efficiency / model.mma_sync_ratio) if kernel.mma == "mma_sync" else efficiency
     if kernel.mma == "triton":
         rows_per_group = tiles.block_m // max(1, tiles.num_warps // 4) if tiles.num_warps >= 4 else tiles.block_m
         if tiles.num_warps < 4 or rows_per_group < 64 or rows_per_group % 64:
@@ -194,10 +199,10 @@ def _mma_efficiency(kernel: KernelStyle, tiles: Tiles, mapping: GpuMapping, mode
 
 
 def _n_factor(plan: PassPlan, sizes: dict[str, int], kernel: KernelStyle, tiles: Tiles, mapping: GpuMapping,
-              model: FittedModel, efficiency: float) -> float:
+              model: FittedModel, efficiency: float, architecture: str = "hopper") -> float:
     """MAC-weighted efficiency over the tile's matmuls: a Triton wgmma with N below 128 (the key
     tile for QK^T, Dv for P.V) loses (N / 128)^exponent of its rate."""
-    if kernel.mma != "triton" or mapping.matmul_efficiency is not None:
+    if kernel.mma != "triton" or mapping.matmul_efficiency is not None or architecture != "hopper":
         return efficiency
     tile_sizes = dict(sizes, P=tiles.block_m, M=tiles.block_n)
     for rank in plan.family_m:
@@ -249,7 +254,7 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
     masked = TileWork(tile.macs, efficiency, tile.sfu_ops, tile.fma_ops + pair * kernel.fit.mask_fma_per_score, tile.load_bytes)
     prologue = TileWork(load_bytes=dkdv.block_n * (e + f) * s * 2)
     dkdv_group = _key_group(visited * group, full * group, B * G, tile, masked, prologue)
-    reread = l2_reread_factor(problem, visited.size, G, roofs.sm_count, roofs.l2_bytes)
+    reread = l2_reread_factor(problem, visited.size, G, roofs.sm_count, roofs.llc_bytes)
     kv_bytes = kv_rows * (e + f) * s * 2  # read K, V; write dK, dV
     q_side = q_rows * ((e + f) * s + 2 * LSE_BYTES) * reread
     # a dK/dV program holds its key tile (and dK, dV) and streams query tiles: the forward's
@@ -272,7 +277,7 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
         dq_group = _key_group(counts.visited, counts.full, B * H, tile_q, masked_q,
                               TileWork(load_bytes=dq.block_m * ((e + f) * s + 2 * LSE_BYTES)))
         dq_hbm = q_rows * ((2 * e + f) * s + 2 * LSE_BYTES) + B * G * M * (e + f) * s * l2_reread_factor(
-            problem, counts.visited.size, H, roofs.sm_count, roofs.l2_bytes)
+            problem, counts.visited.size, H, roofs.sm_count, roofs.llc_bytes)
         if mode == "one_launch":
             groups.append(dq_group)
             dkdv_hbm += dq_hbm

@@ -81,6 +81,7 @@ class Launch:
     spilled_fraction: float = 0.0  # reported, not priced: the measured configs show no spill cost beyond the fit's noise
     memory_only: bool = False  # an element-wise/copy kernel: no tile loop, HBM time + launch
     hbm_load_fraction: float = 0.0  # of the tile loads, the fraction that miss L2 (decode: all of them)
+    hbm_efficiency: float = 1.0  # fraction of the HBM roof this kernel's streams reach (GEMV: fitted)
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,9 @@ def launch_time(launch: Launch, roofs: GpuRoofs, overlap: float, constants: Engi
     are in flight than hide it) plus a fixed per-program latency, scheduled greedily in grid
     order onto SMs x programs_per_sm slots; the HBM floor; one launch overhead. `overlap` is the
     kernel style's fraction of softmax hidden under the matmuls for one instruction stream."""
-    hbm_s = launch.hbm_bytes / roofs.hbm_bytes_per_s
+    hbm_s = launch.hbm_bytes / (roofs.hbm_bytes_per_s * launch.hbm_efficiency)
     if launch.memory_only or not launch.groups:
-        busy = {"hbm": hbm_s}
-        return LaunchTime(launch.name, hbm_s + roofs.launch_overhead_s, 0.0, hbm_s, roofs.launch_overhead_s,
-                          0, 0.0, 1.0, busy, "hbm" if hbm_s > roofs.launch_overhead_s else "launch")
+        return memory_launch_time(launch.name, launch.hbm_bytes, 1, roofs, constants)
     sms = roofs.sm_count
     per_sm = max(1, launch.programs_per_sm)
     streams = per_sm * max(1, launch.warpgroups)
@@ -148,6 +147,16 @@ def launch_time(launch: Launch, roofs: GpuRoofs, overlap: float, constants: Engi
     return LaunchTime(launch.name, time_s, makespan, hbm_s, roofs.launch_overhead_s, programs,
                       math.ceil(programs / slots), wave_efficiency, busy_gpu,
                       _bound(busy_gpu, makespan, hbm_s, wave_efficiency, roofs.launch_overhead_s))
+
+
+def memory_launch_time(name: str, hbm_bytes: float, kernels: int, roofs: GpuRoofs,
+                       constants: EngineConstants) -> LaunchTime:
+    """`kernels` memory-bound kernels moving `hbm_bytes` in all: the bytes at the HBM roof, and
+    per kernel a launch and one round trip to HBM (no kernel finishes before its first load)."""
+    hbm_s = hbm_bytes / roofs.hbm_bytes_per_s
+    fixed = kernels * (roofs.launch_overhead_s + constants.load_latency_s + constants.hbm_extra_latency_s)
+    return LaunchTime(name, hbm_s + fixed, 0.0, hbm_s, kernels * roofs.launch_overhead_s, 0, 0.0, 1.0,
+                      {"hbm": hbm_s}, "hbm" if hbm_s >= fixed else "launch")
 
 
 def _tile_times(work: TileWork, roofs: GpuRoofs, overlap: float, per_sm: int, launch: Launch,

@@ -4,6 +4,7 @@ energy, the on-chip buffer (docs/simulator.md § GPU cost model, "The Estimate")
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from einsim.simulator.gpu_cost.cascade_plan import pass_plan
 from einsim.simulator.gpu_cost.mapping import GpuMapping, gpu_mapping
 from einsim.simulator.gpu_cost.model import KernelCost, kernel_cost
 from einsim.simulator.gpu_cost.roofs import gpu_levels
+from einsim.simulator.gpu_cost.linear import is_chunked_linear
+from einsim.simulator.gpu_cost.search import has_tiles, search_mapping
 from einsim.simulator.gpu_cost.unfused import simulate_unfused
 from einsim.simulator.gpu_cost.work import einsum_unit, unit_split
 
@@ -21,11 +24,23 @@ from einsim.simulator.gpu_cost.work import einsum_unit, unit_split
 def simulate_gpu(cascade: Any, problem: Problem, target: Any, mapping: Any = None) -> Estimate:
     """The Estimate of `cascade` for `problem` on a GPU target: a softmax-attention cascade as one
     fused kernel (its passes as launches); any other cascade unfused, one kernel per Einsum."""
-    plan = gpu_mapping(mapping)
+    if is_chunked_linear(cascade):
+        return _linear_estimate(cascade, problem, target, kernel_cost(cascade, problem, target, mapping))
+    plan = gpu_mapping(mapping).for_target(target.architecture)
     if not pass_plan(cascade).is_attention:
         return simulate_unfused(cascade, problem, target, plan)
     cost = kernel_cost(cascade, problem, target, plan)
-    return _attention_estimate(cascade, problem, target, plan, cost)
+    searched = None
+    if plan.search or (not cost.fits and not has_tiles(plan)):
+        searched = search_mapping(cascade, problem, target, plan)
+        plan, cost = searched.mapping, searched.cost
+    estimate = _attention_estimate(cascade, problem, target, plan, cost)
+    if searched is None:
+        return estimate
+    tiles = f"{plan.block_m}x{plan.block_n} tiles, {plan.num_warps} warps, {plan.num_stages} stages"
+    note = (f"mapping search: {searched.fitting} of {searched.candidates} mappings fit; the fastest, {tiles}, is shown"
+            if searched.fitting else f"mapping search: none of {searched.candidates} mappings fits this target")
+    return replace(estimate, notes=(note,) + estimate.notes)
 
 
 def _attention_estimate(cascade: Any, problem: Problem, target: Any, plan: GpuMapping, cost: KernelCost) -> Estimate:
@@ -95,6 +110,47 @@ def _attention_estimate(cascade: Any, problem: Problem, target: Any, plan: GpuMa
         compute_ops=totals, latency_s=cost.time_s, bound=cost.bound, utilization=cost.utilization,
         energy_j=float(sum(energy.values())), energy_by_component=energy, per_einsum=tuple(rows), notes=tuple(notes),
         mapping=chosen)
+
+
+def _linear_estimate(cascade: Any, problem: Problem, target: Any, cost: KernelCost) -> Estimate:
+    """The Estimate of a chunked linear-attention kernel (linear.py): every Einsum's per-chunk work
+    times the chunks of every head; the launches' HBM bytes; energy as for attention."""
+    group = cost.plan.launches[0].groups[0]
+    chunks = float(group.full.sum() + group.partial.sum()) * group.repeats
+    per_einsum: dict[str, dict[str, float]] = {}
+    for work in cost.plan.pass_work.values():
+        for scope in (work.tile, work.program):
+            for name, ops in scope.by_einsum.items():
+                row = per_einsum.setdefault(name, {})
+                for kind, value in ops.items():
+                    row[kind] = row.get(kind, 0.0) + value * chunks
+    dtype = cost.roofs.dtype
+    e_tc = target.energy_per_op(target.unit("matrix"), dtype, "mac")
+    e_vec = target.energy_per_op(target.unit("vector"), dtype)
+    e_sfu = target.energy_per_op(target.unit("exp"), dtype, "exp")
+    hbm = gpu_levels(target)["hbm"]
+    totals = {"mac": 0.0, "exp": 0.0, "vector": 0.0}
+    rows = []
+    for einsum in cascade.einsums:
+        ops = per_einsum.get(einsum.output, {})
+        macs, sfu, fma = unit_split(ops)
+        totals["mac"] += macs
+        totals["exp"] += sfu
+        totals["vector"] += fma
+        busy = macs / cost.roofs.matmul_macs_per_s + sfu / cost.roofs.exp_per_s + fma / cost.roofs.vector_ops_per_s
+        rows.append(EinsumEstimate(einsum.output, 1, einsum_unit(ops) if ops else "cuda_core", ops, 0.0, 0.0, busy,
+                                   macs * e_tc + sfu * e_sfu + fma * e_vec))
+    energy = {"tensor_core": totals["mac"] * e_tc, "cuda_core": totals["vector"] * e_vec, "sfu": totals["exp"] * e_sfu,
+              "hbm": cost.hbm_bytes * hbm.read_energy_j_per_byte}
+    return Estimate(
+        cascade=cascade.name, target=target.name, problem=problem, passes=1,
+        buffer_bytes=float(cost.smem_bytes * max(1, cost.programs_per_sm)),
+        buffer_capacity_bytes=float(cost.roofs.smem_bytes_per_sm), fits=cost.fits, traffic_bytes=cost.hbm_bytes,
+        traffic_by_level={"hbm": cost.hbm_bytes}, compute_ops=totals, latency_s=cost.time_s, bound=cost.bound,
+        utilization=cost.utilization, energy_j=float(sum(energy.values())), energy_by_component=energy,
+        per_einsum=tuple(rows), notes=cost.notes + cost.plan.notes,
+        mapping={"kind": "gpu-chunked-linear", "kernel_style": cost.kernel_style,
+                 "launches": [{"name": t.name, "time_s": t.time_s, "bound": t.bound} for t in cost.launches]})
 
 
 def _per_einsum_ops(works: dict, tiles_total: float, programs: float) -> tuple[dict, dict]:

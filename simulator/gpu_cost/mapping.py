@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from einsim.errors import ConfigError
-from einsim.simulator.gpu_cost.styles import STYLE_NAMES, Tiles, style
+from einsim.simulator.gpu_cost.styles import DEFAULT_STYLE, STYLE_NAMES, Tiles, style
 from einsim.targets.loader import read_yaml_file
 
 # style names of the two-model era, refused with the name that replaced them
@@ -22,7 +22,7 @@ DQ_MODES = ("separate", "one_launch", "atomic")
 class GpuMapping:
     """A kernel mapping; None fields take the kernel style's own choice for the head dim."""
 
-    kernel_style: str = "cudnn"
+    kernel_style: str | None = None  # None: the target family's default (styles.DEFAULT_STYLE)
     block_m: int | None = None  # query rows per program
     block_n: int | None = None  # keys per K/V tile
     num_warps: int | None = None
@@ -36,6 +36,8 @@ class GpuMapping:
     multipass: str = "recompute"  # multi-pass cascades: "recompute" QK per pass or "materialize" it
     intermediate_bytes: int = 4  # bytes per element of intermediates that cross passes (fp32)
     roofs: str = "measured"  # "measured" | "datasheet"
+    search: bool = False  # search tiles, warps and stages for the fastest that fits (also done when the
+    # style's own tiles cannot run on the target and the mapping fixes none)
     # the backward (direction="backward"): dK/dV and dQ tiles, how dQ is accumulated
     dkdv_block_m: int | None = None
     dkdv_block_n: int | None = None
@@ -47,7 +49,7 @@ class GpuMapping:
         if self.kernel_style in RENAMED_STYLES:
             raise ConfigError(f"GPU mapping kernel_style {self.kernel_style!r} is now called "
                               f"{RENAMED_STYLES[self.kernel_style]!r}; known styles: {', '.join(STYLE_NAMES)}")
-        if self.kernel_style not in STYLE_NAMES:
+        if self.kernel_style is not None and self.kernel_style not in STYLE_NAMES:
             raise ConfigError(f"GPU mapping kernel_style must be one of {', '.join(STYLE_NAMES)}, got {self.kernel_style!r}")
         for name in ("block_m", "block_n", "num_warps", "num_stages", "ctas_per_sm", "kv_splits", "smem_bytes",
                      "registers", "dkdv_block_m", "dkdv_block_n", "dq_block_m", "dq_block_n"):
@@ -60,6 +62,8 @@ class GpuMapping:
             raise ConfigError(f"GPU mapping multipass must be 'recompute' or 'materialize', got {self.multipass!r}")
         if self.roofs not in ("measured", "datasheet"):
             raise ConfigError(f"GPU mapping roofs must be 'measured' or 'datasheet', got {self.roofs!r}")
+        if not isinstance(self.search, bool):
+            raise ConfigError(f"GPU mapping search must be true or false, got {self.search!r}")
         if self.dq is not None and self.dq not in DQ_MODES:
             raise ConfigError(f"GPU mapping dq must be one of {', '.join(DQ_MODES)}, got {self.dq!r}")
         for name in ("softmax_overlap", "matmul_efficiency"):
@@ -87,6 +91,17 @@ class GpuMapping:
 
     def dq_mode(self) -> str:
         return self.dq or style(self.kernel_style).dq
+
+    def for_target(self, architecture: str | None) -> "GpuMapping":
+        """The mapping with its kernel style resolved for a GPU family: the family's default
+        when it names none; a style the family cannot run is a ConfigError naming one it can."""
+        family = architecture or "hopper"
+        name = self.kernel_style or DEFAULT_STYLE[family]
+        if family not in style(name).architectures:
+            runs = [n for n in STYLE_NAMES if family in style(n).architectures]
+            raise ConfigError(f"GPU mapping kernel_style {name!r} is a {'/'.join(style(name).architectures)} kernel; "
+                              f"on {family} use one of {', '.join(runs)}")
+        return replace(self, kernel_style=name)
 
     def with_tiles(self, tiles: Tiles) -> "GpuMapping":
         return replace(self, block_m=tiles.block_m, block_n=tiles.block_n, num_warps=tiles.num_warps,

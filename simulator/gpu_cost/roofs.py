@@ -32,12 +32,19 @@ class GpuRoofs:
     l2_bytes_per_s: float
     l2_source: str
     l2_bytes: float
+    llc_bytes: float  # the largest on-chip cache in front of HBM (the L2, or an Infinity Cache)
     smem_bytes_per_sm: float
     registers_bytes_per_sm: float
     sm_count: int
     clock_hz: float
     launch_overhead_s: float
+    architecture: str = "hopper"  # the GPU family (Target.architecture): which MMA instructions exist
     max_threads_per_sm: int = 2048
+
+    @property
+    def warp_size(self) -> int:
+        """Threads per warp (NVIDIA) or wavefront (AMD CDNA)."""
+        return 64 if self.architecture.startswith("cdna") else 32
 
     @property
     def matmul_macs_per_s(self) -> float:
@@ -72,10 +79,12 @@ def gpu_roofs(target: Any, dtype: str | None = None, source: str = "measured") -
         hbm_bytes_per_s=hbm.bandwidth(source), hbm_source=_bandwidth_source(hbm, source),
         l2_bytes_per_s=l2.bandwidth(source), l2_source=_bandwidth_source(l2, source),
         l2_bytes=l2.total_capacity_bytes,
+        llc_bytes=levels["llc"].total_capacity_bytes,
         smem_bytes_per_sm=levels["shared_memory"].capacity_bytes,
         registers_bytes_per_sm=levels["registers"].capacity_bytes,
         sm_count=target.parallel_units, clock_hz=target.clock_hz,
         launch_overhead_s=target.launch_overhead_s,
+        architecture=target.architecture or "hopper",
     )
 
 
@@ -100,19 +109,22 @@ def _bandwidth_source(level: Any, source: str) -> str:
     return "measured" if source == "measured" and level.measured_bandwidth_bytes_per_s else "datasheet"
 
 
+SHARED_MEMORY_NAMES = ("shared_memory", "lds", "smem")
+
+
 def gpu_levels(target: Any) -> dict[str, Any]:
-    """registers / shared_memory / l2 / hbm by name, else by position (innermost first)."""
+    """Every memory level of a GPU target by role, innermost first: `registers`, `shared_memory`
+    (also called lds/smem), `caches` (every level between it and HBM: L2, an Infinity Cache...),
+    `l2` (the first cache), `llc` (the last and largest), `hbm` (the outermost). Levels are found
+    by name, else by position (registers first, shared memory second, HBM last)."""
     levels = list(target.memory_levels)
-    by_name = {level.name: level for level in levels}
-    found = {}
-    for role, position in (("registers", 0), ("shared_memory", -3), ("l2", -2), ("hbm", -1)):
-        if role in by_name:
-            found[role] = by_name[role]
-        elif len(levels) >= 4 or role in ("l2", "hbm"):
-            found[role] = levels[position]
-        else:
-            found[role] = levels[0]
-    return found
+    names = [level.name for level in levels]
+    registers = names.index("registers") if "registers" in names else 0
+    shared = next((names.index(n) for n in SHARED_MEMORY_NAMES if n in names), min(1, len(levels) - 1))
+    hbm = len(levels) - 1
+    caches = levels[max(registers, shared) + 1:hbm] or [levels[hbm]]
+    return {"registers": levels[registers], "shared_memory": levels[shared], "caches": caches, "l2": caches[0],
+            "llc": max(caches, key=lambda level: level.total_capacity_bytes), "hbm": levels[hbm]}
 
 
 def problem_dtype(dtype_bytes: int, target: Any) -> str:

@@ -52,6 +52,14 @@ class GemmFit:
 
     mma_efficiency: float  # of the measured matmul roof, on full tiles
     program_latency_s: float  # fixed cost of one output tile's program (prologue, epilogue, scheduling)
+    hbm_efficiency: float  # of the HBM roof, for the weight streams of skinny (decode) matmuls
+
+
+@dataclass(frozen=True)
+class ElementwiseFit:
+    """The fitted number of eager element-wise kernels (norms, rotary, activations, residuals)."""
+
+    strided_efficiency: float  # of the HBM roof, for element-wise kernels on strided (transposed) views
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class KernelStyle:
     decode: tuple[Tiles, ...]  # tiles when a program holds a few query rows (q_len x group <= 64)
     dq: str  # "separate" (own kernel), "one_launch" (dQ programs in the dK/dV grid), "atomic"
     longest_first: bool  # causal: the longest query tiles are dispatched first
+    architectures: tuple[str, ...]  # GPU families the kernel runs on (Target.architecture)
     head_dim_multiple: int  # head dims are padded to a multiple of this in the MMAs (0: a power of two)
     fit: StyleFit
 
@@ -98,7 +107,7 @@ _STRUCTURE = {
         description="cuDNN SDPA / FlashAttention-3 on Hopper: wgmma, TMA, two consumer warpgroups in ping-pong",
         source="FlashAttention-3 (Shah et al. 2024) hopper/tile_size.h: 128 x 128 (D <= 128) with 2 consumer "
                "warpgroups + 1 producer; cuDNN's Hopper SDPA is the same design (its tiles are not published)",
-        mma="wgmma", warpgroups=2, dq="atomic", longest_first=True, head_dim_multiple=8,
+        mma="wgmma", warpgroups=2, dq="atomic", longest_first=True, architectures=("hopper",), head_dim_multiple=8,
         forward=_tiles((64, 128, 128, 12, 2), (128, 128, 128, 12, 2), (256, 128, 80, 12, 2)),
         backward_dkdv=_tiles((64, 128, 128, 12, 2), (128, 64, 128, 12, 2), (256, 64, 80, 12, 2)),
         backward_dq=_tiles((256, 128, 128, 12, 2)),
@@ -111,7 +120,7 @@ _STRUCTURE = {
                "128 x 128, 8 warps; hdim128: 64 x 128, 8 warps); dQ accumulated with atomics in fp32; head dims "
                "instantiated in steps of 32 (hdim32 .. hdim256); decode (flash_fwd_splitkv): 64-row tiles, "
                "128 keys for hdim <= 128, 4 warps; split-KV by num_splits_heuristic",
-        mma="mma_sync", warpgroups=1, dq="atomic", longest_first=False, head_dim_multiple=32,
+        mma="mma_sync", warpgroups=1, dq="atomic", longest_first=False, architectures=("hopper", "ampere", "cdna3"), head_dim_multiple=32,
         forward=_tiles((64, 128, 128, 4, 2), (128, 128, 64, 4, 2), (256, 128, 64, 8, 2)),
         backward_dkdv=_tiles((64, 128, 128, 8, 2), (128, 64, 128, 8, 2), (256, 64, 64, 8, 2)),
         backward_dq=_tiles((256, 64, 128, 8, 2)),
@@ -123,7 +132,7 @@ _STRUCTURE = {
                "3 stages; D128 128 x 64, 8 warps, 3 stages); its backward computes dQ and dK/dV programs "
                "in one grid (flex_attention_backward template), 64 x 128 blocks, 8 warps; head dims padded to a "
                "power of two (Triton's tl.arange); decode: flex_decoding, 16-row blocks, split-KV",
-        mma="triton", warpgroups=1, dq="one_launch", longest_first=False, head_dim_multiple=0,
+        mma="triton", warpgroups=1, dq="one_launch", longest_first=False, architectures=("hopper", "ampere", "cdna3"), head_dim_multiple=0,
         forward=_tiles((64, 128, 128, 4, 3), (128, 128, 64, 8, 3), (256, 64, 32, 4, 3)),
         backward_dkdv=_tiles((256, 64, 128, 8, 3)),
         backward_dq=_tiles((256, 128, 64, 8, 3)),
@@ -134,7 +143,7 @@ _STRUCTURE = {
         source="kernels/flash/config.py default_config (D64 128 x 128 (causal 64 x 128), 4 warps, 3 stages; "
                "D128 128 x 128, 8 warps, 3 stages; backward D64 64 x 64, 4 warps, 2 stages; D128 dK/dV "
                "64 x 128, dQ 128 x 64, 8 warps, 3 stages); the autotuner passes each config it prices",
-        mma="triton", warpgroups=1, dq="separate", longest_first=True, head_dim_multiple=0,
+        mma="triton", warpgroups=1, dq="separate", longest_first=True, architectures=("hopper", "ampere", "cdna3"), head_dim_multiple=0,
         forward=_tiles((64, 128, 128, 4, 3), (128, 128, 128, 8, 3), (256, 64, 64, 4, 2)),
         backward_dkdv=_tiles((64, 64, 64, 4, 2), (128, 64, 128, 8, 3), (256, 32, 64, 8, 1)),
         backward_dq=_tiles((64, 64, 64, 4, 2), (128, 128, 64, 8, 3), (256, 64, 32, 8, 1)),
@@ -145,7 +154,7 @@ _STRUCTURE = {
                     "recomputed or materialised in HBM",
         source="kernels/multipass/config.py default_config (D64 128 x 64, 4 warps; D128 128 x 64, 8 warps; "
                "3 stages)",
-        mma="triton", warpgroups=1, dq="separate", longest_first=False, head_dim_multiple=0,
+        mma="triton", warpgroups=1, dq="separate", longest_first=False, architectures=("hopper", "ampere", "cdna3"), head_dim_multiple=0,
         forward=_tiles((64, 128, 64, 4, 3), (128, 128, 64, 8, 3), (256, 64, 32, 4, 3)),
         backward_dkdv=_tiles((256, 64, 64, 4, 2)), backward_dq=_tiles((256, 64, 64, 4, 2)),
         decode=_tiles((256, 64, 64, 4, 3)),
@@ -155,7 +164,7 @@ _STRUCTURE = {
                     "K/V chunks reduced in parallel, then a merge launch",
         source="kernels/decode/config.py default_config (BLOCK_M 16..64, BLOCK_N 128 for D <= 128, 4 warps, "
                "3 stages; splits by choose_num_splits)",
-        mma="triton", warpgroups=1, dq="separate", longest_first=False, head_dim_multiple=0,
+        mma="triton", warpgroups=1, dq="separate", longest_first=False, architectures=("hopper", "ampere", "cdna3"), head_dim_multiple=0,
         forward=_tiles((128, 16, 128, 4, 3), (256, 16, 64, 4, 3)),
         backward_dkdv=_tiles((256, 64, 64, 4, 2)), backward_dq=_tiles((256, 64, 64, 4, 2)),
         decode=_tiles((128, 16, 128, 4, 3), (256, 16, 64, 4, 3)),
@@ -172,6 +181,7 @@ class FittedModel:
     wgmma_n_exponent: float  # a wgmma with N below 128 (BLOCK_N, Dv) loses (N/128)^exponent of its rate
     registers: RegisterModel  # registers per thread of Triton flash programs (ptxas counts)
     gemm: GemmFit
+    elementwise: ElementwiseFit
     styles: dict[str, StyleFit]
     provenance: dict
 
@@ -208,8 +218,9 @@ def read_fitted(path: Path = FITTED_FILE) -> FittedModel:
         raise ConfigError(f"{path}: triton: expected mma_sync_ratio and wgmma_n_exponent numbers")
     registers = RegisterModel(**numbers(document.get("registers"), RegisterModel, "registers"))
     gemm = GemmFit(**numbers(document.get("gemm"), GemmFit, "gemm"))
+    elementwise = ElementwiseFit(**numbers(document.get("elementwise"), ElementwiseFit, "elementwise"))
     return FittedModel(engine, float(triton["mma_sync_ratio"]), float(triton["wgmma_n_exponent"]), registers,
-                       gemm, styles, dict(document.get("provenance") or {}))
+                       gemm, elementwise, styles, dict(document.get("provenance") or {}))
 
 
 @lru_cache(maxsize=1)
@@ -226,3 +237,6 @@ def style(name: str, model: FittedModel | None = None) -> KernelStyle:
 
 
 STYLE_NAMES = tuple(_STRUCTURE)
+# the kernel a user gets on each family when the mapping names no style: cuDNN's SDPA on Hopper,
+# FlashAttention-2's design (cuDNN's and CK's kernels on Ampere and CDNA follow it) elsewhere
+DEFAULT_STYLE = {"hopper": "cudnn", "ampere": "fa2", "cdna3": "fa2"}
