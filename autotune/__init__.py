@@ -8,17 +8,12 @@ tuned-config store the kernels' launchers read. docs/autotune.md.
 from einsim.autotune.evaluate import GpuEvaluator, Measurement, PredictionEvaluator, ReplayEvaluator
 from einsim.autotune.space import SearchSpace, build_space, config_key
 from einsim.autotune.storage import DEFAULT_STORAGE
-from einsim.autotune.study import (
-    TrialRecord,
-    TuningInterrupted,
-    TuningResult,
-    default_study_name,
-    load_result,
-    tune,
-)
+from einsim.autotune.result import TrialRecord, TuningResult
+from einsim.autotune.sampler import GuidedSampler
+from einsim.autotune.study import TuningInterrupted, default_study_name, load_result, tune
 
 __all__ = [
-    "DEFAULT_STORAGE", "GpuEvaluator", "Measurement", "PredictionEvaluator", "ReplayEvaluator", "SearchSpace",
+    "DEFAULT_STORAGE", "GpuEvaluator", "GuidedSampler", "Measurement", "PredictionEvaluator", "ReplayEvaluator", "SearchSpace",
     "TrialRecord", "TuningInterrupted", "TuningResult", "build_space", "config_key", "default_study_name",
     "load_result", "tune",
 ]

@@ -82,10 +82,7 @@ def build_space(kernel: str | KernelSpec, problem: Problem, target: Any) -> Sear
     spec = kernel if isinstance(kernel, KernelSpec) else get_kernel(kernel)
     target = load_target(target) if isinstance(target, str) else target
     limits = device_limits_for(target, problem.dtype)
-    try:
-        declared = list(spec.search_space(problem, limits))
-    except TypeError:
-        declared = list(spec.search_space(problem))
+    declared = list(spec.search_space(problem, limits))
     if not declared:
         try:  # why: the kernel's own reasons its default config cannot run this problem
             reasons = spec.config_reasons(spec.default_config(problem), problem, limits)

@@ -104,7 +104,7 @@ class KernelSpec:
     cascade: str
     config_type: type
     default_config: Callable[[Problem], Any]
-    search_space: Callable[..., list]
+    search_space: Callable[[Problem, DeviceLimits | None], list]
     check_config: Callable[..., list[str]]
     shared_memory_bytes: Callable[[Any, Problem], int]
     launcher: str

@@ -30,7 +30,7 @@ from einsim.autotune.storage import (  # noqa: E402
     open_storage,
     worker_identity,
 )
-from einsim.autotune.study import _wait_for_peer  # noqa: E402
+from einsim.autotune.peers import wait_for_peer  # noqa: E402
 from einsim.errors import ConfigError, EinsimWarning  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 
@@ -77,7 +77,7 @@ def test_a_trial_killed_before_its_first_heartbeat_does_not_stall_the_resume(tmp
     stuck = _add_running(study, started_ago_s=3600)  # no heartbeat, no config: "choosing" for ever
     started = time.monotonic()
     result = tune("decode", DECODE, dry_run=True, storage=storage, trials=6, seed=0)
-    assert time.monotonic() - started < 20  # it used to wait up to an hour in _wait_for_peer
+    assert time.monotonic() - started < 20  # it used to wait up to an hour in wait_for_peer
     assert len(result.evaluated) == 6
     failed = {t.number: t for t in study.get_trials(states=(State.FAIL,))}
     assert stuck in failed and "never wrote a heartbeat" in failed[stuck].user_attrs["stale"]
@@ -129,7 +129,7 @@ def test_waiting_on_a_live_peer_is_bounded_and_says_so(tmp_path: Path) -> None:
     peer = _add_running(study, started_ago_s=1, config=config, heartbeat=True)  # alive, same config
     started = time.monotonic()
     with pytest.warns(EinsimWarning, match=f"waited 0 s for trial {peer}"):
-        assert _wait_for_peer(study, rdb, peer + 1, config_key(config), limit_s=0.3) is None
+        assert wait_for_peer(study, rdb, peer + 1, config_key(config), limit_s=0.3) is None
     assert time.monotonic() - started < 5
 
 
