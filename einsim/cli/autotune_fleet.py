@@ -50,7 +50,7 @@ def provenance() -> dict:
 
 def run_fleet(args: argparse.Namespace) -> int:
     from einsim.autotune import fleet
-    from einsim.autotune.study import resolve_storage_url
+    from einsim.autotune.storage import resolve_storage_url
     from einsim.errors import ConfigError
     from einsim.simulator.models import load_model
 
