@@ -157,69 +157,65 @@ class Space:
                     changed = True
         return known
 
-    def coordinates(self, axes: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> tuple[dict, np.ndarray | bool]:
-        """Coordinates of every derivable rank, from the iterated ones, and the mask of points
-        that are real positions (a tail tile's m = m1*M0 + m0 may reach past M)."""
-        coords = dict(axes)
-        valid: np.ndarray | bool = True
+    def _derive(self, known: dict, sizes: Mapping[str, int], parent_of, part_of) -> dict:
+        """Close `known` (rank -> value) under the partitions: a parent from all its parts
+        (`parent_of(parts' values, strides)`), then the missing parts of a known parent
+        (`part_of(parent's value, stride, part size, outermost?)`)."""
         changed = True
         while changed:
             changed = False
             for parent, parts in self.partitions.items():
-                if parent in coords or not all(p in coords for p in parts):
-                    continue
-                strides = self.strides(parent, sizes)
-                coords[parent] = sum(coords[p] * strides[p] for p in parts)
-                if math.prod(sizes[p] for p in parts) != sizes[parent]:
-                    valid = valid & (coords[parent] < sizes[parent])
-                changed = True
+                if parent not in known and all(p in known for p in parts):
+                    strides = self.strides(parent, sizes)
+                    known[parent] = parent_of([known[p] for p in parts], [strides[p] for p in parts])
+                    changed = True
         changed = True
-        while changed:  # parts from their parent: p1 = p // P0, p0 = p % P0
+        while changed:
             changed = False
             for parent, parts in self.partitions.items():
-                if parent not in coords or all(p in coords for p in parts):
-                    continue
-                strides = self.strides(parent, sizes)
-                for i, part in enumerate(parts):
-                    if part not in coords:
-                        value = coords[parent] // strides[part]
-                        coords[part] = value % sizes[part] if i else value
-                changed = True
+                if parent in known and not all(p in known for p in parts):
+                    strides = self.strides(parent, sizes)
+                    for i, part in enumerate(parts):
+                        if part not in known:
+                            known[part] = part_of(known[parent], strides[part], sizes[part], i == 0)
+                    changed = True
+        return known
+
+    def coordinates(self, axes: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> tuple[dict, np.ndarray | bool]:
+        """Coordinates of every derivable rank, from the iterated ones (m = m1*M0 + m0; p1 = p //
+        P0, p0 = p % P0), and the mask of points that are real positions (a tail tile's
+        m = m1*M0 + m0 may reach past M)."""
+        coords = self._derive(
+            dict(axes), sizes,
+            lambda values, strides: sum(v * s for v, s in zip(values, strides)),
+            lambda value, stride, extent, outermost: value // stride if outermost else (value // stride) % extent,
+        )
+        valid: np.ndarray | bool = True
+        for parent, parts in self.partitions.items():
+            # a parent built from its parts may overshoot (tail tiles); one split from a known
+            # parent never does
+            if parent not in axes and parent in coords and math.prod(sizes[p] for p in parts) != sizes[parent]:
+                valid = valid & (coords[parent] < sizes[parent])
         return coords, valid
 
     def coordinate_bounds(self, box: Mapping[str, tuple], sizes: Mapping[str, int]) -> dict[str, tuple]:
         """The (low, high) of every derivable rank's coordinate over boxes of the given ranks'
         coordinates (inclusive bounds, numpy arrays): the interval twin of `coordinates`."""
-        box = {rank: (np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)) for rank, (lo, hi) in box.items()}
-        changed = True
-        while changed:
-            changed = False
-            for parent, parts in self.partitions.items():
-                if parent in box or not all(p in box for p in parts):
-                    continue
-                strides = self.strides(parent, sizes)
-                box[parent] = (sum(box[p][0] * strides[p] for p in parts), sum(box[p][1] * strides[p] for p in parts))
-                changed = True
-        changed = True
-        while changed:
-            changed = False
-            for parent, parts in self.partitions.items():
-                if parent not in box or all(p in box for p in parts):
-                    continue
-                strides = self.strides(parent, sizes)
-                lo, hi = box[parent]
-                for i, part in enumerate(parts):
-                    if part in box:
-                        continue
-                    q_lo, q_hi = np.floor_divide(lo, strides[part]), np.floor_divide(hi, strides[part])
-                    if i == 0:
-                        box[part] = (q_lo, q_hi)
-                        continue
-                    extent = sizes[part]
-                    wraps = (q_hi - q_lo + 1 >= extent) | (np.mod(q_lo, extent) > np.mod(q_hi, extent))
-                    box[part] = (np.where(wraps, 0.0, np.mod(q_lo, extent)), np.where(wraps, extent - 1.0, np.mod(q_hi, extent)))
-                changed = True
-        return box
+
+        def part_of(bounds, stride, extent, outermost):
+            q_lo, q_hi = np.floor_divide(bounds[0], stride), np.floor_divide(bounds[1], stride)
+            if outermost:
+                return q_lo, q_hi
+            wraps = (q_hi - q_lo + 1 >= extent) | (np.mod(q_lo, extent) > np.mod(q_hi, extent))
+            return np.where(wraps, 0.0, np.mod(q_lo, extent)), np.where(wraps, extent - 1.0, np.mod(q_hi, extent))
+
+        return self._derive(
+            {rank: (np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)) for rank, (lo, hi) in box.items()},
+            sizes,
+            lambda values, strides: (sum(v[0] * s for v, s in zip(values, strides)),
+                                     sum(v[1] * s for v, s in zip(values, strides))),
+            part_of,
+        )
 
 
 @dataclass(frozen=True)
