@@ -57,18 +57,22 @@ def _pick(offs_b, b, values):
 
 
 @triton.jit
-def _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
-                 stride_page, stride_row, PAGED: tl.constexpr, ALIGNED: tl.constexpr):
-    """Element offsets of keys `cols` of sequence b: through the block table when paged (page
-    = table[b, j // page_size], row j % page_size), else batch b, row j. ALIGNED: every key row
-    starts at a multiple of 16 elements (checked on the host), which lets the loads vectorise
-    (the compiler cannot see it through a table lookup)."""
+def _key_pages(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size, PAGED: tl.constexpr):
+    """(page, row) of keys `cols` of sequence b, both int64: through the block table when paged
+    (page = table[b, j // page_size], row j % page_size), else (b, j)."""
     if PAGED:
         page = tl.load(BlockTable + b * stride_tb + (cols // page_size) * stride_tp,
                        mask=col_ok, other=0).to(tl.int64)
-        rows = page * stride_page + (cols % page_size).to(tl.int64) * stride_row
+        return page, (cols % page_size).to(tl.int64)
     else:
-        rows = b.to(tl.int64) * stride_page + cols.to(tl.int64) * stride_row
+        return cols.to(tl.int64) * 0 + b.to(tl.int64), cols.to(tl.int64)
+
+
+@triton.jit
+def _rows(page, row, stride_page, stride_row, ALIGNED: tl.constexpr):
+    """Element offsets of key rows. ALIGNED: every key row starts at a multiple of 16 elements
+    (checked on the host), which lets the loads vectorise (a table lookup hides it)."""
+    rows = page * stride_page + row * stride_row
     if ALIGNED:
         rows = tl.multiple_of(rows, 16)
     return rows
@@ -82,19 +86,23 @@ def _paged_tiles(m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, lo, hi, len_b, 
                  IS_CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
     """Key tiles [lo, hi) of one segment through the online softmax. Unmasked tiles (every key
-    of the tile visible to every row) load and compute without predicates."""
+    of the tile visible to every row) load and compute without predicates. The block table is
+    read one tile ahead, so the K/V loads of a tile do not wait on its table lookup."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
+    cols = lo * BLOCK_N + offs_n
+    page, row = _key_pages(BlockTable, b, cols, cols < len_b, stride_tb, stride_tp, page_size, PAGED)
     for tile in tl.range(lo, hi):
         cols = tile * BLOCK_N + offs_n
         col_ok = cols < len_b
-        k_rows = _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
-                              stride_kp, stride_kr, PAGED, ALIGNED)
-        v_rows = _key_offsets(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
-                              stride_vp, stride_vr, PAGED, ALIGNED)
-        k_ptrs = K + kv_head * stride_kh + k_rows[None, :] + offs_d[:, None] * stride_kd
-        v_ptrs = V + kv_head * stride_vh + v_rows[:, None] + offs_dv[None, :] * stride_vd
+        k_ptrs = (K + kv_head * stride_kh + _rows(page, row, stride_kp, stride_kr, ALIGNED)[None, :]
+                  + offs_d[:, None] * stride_kd)
+        v_ptrs = (V + kv_head * stride_vh + _rows(page, row, stride_vp, stride_vr, ALIGNED)[:, None]
+                  + offs_dv[None, :] * stride_vd)
+        next_cols = cols + BLOCK_N
+        page, row = _key_pages(BlockTable, b, next_cols, next_cols < len_b, stride_tb, stride_tp,
+                               page_size, PAGED)
         if MASKED:
             kt = tl.load(k_ptrs, mask=col_ok[None, :] & (offs_d[:, None] < head_dim), other=0.0)
             v = tl.load(v_ptrs, mask=col_ok[:, None] & (offs_dv[None, :] < v_head_dim), other=0.0)
