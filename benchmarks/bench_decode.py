@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import statistics
@@ -95,6 +96,13 @@ PAGED_VARIANTS = {  # --variants: configs of decode-paged timed beside its defau
 }
 
 
+SPLITKV_VARIANTS = {  # --variants: changes to the split-KV decode's default config
+    "tma": dict(USE_TMA=True),
+    "s4": dict(num_stages=4),
+    "w8": dict(num_warps=8),
+}
+
+
 def backends(case: Case, inputs: Inputs, variants: bool = False):
     """(name, note, fn(set) -> out) for every backend that can run the case."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -114,6 +122,12 @@ def backends(case: Case, inputs: Inputs, variants: bool = False):
     if uniform:
         found.append(("einsim-splitkv", "dense",
                       lambda s: decode_attention(s["q"], s["k"], s["v"], causal=causal)[0]))
+        default = cfg.default_config(inputs.problem)
+        for label, changes in (SPLITKV_VARIANTS.items() if variants else ()):
+            config = dataclasses.replace(default, **changes)
+            found.append((f"einsim-splitkv-{label}", "dense",
+                          lambda s, c=config: decode_attention(s["q"], s["k"], s["v"], causal=causal,
+                                                               config=c)[0]))
     note = "dense" if uniform else "padded"
     for name, backend in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION),
                           ("sdpa-flash", SDPBackend.FLASH_ATTENTION)):
