@@ -59,20 +59,26 @@ def attention_points() -> dict[tuple[str, str, int], PaperPoint]:
     return out
 
 
-def flat_mapping(model: str, seq_len: int) -> dict:
-    """The FLAT mapping the artifact evaluates at (model, seq_len), cloud configuration, as an
-    einsim mapping document: FLAT's own dataflow explorer's choice per point (its
-    `data/pregenerated/flat_validation.csv`, which `src/accel/flat.py` reads: the tensors staged
-    on chip ("onchip") or streamed ("offchip"), both contractions' stationarity, the row block
-    P1 of row granularity or the whole query length at head granularity)."""
-    row = _FLAT_MAPPINGS[(model, seq_len)]
+def flat_points(platform: str = "cloud") -> dict[tuple[str, int], dict]:
+    """(model, seq_len) -> the artifact's FLAT configuration and its QK + AV DRAM bytes
+    (`mem_traffic`) on `platform`, at every length it lists (512 to 1M)."""
+    return {(model, n): row for (plat, model, n), row in _FLAT_MAPPINGS.items() if plat == platform}
+
+
+def flat_mapping(model: str, seq_len: int, platform: str = "cloud") -> dict:
+    """The FLAT mapping the artifact evaluates at (model, seq_len) as an einsim mapping document:
+    FLAT's own dataflow explorer's choice per point (its `data/pregenerated/flat_validation.csv`,
+    which `src/accel/flat.py` reads: the tensors staged on chip ("onchip") or streamed
+    ("offchip"), both contractions' stationarity, the row block P1 of row granularity or the
+    whole query length at head granularity)."""
+    row = _FLAT_MAPPINGS[(platform, model, seq_len)]
     staging = {t: ("buffer" if row[t] == "onchip" else "stream") for t in ("Q", "K", "QK", "A", "V", "AV")}
     staging["SN"] = staging["QK"]  # the softmax's own rows live where QK's do (stable_softmax.py)
     return {
         "dataflow": "flat",
         "staging": staging,
         "stationarity": {"QK": row["QK_stationarity"], "AV": row["AV_stationarity"]},
-        "query_block": seq_len if row["granularity"] == "head" else row["P1"],
+        "query_block": seq_len if row["granularity"] == "head" else min(row["P1"], seq_len),
     }
 
 
@@ -293,38 +299,93 @@ fusemax,XLM,256K,2611373670400,13.707342434042555,1.4959526819309282e+16
 fusemax,XLM,1M,10445394018304,54.82936973617022,5.983810103967914e+16
 """
 
-# flat_validation.csv, cloud rows on the paper's grid: models,seq_len,Q_loc,K_loc,QK_loc,A_loc,
-# V_loc,AV_loc,QK_stationarity,AV_stationarity,fusion_granularity,P1
-_FLAT_MAPPING_ROWS = """\
-BERT,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
-BERT,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
-BERT,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024
-BERT,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256
-BERT,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
-BERT,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
-TrXL,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
-TrXL,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
-TrXL,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024
-TrXL,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256
-TrXL,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
-TrXL,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
-T5,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
-T5,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256
-T5,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024
-T5,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256
-T5,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
-T5,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
-XLM,1K,offchip,offchip,onchip,onchip,onchip,offchip,output,output,head,256
-XLM,4K,offchip,offchip,onchip,onchip,onchip,offchip,output,output,head,256
-XLM,16K,onchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024
-XLM,64K,onchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256
-XLM,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
-XLM,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024
+# flat_validation.csv (the artifact's FLAT configurations, from FLAT's own explorer): the cloud rows
+# (the paper's grid and the lengths between) and the edge rows of BERT and XLM. Columns: platform,
+# model, seq_len, Q/K/QK/A/V/AV location, QK and AV stationarity, fusion granularity, P1,
+# proportion_spilled, mem_traffic (bytes: the QK and AV operators' DRAM traffic, the artifact's
+# validation mode: the softmax's excluded, staged tensors loaded whole).
+_FLAT_VALIDATION = """\
+cloud,BERT,512,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,352485376.00000006
+cloud,BERT,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,1308786688.0000005
+cloud,BERT,2K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,5033328640.000001
+cloud,BERT,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0.007751937984496138,20179643177.67442
+cloud,BERT,8K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024,0,78114881536.00002
+cloud,BERT,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024,0.007751937984496138,318039995034.7908
+cloud,BERT,32K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,512,0.007751937984496138,1268938263147.1628
+cloud,BERT,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256,0.007751937984496138,5069360018836.838
+cloud,BERT,128K,onchip,offchip,onchip,onchip,offchip,offchip,output,output,row,256,0.5019455252918288,43022236345626.9
+cloud,BERT,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,224351912656896.0
+cloud,BERT,512K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,897304568463360.0
+cloud,BERT,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,3589012112474112.0
+cloud,TrXL,512,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,469925888.00000006
+cloud,TrXL,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,1744994304.0000005
+cloud,TrXL,2K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,6711050240.000001
+cloud,TrXL,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0.007751937984496138,26906136290.23256
+cloud,TrXL,8K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024,0,104153120768.00002
+cloud,TrXL,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024,0.007751937984496138,424053272099.721
+cloud,TrXL,32K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,512,0.007751937984496138,1691917629582.8838
+cloud,TrXL,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256,0.007751937984496138,6759146648091.783
+cloud,TrXL,128K,onchip,offchip,onchip,onchip,offchip,offchip,output,output,row,256,0.5019455252918288,57362981739555.87
+cloud,TrXL,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,299135883214848.0
+cloud,TrXL,512K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,1196406090956800.0
+cloud,TrXL,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,4785349482971136.0
+cloud,T5,512,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,235044864.00000003
+cloud,T5,1K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,872579072.0000002
+cloud,T5,2K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0,3355607040.0000005
+cloud,T5,4K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,head,256,0.007751937984496138,13453150065.11628
+cloud,T5,8K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024,0,52076642304.00001
+cloud,T5,16K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024,0.007751937984496138,212026717969.8605
+cloud,T5,32K,offchip,offchip,onchip,onchip,offchip,offchip,output,output,row,512,0.007751937984496138,845958896711.4419
+cloud,T5,64K,offchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256,0.007751937984496138,3379573389581.8916
+cloud,T5,128K,onchip,offchip,onchip,onchip,offchip,offchip,output,output,row,256,0.5019455252918288,28681490951697.934
+cloud,T5,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,149567942098944.0
+cloud,T5,512K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,598203045969920.0
+cloud,T5,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,2392674741977088.0
+cloud,XLM,512,offchip,onchip,onchip,onchip,onchip,offchip,output,output,head,256,0,671547392.0
+cloud,XLM,1K,offchip,offchip,onchip,onchip,onchip,offchip,output,output,head,256,0,2684878848.0
+cloud,XLM,2K,offchip,offchip,onchip,onchip,onchip,offchip,output,output,head,256,0,9664462847.999998
+cloud,XLM,4K,offchip,offchip,onchip,onchip,onchip,offchip,output,output,head,256,0.06909090909090909,43630369415.91273
+cloud,XLM,8K,onchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024,0,141734445055.99997
+cloud,XLM,16K,onchip,offchip,onchip,onchip,offchip,offchip,output,output,row,1024,0.026615969581749055,594926982817.5817
+cloud,XLM,32K,onchip,offchip,onchip,onchip,offchip,offchip,output,output,row,512,0.019157088122605415,2321520723677.671
+cloud,XLM,64K,onchip,offchip,onchip,onchip,offchip,onchip,output,output,row,256,0.01538461538461533,9169028598484.676
+cloud,XLM,128K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,79233557987328.0
+cloud,XLM,256K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,316796789063680.0
+cloud,XLM,512K,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,1266912274415616.0
+cloud,XLM,1M,onchip,offchip,offchip,offchip,offchip,onchip,weight,weight,row,1024,0,5067099337916416.0
+edge,BERT,512,onchip,onchip,offchip,offchip,onchip,offchip,output,output,head,32,0,1409490944.0
+edge,BERT,1K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,head,32,0.022900763358778664,5677436349.557253
+edge,BERT,2K,onchip,offchip,onchip,onchip,offchip,offchip,weight,weight,row,128,0.09859154929577463,14467195629.971828
+edge,BERT,4K,onchip,offchip,onchip,onchip,offchip,offchip,weight,weight,row,64,0.05882352941176472,70535384124.23529
+edge,BERT,8K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,413927520256.0
+edge,BERT,16K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,1652488714240.0
+edge,BERT,32K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,6603512264704.0
+edge,BERT,64K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,26401164015616.0
+edge,BERT,128K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,105578886117376.0
+edge,BERT,256K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,422264004720640.0
+edge,BERT,512K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,1688952939526144.0
+edge,BERT,1M,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,6755605599533056.0
+edge,XLM,512,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,head,32,0,3221460992.0
+edge,XLM,1K,offchip,offchip,onchip,onchip,offchip,offchip,weight,weight,row,128,0,13153359872.0
+edge,XLM,2K,onchip,offchip,onchip,onchip,offchip,offchip,weight,weight,row,128,0.1466666666666666,48490234019.83999
+edge,XLM,4K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,242665715712.0
+edge,XLM,8K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,966367705088.0
+edge,XLM,16K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,3856880695296.0
+edge,XLM,32K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,15410342721536.0
+edge,XLM,64K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,61607010957312.0
+edge,XLM,128K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,246359324162048.0
+edge,XLM,256K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,985299857504256.0
+edge,XLM,512K,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,3940924551919616.0
+edge,XLM,1M,onchip,offchip,offchip,offchip,offchip,offchip,weight,weight,row,128,0,1.5763148451674112e+16
 """
-_FLAT_FIELDS = ("Q", "K", "QK", "A", "V", "AV", "QK_stationarity", "AV_stationarity", "granularity", "P1")
+_FLAT_FIELDS = ("Q", "K", "QK", "A", "V", "AV", "QK_stationarity", "AV_stationarity", "granularity", "P1",
+                "proportion_spilled", "mem_traffic")
+FLAT_SEQ_LENS = {"512": 512, "2K": 2048, "8K": 8192, "32K": 32768, "128K": 131072, "512K": 524288, **SEQ_LENS}
 _FLAT_MAPPINGS = {
-    (fields[0], SEQ_LENS[fields[1]]): {**dict(zip(_FLAT_FIELDS, fields[2:])), "P1": int(fields[-1])}
-    for fields in csv.reader(io.StringIO(_FLAT_MAPPING_ROWS))
+    (fields[0], fields[1], FLAT_SEQ_LENS[fields[2]]): {
+        **dict(zip(_FLAT_FIELDS, fields[3:])), "P1": int(fields[12]), "proportion_spilled": float(fields[13]),
+        "mem_traffic": float(fields[14])}
+    for fields in csv.reader(io.StringIO(_FLAT_VALIDATION))
 }
 
 # pareto.csv: model,PE_dim,traffic (bytes),mem_lat (s),latency (s)

@@ -23,7 +23,7 @@ from einsim.simulator.layer import linear_shapes, simulate_linear
 from einsim.simulator.mapping import Mapping, load_mapping
 from einsim.simulator.models import PAPER_SEQ_LENS, load_model
 from einsim.simulator.paper_reference import (
-    MODELS, attention_points, flat_mapping, linear_points, pareto_buffer_bytes, pareto_points,
+    MODELS, attention_points, flat_mapping, flat_points, linear_points, pareto_buffer_bytes, pareto_points,
 )
 from einsim.simulator.simulate import simulate
 from einsim.simulator.spatial import compile_design
@@ -315,6 +315,34 @@ def flat_headline_table() -> list[list[str]]:
     return rows
 
 
+def flat_operator_errors(platform: str = "cloud") -> dict[tuple[str, int], float]:
+    """einsim's QK + AV DRAM bytes at each of the artifact's FLAT configurations on `platform`
+    (every length it lists, 512 to 1M) over the artifact's (`mem_traffic`), minus one."""
+    out = {}
+    for (model, seq_len), row in flat_points(platform).items():
+        problem = load_model(model).problem(seq_len)
+        estimate = simulate("attention-3pass", problem, f"flat-{platform}", load_mapping(flat_mapping(model, seq_len, platform)))
+        per_einsum = {e.einsum: e.traffic_bytes for e in estimate.per_einsum}
+        out[(model, seq_len)] = (per_einsum["QK"] + per_einsum["AV"]) / row["mem_traffic"] - 1
+    return out
+
+
+def flat_operator_table() -> list[list[str]]:
+    """Mean and worst error of the QK + AV traffic per platform, the paper's lengths apart from
+    the lengths between them (held out: the model was built against the paper's grid only)."""
+    grid = set(PAPER_SEQ_LENS)
+    rows = []
+    for platform in ("cloud", "edge"):
+        errors = flat_operator_errors(platform)
+        for label, keep in (("paper's lengths", lambda n: n in grid), ("other lengths (held out)", lambda n: n not in grid)):
+            chosen = {k: v for k, v in errors.items() if keep(k[1])}
+            worst = max(chosen, key=lambda k: abs(chosen[k]))
+            rows.append([platform, label, ", ".join(sorted({m for m, _ in chosen})), str(len(chosen)),
+                         f"{statistics.fmean(abs(v) for v in chosen.values()):.1%}",
+                         f"{_pct(chosen[worst])} ({worst[0]} {_length(worst[1]) if worst[1] >= 1024 else worst[1]})"])
+    return rows
+
+
 def buffer_table(platform: str = "cloud", model: str = "BERT") -> list[list[str]]:
     rows = []
     for seq_len in PAPER_SEQ_LENS:
@@ -341,6 +369,10 @@ def markdown(cloud: dict, edge: dict | None = None, pareto: dict | None = None, 
             "own FLAT policy (docs/simulator.md §5.6); the artifact's mapping:", ""]
     out += _table(["model", "length", "artifact", "einsim, artifact's mapping", "einsim, own mapping", "artifact's mapping"],
                   flat_traffic_table(cloud, attention))
+    out += ["", "FLAT's QK and AV operators alone at every configuration of the artifact's FLAT table "
+            "(`flat_validation.csv`, its validation mode: the softmax excluded; paper_validation.flat_operator_errors): "
+            "einsim's DRAM bytes against its `mem_traffic`:", ""]
+    out += _table(["platform", "lengths", "models", "points", "mean abs error", "worst"], flat_operator_table())
     out += ["", "Per point, attention layer (paper / einsim):", ""]
     out += _table(["model", "length", "FLAT latency s", "FuseMax latency s", "speedup", "energy FuseMax/FLAT",
                    "FLAT query block, spill"], point_table(cloud, attention))

@@ -159,3 +159,11 @@ def test_flats_own_headline_needs_the_softmax_off_the_1d_array():
     what_if = pv.flat_headline("cloud", what_if=True, models=("BERT",), seq_lens=(4096,))
     assert 1.5 < bound["speedup"] < 1.8
     assert what_if["speedup"] > 2 * bound["speedup"]
+
+
+def test_flats_operators_match_the_artifact_at_lengths_the_model_was_not_built_on():
+    errors = pv.flat_operator_errors("cloud")
+    held_out = {k: v for k, v in errors.items() if k[1] not in PAPER_SEQ_LENS}
+    assert len(held_out) == 24
+    assert max(abs(v) for v in held_out.values()) < 0.005
+    assert abs(errors[("BERT", 131072)]) < 0.005  # half of its QK rows overbooked
