@@ -174,7 +174,7 @@ def run_one(args: argparse.Namespace) -> int:
     elif args.backward:
         raise ConfigError("--backward goes with --cascade; name a backward kernel with --kernel")
     get_kernel(args.kernel)  # unknown kernel: a clear error before anything else
-    problem = kernel_problem_from_args(args, decode=args.kernel == "decode")
+    problem = kernel_problem_from_args(args, decode=args.kernel in ("decode", "decode-paged"))
     if args.trials is not None and args.trials <= 0:
         raise ConfigError(f"--trials must be a positive number, got {args.trials}")
     try:

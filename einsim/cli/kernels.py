@@ -65,7 +65,7 @@ def _show(args: argparse.Namespace) -> int:
     spec = get_kernel(args.name)
     # B,H,N,D means self-attention, except for decode, whose N is the KV-cache length and which
     # takes one query row per step (as `einsim autotune --kernel decode` does)
-    problem = kernel_problem_from_args(args, default_shape=DEFAULT_SHAPE, decode=args.name == "decode")
+    problem = kernel_problem_from_args(args, default_shape=DEFAULT_SHAPE, decode=args.name in ("decode", "decode-paged"))
     limits = DeviceLimits.h100()
     default = spec.resolve_config(None, problem, limits)
     space = spec.search_space(problem)
