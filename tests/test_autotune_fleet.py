@@ -66,8 +66,11 @@ def test_workers_share_the_studies_through_sqlite(tmp_path: Path, capsys):
     (shape,) = data["shapes"]
     assert shape["status"] == "tuned" and shape["evaluated"] >= 4 and data["workers"] == 2
     study = optuna.load_study(study_name=shape["study"], storage=storage)
-    workers = {t.user_attrs.get("worker") for t in study.trials if t.user_attrs.get("evaluated")}
-    assert len(workers) == 2, "both worker processes ran trials of the one study"
+    evaluated = [t for t in study.trials if t.user_attrs.get("evaluated")]
+    keys = [t.user_attrs["config_key"] for t in evaluated]
+    assert len(keys) == len(set(keys)), "no config ran twice, whichever worker took it"
+    # Which worker ran which trial depends on which process started first: not asserted.
+    assert all(t.user_attrs.get("worker") for t in evaluated)
 
 
 @pytest.mark.parametrize("argv, message", [
