@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from einsim.einsum_cascades.expr import Access, Logical
+from einsim.einsum_cascades.expr import Access, Binary, Compare, Coordinate, Logical, Name, Number
 from einsim.einsum_cascades.intervals import Bounds, truth
 from einsim.einsum_cascades.space import Space, gather, resolve_access
 from einsim.einsum_cascades.values import holds
@@ -264,11 +264,7 @@ class TileClassification:
         non-empty key tiles (a kernel skips the empty ones between, as sinks + window's), `full`
         those needing no mask, `first_key` the start of the first one, `last_key` the last key
         any row sees. One head: refused when the filters read tensors per batch or head."""
-        if self.batch:
-            raise ShapeError(
-                f"the tiles differ per {', '.join(self.batch)} (the filters read tensors); use state and count "
-                "per position instead of one head's TileCounts"
-            )
+        self._one_head()
         visit = self.state != EMPTY
         seen = visit.any(axis=1)
         first, end = self.key_ranges()
@@ -284,6 +280,23 @@ class TileClassification:
                           full=(self.state[:, :whole_key_tiles] == FULL).sum(axis=1).astype(np.int64),
                           first_key=(first * self.block_k).astype(np.int64), last_key=last_key.astype(np.int64),
                           exact_pairs=float(self.visible_pairs), kv_lo=kv_lo, kv_hi=kv_hi)
+
+    def _one_head(self) -> None:
+        if self.batch:
+            raise ShapeError(
+                f"the tiles differ per {', '.join(self.batch)} (the filters read tensors); use state and count "
+                "per position instead of one head's counts"
+            )
+
+    def key_tile_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per key tile: the query tiles that visit it and how many of those need no mask (a
+        short last key tile always does), as `einsim.problem.Problem.key_tile_counts`: what a
+        backward's dK/dV programs walk. One head, as tile_counts()."""
+        self._one_head()
+        whole_key_tiles = self.kv_len // self.block_k
+        full = (self.state == FULL)
+        full[:, whole_key_tiles:] = False
+        return (self.state != EMPTY).sum(axis=0).astype(np.int64), full.sum(axis=0).astype(np.int64)
 
     def _extreme_keys(self, query_tiles: np.ndarray, key_tiles: np.ndarray, last: bool) -> np.ndarray:
         """The last (or first) key position any row of each query tile sees within the given key
@@ -324,13 +337,29 @@ def _lists(chosen: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
     return {f"{prefix}_num_blocks": chosen.sum(axis=-1).astype(np.int32), f"{prefix}_indices": order.astype(np.int32)}
 
 
+def mask_condition(problem, key: str = "M", query: str = "P"):
+    """A problem's causal / window mask (einsim.problem.Problem: bottom-right aligned, query p
+    at key position p + M - P) as a filter condition, or None when it has neither."""
+    position = Binary("+", Coordinate(query), Binary("-", Name(key), Name(query)))
+    terms = []
+    if problem.causal:
+        terms.append(Compare("<=", Coordinate(key), position))
+    if problem.window is not None:
+        left, right = problem.window
+        terms.append(Compare(">=", Coordinate(key), Binary("-", position, Number(float(left)))))
+        terms.append(Compare("<=", Coordinate(key), Binary("+", position, Number(float(right)))))
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else Logical("and", tuple(terms))
+
+
 def classify_tiles(cascade, sizes: Mapping[str, int] | None = None, block_q: int = 128, block_k: int = 128,
                    tensors: Mapping[str, np.ndarray] | None = None, *, query: str = "P",
-                   key: str = "M") -> TileClassification:
-    """Classify the (query tile, key tile) pairs of `cascade` (its cascade-wide filters, and-ed)
-    at bound `sizes`, tiles of block_q queries x block_k keys; `tensors` gives the inputs a filter
-    reads (document ids, a block mask). Exact: interval arithmetic decides the tiles it can,
-    the rest are enumerated point by point."""
+                   key: str = "M", problem=None) -> TileClassification:
+    """Classify the (query tile, key tile) pairs of `cascade` (its cascade-wide filters, and-ed,
+    and the causal / window mask of `problem` when given) at bound `sizes`, tiles of block_q
+    queries x block_k keys; `tensors` gives the inputs a filter reads (document ids, a block
+    mask). Exact: interval arithmetic decides the tiles it can, the rest are enumerated."""
     for rank in (query, key):
         if rank not in cascade.ranks:
             raise ShapeError(f"{cascade.name}: no rank {rank}; ranks: {', '.join(cascade.ranks)}")
@@ -354,10 +383,10 @@ def classify_tiles(cascade, sizes: Mapping[str, int] | None = None, block_q: int
             names = ", ".join(declared)
             raise ShapeError(f"{cascade.name}: the filters read {names}: which tiles they keep depends on their values; pass them")
         values = TensorValues(space, declared, tensors, bound)
-    condition = None
-    if filters:
-        condition = filters[0].condition if len(filters) == 1 else \
-            Logical("and", tuple(f.condition for f in filters))
+    terms = [f.condition for f in filters]
+    if problem is not None and mask_condition(problem, key, query) is not None:
+        terms.append(mask_condition(problem, key, query))
+    condition = None if not terms else terms[0] if len(terms) == 1 else Logical("and", tuple(terms))
     tiles = {**{rank: 1 for rank in batch}, query: block_q, key: block_k}
     grid = classify_grid(condition, space, bound, tiles, values)
     return TileClassification(query, key, block_q, block_k, tuple(batch), grid.state, grid.count,

@@ -152,3 +152,12 @@ def test_tile_counts_equal_the_problems_for_causal_and_windows(q_len, kv_len, ma
         for name in ("rows", "visited", "full", "first_key", "last_key"):
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
         assert (got.exact_pairs, got.kv_lo, got.kv_hi) == (expected.exact_pairs, expected.kv_lo, expected.kv_hi)
+        classified = classify_tiles(cascade, {"q_len": q_len, "kv_len": kv_len, **sizes}, block_q, block_k)
+        for mine, theirs in zip(classified.key_tile_counts(), problem.key_tile_counts(block_q, block_k)):
+            np.testing.assert_array_equal(mine, theirs)
+    # the problem's own mask and-ed with the cascade's filters (fusemax has none)
+    both = classify_tiles(load_cascade("fusemax"), {"q_len": q_len, "kv_len": kv_len}, 64, 64,
+                          problem=Problem(batch=1, q_heads=1, q_len=q_len, kv_len=kv_len, head_dim=64, causal=True))
+    np.testing.assert_array_equal(both.tile_counts().visited,
+                                  Problem(batch=1, q_heads=1, q_len=q_len, kv_len=kv_len, head_dim=64,
+                                          causal=True).tile_counts(64, 64).visited)

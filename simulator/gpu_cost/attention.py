@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from einsim.simulator.gpu_cost.cascade_plan import PassPlan, bind, cascade_mask, is_matmul, pass_plan
+from einsim.simulator.gpu_cost.cascade_plan import PassPlan, bind, cascade_mask, is_matmul, pass_plan, tile_mask
 from einsim.simulator.gpu_cost.engine import Launch, ProgramGroup, TileWork
 from einsim.simulator.gpu_cost.mapping import GpuMapping
 from einsim.simulator.gpu_cost.resources import Residency, RegisterModel, flash_shared_memory, residency
@@ -78,7 +78,6 @@ def forward_layout(cascade: Any, problem: Any, mapping: GpuMapping, roofs: GpuRo
     """Tiles, GQA packing (decode-like shapes put a group's query heads in one program) and
     split-KV (`choose_splits` over the `slots` of the GPU, unless the mapping fixes it)."""
     tiles = mapping.forward_tiles(problem.head_dim, decode=is_decode(problem))
-    causal, window = cascade_mask(cascade, problem)
     group = problem.group_size
     packed = problem.q_len < tiles.block_m and group > 1
     if packed:
@@ -87,7 +86,7 @@ def forward_layout(cascade: Any, problem: Any, mapping: GpuMapping, roofs: GpuRo
     else:
         q_per_tile = min(tiles.block_m, problem.q_len)
         rows, heads = q_per_tile, problem.q_heads
-    counts = replace(problem, causal=causal, window=window).tile_counts(q_per_tile, tiles.block_n)
+    counts = tile_mask(cascade, problem).tile_counts(q_per_tile, tiles.block_n)
     base = problem.batch * heads * counts.visited.size
     most = int(counts.visited.max()) if counts.visited.size else 0
     splits = mapping.kv_splits
@@ -231,7 +230,6 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
     kernel = style(mapping.kernel_style, model)
     dkdv, dq = mapping.backward_tiles(problem.head_dim)
     mode = mapping.dq_mode()
-    causal, window = cascade_mask(cascade, problem)
     plan = pass_plan(cascade, "recompute")
     score = _score_chain(plan, problem, dkdv)
     s = problem.dtype_bytes
@@ -243,7 +241,7 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
     q_rows, kv_rows = B * H * P, B * G * M
     preprocess = Launch("backward preprocess", (), q_rows * (2 * F * s + 2 * LSE_BYTES), memory_only=True)
     # dK/dV: per key tile of dkdv.block_n keys, query tiles of dkdv.block_m rows
-    mask = replace(problem, causal=causal, window=window)
+    mask = tile_mask(cascade, problem)
     visited, full = mask.key_tile_counts(dkdv.block_m, dkdv.block_n)
     group = problem.group_size
     pair = float(dkdv.block_m * dkdv.block_n)

@@ -5,9 +5,13 @@ intermediates cross passes through HBM (docs/simulator.md § GPU cost model, "Mu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Mapping
 
 from einsim.einsum_cascades.passes import PassReport, analyze_passes
+from einsim.einsum_cascades.tiles import classify_tiles
+from einsim.problem import TileCounts
 from einsim.simulator.simulate import window_binding
 
 # operations that are one lane op each; anything else (gelu, tanh, elu1, ...) is a special function
@@ -58,6 +62,47 @@ def cascade_mask(cascade: Any, problem: Any) -> tuple[bool, tuple[int, int] | No
         causal = True
     window_binding(cascade, problem)  # a window cascade on a problem without a window: ShapeError
     return causal, window
+
+
+# the cascade filters Problem's own causal / window mask stands for (cascade_mask binds them)
+_PROBLEM_MASK_FILTERS = {"m<=p+M-P", "m>=p+M-P-window_leftandm<=p+M-P+window_right"}
+
+
+def tile_mask(cascade: Any, problem: Any) -> Any:
+    """What the GPU visits tiles for, with Problem's `tile_counts(block_m, block_n)` and
+    `key_tile_counts(block_m, block_n)`: the problem with the cascade's causal or window filter
+    (cascade_mask) when those are all the filters it has; otherwise the notation's exact tile
+    classification (einsum_cascades.tiles) of the cascade's filters and-ed with the problem's
+    mask, so sinks + window, prefix-LM or a 2-D neighbourhood visit only the tiles they keep.
+    A filter that reads tensors (document ids, a block mask) depends on data the model is not
+    given: the problem's mask stands for it (an upper bound on the tiles visited)."""
+    causal, window = cascade_mask(cascade, problem)
+    masked = replace(problem, causal=causal, window=window)
+    filters = tuple(getattr(cascade, "filters", ()))
+    if any(f.tensors for f in filters) or all(f.text.replace(" ", "") in _PROBLEM_MASK_FILTERS for f in filters):
+        return masked
+    return FilterMask(cascade, masked)
+
+
+@dataclass(frozen=True)
+class FilterMask:
+    """The tiles a cascade's own filters (and the problem's mask) keep, classified exactly."""
+
+    cascade: Any
+    problem: Any
+
+    def tile_counts(self, block_m: int, block_n: int) -> TileCounts:
+        return _classified(self.cascade, self.problem, block_m, block_n).tile_counts()
+
+    def key_tile_counts(self, block_m: int, block_n: int) -> tuple[Any, Any]:
+        return _classified(self.cascade, self.problem, block_m, block_n).key_tile_counts()
+
+
+@lru_cache(maxsize=256)
+def _classified(cascade: Any, problem: Any, block_m: int, block_n: int):
+    sizes = {rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks}
+    sizes.update(window_binding(cascade, problem))
+    return classify_tiles(cascade, sizes, block_m, block_n, problem=problem)
 
 
 def bind(cascade: Any, problem: Any, block_n: int, splits: int = 1, window: tuple[int, int] | None = None,

@@ -1,0 +1,32 @@
+"""The GPU cost model visits the tiles a cascade's own filters keep (einsum_cascades.tiles): a
+sinks + window or 2-D neighbourhood cascade is not priced as the problem's causal mask."""
+
+import numpy as np
+
+from einsim.einsum_cascades import load_cascade
+from einsim.einsum_cascades.tiles import classify_tiles
+from einsim.problem import Problem
+from einsim.simulator.gpu_cost.cascade_plan import FilterMask, tile_mask
+from einsim.simulator.simulate import simulate
+
+CAUSAL_16K = Problem(batch=1, q_heads=32, kv_heads=8, q_len=16384, kv_len=16384, head_dim=128, causal=True)
+
+
+def test_causal_and_window_cascades_keep_the_problems_own_mask():
+    assert isinstance(tile_mask(load_cascade("attention-causal"), CAUSAL_16K), Problem)
+    assert isinstance(tile_mask(load_cascade("fusemax"), CAUSAL_16K), Problem)
+    # a filter that reads document ids: the model is not given them, the problem's mask stands
+    assert isinstance(tile_mask(load_cascade("packed-documents"), CAUSAL_16K), Problem)
+
+
+def test_sinks_and_window_visit_only_their_tiles_and_cost_a_fraction_of_causal():
+    cascade = load_cascade("sinks-window")
+    mask = tile_mask(cascade, CAUSAL_16K)
+    assert isinstance(mask, FilterMask)
+    counts = mask.tile_counts(128, 128)
+    expected = classify_tiles(cascade, {"q_len": 16384, "kv_len": 16384}, 128, 128).tile_counts()
+    np.testing.assert_array_equal(counts.visited, expected.visited)
+    assert counts.visited.max() <= 4  # the sink tile and the window's (at most three)
+    window = simulate(cascade, CAUSAL_16K, "h100-sxm").latency_s
+    causal = simulate("attention-causal", CAUSAL_16K, "h100-sxm").latency_s
+    assert window < causal / 10
