@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from einsim.einsum_cascades.expr import Access, Binary, Compare, Coordinate, Logical, Name, Number, walk
-from einsim.einsum_cascades.tiles import EMPTY, classify_grid
+from einsim.einsum_cascades.expr import Access, Logical, walk
+from einsim.einsum_cascades.tiles import EMPTY, classify_grid, mask_condition
 
 
 @dataclass(frozen=True)
@@ -58,22 +58,6 @@ class Visibility:
             seen = padded.reshape(groups, tiles, -1).any(axis=1).sum(axis=1) / self.visited.shape[1]
             self._blocks[rows] = float(seen.mean())
         return self._blocks[rows]
-
-
-def mask_condition(problem, key: str = "M", query: str = "P"):
-    """The problem's causal / window mask as a filter condition (bottom-right aligned: query p
-    sits at key position p + M - P), or None."""
-    position = Binary("+", Coordinate(query), Binary("-", Name(key), Name(query)))
-    terms = []
-    if problem.causal:
-        terms.append(Compare("<=", Coordinate(key), position))
-    if problem.window is not None:
-        left, right = problem.window
-        terms.append(Compare(">=", Coordinate(key), Binary("-", position, Number(float(left)))))
-        terms.append(Compare("<=", Coordinate(key), Binary("+", position, Number(float(right)))))
-    if not terms:
-        return None
-    return terms[0] if len(terms) == 1 else Logical("and", tuple(terms))
 
 
 def plane_condition(cascade, key_ranks: set[str], query_ranks: set[str]):
