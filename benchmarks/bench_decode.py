@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from einsim.autotune.timing import warm_up_gpu  # noqa: E402
 from einsim.einsum_cascades.reference import attention_reference_torch  # noqa: E402
 from einsim.kernels.decode import config as cfg  # noqa: E402
 from einsim.kernels.decode.forward import decode_attention, decode_paged  # noqa: E402
@@ -209,6 +210,7 @@ def main(argv=None) -> int:
         print("bench_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    warm_up_gpu(1.0)  # clocks out of idle before the first backend's first repeat
     header = ("case", "backend", "note", "mode", "ms_median", "spread_pct", "tbps", "vs_cudnn",
               "max_err", "repeats")
     rows = []

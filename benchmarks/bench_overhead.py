@@ -162,6 +162,10 @@ def main(argv=None) -> int:
     if args.stub:
         stub_launches()
     dtype = torch.bfloat16 if device == "cuda" else torch.float16
+    if device == "cuda":
+        from einsim.autotune.timing import warm_up_gpu
+
+        warm_up_gpu(0.5)
     rows, failures = cases(device, dtype, args.stub)
     for failure in failures:
         print(f"WRONG {failure}")
