@@ -109,7 +109,7 @@ def _compile(args: argparse.Namespace) -> int:
         "ranks": {"batch": roles.batch, "heads": roles.head, "kv_heads": roles.kv_head,
                   "queries": roles.query, "keys": roles.key, "head_dim": roles.head_dim,
                   "value_dim": roles.value_dim},
-        "score": str(form.score), "score_derivative": generated.source.split("dS/dQK  = ", 1)[1].split("\n", 1)[0],
+        "score": str(form.score), "score_derivative": generated.score_derivative,
         "mask": [f.text for f in form.mask], "tile_skipping": generated.mask_mode,
         "extra_inputs": {n: list(compiled.cascade.inputs[n]) for n in compiled.extra_inputs},
         "symbols": list(generated.symbols), "generated_file": str(path),

@@ -42,6 +42,7 @@ class GeneratedKernel:
     # The score's reads of extra inputs it can be differentiated in, one per distinct access, in
     # the order of the dq kernel's gradient arguments (dx_<i>, dx_<i>_s<axis>): the input's name.
     grad_accesses: tuple[str, ...] = ()
+    score_derivative: str = ""  # dS/dQK as text
 
     @property
     def name(self) -> str:
@@ -146,7 +147,7 @@ def generate(form: SoftmaxAttention) -> GeneratedKernel:
         mask_reads_tensors="x_" in keep_code,
         mask_by_batch=bool(re.search(r"\bbatch\b", keep_code)),
         mask_by_head=bool(re.search(r"\b(kv_)?head\b", keep_code)),
-        grad_accesses=grad_accesses)
+        grad_accesses=grad_accesses, score_derivative=str(grad))
 
 
 __all__ = ["GeneratedKernel", "generate"]
