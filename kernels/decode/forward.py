@@ -4,6 +4,7 @@ the split pass and the merge. Returns (out, lse) like the fused forward."""
 from __future__ import annotations
 
 from einsim.kernels.decode import config as cfg
+from einsim.kernels.decode import paged, splitkv
 from einsim.kernels.launch import plan_cache, tensor_key
 from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
@@ -29,8 +30,6 @@ class DecodePlan:
         self.descriptors = None
 
     def run(self, q, k, v):
-        from einsim.kernels.decode import splitkv
-
         return splitkv.run(self, q, k, v)
 
 
@@ -222,8 +221,6 @@ def decode_paged(q, k_cache, v_cache, cache_seqlens, block_table=None, *, causal
     """
     plan = paged_decode_plan(q, k_cache, v_cache, cache_seqlens, block_table, causal, scale,
                              config, limits)
-    from einsim.kernels.decode import paged
-
     return paged.run(plan, q, k_cache, v_cache, cache_seqlens, block_table)
 
 

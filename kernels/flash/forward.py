@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import triton
 import triton.language as tl
 
@@ -292,8 +293,6 @@ def flash_forward(q, k, v, *, causal: bool = False, window=None, scale: float | 
     Raises ShapeError for bad tensors and ConfigError for a config that cannot run, before any
     launch. The checks, the config and the launch are decided once per shape (a launch plan).
     """
-    import torch
-
     if window is not None and not isinstance(window, tuple):
         window = tuple(window) if isinstance(window, (list, tuple)) else window
     plan = forward_plan(q, k, v, causal, window, scale, config, out, lse)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from einsim.kernels.launch import plan_cache, tensor_key
 from einsim.kernels.multipass import config as cfg
+from einsim.kernels.multipass import three_pass, two_pass
 from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
                                              interpreting, patch_interpreter, raise_if_unfit)
 from einsim.kernels.registry import get_kernel
@@ -27,11 +28,7 @@ class MultipassPlan:
         self.launches = None
 
     def run(self, q, k, v):
-        if self.passes == 2:
-            from einsim.kernels.multipass import two_pass as module
-        else:
-            from einsim.kernels.multipass import three_pass as module
-        return module.run(self, q, k, v)
+        return (two_pass if self.passes == 2 else three_pass).run(self, q, k, v)
 
 
 def _run(passes: int, q, k, v, causal, window, scale, config, limits=None):
