@@ -35,15 +35,16 @@ def paper_grid() -> int:
     """Attention for every design, model and length of the paper's evaluation."""
     from einsim.simulator.models import PAPER_SEQ_LENS, load_model
     from einsim.simulator.paper_reference import MODELS
-    from einsim.simulator.paper_validation import DESIGN_SPECS
+    from einsim.simulator.paper_validation import DESIGN_SPECS, design_spec
     from einsim.simulator.simulate import simulate
 
     count = 0
-    for cascade, target, mapping in DESIGN_SPECS.values():
+    for design in DESIGN_SPECS:
         for model in MODELS:
             preset = load_model(model)
             for seq_len in PAPER_SEQ_LENS:
-                simulate(cascade, preset.problem(seq_len), target.format(platform="cloud"), mapping)
+                cascade, target, mapping = design_spec(design, model, seq_len)
+                simulate(cascade, preset.problem(seq_len), target, mapping)
                 count += 1
     return count
 

@@ -77,10 +77,7 @@ def run(platform: str = "cloud", designs=tuple(DESIGN_SPECS), models=MODELS, seq
 
         jobs = tqdm(jobs, desc=f"paper grid ({platform})", unit="point")
     for design, model_name, seq_len in jobs:
-        cascade, target, mapping = {**DESIGN_SPECS, **EXTRA_DESIGNS}[design]
-        target = target.format(platform=platform)
-        if mapping == ARTIFACT:
-            mapping = load_mapping(flat_mapping(model_name, seq_len)) if platform == "cloud" else Mapping()
+        cascade, target, mapping = design_spec(design, model_name, seq_len, platform)
         model = load_model(model_name)
         problem = model.problem(seq_len)
         attention = simulate(cascade, problem, target, mapping)
@@ -88,6 +85,15 @@ def run(platform: str = "cloud", designs=tuple(DESIGN_SPECS), models=MODELS, seq
         linear = [simulate_linear(shape, tokens, target) for shape in linear_shapes(model)]
         out[(design, model_name, seq_len)] = Point(attention, sum(e.latency_s for e in linear), sum(e.energy_j for e in linear))
     return out
+
+
+def design_spec(design: str, model: str, seq_len: int, platform: str = "cloud") -> tuple[str, str, Mapping]:
+    """The cascade, target and mapping of one design at one point (FLAT: the artifact's mapping
+    there, on the cloud; its own policy on the edge, where the paper reports nothing)."""
+    cascade, target, mapping = {**DESIGN_SPECS, **EXTRA_DESIGNS}[design]
+    if mapping == ARTIFACT:
+        mapping = load_mapping(flat_mapping(model, seq_len)) if platform == "cloud" else Mapping()
+    return cascade, target.format(platform=platform), mapping
 
 
 def minimum_buffer_bytes(design: str, model_name: str, seq_len: int, platform: str = "cloud") -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,8 @@ from einsim.simulator.spatial.costs import OP_KINDS, compute_energy_per_point, c
 from einsim.simulator.spatial.evaluate import evaluate_group
 from einsim.simulator.spatial.masks import problem_kv_share, visible_key_tiles, visible_tile_fraction
 from einsim.simulator.spatial.report import build_estimate
-from einsim.simulator.spatial.staging import group_plans
+from einsim.simulator.spatial.resident import resident_need
+from einsim.simulator.spatial.staging import evaluate_staged, group_plans
 from einsim.simulator.spatial.visibility import plane_condition, reads_tensors, visibility
 from einsim.problem import Problem
 
@@ -172,7 +174,7 @@ class Design:
 
     def _nodes(self) -> tuple[Node, ...]:
         cascade, target, mapping = self.cascade, self.target, self.mapping
-        graph = dependency_graph(cascade)
+        graph = _dependency_graph(cascade)
         group_of = {name: i for i, group in enumerate(mapping.groups) for name in group}
         exp_unit = target.unit("exp")
         exp_native = exp_unit.via is None
@@ -326,8 +328,14 @@ class Design:
         the sequence length for a 1-pass cascade; FLAT's fused rows grow with it."""
         plans = plans or [p[0] for p in self.plans]
         block = np.array([min(self.mapping.query_tile, self.query_len)], dtype=float)
-        needs = [float(self.evaluate_group(g, block, self.mapping.spills[0], np.inf, plan=plan)["buffer_bytes"][0])
-                 for g, plan in zip(self.groups, plans)]
+        tile = np.minimum(float(self.mapping.query_tile), block)
+        needs = []
+        for group, plan in zip(self.groups, plans):
+            if plan is None:
+                fixed, live, _, _ = resident_need(self, group, block, np.inf, tile)
+                needs.append(float((fixed + live)[0]))
+            else:
+                needs.append(float(evaluate_staged(self, group, plan, block, np.inf, self.mapping.buffering)["need"][0]))
         return max(needs)
 
     def block_density(self, blocks) -> np.ndarray:
@@ -395,3 +403,9 @@ class Design:
                 elif role == "key" and t not in keys:
                     keys.append(t)
         return chain, keys
+
+
+@lru_cache(maxsize=256)
+def _dependency_graph(cascade: Cascade):
+    """One dependency graph per cascade (designs of one cascade at many points share it)."""
+    return dependency_graph(cascade)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from einsim.simulator.estimate import EinsumEstimate, Estimate
+from einsim.simulator.spatial import search
 from einsim.units import format_bytes
 
 
@@ -23,7 +24,8 @@ def one(value) -> float:
 
 def build_estimate(design, choices: list[dict[str, Any]]) -> Estimate:
     """The Estimate at per-group choices."""
-    r = design.evaluate_choice(choices)
+    parts = search.evaluate_parts(design, choices)
+    r = search.total(parts)
     feasible = bool(np.asarray(r["feasible"]).reshape(-1)[0])
     latency = one(r["latency_s"]) if feasible else float("nan")
     per_einsum = tuple(
@@ -45,7 +47,7 @@ def build_estimate(design, choices: list[dict[str, Any]]) -> Estimate:
     if math.isfinite(latency) and latency > 0:
         utilization = {"pe_2d": one(r["work_s"]["pe_2d"]) / latency, "pe_1d": one(r["work_s"]["pe_1d"]) / latency,
                        dram_name: times["dram"] / latency, buffer_name: times["global_buffer"] / latency}
-    bound = bound_by(design, choices)
+    bound = bound_by(design, parts)
     compute_ops: dict[str, float] = {}
     for node in design.nodes:
         for kind, count in node.ops.items():
@@ -102,12 +104,11 @@ def build_estimate(design, choices: list[dict[str, Any]]) -> Estimate:
     )
 
 
-def bound_by(design, choices) -> str:
-    """§4.4 the component that sets the latency of the groups that take the most time."""
+def bound_by(design, parts) -> str:
+    """§4.4 the component that sets the latency of the groups that take the most time (each
+    group's evaluation at its choice)."""
     totals: dict[str, float] = {}
-    for group, choice in zip(design.groups, choices):
-        r = design.evaluate_group(group, np.atleast_1d(choice["query_block"])[:1], str(first(choice["spill"])),
-                                  plan=first(choice.get("plan", [None])))
+    for r in parts:
         times = {k: one(v) for k, v in r["times"].items()}
         latency = one(r["latency_s"])
         name = max(("dram", "global_buffer", "schedule"), key=lambda k: times[k])

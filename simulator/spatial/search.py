@@ -40,6 +40,11 @@ def choose(design, capacity=None) -> list[dict[str, Any]]:
 
 def evaluate_choice(design, choices: list[dict[str, Any]], capacity=None) -> dict[str, Any]:
     """The model at per-group choices (from `choose`), over the same capacities."""
+    return total(evaluate_parts(design, choices, capacity))
+
+
+def evaluate_parts(design, choices: list[dict[str, Any]], capacity=None) -> list[dict[str, Any]]:
+    """Each group at its choice, over the same capacities (what `total` adds up)."""
     parts = []
     for group, choice in zip(design.groups, choices):
         blocks = np.atleast_1d(choice["query_block"]).astype(float)
@@ -55,7 +60,7 @@ def evaluate_choice(design, choices: list[dict[str, Any]], capacity=None) -> dic
                 mask = np.array([str(s) == spill and p is plan for s, p in zip(spills, plans)])
                 part = select(mask, r, part)
         parts.append(part)
-    return total(parts)
+    return parts
 
 
 def total(parts: list[dict[str, Any]]) -> dict[str, Any]:
