@@ -55,3 +55,16 @@ def test_a_search_is_never_slower_than_the_style_s_own_tiles():
     searched = simulate("fusemax", PROBLEM, "h200", {"kernel_style": "einsim", "search": True})
     assert searched.latency_s <= own.latency_s
     assert searched.notes[0].startswith("mapping search:")
+
+
+def test_a_filter_s_empty_tiles_are_skipped_on_a_gpu():
+    """issue 13: a sinks + window cascade was priced like full causal attention."""
+    long = Problem(batch=1, q_heads=32, q_len=16384, kv_len=16384, head_dim=128, causal=True)
+    causal = simulate("fusemax", long, "h100-sxm")
+    sinks = simulate("sinks-window", long, "h100-sxm")
+    assert sinks.latency_s < 0.2 * causal.latency_s
+    assert sinks.traffic_by_level["l2"] < 0.2 * causal.traffic_by_level["l2"]
+    assert sinks.compute_ops["mac"] < 0.1 * causal.compute_ops["mac"]
+    prefix = simulate("prefix-lm", Problem(batch=1, q_heads=32, q_len=16384, kv_len=16384, head_dim=128), "h100-sxm")
+    full = simulate("fusemax", Problem(batch=1, q_heads=32, q_len=16384, kv_len=16384, head_dim=128), "h100-sxm")
+    assert causal.compute_ops["mac"] <= prefix.compute_ops["mac"] < full.compute_ops["mac"]
