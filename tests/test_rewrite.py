@@ -171,3 +171,28 @@ outputs: [AV]
         "SN[m,p] * V[f,m] / SD[p]", "NV[f,p] / SD[p]\n  - NV[f,p] = SN[m,p] * V[f,m]")
     with pytest.raises(SpecError, match=r"its own filter 'where m <= p' is part of the softmax; write it in filters:"):
         reassociate(parse_cascade(own_filter))
+
+
+MASK_TERMS = ["m", "p", "p + M - P", "2 * m - p", "floor(m / 3)", "mod(p, 4)", "abs(m - p)", "max(m, p) - 3"]
+SCORE_TERMS = ["QK[b,h,m,p]", "QK[b,h,m,p] * 0.5 - m / 7", "3 * tanh(QK[b,h,m,p] / 3)",
+               "where(mod(m + p, 3) == 0, QK[b,h,m,p], -QK[b,h,m,p])", "QK[b,h,m,p] + log1p(abs(QK[b,h,m,p]))"]
+
+
+@st.composite
+def masks(draw, depth=0):
+    if depth < 2 and draw(st.booleans()):
+        op = draw(st.sampled_from(["and", "or"]))
+        return f"({draw(masks(depth + 1))}) {op} ({draw(masks(depth + 1))})"
+    comparison = draw(st.sampled_from(["<=", "<", ">=", ">", "==", "!="]))
+    return f"{draw(st.sampled_from(MASK_TERMS))} {comparison} {draw(st.sampled_from(MASK_TERMS))} + {draw(st.integers(-4, 4))}"
+
+
+@settings(max_examples=10, deadline=None)
+@given(mask=masks(), score=st.sampled_from(SCORE_TERMS), divide_last=st.booleans(), kv_len=st.integers(1, 11),
+       q_len=st.integers(1, 9), block=st.integers(1, 5), seed=st.integers(0, 99))
+def test_random_masks_and_scores_reassociate_to_the_same_function(mask, score, divide_last, kv_len, q_len, block,
+                                                                  seed):
+    original = plain(score=f"S[b,h,m,p] = {score}", filters=mask, divide_last=divide_last)
+    rewritten = reassociate(original)
+    assert analyze_passes(rewritten).passes == 1
+    assert_same_function(original, rewritten, {"kv_len": kv_len, "q_len": q_len, "batch": 1, "heads": 2}, seed, block)
