@@ -74,7 +74,12 @@ def is_compiled(spec: KernelSpec) -> bool:
 
 def style_of(spec: KernelSpec) -> str:
     # compiled cascades run the loops of the hand-written fused kernels (kernels/compiler/template.py)
-    return "einsim" if is_compiled(spec) else STYLES[spec.name]
+    if is_compiled(spec):
+        return "einsim"
+    if spec.name not in STYLES:  # a kernel the GPU model does not price yet: say so (it was a KeyError)
+        raise ConfigError(f"{spec.name}: the GPU cost model has no kernel style for it yet (it prices "
+                          f"{', '.join(sorted(STYLES))}), so the simulator cannot rank its configs")
+    return STYLES[spec.name]
 
 
 def kernel_cascade(spec: KernelSpec, name: str):

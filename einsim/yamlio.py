@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from einsim.errors import EinsimError, SpecError, brief
+from einsim.files import path_kind
 
 MAX_YAML_BYTES = 1 << 20  # 1 MiB: the largest shipped spec is ~10 KB
 MAX_YAML_DEPTH = 64  # mappings and lists inside each other
@@ -144,7 +145,10 @@ def compose_yaml(text: str, source: str, error_type: type[EinsimError] = SpecErr
     None for an empty document."""
     if len(text) > MAX_YAML_BYTES:
         raise error_type(f"{source}: {len(text)} characters: YAML specs are limited to {MAX_YAML_BYTES} bytes")
-    loader = LimitedSafeLoader(text)
+    try:
+        loader = LimitedSafeLoader(text)  # PyYAML's reader refuses control characters (NUL) here
+    except yaml.YAMLError as error:
+        raise error_type(yaml_error_message(source, error)) from None
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as error:
@@ -189,8 +193,11 @@ def read_yaml_text(path: str | Path, shown: str, error_type: type[EinsimError] =
     """A spec file's text: a folder, a file over MAX_YAML_BYTES, UTF-16/32 or any bytes that are
     not UTF-8 become one `error_type` line naming `shown` and the fix."""
     path = Path(path)
-    if path.is_dir():
+    kind = path_kind(path)
+    if kind == "folder":
         raise error_type(f"{shown}: is a folder, not a YAML file")
+    if kind == "unusable":
+        raise error_type(f"{brief(shown)}: not a usable file name (too long, or a character the file system refuses)")
     try:
         size = path.stat().st_size
         if size > MAX_YAML_BYTES:

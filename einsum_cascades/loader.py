@@ -22,6 +22,7 @@ from einsim.einsum_cascades.ir import (
 )
 from einsim.einsum_cascades.space import Space, index_var
 from einsim.errors import SpecError, brief, did_you_mean
+from einsim.files import exists
 from einsim.yamlio import LimitedSafeLoader, compose_yaml, read_yaml_text
 
 _RANK = re.compile(r"^[A-Z][A-Z0-9]*$")
@@ -52,9 +53,9 @@ def library_names() -> list[str]:
 def load_cascade(name_or_path: str | Path) -> Cascade:
     """A library cascade by name (`fusemax`) or any cascade YAML file by path."""
     path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml") or not path.exists():
+    if path.suffix not in (".yaml", ".yml") or not exists(path):
         candidate = library_dir() / f"{name_or_path}.yaml"
-        if not candidate.exists():
+        if not exists(candidate):
             if path.suffix in (".yaml", ".yml"):
                 raise SpecError(f"{name_or_path}: no such file")
             raise SpecError(
@@ -264,7 +265,7 @@ class _Builder:
             ranks = tuple(self.string(n, f"inputs.{name}[]") for n in self.sequence(value_node, f"inputs.{name}"))
             for rank in ranks:
                 if rank not in self.ranks:
-                    raise SpecError(f"{self.at(value_node)}: inputs.{name}: unknown rank {rank!r}; declared: {', '.join(self.ranks)}")
+                    raise SpecError(f"{self.at(value_node)}: inputs.{name}: unknown rank {brief(rank)}; declared: {', '.join(self.ranks)}")
             if len(set(ranks)) != len(ranks):
                 raise SpecError(f"{self.at(value_node)}: inputs.{name}: a rank appears twice")
             inputs[name] = ranks

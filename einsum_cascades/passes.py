@@ -9,7 +9,7 @@ import networkx as nx
 
 from einsim.einsum_cascades.expr import Access, Name, walk
 from einsim.einsum_cascades.ir import Cascade, Einsum, resolve_access
-from einsim.errors import SpecError
+from einsim.errors import SpecError, brief
 
 # How much of the current traversal of the rank a value at one coordinate depends on.
 NONE, POINT, TILE, PREFIX, FULL = range(5)
@@ -94,7 +94,7 @@ def analyze_passes(cascade: Cascade, rank: str = "M") -> PassReport:
     or [m1+1] depend only on the current or earlier tiles and stay in the same pass.
     """
     if rank not in cascade.ranks:
-        raise SpecError(f"{cascade.name}: unknown rank {rank!r}; ranks: {', '.join(cascade.ranks)}")
+        raise SpecError(f"{cascade.name}: unknown rank {brief(rank)}; ranks: {', '.join(cascade.ranks)}")
     space = cascade.space
     family = space.family(rank)
     order = _leaf_order(space, rank)

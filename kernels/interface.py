@@ -12,6 +12,7 @@ import torch
 from einsim.kernels import ops
 from einsim.kernels.flash.backward import FlashAttentionFunction
 from einsim.kernels.flash.forward import flash_forward
+from einsim.kernels.runtime import check_flag
 
 _is_compiling = torch.compiler.is_compiling
 
@@ -31,6 +32,8 @@ def attention(q, k, v, causal: bool = False, window=None, scale: float | None = 
     tensors), the call is the operator torch.ops.einsim.attention_forward, which the compiler
     keeps as one node (docs/kernels.md § PyTorch operators).
     """
+    if causal is not False and causal is not True:
+        causal = check_flag(causal, "causal", "attention")  # 'no' is truthy: it ran a causal mask
     if window is not None and not isinstance(window, tuple):
         window = tuple(window) if isinstance(window, list) else window
     if _is_compiling() or type(q) is not torch.Tensor:

@@ -6,13 +6,27 @@ tensor descriptors (TMA) can address the tensors. Imports torch; imports triton 
 from __future__ import annotations
 
 import functools
+import math
+import operator
 import os
 
-from einsim.errors import ShapeError
+from einsim.errors import ShapeError, brief
 from einsim.problem import Problem
 from einsim.kernels.limits import DeviceLimits
 
 _DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}
+
+
+def check_flag(value: object, name: str, kernel: str) -> bool:
+    """`value` as a bool when it is one (or numpy's, or the integers 0 and 1); a ShapeError
+    otherwise: `causal='no'` is truthy and ran a causal mask. A few isinstance checks: it runs on
+    every call of the front door."""
+    if value is True or value is False:
+        return value
+    kind = type(value)
+    if (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ShapeError(f"{kernel}: {name} must be True or False, got {brief(value)}")
 
 
 def interpreting() -> bool:
@@ -106,17 +120,21 @@ def check_attention_inputs(q, k, v, *, kernel: str, causal=False, window=None,
         if not 16 <= dim <= 256:
             raise ShapeError(f"{kernel}: {name}={dim} is outside the supported 16..256")
     if scale is not None:
-        try:
-            ok = float(scale) > 0
-        except (TypeError, ValueError):
+        try:  # inf gave an all-NaN output; a bool is not a scale
+            ok = not isinstance(scale, bool) and math.isfinite(float(scale)) and float(scale) > 0
+        except (TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
-            raise ShapeError(f"{kernel}: scale must be a positive number, got {scale!r}")
+            raise ShapeError(f"{kernel}: scale must be a positive finite number, got {brief(scale)}")
     if window is not None:
-        try:
-            window = tuple(int(w) for w in window)
-        except (TypeError, ValueError):
-            raise ShapeError(f"{kernel}: window must be (left, right), got {window!r}") from None
+        try:  # operator.index: whole numbers only (int(1.5) silently truncated the window)
+            window = tuple(operator.index(w) for w in window if not isinstance(w, bool))
+            ok = len(window) == 2 and min(window) >= 0
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ShapeError(f"{kernel}: window must be (left, right), two whole numbers >= 0, "
+                             f"got {brief(window)}") from None
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         # Batch and head offsets are 64-bit in the kernels; offsets inside one head are 32-bit.
         if tensor.shape[2] * abs(tensor.stride(2)) + tensor.shape[3] * abs(tensor.stride(3)) >= 2**31:
@@ -124,7 +142,7 @@ def check_attention_inputs(q, k, v, *, kernel: str, causal=False, window=None,
                              f"(shape {tuple(tensor.shape)}, strides {tuple(tensor.stride())})")
     return Problem(
         batch=batch, q_heads=q_heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len,
-        head_dim=head_dim, causal=bool(causal), window=window, dtype=dtype_name(q),
+        head_dim=head_dim, causal=check_flag(causal, "causal", kernel), window=window, dtype=dtype_name(q),
         v_head_dim=None if v_head_dim == head_dim else v_head_dim)
 
 

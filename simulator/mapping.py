@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 
-from einsim.errors import ConfigError, SpecError
+from einsim.errors import ConfigError, SpecError, brief
+from einsim.files import is_file
 from einsim.simulator.functions import primitive_kinds
 from einsim.targets.loader import read_yaml_file
 
@@ -142,8 +143,8 @@ def load_mapping(value: "Mapping | dict | str | Path | None") -> Mapping:
     if isinstance(value, dict):
         return parse_mapping(value, "<mapping>")
     path = Path(value)
-    if not path.is_file():
-        raise SpecError(f"{value}: no such mapping file")
+    if not is_file(path):
+        raise SpecError(f"{brief(str(value))}: no such mapping file")
     return parse_mapping(read_yaml_file(path, str(value)), str(value))
 
 
@@ -151,7 +152,7 @@ def parse_mapping(document: Any, source: str = "<mapping>") -> Mapping:
     """Validate a mapping document; messages read `file: field: expected ..., got ...`."""
 
     def fail(path: str, expected: str, got: Any) -> None:
-        raise SpecError(f"{source}: {path}: expected {expected}, got {got!r}")
+        raise SpecError(f"{source}: {path}: expected {expected}, got {brief(got)}")
 
     if document is None:
         return Mapping(source=source)

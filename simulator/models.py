@@ -10,6 +10,7 @@ from typing import Any
 
 
 from einsim.errors import ShapeError, SpecError, brief, did_you_mean
+from einsim.files import is_file
 from einsim.targets.loader import read_yaml_file
 from einsim.problem import DTYPE_BYTES, Problem
 
@@ -99,7 +100,7 @@ def load_model(name: str) -> ModelPreset:
         canonical = by_lower[text.lower()]
         return _load(str(MODEL_DIR / f"{canonical}.yaml"), f"simulator/models/{canonical}.yaml")
     path = Path(text)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
+    if path.suffix in (".yaml", ".yml") and is_file(path):
         return _load(str(path.resolve()), text)
     raise SpecError(f"unknown model {brief(text)}{did_you_mean(text, model_names())}: expected one of {', '.join(model_names())} or a path to a model YAML file")
 

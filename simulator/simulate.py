@@ -13,6 +13,7 @@ from einsim.einsum_cascades.ir import Cascade
 from einsim.einsum_cascades.loader import load_cascade
 from einsim.einsum_cascades.passes import analyze_passes
 from einsim.errors import ConfigError, ShapeError
+from einsim.files import is_file
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import Mapping, load_mapping
 from einsim.problem import Problem
@@ -125,7 +126,7 @@ def resolve_cascade(cascade: Cascade | str | Path) -> Cascade:
     if isinstance(cascade, Cascade):
         return cascade
     path = Path(cascade)
-    stamp = path.stat().st_mtime_ns if path.suffix in (".yaml", ".yml") and path.is_file() else None
+    stamp = path.stat().st_mtime_ns if path.suffix in (".yaml", ".yml") and is_file(path) else None
     return _load_cascade(str(cascade), stamp)
 
 

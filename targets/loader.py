@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from einsim.errors import SpecError, brief, did_you_mean
+from einsim.files import exists, is_file, is_folder
 from einsim import units
 from einsim.yamlio import read_yaml_file  # also the mapping, model and GPU-mapping readers' import
 from einsim.targets.spec import ARCHITECTURES, COMPUTE_KINDS, DATAFLOWS, OP_KINDS, TARGET_KINDS, ComputeUnit, MemoryLevel, Target
@@ -35,10 +36,10 @@ def load_target(name_or_path: str | Path) -> Target:
     path = Path(text)
     if text in target_names():
         return _load_file(str(PRESET_DIR / f"{text}.yaml"), f"targets/presets/{text}.yaml")
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if path.is_dir():
-            raise SpecError(f"{text}: is a folder, not a target YAML file")
-        if not path.is_file():
+    if path.suffix in (".yaml", ".yml") or exists(path):
+        if is_folder(path):
+            raise SpecError(f"{brief(text)}: is a folder, not a target YAML file")
+        if not is_file(path):
             raise SpecError(f"{text}: no such target file (presets: {', '.join(target_names())})")
         return _load_file(str(path.resolve()), text)
     raise SpecError(f"unknown target {brief(text)}{did_you_mean(text, target_names())}: expected a preset name "

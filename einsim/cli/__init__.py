@@ -46,12 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_MESSAGE = 2000  # characters of one error line; messages echo values briefly, this is the backstop
+
+
+def _bounded(message: str) -> str:
+    """One error line of at most MAX_MESSAGE characters, keeping its start (where) and its end
+    (the fix)."""
+    message = " ".join(message.split())
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE - 600]} ... {message[-500:]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
+    if handler is None:  # no subcommand: the usage, on stderr (stdout stays for data), exit 2
+        parser.print_help(sys.stderr)
         return 2
     try:
         from einsim.cli.output import check_output_arguments
@@ -59,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_arguments(args)
         return int(handler(args) or 0)
     except EinsimError as error:
-        print(f"einsim {args.command}: error: {error}", file=sys.stderr)
+        print(f"einsim {args.command}: error: {_bounded(str(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`einsim ... | head`): not an error of ours.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from einsim.errors import ConfigError, brief
+from einsim.files import path_kind
 from einsim.jsonio import dump_json, to_jsonable
 
 
@@ -31,10 +32,14 @@ def check_output_file(path: str | Path, option: str) -> None:
     """Fail at once, not after minutes of work, when `path` cannot be written: its folder does
     not exist, or it is a folder itself."""
     target = Path(path)
-    if target.is_dir():
+    kind = path_kind(target)
+    if kind == "folder":
         raise ConfigError(f"{option} {brief(str(path))}: is a folder; give a file name")
+    if kind == "unusable":
+        raise ConfigError(f"{option} {brief(str(path))}: not a usable file name (too long, or a character the "
+                          f"file system refuses)")
     folder = target.parent
-    if not folder.is_dir():
+    if path_kind(folder) != "folder":
         raise ConfigError(f"{option} {brief(str(path))}: the folder {brief(str(folder))} does not exist; "
                           f"create it or write elsewhere")
 

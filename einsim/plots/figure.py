@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from einsim.errors import ConfigError
+from einsim.files import is_folder
 
 FORMATS = ("png", "svg", "pdf")
 DPI = 100  # docs/figures stay well under 150 KB at this resolution
@@ -37,7 +38,7 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
     if suffix not in FORMATS:
         raise ConfigError(f"{path}: expected a file name ending in {', '.join('.' + f for f in FORMATS)}, "
                           f"got {path.suffix or 'no suffix'!r}")
-    if not path.parent.is_dir():
+    if not is_folder(path.parent):
         raise ConfigError(f"{path}: the folder {str(path.parent)!r} does not exist; create it or write elsewhere")
     # No timestamps in the files: regenerated figures only change when the data does.
     metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[suffix]

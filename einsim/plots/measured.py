@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from einsim.errors import ConfigError, EinsimError, brief
+from einsim.files import is_file, is_folder
 from einsim.problem import Problem
 
 # CSV `kind` values that are a forward pass of attention over a whole sequence / one decode step.
@@ -78,8 +79,8 @@ def load_benchmark_csv(path: str | Path) -> list[MeasuredRun]:
     batch (B), heads (H), kv_heads, q_len, target. `ceiling` rows (copy, matmul) are not attention
     runs and are skipped; a row needs a positive ms and tflops or tbps."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder, not a benchmark CSV")
+    if is_folder(path):
+        raise ConfigError(f"{brief(str(path))}: is a folder, not a benchmark CSV")
     try:
         handle = open(path, newline="", encoding="utf-8")
     except OSError as error:
@@ -166,7 +167,7 @@ def load_tuning_db(storage: str) -> list[MeasuredRun]:
     from einsim.autotune.storage import open_storage, redact_url, resolve_storage_url
 
     url = resolve_storage_url(storage)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+    if url.startswith("sqlite:///") and not is_file(url.removeprefix("sqlite:///")):
         # SQLite would create an empty database there: a typo must not leave a file behind.
         raise ConfigError(f"tuning storage {brief(url)}: no such file")
     rdb = open_storage(url)  # bounded connect, the installed PostgreSQL driver, password hidden
