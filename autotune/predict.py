@@ -23,7 +23,7 @@ from einsim.targets import load_target
 # each kernel family of einsim is one calibrated kernel style of the cost model
 STYLES = {"attention-fwd": "einsim", "attention-bwd": "einsim", "attention-2pass-fwd": "einsim-multipass",
           "attention-3pass-fwd": "einsim-multipass", "decode": "einsim-decode",
-          "decode-paged": "einsim-decode"}
+          "decode-paged": "einsim-decode", "linear-fwd": "einsim", "linear-bwd": "einsim", "linear-decode": "einsim"}
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,19 @@ def kernel_mapping(spec: KernelSpec, config: Any, problem: Problem,
                    limits: DeviceLimits | None = None) -> tuple[str, GpuMapping, str]:
     """(cascade name, mapping, direction) that stand for `config` of the kernel `spec`."""
     smem = int(spec.shared_memory_bytes(config, problem))
+    if spec.name == "linear-decode":  # one token against the state: no pipeline, no stages
+        return spec.cascade, GpuMapping(state_columns=config.BLOCK_C, kernel_style=style_of(spec),
+                                        num_warps=config.num_warps, smem_bytes=smem), "forward"
     common = dict(kernel_style=style_of(spec), num_warps=config.num_warps, num_stages=config.num_stages, smem_bytes=smem)
     if spec.name == "attention-bwd" or (is_compiled(spec) and spec.direction == "backward"):
         dq = "atomic" if config.dq_atomic else ("one_launch" if config.one_launch else "separate")
         return spec.cascade, GpuMapping(dkdv_block_m=config.BLOCK_M, dkdv_block_n=config.BLOCK_N,
                                         dq_block_m=config.BLOCK_M_DQ, dq_block_n=config.BLOCK_N_DQ, dq=dq,
                                         **common), "backward"
+    if spec.name in ("linear-fwd", "linear-bwd"):
+        # the chunk walks (simulator/gpu_cost/linear.py): block_n is the chunk
+        return spec.cascade, GpuMapping(block_n=config.CHUNK, state_columns=config.BLOCK_C, segment=config.SEGMENT,
+                                        store_states=getattr(config, "store_states", None), **common), spec.direction
     if spec.name == "decode":
         from einsim.kernels.decode.config import split_plan
 

@@ -23,7 +23,8 @@ from einsim.simulator.gpu_cost.work import einsum_unit, unit_split
 
 def simulate_gpu(cascade: Any, problem: Problem, target: Any, mapping: Any = None) -> Estimate:
     """The Estimate of `cascade` for `problem` on a GPU target: a softmax-attention cascade as one
-    fused kernel (its passes as launches); any other cascade unfused, one kernel per Einsum."""
+    fused kernel (its passes as launches), a chunked linear-attention cascade as einsim's chunked
+    kernels (linear.py); any other cascade unfused, one kernel per Einsum."""
     if is_chunked_linear(cascade):
         return _linear_estimate(cascade, problem, target, kernel_cost(cascade, problem, target, mapping))
     plan = gpu_mapping(mapping).for_target(target.architecture)
@@ -115,8 +116,10 @@ def _attention_estimate(cascade: Any, problem: Problem, target: Any, plan: GpuMa
 def _linear_estimate(cascade: Any, problem: Problem, target: Any, cost: KernelCost) -> Estimate:
     """The Estimate of a chunked linear-attention kernel (linear.py): every Einsum's per-chunk work
     times the chunks of every head; the launches' HBM bytes; energy as for attention."""
-    group = cost.plan.launches[0].groups[0]
-    chunks = float(group.full.sum() + group.partial.sum()) * group.repeats
+    walk = next((launch for launch in cost.plan.launches if launch.name == "forward walk"), None)
+    group = walk.groups[0] if walk is not None else None
+    # chunk steps of all programs (each on its program's BLOCK_C state columns, as pass_work counts them)
+    chunks = float(group.full.sum() + group.partial.sum()) * group.repeats if group is not None else 0.0
     per_einsum: dict[str, dict[str, float]] = {}
     for work in cost.plan.pass_work.values():
         for scope in (work.tile, work.program):

@@ -44,6 +44,12 @@ class GpuMapping:
     dq_block_m: int | None = None
     dq_block_n: int | None = None
     dq: str | None = None  # "separate" | "one_launch" | "atomic"
+    # linear attention's chunk walks (gpu_cost/linear.py; block_n is the chunk): state columns per
+    # program (BLOCK_C), tokens per segment (SEGMENT, 0: one walk), whether the backward reuses
+    # the forward's segment starts
+    state_columns: int | None = None
+    segment: int | None = None
+    store_states: bool | None = None
 
     def __post_init__(self) -> None:
         if self.kernel_style in RENAMED_STYLES:
@@ -56,6 +62,15 @@ class GpuMapping:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"GPU mapping {name} must be a positive integer, got {value!r}")
+        if self.state_columns is not None and (isinstance(self.state_columns, bool)
+                                               or not isinstance(self.state_columns, int) or self.state_columns <= 0):
+            raise ConfigError(f"GPU mapping state_columns must be a positive integer, got {self.state_columns!r}")
+        if self.segment is not None and (isinstance(self.segment, bool) or not isinstance(self.segment, int)
+                                         or self.segment < 0):
+            raise ConfigError(f"GPU mapping segment must be 0 (one walk) or a positive number of tokens, "
+                              f"got {self.segment!r}")
+        if self.store_states is not None and not isinstance(self.store_states, bool):
+            raise ConfigError(f"GPU mapping store_states must be true or false, got {self.store_states!r}")
         if isinstance(self.intermediate_bytes, bool) or not isinstance(self.intermediate_bytes, int) or self.intermediate_bytes <= 0:
             raise ConfigError(f"GPU mapping intermediate_bytes must be a positive integer, got {self.intermediate_bytes!r}")
         if self.multipass not in ("recompute", "materialize"):

@@ -11,7 +11,7 @@ from einsim.errors import ConfigError
 from einsim.simulator.gpu_cost.attention import KernelLaunches, backward_launches, forward_launches
 from einsim.simulator.gpu_cost.cascade_plan import pass_plan
 from einsim.simulator.gpu_cost.engine import LaunchTime, launch_time
-from einsim.simulator.gpu_cost.linear import is_chunked_linear, linear_launches
+from einsim.simulator.gpu_cost.linear import is_chunked_linear, is_recurrent_linear, linear_launches
 from einsim.simulator.gpu_cost.mapping import GpuMapping, gpu_mapping
 from einsim.simulator.gpu_cost.roofs import GpuRoofs, gpu_roofs
 from einsim.simulator.gpu_cost.styles import FittedModel, fitted
@@ -57,21 +57,23 @@ def kernel_cost(cascade: Any, problem: Any, target: Any, mapping: Any = None, di
     `direction="backward"` prices the gradient kernels of the same attention."""
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    linear = is_chunked_linear(cascade)
+    # before the softmax test: a decayed linear score is an exp over the key and query ranks too
+    linear = is_chunked_linear(cascade) or (is_recurrent_linear(cascade) and problem.q_len == 1)
     if not linear and not pass_plan(cascade).is_attention:
         raise ConfigError(f"{getattr(cascade, 'source', cascade)}: the fused-kernel GPU model takes a softmax-attention "
                           "cascade (an exp over the key and query ranks, inputs streamed along the key rank) or a "
                           "chunked linear-attention cascade (a running state carried from chunk to chunk)")
-    if linear and direction == "backward":
-        raise ConfigError(f"{cascade.name}: the backward of chunked linear attention is not modelled yet")
     given = gpu_mapping(mapping)
     if linear and given.kernel_style is None:
         given = replace(given, kernel_style=LINEAR_STYLE)  # einsim's chunked kernels (kernels/linear)
     plan_mapping: GpuMapping = given.for_target(target.architecture)
     model = model or fitted()
     roofs = gpu_roofs(target, problem.dtype, plan_mapping.roofs)
-    build = linear_launches if linear else (forward_launches if direction == "forward" else backward_launches)
-    plan = build(cascade, problem, plan_mapping, roofs, model)
+    if linear:
+        plan = linear_launches(cascade, problem, plan_mapping, roofs, model, direction)
+    else:
+        build = forward_launches if direction == "forward" else backward_launches
+        plan = build(cascade, problem, plan_mapping, roofs, model)
     return cost_of(plan, roofs, model)
 
 
