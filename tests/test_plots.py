@@ -15,18 +15,9 @@ from einsim.einsum_cascades import library_names, load_cascade
 from einsim.einsum_cascades.passes import analyze_passes
 from einsim.errors import ConfigError
 from einsim.problem import Problem
-from einsim.plots.data import (
-    INPUT_COLOR,
-    PAPER_DESIGNS,
-    Design,
-    TrafficPoint,
-    TrafficSteps,
-    parse_design,
-    pass_color,
-    pass_graph,
-    speedup_data,
-    traffic_steps,
-)
+from einsim.plots.pass_graph_data import INPUT_COLOR, pass_color, pass_graph
+from einsim.plots.speedup_data import Design, PAPER_DESIGNS, parse_design, speedup_data
+from einsim.plots.traffic_data import TrafficPoint, TrafficSteps, traffic_steps
 from einsim.plots.passes_graph import plot_pass_graph
 from einsim.plots.speedup import length_text, plot_speedup
 from einsim.plots.traffic_buffer import plot_traffic_vs_buffer

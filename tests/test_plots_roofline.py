@@ -12,16 +12,8 @@ import pytest
 from einsim.errors import ConfigError
 from einsim.problem import Problem
 from einsim.simulator import EinsumEstimate, Estimate
-from einsim.plots.data import (
-    OperationMix,
-    attention_flops,
-    cascade_roofs,
-    merge_roofs,
-    operation_mix,
-    roofline_data,
-    roofline_for,
-    target_roofs,
-)
+from einsim.plots.roofline_data import OperationMix, cascade_roofs, operation_mix, roofline_data, roofline_for
+from einsim.plots.roofs import attention_flops, merge_roofs, target_roofs
 from einsim.plots.figure import save_figure
 from einsim.plots.measured import load_benchmark_csv, load_tuning_db, parse_problem_tag
 from einsim.plots.roofline import plot_roofline

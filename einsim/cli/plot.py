@@ -82,7 +82,7 @@ def _bytes_argument(text: str, option: str) -> float:
 
 
 def _traffic(args: argparse.Namespace) -> int:
-    from einsim.plots.data import traffic_steps
+    from einsim.plots.traffic_data import traffic_steps
     from einsim.plots.traffic_buffer import plot_traffic_vs_buffer
     from einsim.cli.problem_args import problem_from_args
     from einsim.simulator.sweep import buffer_capacities
@@ -114,7 +114,7 @@ def _traffic(args: argparse.Namespace) -> int:
 
 
 def _speedup(args: argparse.Namespace) -> int:
-    from einsim.plots.data import PAPER_DESIGNS, parse_design, speedup_data
+    from einsim.plots.speedup_data import PAPER_DESIGNS, parse_design, speedup_data
     from einsim.shapes import parse_lengths
     from einsim.plots.speedup import plot_speedup
 
@@ -156,7 +156,7 @@ def _layer(args: argparse.Namespace) -> int:
 
 
 def _passes(args: argparse.Namespace) -> int:
-    from einsim.plots.data import pass_graph
+    from einsim.plots.pass_graph_data import pass_graph
     from einsim.plots.passes_graph import plot_pass_graph
 
     data = pass_graph(args.cascade, args.rank)

@@ -69,7 +69,7 @@ def emit(args: argparse.Namespace, data: object, rows: list[dict], figure_of, ta
 
 
 def run(args: argparse.Namespace) -> int:
-    from einsim.plots.data import roofline_for
+    from einsim.plots.roofline_data import roofline_for
     from einsim.plots.measured import load_measured
     from einsim.plots.roofline import plot_roofline
     from einsim.cli.problem_args import problem_from_args

@@ -1,25 +1,16 @@
 """Plots a user would put in a paper: rooflines, traffic against buffer capacity, speedup and energy
 bars, the cascade graph coloured by pass; each a matplotlib Figure (Agg, no display) with its data.
 
-The data functions (`einsim.plots.data`) are the tested core; `plot_*` only draw them.
+The data functions (`roofline_data`, `traffic_data`, `speedup_data`, `pass_graph_data`, with the
+roofs and points they share in `roofs`) are the tested core; `plot_*` only draw them.
 Conventions: docs/plots.md.
 """
 
-from einsim.plots.data import (
-    PAPER_DESIGNS,
-    Design,
-    PassGraph,
-    Roof,
-    RooflineData,
-    RooflinePoint,
-    SpeedupData,
-    TrafficSteps,
-    pass_graph,
-    roofline_data,
-    roofline_for,
-    speedup_data,
-    traffic_steps,
-)
+from einsim.plots.pass_graph_data import PassGraph, pass_graph
+from einsim.plots.roofline_data import RooflineData, roofline_data, roofline_for
+from einsim.plots.roofs import Roof, RooflinePoint
+from einsim.plots.speedup_data import Design, PAPER_DESIGNS, SpeedupData, speedup_data
+from einsim.plots.traffic_data import TrafficSteps, traffic_steps
 from einsim.plots.figure import save_figure
 from einsim.plots.measured import MeasuredRun, load_benchmark_csv, load_measured, load_tuning_db
 from einsim.plots.passes_graph import plot_pass_graph

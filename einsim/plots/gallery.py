@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 from einsim.simulator.models import load_model
-from einsim.plots.data import PAPER_DESIGNS, pass_graph, roofline_for, speedup_data, traffic_steps
+from einsim.plots.pass_graph_data import pass_graph
+from einsim.plots.roofline_data import roofline_for
+from einsim.plots.speedup_data import PAPER_DESIGNS, speedup_data
+from einsim.plots.traffic_data import traffic_steps
 from einsim.plots.figure import save_figure
 from einsim.plots.measured import load_measured
 from einsim.plots.passes_graph import plot_pass_graph

@@ -19,6 +19,7 @@ from typing import Any
 
 from einsim.errors import ConfigError, EinsimError, brief
 from einsim.files import is_file, is_folder
+from einsim.plots.roofs import RooflinePoint, lowest_roof
 from einsim.problem import Problem
 
 # CSV `kind` values that are a forward pass of attention over a whole sequence / one decode step.
@@ -143,8 +144,6 @@ _TAG = re.compile(
 
 def parse_problem_tag(tag: str) -> Any:
     """The Problem of einsim.autotune.study.problem_tag (B4-H16-N4096-D128-causal-bf16)."""
-    from einsim.problem import Problem
-
     match = _TAG.match(tag)
     if not match:
         raise ConfigError(f"not an einsim problem tag: {tag!r}")
@@ -232,7 +231,6 @@ def measured_points(runs: Sequence[MeasuredRun], problem: Problem, target: Any, 
                     match: str = "shape") -> tuple[list[Any], str]:
     """RooflinePoints of the runs that belong on `target`'s roofline for `workload`, and a note
     naming how many were left out (empty when none were)."""
-    from einsim.plots.data import RooflinePoint, lowest_roof
 
     if not runs:
         return [], ""

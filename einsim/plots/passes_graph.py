@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 
-from einsim.plots.data import INPUT_COLOR, PassGraph, pass_color, pass_graph
+from einsim.plots.pass_graph_data import INPUT_COLOR, PassGraph, pass_color, pass_graph
 from einsim.plots.figure import new_figure
 
 

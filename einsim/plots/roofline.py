@@ -12,7 +12,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from einsim.plots.data import RooflineData, roofline_for
+from einsim.plots.roofline_data import RooflineData, roofline_for
 from einsim.plots.figure import new_figure, series_color
 
 ROOF_STYLES = {  # role -> line style; compute roofs of one cascade take its colour

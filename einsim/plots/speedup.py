@@ -9,7 +9,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from einsim.plots.data import PAPER_DESIGNS, Design, SpeedupData, speedup_data
+from einsim.plots.speedup_data import Design, PAPER_DESIGNS, SpeedupData, speedup_data
 from einsim.plots.figure import new_figure, series_color
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from einsim.plots.data import TrafficSteps, as_target, traffic_steps
+from einsim.simulator.simulate import resolve_target
+from einsim.plots.traffic_data import TrafficSteps, traffic_steps
 from einsim.plots.figure import new_figure, series_color
 from einsim.units import format_bytes
 
@@ -46,7 +47,7 @@ def _draw_panel(axis: Any, data: TrafficSteps, annotate: bool) -> None:
                           textcoords="offset points", fontsize=7, color=color)
     axis.axhline(data.compulsory_bytes / 1e9, color="#444444", linestyle=":", linewidth=1.2,
                  label=f"compulsory (Q, K, V read, O written once): {data.compulsory_bytes / 1e9:.3g} GB")
-    target = as_target(data.target)
+    target = resolve_target(data.target)
     try:
         level = target.memory(data.level)
         axis.axvline(level.capacity_bytes, color="#999999", linestyle="--", linewidth=1,
