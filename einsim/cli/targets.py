@@ -65,7 +65,7 @@ def _show(args: argparse.Namespace) -> int:
             rows.append([unit.name, unit.kind, f"via {unit.via}", "", f"{unit.ops_per_exp:g} ops/exp", "", "", ""])
             continue
         dtype = target.default_dtype
-        derived, d_used = target.peak_ops_per_s(unit, dtype, "derived")
+        derived, _ = target.peak_ops_per_s(unit, dtype, "derived")
         datasheet, s_used = target.peak_ops_per_s(unit, dtype, "datasheet")
         measured, m_used = target.peak_ops_per_s(unit, dtype, "measured")
         ops = ", ".join(f"{k}:{v:g}" for k, v in unit.ops_per_cycle.items())

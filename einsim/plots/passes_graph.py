@@ -3,13 +3,12 @@ which it runs (analyze_passes), inputs in grey and reads of a running state's pr
 
 from __future__ import annotations
 
-from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 
-from einsim.plots.pass_graph_data import INPUT_COLOR, PassGraph, pass_color, pass_graph
+from einsim.plots.pass_graph_data import INPUT_COLOR, PassGraph, pass_color
 from einsim.plots.figure import new_figure
 
 
@@ -68,7 +67,3 @@ def plot_pass_graph(data: PassGraph, *, show_text: bool = True) -> Figure:
             text_axis.text(0.0, 1.0 - (i + 0.5) / max(len(einsums), 1), node.text, color=node.color,
                            fontsize=7, family="monospace", va="center", transform=text_axis.transAxes)
     return figure
-
-
-def passes_graph(cascade: Any, rank: str | None = None, **options: Any) -> Figure:
-    return plot_pass_graph(pass_graph(cascade, rank), **options)

@@ -12,7 +12,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from einsim.plots.roofline_data import RooflineData, roofline_for
+from einsim.plots.roofline_data import RooflineData
 from einsim.plots.figure import new_figure, series_color
 
 ROOF_STYLES = {  # role -> line style; compute roofs of one cascade take its colour
@@ -43,11 +43,6 @@ def plot_roofline(data: RooflineData | Sequence[RooflineData], *, annotate: bool
         figure.suptitle(title)
     return figure
 
-
-def roofline(targets: Sequence[Any], cascades: Sequence[Any], problem: Any, **options: Any) -> Figure:
-    """Simulate every cascade on every target and draw the rooflines (options: see roofline_data)."""
-    annotate = options.pop("annotate", True)
-    return plot_roofline(roofline_for(targets, cascades, problem, **options), annotate=annotate)
 
 
 def _extent(panel: RooflineData) -> tuple[float, float, float, float]:

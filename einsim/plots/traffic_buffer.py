@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from einsim.simulator.simulate import resolve_target
-from einsim.plots.traffic_data import TrafficSteps, traffic_steps
+from einsim.plots.traffic_data import TrafficSteps
 from einsim.plots.figure import new_figure, series_color
 from einsim.units import format_bytes
 
@@ -69,9 +69,3 @@ def _draw_panel(axis: Any, data: TrafficSteps, annotate: bool) -> None:
     axis.set_title(f"{data.target} — {data.problem.name}", fontsize=10)
     axis.grid(True, which="major", color="#DDDDDD", linewidth=0.6)
     axis.legend(fontsize=7, loc="upper right")
-
-
-def traffic_vs_buffer(cascades: Sequence[Any], problem: Any, target: Any, capacities: Sequence[float],
-                      **options: Any) -> Figure:
-    return plot_traffic_vs_buffer(traffic_steps(cascades, problem, target, capacities, **options))
-
