@@ -14,9 +14,6 @@ from einsim.kernels.flash.backward import FlashAttentionFunction
 from einsim.kernels.flash.forward import flash_forward
 from einsim.kernels.runtime import check_flag
 
-_is_compiling = torch.compiler.is_compiling
-
-
 def attention(q, k, v, causal: bool = False, window=None, scale: float | None = None,
               config=None, *, backward_config=None, return_lse: bool = False):
     """softmax(q·kᵀ·scale + mask)·v by the fused forward (`attention-fwd`); gradients by
@@ -36,7 +33,7 @@ def attention(q, k, v, causal: bool = False, window=None, scale: float | None = 
         causal = check_flag(causal, "causal", "attention")  # 'no' is truthy: it ran a causal mask
     if window is not None and not isinstance(window, tuple):
         window = tuple(window) if isinstance(window, list) else window
-    if _is_compiling() or type(q) is not torch.Tensor:
+    if ops.traced(q):
         out, lse = ops.attention_forward(q, k, v, bool(causal), window, scale,
                                          ops.config_json(config), ops.config_json(backward_config))
     elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):

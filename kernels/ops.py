@@ -24,6 +24,16 @@ from einsim.kernels.registry import get_kernel
 NAMESPACE = "einsim"
 
 
+_is_compiling = torch.compiler.is_compiling
+
+
+def traced(tensor) -> bool:
+    """Should a front door call its operator instead of its launch plan? Yes under torch.compile
+    or export (the compiler must see one opaque node) and for tensor subclasses (fake,
+    functional tensors); no for eager calls on plain tensors, which skip the dispatcher."""
+    return _is_compiling() or type(tensor) is not torch.Tensor
+
+
 @torch.compiler.assume_constant_result
 def config_json(config) -> str | None:
     """A kernel config as the text an operator takes (None stays None: tuned or default).
@@ -170,4 +180,4 @@ def _(q, k_cache, v_cache, cache_seqlens, block_table=None, causal=False, scale=
 
 
 __all__ = ["attention_2pass", "attention_3pass", "attention_backward", "attention_forward",
-           "config_json", "decode", "decode_paged"]
+           "config_json", "decode", "decode_paged", "traced"]

@@ -118,3 +118,24 @@ def test_reduce_overhead_compile_matches_eager():
         for _ in range(3):  # warm-up runs, then recorded and replayed graphs
             got = compiled(x)
     assert torch.allclose(got.float(), expected.float(), atol=2e-2, rtol=0)
+
+
+def test_a_compiled_paged_decode_step_has_no_graph_break():
+    from einsim.kernels.decode import config as decode_config
+    from einsim.kernels.decode.forward import decode_paged
+    from einsim.problem import Problem
+
+    served = decode_config.make_paged_inputs(
+        Problem(batch=2, q_heads=2, kv_heads=1, q_len=1, kv_len=20, head_dim=16, dtype="fp16"),
+        device=DEVICE, page_size=8, cache_seqlens=[20, 3])
+    config = decode_config.PagedDecodeConfig(BLOCK_N=16, num_stages=1, PROGRAMS=2)
+
+    def step(q, k_cache, v_cache, lengths, table):
+        out, _ = decode_paged(q * 1.0, k_cache, v_cache, lengths, table, config=config)
+        return out + 1.0
+
+    args = [served[n] for n in ("q", "k_cache", "v_cache", "cache_seqlens", "block_table")]
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(step)(*args).graph_break_count == 0
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(*args), step(*args))

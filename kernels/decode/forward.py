@@ -4,6 +4,7 @@ the split pass and the merge. Returns (out, lse) like the fused forward."""
 from __future__ import annotations
 
 from einsim.kernels.decode import config as cfg
+from einsim.kernels import ops
 from einsim.kernels.decode import paged, splitkv
 from einsim.kernels.launch import plan_cache, tensor_key
 from einsim.kernels.limits import padded_head_dim
@@ -65,6 +66,8 @@ def decode_attention(q, k, v, *, causal: bool = False, window=None, scale=None,
     """
     if isinstance(window, list):
         window = tuple(window)
+    if limits is None and ops.traced(q):
+        return ops.decode(q, k, v, bool(causal), window, scale, ops.config_json(config))
     return decode_plan(q, k, v, causal, window, scale, config, limits).run(q, k, v)
 
 
@@ -219,6 +222,9 @@ def decode_paged(q, k_cache, v_cache, cache_seqlens, block_table=None, *, causal
     depends on the lengths' values on the host: a call can be captured in a CUDA graph and
     replayed after the lengths and tables change in place.
     """
+    if limits is None and ops.traced(q):
+        return ops.decode_paged(q, k_cache, v_cache, cache_seqlens, block_table, bool(causal), scale,
+                                ops.config_json(config))
     plan = paged_decode_plan(q, k_cache, v_cache, cache_seqlens, block_table, causal, scale,
                              config, limits)
     return paged.run(plan, q, k_cache, v_cache, cache_seqlens, block_table)

@@ -4,6 +4,7 @@ every pass. Same call style as the fused forward; returns (out, lse)."""
 from __future__ import annotations
 
 from einsim.kernels.launch import plan_cache, tensor_key
+from einsim.kernels import ops
 from einsim.kernels.multipass import config as cfg
 from einsim.kernels.multipass import three_pass, two_pass
 from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
@@ -34,6 +35,9 @@ class MultipassPlan:
 def _run(passes: int, q, k, v, causal, window, scale, config, limits=None):
     if isinstance(window, list):
         window = tuple(window)
+    if limits is None and ops.traced(q):
+        op = ops.attention_2pass if passes == 2 else ops.attention_3pass
+        return op(q, k, v, bool(causal), window, scale, ops.config_json(config))
     key, plan = PLANS.find(lambda: (passes, tensor_key(q), tensor_key(k), tensor_key(v), causal,
                                     window, scale, config, limits))
     if plan is None:
