@@ -52,7 +52,7 @@ def compile_walk(*, role: str = "forward", decay: bool = False, chunk: int = 64,
 
     reverse, feature_a, feature_b, feature_c, feature_grad = ROLES[role]
     constants = dict(REVERSE=reverse, HAS_DECAY=decay, FEATURE_A=feature_a, FEATURE_B=feature_b,
-                     FEATURE_C=feature_c, FEATURE_GRAD=feature_grad, HAS_STATE_IN=True, STORE_STATE=True,
+                     FEATURE_C=feature_c, FEATURE_GRAD=feature_grad,
                      IO_DTYPE=tl.bfloat16, DOT_FP32=False, EVEN_AB=True, EVEN_C=True, CHUNK=chunk,
                      BLOCK_AB=head_dim, BLOCK_C=block_c)
     constants.update({name: 1 for name in UNIT_STRIDES})

@@ -94,10 +94,9 @@ def _chunk_walk(
     stride_ib, stride_ih, stride_is, stride_ir, stride_ic,
     stride_fb, stride_fh, stride_fr, stride_fc,
     heads, group_a, group_b, group_c, group_x, length, dim_ab, dim_c, out_scale, state_in_scale, state_out_scale,
-    segment_chunks,
+    segment_chunks, has_state_in,
     REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, FEATURE_A: tl.constexpr, FEATURE_B: tl.constexpr,
-    FEATURE_C: tl.constexpr, FEATURE_GRAD: tl.constexpr, HAS_STATE_IN: tl.constexpr,
-    STORE_STATE: tl.constexpr, IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr,
+    FEATURE_C: tl.constexpr, FEATURE_GRAD: tl.constexpr, IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr,
     EVEN_AB: tl.constexpr, EVEN_C: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
@@ -121,12 +120,13 @@ def _chunk_walk(
     local = tl.arange(0, CHUNK)
     state_mask = (cols_ab[:, None] < dim_ab) & (cols_c[None, :] < dim_c)
 
-    if HAS_STATE_IN:
-        start_state = StateIn + batch * stride_ib + head.to(tl.int64) * stride_ih + segment.to(tl.int64) * stride_is
-        state = tl.load(start_state + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic,
-                        mask=state_mask, other=0.0) * state_in_scale
-    else:
-        state = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
+    # whether a starting state is read is a runtime flag, and the end state is always stored (to a
+    # one-element dummy with zero strides when nobody wants it): fewer variants to compile, no
+    # cost in the chunk loop
+    start_state = StateIn + batch * stride_ib + head.to(tl.int64) * stride_ih + segment.to(tl.int64) * stride_is
+    state = tl.load(start_state + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic,
+                    mask=state_mask, other=0.0)
+    state = tl.where(has_state_in != 0, state * state_in_scale, 0.0)
     rate = 0.0
     separable = False
     if HAS_DECAY:
@@ -198,10 +198,9 @@ def _chunk_walk(
                  out.to(Out.dtype.element_ty), mask=out_mask)
         state = tl.dot(tl.trans(b), c_update, state)
 
-    if STORE_STATE:
-        final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
-        tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state * state_out_scale,
-                 mask=state_mask)
+    final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
+    tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state * state_out_scale,
+             mask=state_mask)
 
 
 @triton.jit
@@ -263,8 +262,8 @@ def _segment_scan(
     stride_ib, stride_ih, stride_ir, stride_ic,
     stride_fb, stride_fh, stride_fr, stride_fc,
     heads, length, dim_ab, dim_c, segments, segment_tokens, state_in_scale, state_out_scale,
-    REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, HAS_STATE_IN: tl.constexpr, STORE_STATE: tl.constexpr,
-    BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
+    has_state_in, has_decay,
+    REVERSE: tl.constexpr, BLOCK_AB: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """In place, segment by segment (backward in time when REVERSE): replace each segment's sum by
     the state it starts from, S = g^len · S + sum, from the initial state; store the final one."""
@@ -275,15 +274,12 @@ def _segment_scan(
     cols_ab = tl.arange(0, BLOCK_AB)
     cols_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = (cols_ab[:, None] < dim_ab) & (cols_c[None, :] < dim_c)
-    if HAS_STATE_IN:
-        start = StateIn + batch * stride_ib + head.to(tl.int64) * stride_ih
-        state = tl.load(start + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic, mask=mask,
-                        other=0.0) * state_in_scale
-    else:
-        state = tl.zeros([BLOCK_AB, BLOCK_C], tl.float32)
-    rate = 0.0
-    if HAS_DECAY:
-        rate = tl.load(Slope + head).to(tl.float32) * 1.4426950408889634
+    # a tiny sequential kernel: flags and the decay at runtime (one compiled variant per direction)
+    start = StateIn + batch * stride_ib + head.to(tl.int64) * stride_ih
+    state = tl.load(start + cols_ab[:, None] * stride_ir + cols_c[None, :] * stride_ic, mask=mask, other=0.0)
+    state = tl.where(has_state_in != 0, state * state_in_scale, 0.0)
+    # without decay Slope is a one-element dummy: read its element 0 and use rate 0
+    rate = tl.where(has_decay != 0, tl.load(Slope + head * has_decay).to(tl.float32) * 1.4426950408889634, 0.0)
     sums = Sums + batch * stride_sb + head.to(tl.int64) * stride_sh
     offsets = cols_ab[:, None] * stride_sr + cols_c[None, :] * stride_sc
     for step in range(0, segments):
@@ -294,14 +290,11 @@ def _segment_scan(
         where = sums + segment.to(tl.int64) * stride_ss + offsets
         own = tl.load(where, mask=mask, other=0.0)
         tl.store(where, state, mask=mask)
-        if HAS_DECAY:
-            span = tl.minimum(segment_tokens, length - segment * segment_tokens).to(tl.float32)
-            state = state * tl.math.exp2(-rate * span)
-        state = state + own
-    if STORE_STATE:
-        final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
-        tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state * state_out_scale,
-                 mask=mask)
+        span = tl.minimum(segment_tokens, length - segment * segment_tokens).to(tl.float32)
+        state = state * tl.math.exp2(-rate * span) + own
+    final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
+    tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state * state_out_scale,
+             mask=mask)
 
 
 # -- launchers --------------------------------------------------------------------------------------------
@@ -309,6 +302,20 @@ def _io_dtype(tensor):
     import torch
 
     return tl.bfloat16 if tensor.dtype == torch.bfloat16 else tl.float16
+
+
+_DUMMIES: dict = {}
+
+
+def _fp32_dummy(device):
+    """A one-element fp32 tensor for state pointers a launch does not read or write: the same
+    pointer type whether a state is there or not, so both share one compiled kernel."""
+    import torch
+
+    key = str(device)
+    if key not in _DUMMIES:
+        _DUMMIES[key] = torch.zeros(1, dtype=torch.float32, device=device)
+    return _DUMMIES[key]
 
 
 def _strides(tensor, count: int) -> tuple:
@@ -372,6 +379,7 @@ class Walk:
         io_dtype = _io_dtype(a)
         dot_fp32 = interpreter_needs_fp32_dots("bf16" if a.dtype == torch.bfloat16 else "fp16")
         dummy = out  # a pointer for arguments the constexpr flags never read
+        state_dummy = _fp32_dummy(a.device)  # for state pointers the runtime flags leave unread
         segments = self.segments
         if segments > 1 and starts is None:
             starts = torch.empty(batch, heads, segments, dim_ab, dim_c, dtype=torch.float32, device=a.device)
@@ -386,12 +394,12 @@ class Walk:
                 num_warps=config.num_warps, num_stages=config.num_stages)
             self._launch(
                 _segment_scan, (column_blocks, batch * heads),
-                starts, initial if initial is not None else dummy, final if final is not None else dummy,
-                slope if decay else dummy,
+                starts, initial if initial is not None else state_dummy, final if final is not None else state_dummy,
+                slope if decay else state_dummy,
                 *starts.stride(), *_strides(initial, 4), *_strides(final, 4),
                 heads, length, dim_ab, dim_c, segments, self.segment_tokens, 1.0 / self.scale_b, self.scale_b,
-                REVERSE=self.reverse, HAS_DECAY=decay, HAS_STATE_IN=initial is not None,
-                STORE_STATE=final is not None, BLOCK_AB=block_ab, BLOCK_C=block_c, num_warps=4)
+                int(initial is not None), int(decay),
+                REVERSE=self.reverse, BLOCK_AB=block_ab, BLOCK_C=block_c, num_warps=4)
             final = None  # the scan stored it
         elif segments > 1 and final is not None:
             raise ShapeError("linear attention: a walk from given segment starts cannot also give the final state")
@@ -404,16 +412,15 @@ class Walk:
         self._launch(
             _chunk_walk, (column_blocks, segments, batch * heads),
             a, b, c, out, grad_x if grad_x is not None else dummy,
-            state_in if state_in is not None else dummy, final if final is not None else dummy,
+            state_in if state_in is not None else state_dummy, final if final is not None else state_dummy,
             slope if decay else dummy,
             *a.stride(), *b.stride(), *c.stride(), *out.stride(), *_strides(grad_x, 4),
             *state_strides, *_strides(final, 4),
             heads, groups[0], groups[1], groups[2], self.group_x, length, dim_ab, dim_c,
             self.scale_a * self.scale_b, 1.0 if segments > 1 else 1.0 / self.scale_b, self.scale_b,
-            self.segment_chunks,
+            self.segment_chunks, int(state_in is not None),
             REVERSE=self.reverse, HAS_DECAY=decay, FEATURE_A=self.features[0], FEATURE_B=self.features[1],
-            FEATURE_C=self.features[2], FEATURE_GRAD=grad_x is not None, HAS_STATE_IN=state_in is not None,
-            STORE_STATE=final is not None, IO_DTYPE=io_dtype, DOT_FP32=dot_fp32,
+            FEATURE_C=self.features[2], FEATURE_GRAD=grad_x is not None, IO_DTYPE=io_dtype, DOT_FP32=dot_fp32,
             EVEN_AB=dim_ab == block_ab, EVEN_C=dim_c % block_c == 0,
             CHUNK=config.CHUNK, BLOCK_AB=block_ab, BLOCK_C=block_c,
             num_warps=config.num_warps, num_stages=config.num_stages)
