@@ -17,7 +17,8 @@ from einsim.einsum_cascades.ir import Cascade
 from einsim.einsum_cascades.passes import PassReport, analyze_passes
 from einsim.errors import ConfigError
 from einsim.simulator.estimate import Estimate
-from einsim.simulator.mapping import Mapping, resolve_mapping
+from einsim.simulator.mapping import Mapping
+from einsim.simulator.spatial.defaults import resolve_mapping
 from einsim.simulator.spatial.costs import compute_energy_per_point, cycles_per_point
 from einsim.simulator.spatial.design import Design
 from einsim.simulator.spatial.masks import visible_tile_fraction

@@ -17,7 +17,8 @@ from einsim.einsum_cascades.passes import PassReport, analyze_passes, dependency
 from einsim.errors import ConfigError
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.functions import primitive_counts
-from einsim.simulator.mapping import ResolvedMapping, array_shape, key_leaf, vector_length
+from einsim.simulator.mapping import ResolvedMapping
+from einsim.simulator.spatial.defaults import array_shape, key_leaf, vector_length
 from einsim.simulator.simulate import window_binding
 from einsim.simulator.spatial import search
 from einsim.simulator.spatial.costs import OP_KINDS, compute_energy_per_point, cycles_per_point, fill, on_chip_levels
