@@ -74,8 +74,8 @@ class Estimate:
             cascade=self.cascade, target=self.target, workload=p.name, batch=p.batch, heads=p.q_heads,
             kv_heads=p.kv_heads, q_len=p.q_len, kv_len=p.kv_len, head_dim=p.head_dim, passes=self.passes,
             latency_s=self.latency_s, traffic_bytes=self.traffic_bytes, energy_j=self.energy_j,
-            buffer_bytes=self.buffer_bytes, buffer_capacity_bytes=self.buffer_capacity_bytes, fits=self.fits,
-            bound=self.bound)
+            buffer_bytes=self.buffer_bytes, buffer_needed_bytes=self.buffer_needed_bytes,
+            buffer_capacity_bytes=self.buffer_capacity_bytes, fits=self.fits, bound=self.bound)
         row.update({f"util_{unit}": value for unit, value in self.utilization.items()})
         return row
 
