@@ -190,3 +190,19 @@ def test_linear_attention_needs_one_pass_and_a_state_of_e_by_f_per_head_whatever
     without_state = design.needed_buffer_bytes() - 64 * 64 * 2
     # the rest is the per-query state of one array-wide tile and the double-buffered key tiles
     assert without_state == 2 * (256 * (64 + 64) + 2 * 256 * (64 + 64))
+
+
+NOT_ATTENTION = {"gemm", "ffn", "ffn-swiglu"}  # layer cascades: simulate_layer runs them
+
+
+@pytest.mark.parametrize("target", ["fusemax-cloud", "flat-cloud", "unfused-cloud"])
+def test_every_library_cascade_simulates_on_every_spatial_design(target):
+    from einsim.einsum_cascades.loader import library_names
+
+    problem = Problem(batch=1, q_heads=4, kv_heads=2, q_len=67, kv_len=130, head_dim=80, window=(40, 0))
+    for name in sorted(set(library_names()) - NOT_ATTENTION):
+        estimate = simulate(name, problem, target)
+        assert estimate.fits and 0 < estimate.latency_s < math.inf, name
+        assert estimate.traffic_bytes > 0 and estimate.energy_j > 0, name
+        for row in estimate.per_einsum:  # the default binding never asks an array for what it lacks
+            assert row.unit in ("pe_2d", "pe_1d") and row.energy_j >= 0, (name, row.einsum)

@@ -60,7 +60,7 @@ def resolve_mapping(mapping: Mapping, cascade, target, report, problem) -> Resol
         if style == "fusemax":
             binding[einsum.output] = _fusemax_unit(einsum, cascade, key_rank, exp_on_2d)
         else:
-            binding[einsum.output] = "pe_2d" if is_contraction(einsum) else "pe_1d"
+            binding[einsum.output] = "pe_2d" if is_contraction(einsum) and not _needs_1d(einsum, exp_on_2d) else "pe_1d"
     for name, unit in mapping.binding.items():
         if name not in names:
             raise ConfigError(f"{mapping.source}: binding: no Einsum {name!r} in {cascade.name} ({', '.join(names)})")
@@ -197,6 +197,12 @@ def _fusemax_unit(einsum, cascade, key_rank: str, exp_on_2d: bool) -> str:
     array, whose PEs can multiply, add, compare and (when the target computes exp with MACs on
     the 2D array) exponentiate; running statistics, corrections and divisions to the 1D array."""
     on_plane = key_leaf(cascade, key_rank) in einsum.iteration_ranks
-    ops = primitive_kinds(einsum.map_ops)  # a function binds by what it computes (sigmoid divides)
-    needs_1d = "div" in ops or ("exp" in ops and not exp_on_2d)
-    return "pe_2d" if on_plane and not needs_1d else "pe_1d"
+    return "pe_2d" if on_plane and not _needs_1d(einsum, exp_on_2d) else "pe_1d"
+
+
+def _needs_1d(einsum, exp_on_2d: bool) -> bool:
+    """The 2D array's PEs multiply, add and compare; they have no divider, and compute exp only
+    where the target runs exp on them (FuseMax's 6 MACs). A function binds by what it computes
+    (sigmoid divides: simulator/functions.py)."""
+    ops = primitive_kinds(einsum.map_ops)
+    return "div" in ops or ("exp" in ops and not exp_on_2d)

@@ -40,7 +40,10 @@ def evaluate_group(design, group, query_block, spill: str = "store", capacity=No
     # §4 compute: cycles per unit (busy, and useful work without idle PEs), then the schedule
     alone = {n.name: design.cycles(n, query_tile) for n in nodes}
     cycles = {n.name: alone[n.name] + moved["extra_cycles"][n.name] for n in nodes}
-    work = {n.name: (n.points * n.cycles_per_point / design.pes(n.unit)) * (cycles[n.name] / alone[n.name]) for n in nodes}
+    # how many times each Einsum runs (> 1 when recomputed; an Einsum whose tiles are all empty: 1)
+    repeats = {n.name: np.divide(cycles[n.name], alone[n.name], out=np.ones(query_block.shape),
+                                 where=np.broadcast_to(alone[n.name], query_block.shape) > 0) for n in nodes}
+    work = {n.name: (n.points * n.cycles_per_point / design.pes(n.unit)) * repeats[n.name] for n in nodes}
     busy = {u: sum((cycles[n.name] for n in nodes if n.unit == u), zeros.copy()) for u in ("pe_2d", "pe_1d")}
     useful = {u: sum((work[n.name] for n in nodes if n.unit == u), zeros.copy()) for u in ("pe_2d", "pe_1d")}
     key_tiles = np.ceil(design.key_len / design.key_tile_rows)
@@ -62,7 +65,7 @@ def evaluate_group(design, group, query_block, spill: str = "store", capacity=No
     energy: dict[str, Any] = {}
     einsum_energy = {}
     for node in nodes:
-        repeat = cycles[node.name] / alone[node.name]  # > 1 when recomputed
+        repeat = repeats[node.name]
         joules = node.energy_per_point * node.points * repeat
         energy[node.unit] = energy.get(node.unit, zeros) + joules
         level = design.register_levels.get(node.unit)
