@@ -20,7 +20,7 @@ from einsim.einsum_cascades.intervals import Bounds, truth
 from einsim.einsum_cascades.space import Space, gather, resolve_access
 from einsim.einsum_cascades.values import holds
 from einsim.errors import ShapeError
-from einsim.problem import TileCounts
+from einsim.tiling import TileCounts
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
 _UNDECIDED = 3
@@ -259,7 +259,7 @@ class TileClassification:
 
 
     def tile_counts(self) -> TileCounts:
-        """The per-query-tile counts in `einsim.problem.TileCounts`' form (what the GPU model
+        """The per-query-tile counts in `einsim.tiling.TileCounts`' form (what the GPU model
         walks for causal and window masks), for any coordinate filter: `visited` counts the
         non-empty key tiles (a kernel skips the empty ones between, as sinks + window's), `full`
         those needing no mask, `first_key` the start of the first one, `last_key` the last key

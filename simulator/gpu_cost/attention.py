@@ -17,7 +17,7 @@ from einsim.simulator.gpu_cost.mapping import GpuMapping
 from einsim.simulator.gpu_cost.resources import Residency, RegisterModel, flash_shared_memory, residency
 from einsim.simulator.gpu_cost.roofs import GpuRoofs
 from einsim.simulator.gpu_cost.styles import FittedModel, KernelStyle, Tiles, style
-from einsim.problem import TileCounts
+from einsim.tiling import TileCounts
 from einsim.simulator.gpu_cost.traffic import Traffic, attention_traffic, l2_reread_factor
 from einsim.simulator.gpu_cost.work import PassWork, UnitOps, pass_work, unit_split
 

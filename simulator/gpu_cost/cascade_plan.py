@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from einsim.einsum_cascades.passes import PassReport, analyze_passes
 from einsim.einsum_cascades.tiles import classify_tiles
-from einsim.problem import TileCounts
+from einsim.tiling import TileCounts
 from einsim.simulator.simulate import window_binding
 
 # operations that are one lane op each; anything else (gelu, tanh, elu1, ...) is a special function

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from einsim.simulator.gpu_cost.cascade_plan import PassPlan
-from einsim.problem import TileCounts
+from einsim.tiling import TileCounts
 
 SPLIT_PARTIAL_BYTES = 4  # split-KV partial outputs and statistics are fp32
 
