@@ -8,7 +8,6 @@ import math
 import numpy as np
 
 from einsim.errors import ConfigError
-from einsim.simulator.functions import PRIMITIVES as OP_KINDS  # the priced primitives (§3.3)
 
 
 def cycles_per_point(per_point: dict[str, float], exp_unit, vector_pes: int) -> float:

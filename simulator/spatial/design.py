@@ -6,7 +6,6 @@ inputs/outputs and live rows, and the staging plans of FLAT groups."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -16,67 +15,21 @@ from einsim.einsum_cascades.ir import Cascade
 from einsim.einsum_cascades.passes import PassReport, analyze_passes, dependency_graph
 from einsim.errors import ConfigError
 from einsim.simulator.estimate import Estimate
-from einsim.simulator.functions import primitive_counts
+from einsim.simulator.functions import PRIMITIVES, primitive_counts
 from einsim.simulator.mapping import ResolvedMapping
 from einsim.simulator.spatial.defaults import array_shape, key_leaf, vector_length
 from einsim.simulator.simulate import window_binding
 from einsim.simulator.spatial import search
-from einsim.simulator.spatial.costs import OP_KINDS, compute_energy_per_point, cycles_per_point, fill, on_chip_levels
+from einsim.simulator.spatial.costs import compute_energy_per_point, cycles_per_point, fill, on_chip_levels
 from einsim.simulator.spatial.evaluate import evaluate_group
 from einsim.simulator.spatial.masks import problem_kv_share, visible_key_tiles, visible_tile_fraction
 from einsim.simulator.spatial.report import build_estimate
+from einsim.simulator.spatial.parts import Group, Node, TensorInfo
 from einsim.simulator.spatial.resident import resident_need
 from einsim.simulator.spatial.staging import evaluate_staged, group_plans
 from einsim.simulator.spatial.visibility import plane_condition, reads_tensors, visibility
 from einsim.problem import Problem
 
-
-
-@dataclass(frozen=True)
-class Node:
-    """One Einsum as the spatial model sees it (all counts for the whole workload)."""
-
-    name: str
-    group: int
-    unit: str  # "pe_2d" | "pe_1d"
-    pass_index: int
-    points: float  # iteration points after filters (docs/simulator.md §3.1)
-    ops: dict[str, float]  # operations by kind, whole workload
-    cycles_per_point: float  # PE cycles one point costs on its unit (§3.2)
-    row_extent: int  # extent of the rank on the 2D array's rows in one epoch (1 if not iterated)
-    iterates_query: bool
-    key_extent: int  # extent of the key rank it iterates in one epoch (0 if none)
-    drains_rows: bool  # reduces the rank mapped on the 2D array's rows: its result drains (§4.3)
-    deps: tuple[tuple[str, bool], ...]  # (producer in the same group, loop-carried)
-    operands: tuple[str, ...]
-    energy_per_point: float  # joules of compute for one point (§6)
-    register_energy_per_cycle: float  # joules of register traffic per PE-cycle of work (§6)
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    role: str  # "query" (per-query state), "key" (K, V), "plane" (M x P), "other"
-    elements: float  # whole workload; an iterative tensor counts its current state only
-    per_query: float  # elements per query row of one head (query, plane)
-    per_key: float  # elements per key of one head (key)
-    kv_scale: float = 1.0  # K/V indexed by query head under GQA: the share that is distinct data
-
-
-@dataclass(frozen=True)
-class Group:
-    """A fusion group (kernel): its Einsums, what it reads from and writes to DRAM, what stays live
-    across passes inside it."""
-
-    index: int
-    einsums: tuple[str, ...]
-    inputs: tuple[str, ...]  # read from DRAM
-    outputs: tuple[str, ...]  # written to DRAM
-    resident_query: tuple[str, ...]  # per-query tensors kept on chip for a query block
-    # plane tensors live across passes: (tensor, pass it is first available in, later passes
-    # that read it, produced in this group (else read from DRAM))
-    live: tuple[tuple[str, int, tuple[int, ...], bool], ...]
-    uses_2d: bool
 
 
 class Design:
@@ -194,7 +147,7 @@ class Design:
                 points = dense  # kept points depend on input values: counted as all computed
             else:
                 points = float(einsum.iteration_points(self.sizes)) * self.head_factor
-            per_point = {k: 0.0 for k in OP_KINDS}
+            per_point = {k: 0.0 for k in PRIMITIVES}
             per_point.update(primitive_counts(einsum.operations_per_point()))  # §3.3 functions as primitives
             ops = {k: v * points for k, v in per_point.items() if v}
             if per_point["div"] and unit == "pe_2d":
