@@ -12,6 +12,7 @@ from einsim.errors import ConfigError, ShapeError
 from einsim.kernels.compiler.generate import GeneratedKernel
 from einsim.kernels.flash.config import (FlashBackwardConfig, FlashConfig, backward_check_config,
                                          backward_default_config, check_config, default_config)
+from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
 from einsim.kernels.limits import padded_head_dim
 from einsim.problem import Problem
 
@@ -26,8 +27,9 @@ class LaunchPlan:
     on first use from the real tensors."""
 
     __slots__ = ("problem", "scale", "size_values", "symbol_values", "tensor_names",
-                 "forward_config", "backward_config", "out_shape", "forward_tma", "backward_tma",
-                 "launches", "descriptors", "extra")
+                 "forward_config", "backward_config", "out_shape", "lse_shape", "forward_tma",
+                 "backward_tma", "block_d", "block_dv", "launches", "descriptors",
+                 "forward_descriptors", "extra")
 
     def __init__(self, problem: Problem, scale: float, size_values: tuple, symbol_values: tuple,
                  tensor_names: tuple, forward_config: FlashConfig,
@@ -40,10 +42,14 @@ class LaunchPlan:
         self.forward_config = forward_config
         self.backward_config = backward_config
         self.out_shape = (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)
+        self.lse_shape = self.out_shape[:3]
+        self.block_d = padded_head_dim(problem.head_dim)
+        self.block_dv = padded_head_dim(problem.v_head_dim)
         self.forward_tma = forward_tma
         self.backward_tma = backward_tma
         self.launches: dict[str, Any] = {}  # kernel role -> TritonLaunch
         self.descriptors: dict[tuple, Any] = {}  # (role, block rows) -> DescriptorFactory
+        self.forward_descriptors = None  # the forward's four factories, once built
         self.extra: dict[Any, Any] = {}  # block-mask tile lists of masks that read no input
 
 
@@ -62,6 +68,15 @@ def backward_reasons(config, problem: Problem, limits=None) -> list[str]:
         if config.one_launch:
             reasons.append("one_launch=True: compiled kernels use two launches")
     return reasons
+
+
+def _is_compiling() -> bool:
+    """torch.compiler.is_compiling, looked up once (this module imports torch lazily)."""
+    global _is_compiling
+    import torch
+
+    _is_compiling = torch.compiler.is_compiling
+    return _is_compiling()
 
 
 class CompiledAttention:
@@ -111,8 +126,6 @@ class CompiledAttention:
              backward_config=None) -> tuple[LaunchPlan, tuple]:
         """The launch plan of this call (built and checked on a miss; ShapeError/ConfigError for
         bad input, every time) and the extra tensors in kernel order. A hit costs one lookup."""
-        from einsim.kernels.launch import plan_cache, tensor_key
-
         if self._plans is None:
             self._plans = plan_cache(f"{self.name}:{self.generated.digest}")
 
@@ -263,7 +276,6 @@ class CompiledAttention:
         import torch
         import triton
 
-        from einsim.kernels.launch import TritonLaunch
 
         generated = self.generated
         key = ("lists", block_m, block_n, by_key)
@@ -300,8 +312,6 @@ class CompiledAttention:
         return args + list(plan.size_values) + list(plan.symbol_values)
 
     def _descriptor(self, plan: LaunchPlan, role: str, tensor, rows: int, cols: int):
-        from einsim.kernels.launch import DescriptorFactory
-
         factory = plan.descriptors.get((role, rows))
         if factory is None:
             factory = plan.descriptors[(role, rows)] = DescriptorFactory(tensor, [1, 1, rows, cols])
@@ -312,10 +322,7 @@ class CompiledAttention:
                  backward_config: FlashBackwardConfig | None = None, block_mask=None, **tensors):
         """out [B, Hq, P, Dv] = softmax(S)·V with the cascade's score S and mask. block_mask:
         from .block_mask(...) with the same shapes and mask inputs, to reuse its tile lists."""
-        out, _ = self.forward_with_lse(q, k, v, scale=scale, config=config,
-                                       backward_config=backward_config, block_mask=block_mask,
-                                       **tensors)
-        return out
+        return self._run(q, k, v, scale, config, backward_config, block_mask, tensors)[0]
 
     def block_mask(self, q, k, v, *, scale=None, config=None, backward_config=None, **tensors):
         """The tile lists of this call's mask (forward, dK/dV and dQ tile shapes), built once
@@ -340,9 +347,12 @@ class CompiledAttention:
         """(out, lse): lse [B, Hq, P] fp32 natural log (not differentiable; -inf for a row that
         sees no key, whose output is 0). Traced by torch.compile (or given tensor subclasses),
         the call is the operator torch.ops.einsim.cascade_<digest>_forward (compiler/ops.py)."""
+        return self._run(q, k, v, scale, config, backward_config, block_mask, tensors)
+
+    def _run(self, q, k, v, scale, config, backward_config, block_mask, tensors: dict):
         import torch
 
-        if torch.compiler.is_compiling() or type(q) is not torch.Tensor:
+        if _is_compiling() or type(q) is not torch.Tensor:
             if block_mask is not None:
                 raise ConfigError(f"{self.name}: block_mask= cannot pass through torch.compile; "
                                   "the operator builds the block mask itself")
@@ -368,20 +378,24 @@ class CompiledAttention:
         """(out, lse) by the generated forward kernel (plan: CompiledAttention.plan)."""
         import torch
 
-        problem, config = plan.problem, plan.forward_config
-        out = torch.empty(plan.out_shape, dtype=q.dtype, device=q.device)
-        lse = torch.empty(plan.out_shape[:3], dtype=torch.float32, device=q.device)
+        device = q.device
+        out = torch.empty(plan.out_shape, dtype=q.dtype, device=device)
+        lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=device)
+        config = plan.forward_config
         if self.generated.mask_mode == "blocks":
-            lists = self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, device=q.device,
+            lists = self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, device=device,
                                     block_mask=block_mask)
         else:
             lists = (lse, 0, 0, 0, 0)
         if plan.forward_tma:
-            block_d, block_dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
-            args = (self._descriptor(plan, "q", q, config.BLOCK_M, block_d),
-                    self._descriptor(plan, "k", k, config.BLOCK_N, block_d),
-                    self._descriptor(plan, "v", v, config.BLOCK_N, block_dv),
-                    self._descriptor(plan, "out", out, config.BLOCK_M, block_dv))
+            factories = plan.forward_descriptors
+            if factories is None:
+                factories = plan.forward_descriptors = (
+                    DescriptorFactory(q, [1, 1, config.BLOCK_M, plan.block_d]),
+                    DescriptorFactory(k, [1, 1, config.BLOCK_N, plan.block_d]),
+                    DescriptorFactory(v, [1, 1, config.BLOCK_N, plan.block_dv]),
+                    DescriptorFactory(out, [1, 1, config.BLOCK_M, plan.block_dv]))
+            args = (factories[0](q), factories[1](k), factories[2](v), factories[3](out))
         else:
             args = (q, k, v, out)
         launch = plan.launches.get("forward")
@@ -395,7 +409,6 @@ class CompiledAttention:
         import triton
 
         from einsim.kernels.flash.forward import io_dtype, remember_launch
-        from einsim.kernels.launch import TritonLaunch
         from einsim.kernels.runtime import interpreter_needs_fp32_dots, interpreting, patch_interpreter
 
         if interpreting():
@@ -493,7 +506,6 @@ class CompiledAttention:
 
         from einsim.kernels.flash.backward import _backward_preprocess
         from einsim.kernels.flash.forward import io_dtype, remember_launch
-        from einsim.kernels.launch import TritonLaunch
         from einsim.kernels.runtime import interpreter_needs_fp32_dots, interpreting, patch_interpreter
 
         if interpreting():
@@ -539,7 +551,6 @@ class CompiledAttention:
         import triton
 
         from einsim.kernels.flash.forward import io_dtype, remember_launch
-        from einsim.kernels.launch import TritonLaunch
         from einsim.kernels.runtime import interpreter_needs_fp32_dots
 
         problem, config = plan.problem, plan.backward_config
