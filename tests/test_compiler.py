@@ -229,6 +229,8 @@ def test_variant_forward_and_gradients_equal_the_executor(case):
 
 def test_masks_choose_tile_ranges_or_a_block_mask():
     assert compile_cascade("attention-window").generated.mask_mode == "ranges"
+    # several affine terms: a block mask too (two long loops instead of three short ones a term)
+    assert compile_cascade("sinks-window").generated.mask_mode == "blocks"
     band = compile_cascade(parse_cascade(VARIANTS["band-block-mask"][0], source="<band>"))
     assert band.generated.mask_mode == "blocks"
     assert not band.generated.mask_reads_tensors and not band.generated.mask_by_head

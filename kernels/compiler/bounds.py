@@ -9,10 +9,9 @@ tile's other coordinate, whose extremes sit at the tile's first and last row (co
 the walked coordinate it keeps or drops the whole tile. Anything else (non-affine, a tensor read,
 a coefficient other than +-1) bounds nothing and rules out unmasked tiles, which is always right.
 
-Each term gives [lo, mid_lo) masked, [mid_lo, mid_hi) unmasked, [mid_hi, hi) masked (tiles
-full for one term are full for the whole mask; masked tiles test the whole mask). Terms are
-sorted by lo and each is clipped to start after the tiles the earlier ones cover, so no tile is
-visited twice (sinks + window: [0, 4) and the window; prefix-LM: their union).
+A mask of one term gives [lo, mid_lo) masked, [mid_lo, mid_hi) unmasked, [mid_hi, hi) masked.
+A mask of several terms (sinks + window, prefix-LM) or with an atom that bounds nothing goes to
+a block mask instead (generate.py): the normal form here only decides which.
 """
 
 from __future__ import annotations
@@ -242,9 +241,9 @@ def _term_lines(term: list, affinize: _Affinizer, walked: str, t: int, extent: s
 
 def range_function(name: str, form: SoftmaxAttention, emitter: Emitter, walked: str) -> str:
     """Source of a @triton.jit helper `name(start, batch, head, kv_head, q_len, kv_len, ...)`
-    returning 3 segments (start, end) per term of the mask — masked, unmasked, masked — of the
-    coordinate `walked` ("m": key tiles of the query tile at `start`; "p": query tiles of the
-    key tile at `start`). segment_count() says how many."""
+    returning the 3 segments (start, end) of a one-term mask — masked, unmasked, masked — of
+    the coordinate `walked` ("m": key tiles of the query tile at `start`; "p": query tiles of
+    the key tile at `start`)."""
     terms = mask_terms(form)
     affinize = _Affinizer(emitter)
     if walked == "m":
@@ -262,33 +261,12 @@ def range_function(name: str, form: SoftmaxAttention, emitter: Emitter, walked: 
     ]
     for t, term in enumerate(terms):
         lines += _term_lines(term, affinize, walked, t, extent, block)
-    count = len(terms)
-    if count > 1:
-        lines.append("    # terms in order of their first tile (bubble sort: a handful of terms)")
-        for i in range(count):
-            for j in range(count - 1 - i):
-                a, b = j, j + 1
-                lines.append(f"    sw = lo_{b} < lo_{a}")
-                for var in ("lo", "ml", "mh", "hi"):
-                    lines.append(f"    {var}_{a}, {var}_{b} = tl.where(sw, {var}_{b}, {var}_{a}), "
-                                 f"tl.where(sw, {var}_{a}, {var}_{b})")
-        lines.append("    # each term starts after the tiles the earlier ones cover")
-        lines.append(f"    end = lo_0 + ((hi_0 - lo_0 + {block} - 1) // {block}) * {block}")
-        for t in range(1, count):
-            lines += [f"    lo_{t} = tl.maximum(lo_{t}, end)",
-                      f"    ml_{t} = tl.maximum(ml_{t}, lo_{t})",
-                      f"    mh_{t} = tl.maximum(mh_{t}, ml_{t})",
-                      f"    hi_{t} = tl.maximum(hi_{t}, mh_{t})",
-                      f"    end = tl.maximum(end, lo_{t} + ((hi_{t} - lo_{t} + {block} - 1) // {block}) * {block})"]
-    returned = ", ".join(f"lo_{t}, ml_{t}, ml_{t}, mh_{t}, mh_{t}, hi_{t}" for t in range(count))
+    if len(terms) != 1:  # generate.py gives several terms a block mask instead
+        raise ValueError(f"range_function takes a mask of one term, got {len(terms)}")
+    returned = ", ".join(f"lo_{t}, ml_{t}, ml_{t}, mh_{t}, mh_{t}, hi_{t}" for t in range(len(terms)))
     lines.append(f"    return {returned}")
     return "\n".join(lines) + "\n"
 
 
-def segment_count(form: SoftmaxAttention) -> int:
-    """Segments range_function returns: masked, unmasked, masked per term of the mask."""
-    return 3 * len(mask_terms(form))
-
-
 __all__ = ["Affine", "AffineCondition", "MAX_TERMS", "affine_condition", "is_affine",
-           "mask_terms", "range_function", "segment_count"]
+           "mask_terms", "range_function"]

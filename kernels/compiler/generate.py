@@ -11,7 +11,7 @@ from einsim.einsum_cascades.expr import Access, Number
 from einsim.kernels.compiler import template
 import re
 
-from einsim.kernels.compiler.bounds import is_affine, range_function, segment_count
+from einsim.kernels.compiler.bounds import is_affine, mask_terms, range_function
 from einsim.kernels.compiler.codegen import Emitter, KernelArgs, condition_nodes
 from einsim.kernels.compiler.derivative import derivative, scaled
 from einsim.kernels.compiler.frontend import QKLeaf, SoftmaxAttention, nodes
@@ -69,8 +69,10 @@ def _emit(form: SoftmaxAttention, args: KernelArgs):
     }
     keep_lines = [f"    ok = ok & {emitter.expr(c)}  # {c}" for c in condition_nodes(form)]
     values["KEEP_CODE"] = "\n".join(keep_lines) if keep_lines else "    # no filter"
-    ranges = (range_function("key_range", form, emitter, "m") + "\n\n"
-              + range_function("query_range", form, emitter, "p"))
+    ranges = ""
+    if len(mask_terms(form)) == 1:
+        ranges = (range_function("key_range", form, emitter, "m") + "\n\n"
+                  + range_function("query_range", form, emitter, "p"))
     accesses = differentiable_accesses(form)
     helpers, calls, gargs = [], [], []
     for i, (access, partial) in enumerate(accesses):
@@ -134,8 +136,13 @@ def generate(form: SoftmaxAttention) -> GeneratedKernel:
     values, ranges, grad, grad_accesses = _emit(form, args)
     assert args.names() == probe.names(), "the second pass read new arguments"
     values["XARGS"] = args.text()
-    block_mask = not is_affine(form, Emitter(form, args))
-    values.update(template.visits(segment_count(form), block_mask))
+    # Tile ranges when the mask is one affine term (3 loops, no memory: causal, windows);
+    # a block mask otherwise, including several terms (sinks + window, prefix-LM): their 3 loops
+    # per term each ran a tile or two behind a software-pipeline prologue, and on the H200 the
+    # sinks + window forward ran at 0.90x FlexAttention that way (W2), where 2 lists walk
+    # every visited tile in two loops, as Flex does.
+    block_mask = not is_affine(form, Emitter(form, args)) or len(mask_terms(form)) > 1
+    values.update(template.visits(block_mask))
     source = template.render(values, ranges)
     keep_code = values["KEEP_CODE"]
     return GeneratedKernel(

@@ -363,9 +363,9 @@ $DQ_VISITS
 '''
 
 
-def visits(count: int, block_mask: bool) -> dict[str, str]:
-    """The calls that walk a program's tiles. Tile ranges: the segments the range helpers return
-    (masked, unmasked, masked per term of the mask). Block mask: the program's two tile lists
+def visits(block_mask: bool) -> dict[str, str]:
+    """The calls that walk a program's tiles. Tile ranges: the three segments the range helpers
+    return (masked, unmasked, masked). Block mask: the program's two tile lists
     (partial tiles masked, full tiles unmasked) of Lists [B', H', tiles, 2, 1 + tiles] (count,
     then tile indices). Only unmasked walks use warp specialization and FMA exponentials."""
     fwd_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,\n"
@@ -411,6 +411,7 @@ def visits(count: int, block_mask: bool) -> dict[str, str]:
         dkdv += dkdv_call(0, "n_partial", "lists + 1", True, True)
         dkdv += dkdv_call(0, "n_full", "lists + ls_k + 1", False, True)
     else:
+        count = 3
         names = ", ".join(f"s{i}, e{i}" for i in range(count))
         forward = [f"    {names} = key_range(start_m, batch, head, kv_head, q_len, kv_len$XARGS,",
                    "                             BLOCK_M, BLOCK_N)"]
