@@ -108,22 +108,15 @@ def cases(device: str, dtype, stub: bool):
 
     from dataclasses import replace
 
-    from einsim.kernels.flash.config import default_config
+    from einsim.kernels.flash.backward import flash_backward
+    from einsim.kernels.flash.config import backward_default_config, default_config
     from einsim.kernels.runtime import check_attention_inputs
 
-    pointers = replace(default_config(check_attention_inputs(q, k, v, kernel="attention-fwd")), tma=False)
-    rows = [
-        ("forward", "einsim", lambda: attention(q, k, v)),
-        ("forward", "einsim_noTMA", lambda: attention(q, k, v, config=pointers)),
-        ("forward", "einsim_op", lambda: ops.attention_forward(q, k, v)),
-        ("forward+backward", "einsim", fwd_bwd(attention)),
-        ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
-        ("decode", "einsim_op", lambda: ops.decode(dq, *dkv)),
-        ("decode", "einsim_paged", lambda: decode_paged(dq, *paged)),
-    ]
-    if not stub:
-        check("forward", attention(q, k, v), q, k, v, failures)
-        check("decode", decode_attention(dq, *dkv)[0], dq, *dkv, failures)
+    problem = check_attention_inputs(q, k, v, kernel="attention-fwd")
+    pointers = replace(default_config(problem), tma=False)
+    backward_pointers = replace(backward_default_config(problem), tma=False)
+    out, lse = attention(q, k, v, return_lse=True)
+    rows = []  # peers first: a run killed at its limit still has them
     if device == "cuda":
         from torch.nn.attention import sdpa_kernel
 
@@ -139,6 +132,27 @@ def cases(device: str, dtype, stub: bool):
                  ("forward+backward", "sdpa_cpu", fwd_bwd(F.scaled_dot_product_attention)),
                  ("decode", "sdpa_cpu",
                   lambda: F.scaled_dot_product_attention(dq, *dkv, enable_gqa=gqa))]
+    rows += [
+        ("forward", "einsim", lambda: attention(q, k, v)),
+        ("forward", "einsim_noTMA", lambda: attention(q, k, v, config=pointers)),
+        ("forward", "einsim_op", lambda: ops.attention_forward(q, k, v)),
+        ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
+        ("decode", "einsim_paged", lambda: decode_paged(dq, *paged)),
+        ("decode", "einsim_op", lambda: ops.decode(dq, *dkv)),
+        ("forward+backward", "einsim", fwd_bwd(attention)),
+        ("forward+backward", "einsim_noTMA", fwd_bwd(
+            lambda a, b, c: attention(a, b, c, config=pointers, backward_config=backward_pointers))),
+        # where forward+backward's time goes: autograd alone, our forward under autograd, our
+        # backward called directly
+        ("autograd only", "torch", lambda: torch.autograd.grad(qg * 1.0, (qg,), do)),
+        ("forward, grad on", "einsim", lambda: attention(qg, kg, vg)),
+        ("backward direct", "einsim", lambda: flash_backward(do, q, k, v, out, lse)),
+        ("backward direct", "einsim_noTMA",
+         lambda: flash_backward(do, q, k, v, out, lse, config=backward_pointers)),
+    ]
+    if not stub:
+        check("forward", attention(q, k, v), q, k, v, failures)
+        check("decode", decode_attention(dq, *dkv)[0], dq, *dkv, failures)
     return rows, failures
 
 

@@ -57,15 +57,27 @@ def _pick(offs_b, b, values):
 
 
 @triton.jit
-def _key_pages(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size, PAGED: tl.constexpr):
-    """(page, row) of keys `cols` of sequence b, both int64: through the block table when paged
-    (page = table[b, j // page_size], row j % page_size), else (b, j)."""
+def _key_pages(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
+               PAGED: tl.constexpr, PAGE_SHIFT: tl.constexpr, WIDE: tl.constexpr):
+    """(page, row) of keys `cols` of sequence b: through the block table when paged (page =
+    table[b, j // page_size], row j % page_size; a shift and a mask when PAGE_SHIFT >= 0, the
+    page size being 2**PAGE_SHIFT), else (b, j). int64 only when WIDE (a cache of 2^31 elements
+    or more): 32-bit address arithmetic is half the instructions per key."""
     if PAGED:
-        page = tl.load(BlockTable + b * stride_tb + (cols // page_size) * stride_tp,
-                       mask=col_ok, other=0).to(tl.int64)
-        return page, (cols % page_size).to(tl.int64)
+        if PAGE_SHIFT >= 0:
+            index = cols >> PAGE_SHIFT
+            row = cols & ((1 << PAGE_SHIFT) - 1)
+        else:
+            index = cols // page_size
+            row = cols % page_size
+        page = tl.load(BlockTable + b * stride_tb + index * stride_tp, mask=col_ok, other=0)
     else:
-        return cols.to(tl.int64) * 0 + b.to(tl.int64), cols.to(tl.int64)
+        page = cols * 0 + b
+        row = cols
+    if WIDE:
+        page = page.to(tl.int64)
+        row = row.to(tl.int64)
+    return page, row
 
 
 @triton.jit
@@ -82,7 +94,8 @@ def _rows(page, row, stride_page, stride_row, ALIGNED: tl.constexpr):
 def _paged_tiles(m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, lo, hi, len_b, position, row_ok,
                  stride_kp, stride_kr, stride_kh, stride_kd, stride_vp, stride_vr, stride_vh,
                  stride_vd, stride_tb, stride_tp, page_size, head_dim, v_head_dim, scale_log2,
-                 MASKED: tl.constexpr, PAGED: tl.constexpr, ALIGNED: tl.constexpr,
+                 MASKED: tl.constexpr, PAGED: tl.constexpr, PAGE_SHIFT: tl.constexpr,
+                 WIDE: tl.constexpr, ALIGNED: tl.constexpr,
                  IS_CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
     """Key tiles [lo, hi) of one segment through the online softmax. Unmasked tiles (every key
@@ -92,7 +105,8 @@ def _paged_tiles(m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, lo, hi, len_b, 
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     cols = lo * BLOCK_N + offs_n
-    page, row = _key_pages(BlockTable, b, cols, cols < len_b, stride_tb, stride_tp, page_size, PAGED)
+    page, row = _key_pages(BlockTable, b, cols, cols < len_b, stride_tb, stride_tp, page_size,
+                           PAGED, PAGE_SHIFT, WIDE)
     for tile in tl.range(lo, hi):
         cols = tile * BLOCK_N + offs_n
         col_ok = cols < len_b
@@ -102,7 +116,7 @@ def _paged_tiles(m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, lo, hi, len_b, 
                   + offs_dv[None, :] * stride_vd)
         next_cols = cols + BLOCK_N
         page, row = _key_pages(BlockTable, b, next_cols, next_cols < len_b, stride_tb, stride_tp,
-                               page_size, PAGED)
+                               page_size, PAGED, PAGE_SHIFT, WIDE)
         if MASKED:
             kt = tl.load(k_ptrs, mask=col_ok[None, :] & (offs_d[:, None] < head_dim), other=0.0)
             v = tl.load(v_ptrs, mask=col_ok[:, None] & (offs_dv[None, :] < v_head_dim), other=0.0)
@@ -135,8 +149,8 @@ def _paged_split(
     stride_tb, stride_tp,
     batch, kv_heads, group, q_len, rows_total, row_tiles, head_dim, v_head_dim,
     page_size, capacity, num_programs, scale_log2,
-    PAGED: tl.constexpr, ALIGNED: tl.constexpr, IS_CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
-    EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    PAGED: tl.constexpr, PAGE_SHIFT: tl.constexpr, WIDE: tl.constexpr, ALIGNED: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr, BLOCK_B: tl.constexpr, MIN_TILES: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -181,12 +195,14 @@ def _paged_split(
             m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, first_tile, full, len_b, position,
             row_ok, stride_kp, stride_kr, stride_kh, stride_kd, stride_vp, stride_vr, stride_vh,
             stride_vd, stride_tb, stride_tp, page_size, head_dim, v_head_dim, scale_log2,
-            False, PAGED, ALIGNED, IS_CAUSAL, DOT_FP32, EVEN_D, BLOCK_N, BLOCK_D, BLOCK_DV)
+            False, PAGED, PAGE_SHIFT, WIDE, ALIGNED, IS_CAUSAL, DOT_FP32, EVEN_D, BLOCK_N, BLOCK_D,
+            BLOCK_DV)
         m_i, l_i, acc = _paged_tiles(
             m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, full, last_tile, len_b, position,
             row_ok, stride_kp, stride_kr, stride_kh, stride_kd, stride_vp, stride_vr, stride_vh,
             stride_vd, stride_tb, stride_tp, page_size, head_dim, v_head_dim, scale_log2,
-            True, PAGED, ALIGNED, IS_CAUSAL, DOT_FP32, EVEN_D, BLOCK_N, BLOCK_D, BLOCK_DV)
+            True, PAGED, PAGE_SHIFT, WIDE, ALIGNED, IS_CAUSAL, DOT_FP32, EVEN_D, BLOCK_N, BLOCK_D,
+            BLOCK_DV)
         slot = (b * kv_segments + segment + pid).to(tl.int64)
         # One fp32 scratch buffer: n_partials maxima, n_partials sums, then the numerators.
         tl.store(Partials + slot * BLOCK_M + offs_m, m_i)
@@ -256,6 +272,11 @@ def run(plan, q, k_cache, v_cache, cache_seqlens, block_table):
     return out, lse
 
 
+def _last_offset(tensor) -> int:
+    """The largest element offset from the tensor's base (any strides)."""
+    return sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride()))
+
+
 def cache_strides(cache, paged: bool) -> tuple[int, int, int, int]:
     """(page or batch, row, head, dim) strides of a paged [pages, page_size, Hkv, D] cache or a
     contiguous [B, Hkv, N, D] one."""
@@ -277,13 +298,17 @@ def _make_launches(plan, q, k_cache, v_cache, table, out, split_args, merge_args
                and k_cache.data_ptr() % 16 == 0 and v_cache.data_ptr() % 16 == 0)
     block_d = padded_head_dim(problem.head_dim)
     even_d = problem.head_dim == block_d and problem.v_head_dim == plan.block_dv
+    page_size = plan.page_size
+    page_shift = page_size.bit_length() - 1 if plan.paged and page_size & (page_size - 1) == 0 else -1
+    # 32-bit key offsets unless some element of a cache lies 2^31 or more elements in
+    wide = max(_last_offset(k_cache), _last_offset(v_cache)) >= 2**31
     n_partials = plan.slots * plan.block_m
     split = TritonLaunch(
         _paged_split, (plan.programs,), *split_args, n_partials, *q.stride(),
         *k_strides, *v_strides, *table_strides,
         *sizes, problem.head_dim, problem.v_head_dim, plan.page_size, plan.capacity,
         plan.programs, scale * LOG2_E,
-        PAGED=plan.paged, ALIGNED=aligned, IS_CAUSAL=problem.causal, DOT_FP32=plan.dot_fp32,
+        PAGED=plan.paged, PAGE_SHIFT=page_shift, WIDE=wide, ALIGNED=aligned, IS_CAUSAL=problem.causal, DOT_FP32=plan.dot_fp32,
         EVEN_D=even_d, BLOCK_M=plan.block_m, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
         BLOCK_DV=plan.block_dv, BLOCK_B=block_b, MIN_TILES=MIN_TILES_PER_SPLIT,
         num_warps=config.num_warps, num_stages=config.num_stages)

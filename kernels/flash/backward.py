@@ -413,7 +413,7 @@ class BackwardPlan:
         problem, config = self.problem, self.config
         rows = problem.batch * problem.q_heads
         delta = torch.empty((rows, problem.q_len), dtype=torch.float32, device=q.device)
-        lse2 = torch.empty_like(delta)
+        lse2 = torch.empty((rows, problem.q_len), dtype=torch.float32, device=q.device)
         d, dvb = self.block_d, self.block_dv
         arg = self._arg
         dq_acc = None
@@ -553,9 +553,10 @@ def flash_backward(do, q, k, v, out, lse, *, causal: bool = False, window=None,
     plan = backward_plan(do, q, k, v, out, lse, causal, window, scale, config, (dq, dk, dv))
     if not lse.is_contiguous():
         lse = lse.contiguous()
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
-    dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
-    dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+    # torch.empty, not empty_like: inputs that require grad would route empty_like through autograd
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device) if dq is None else dq
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device) if dk is None else dk
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device) if dv is None else dv
     plan.run(do, q, k, v, out, lse, dq, dk, dv)
     return dq, dk, dv
 
@@ -566,6 +567,7 @@ class FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, causal, window, scale, config, backward_config):
         out, lse = flash_forward(q, k, v, causal=causal, window=window, scale=scale, config=config)
+        ctx.set_materialize_grads(False)  # lse gets no gradient: no zeros allocated for it
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.options = (causal, window, scale, backward_config)
         ctx.mark_non_differentiable(lse)
@@ -573,6 +575,8 @@ class FlashAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
+        if grad_out is None:  # only lse was used
+            return None, None, None, None, None, None, None, None
         q, k, v, out, lse = ctx.saved_tensors
         causal, window, scale, backward_config = ctx.options
         # A broadcast gradient (e.g. of out.sum()) has zero strides: materialise it.
