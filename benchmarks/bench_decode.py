@@ -104,7 +104,7 @@ SPLITKV_VARIANTS = {  # --variants: changes to the split-KV decode's default con
 }
 
 
-def backends(case: Case, inputs: Inputs, variants: bool = False):
+def backends(case: Case, inputs: Inputs, variants: str = ""):
     """(name, note, fn(set) -> out) for every backend that can run the case."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -113,7 +113,13 @@ def backends(case: Case, inputs: Inputs, variants: bool = False):
     found = [("einsim-paged", f"page {PAGE_SIZE}",
               lambda s: decode_paged(s["q"], s["k_cache"], s["v_cache"], s["cache_seqlens"],
                                      s["block_table"], causal=causal)[0])]
-    for label, config in (PAGED_VARIANTS.items() if variants else ()):
+    wanted = set(variants.split(",")) if variants and variants != "all" else None
+
+    def chosen(table):
+        return [(label, value) for label, value in table.items()
+                if variants and (wanted is None or label in wanted)]
+
+    for label, config in chosen(PAGED_VARIANTS):
         found.append((f"einsim-paged-{label}", f"page {PAGE_SIZE}",
                       lambda s, c=config: decode_paged(s["q"], s["k_cache"], s["v_cache"],
                                                        s["cache_seqlens"], s["block_table"],
@@ -124,7 +130,7 @@ def backends(case: Case, inputs: Inputs, variants: bool = False):
         found.append(("einsim-splitkv", "dense",
                       lambda s: decode_attention(s["q"], s["k"], s["v"], causal=causal)[0]))
         default = cfg.default_config(inputs.problem)
-        for label, changes in (SPLITKV_VARIANTS.items() if variants else ()):
+        for label, changes in chosen(SPLITKV_VARIANTS):
             config = dataclasses.replace(default, **changes)
             found.append((f"einsim-splitkv-{label}", "dense",
                           lambda s, c=config: decode_attention(s["q"], s["k"], s["v"], causal=causal,
@@ -203,7 +209,9 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", help="write rows here (default $OUT/decode.csv if OUT is set)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="three cases only")
-    parser.add_argument("--variants", action="store_true", help="also time decode-paged configs")
+    parser.add_argument("--variants", nargs="?", const="all", default="",
+                        help="also time config variants: all, or a comma-separated list of their labels "
+                        f"({', '.join(list(PAGED_VARIANTS) + list(SPLITKV_VARIANTS))})")
     parser.add_argument("--cases", help="comma-separated case labels to run (default: all)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -218,8 +226,9 @@ def main(argv=None) -> int:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(" ".join(f"{h:>13}" for h in header))
     chosen = cases(args.quick)
-    if args.cases:
-        chosen = [c for c in chosen if c.label in args.cases.split(",")]
+    if args.cases:  # in the order given: the most wanted first, if the run is cut short
+        by_label = {c.label: c for c in cases(False)}
+        chosen = [by_label[label] for label in args.cases.split(",") if label in by_label]
     for case in chosen:
         try:
             per_copy = sum(case.lengths) * KV_HEADS * HEAD_DIM * 2 * 2
