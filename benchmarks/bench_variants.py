@@ -484,7 +484,8 @@ def write_csv(rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
+    parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS),
+                        help="comma-separated; NAME:N1/N2 times NAME at those lengths only")
     parser.add_argument("--lengths", default="2048,16384")
     parser.add_argument("--csv", default=None)
     parser.add_argument("--peers", default=",".join(OPTIONS["peers"]),
@@ -510,7 +511,13 @@ def main(argv=None) -> int:
         return 2
     gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else "none (smoke run)"
     print(f"GPU {gpu}, torch {torch.__version__}, triton {triton.__version__}")
-    wanted = args.variants.split(",")
+    # a variant may name its own lengths: causal:2048 (or causal:2048/16384)
+    wanted, only = [], {}
+    for item in args.variants.split(","):
+        name, _, lengths_given = item.partition(":")
+        wanted.append(name)
+        if lengths_given:
+            only[name] = {int(n) for n in lengths_given.split("/")}
     unknown = sorted(set(wanted) - {v.name for v in VARIANTS})
     if unknown:
         print(f"unknown variants {unknown}; known: {', '.join(v.name for v in VARIANTS)}")
@@ -518,13 +525,19 @@ def main(argv=None) -> int:
     lengths = [int(n) for n in args.lengths.split(",")]
     CSV_PATH[0] = args.csv or (os.path.join(os.environ["OUT"], "variants.csv") if os.environ.get("OUT") else None)
     rows: list[dict] = []
+
+    def run(name, ns):
+        ns = [n for n in ns if name not in only or n in only[name]]
+        if ns:
+            run_variant(next(v for v in VARIANTS if v.name == name), ns, rows)
+
     if args.length_major:  # every variant at the first length, then at the next
         for n in lengths:
             for name in wanted:
-                run_variant(next(v for v in VARIANTS if v.name == name), [n], rows)
+                run(name, [n])
     else:
         for name in wanted:  # in the order asked: the most informative first
-            run_variant(next(v for v in VARIANTS if v.name == name), lengths, rows)
+            run(name, lengths)
     write_csv(rows)
     if CSV_PATH[0]:
         print(f"wrote {CSV_PATH[0]}")
