@@ -8,9 +8,10 @@ tuned-config store the kernels' launchers read. docs/autotune.md.
 from einsim.autotune.evaluate import GpuEvaluator, Measurement, PredictionEvaluator, ReplayEvaluator
 from einsim.autotune.space import SearchSpace, build_space, config_key
 from einsim.autotune.storage import DEFAULT_STORAGE
-from einsim.autotune.result import TrialRecord, TuningResult
+from einsim.autotune.result import TrialRecord, TuningResult, load_result
 from einsim.autotune.sampler import GuidedSampler
-from einsim.autotune.study import TuningInterrupted, default_study_name, load_result, tune
+from einsim.autotune.naming import default_study_name
+from einsim.autotune.study import TuningInterrupted, tune
 
 __all__ = [
     "DEFAULT_STORAGE", "GpuEvaluator", "GuidedSampler", "Measurement", "PredictionEvaluator", "ReplayEvaluator", "SearchSpace",

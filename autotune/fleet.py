@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from einsim.autotune.predict import predict_kernel
-from einsim.autotune.result import TuningResult
-from einsim.autotune.study import FatalTuningError, default_budget, load_result, tune
+from einsim.autotune.result import TuningResult, load_result
+from einsim.autotune.study import FatalTuningError, default_budget, tune
 from einsim.errors import ConfigError
 from einsim.kernels.registry import get_kernel
 from einsim.kernels.tuned import shape_bucket

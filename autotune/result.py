@@ -1,11 +1,16 @@
 """What a tuning study found: one TrialRecord per trial and the TuningResult tune() returns,
-read back from the study's storage (so a resumed or killed run reports every trial)."""
+read back from the study's storage (so a resumed or killed run reports every trial);
+load_result reads a study without running anything, exhaustive_best the baseline's best."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from einsim.autotune.naming import default_study_name
+from einsim.autotune.space import build_space
+from einsim.autotune.storage import open_storage, quiet_optuna, redact_url, resolve_storage_url
+from einsim.errors import ConfigError
 from einsim.problem import Problem
 
 
@@ -94,3 +99,37 @@ def trial_records(study) -> list[TrialRecord]:
             duplicate_of=attrs.get("duplicate_of"), worker=attrs.get("worker", ""), wall_s=wall,
             seeded=attrs.get("seeded", "") or ""))
     return records
+
+
+def exhaustive_best(storage, kernel: str, problem: Problem, target: str, *,
+                    dry_run: bool = False) -> float | None:
+    """Best time of the exhaustive study for the same problem in `storage`, if one was run."""
+    import optuna
+
+    name = default_study_name(kernel, problem, target, dry_run=dry_run, exhaustive=True)
+    with quiet_optuna():
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+            return float(study.best_value)
+        except (KeyError, ValueError):
+            return None
+
+
+def load_result(kernel: str, problem: Problem, target: str = "h100-sxm", *, storage: str | None = None,
+                study_name: str | None = None, dry_run: bool = False, exhaustive: bool = False) -> TuningResult:
+    """Read a study back without running anything (what a finished or killed run left)."""
+    import optuna
+
+    space = build_space(kernel, problem, target)
+    name = study_name or default_study_name(kernel, problem, space.target, dry_run=dry_run, exhaustive=exhaustive)
+    rdb = open_storage(storage)
+    with quiet_optuna():
+        try:
+            study = optuna.load_study(study_name=name, storage=rdb)
+        except KeyError:
+            raise ConfigError(f"no study {name!r} in {redact_url(resolve_storage_url(storage))}") from None
+    return TuningResult(kernel=space.kernel, problem=problem, target=space.target,
+                        gpu=study.user_attrs.get("gpu", ""), study_name=name, storage=redact_url(resolve_storage_url(storage)),
+                        mode=("exhaustive" if exhaustive else "guided") + ("/dry-run" if dry_run else ""),
+                        space_size=len(space.ranked), rejected=len(space.rejected),
+                        budget=len(space.ranked), trials=trial_records(study))

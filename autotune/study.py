@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from einsim.autotune.evaluate import GpuEvaluator, Measurement, PredictionEvaluator
 from einsim.autotune.peers import DEAD_CHECK_S, PEER_WAIT_LIMIT_S, attr_value, evaluated_count, wait_for_peer
-from einsim.autotune.result import TuningResult, trial_records
+from einsim.autotune.naming import default_study_name, problem_tag
+from einsim.autotune.result import TuningResult, exhaustive_best, trial_records
 from einsim.autotune.sampler import GuidedSampler
 from einsim.autotune.space import SearchSpace, build_space, config_dict, config_key
 from einsim.autotune.storage import (
@@ -42,31 +43,6 @@ class TrialFailed(Exception):
 class FatalTuningError(EinsimError):
     """The GPU context is unusable (illegal memory access and the like): every finished trial is
     saved; rerun the same command to resume in a fresh process."""
-
-
-# ------------------------------------------------------------------------------------------
-# Storage and naming
-# ------------------------------------------------------------------------------------------
-
-def problem_tag(problem: Problem) -> str:
-    heads = f"H{problem.q_heads}" + (f"-KV{problem.kv_heads}" if problem.kv_heads != problem.q_heads else "")
-    mask = "causal" if problem.causal else "full"
-    if problem.window is not None:
-        mask += f"-w{problem.window[0]}.{problem.window[1]}"
-    q = f"-Q{problem.q_len}" if problem.q_len != problem.kv_len else ""
-    dv = f"-DV{problem.v_head_dim}" if problem.v_head_dim != problem.head_dim else ""
-    return f"B{problem.batch}-{heads}{q}-N{problem.kv_len}-D{problem.head_dim}{dv}-{mask}-{problem.dtype}"
-
-
-def default_study_name(kernel: str, problem: Problem, target: str, *, dry_run: bool = False,
-                       exhaustive: bool = False) -> str:
-    """The same command always names the same study, which is what makes resuming work."""
-    name = f"{kernel}/{target}/{problem_tag(problem)}"
-    if dry_run:
-        name += "/dry-run"
-    if exhaustive:
-        name += "/exhaustive"
-    return name
 
 
 def default_budget(space_size: int) -> int:
@@ -389,37 +365,3 @@ class TuningInterrupted(KeyboardInterrupt):
     def __init__(self, result: TuningResult) -> None:
         super().__init__("interrupted")
         self.result = result
-
-
-def exhaustive_best(storage, kernel: str, problem: Problem, target: str, *,
-                    dry_run: bool = False) -> float | None:
-    """Best time of the exhaustive study for the same problem in `storage`, if one was run."""
-    import optuna
-
-    name = default_study_name(kernel, problem, target, dry_run=dry_run, exhaustive=True)
-    with quiet_optuna():
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-            return float(study.best_value)
-        except (KeyError, ValueError):
-            return None
-
-
-def load_result(kernel: str, problem: Problem, target: str = "h100-sxm", *, storage: str | None = None,
-                study_name: str | None = None, dry_run: bool = False, exhaustive: bool = False) -> TuningResult:
-    """Read a study back without running anything (what a finished or killed run left)."""
-    import optuna
-
-    space = build_space(kernel, problem, target)
-    name = study_name or default_study_name(kernel, problem, space.target, dry_run=dry_run, exhaustive=exhaustive)
-    rdb = open_storage(storage)
-    with quiet_optuna():
-        try:
-            study = optuna.load_study(study_name=name, storage=rdb)
-        except KeyError:
-            raise ConfigError(f"no study {name!r} in {redact_url(resolve_storage_url(storage))}") from None
-    return TuningResult(kernel=space.kernel, problem=problem, target=space.target,
-                        gpu=study.user_attrs.get("gpu", ""), study_name=name, storage=redact_url(resolve_storage_url(storage)),
-                        mode=("exhaustive" if exhaustive else "guided") + ("/dry-run" if dry_run else ""),
-                        space_size=len(space.ranked), rejected=len(space.rejected),
-                        budget=len(space.ranked), trials=trial_records(study))

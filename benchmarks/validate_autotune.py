@@ -45,7 +45,7 @@ SHAPES = [
 
 
 def shape_id(kernel: str, problem: Problem) -> str:
-    from einsim.autotune.study import problem_tag
+    from einsim.autotune.naming import problem_tag
 
     return f"{kernel}:{problem_tag(problem)}"
 

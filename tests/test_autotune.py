@@ -19,7 +19,8 @@ optuna = pytest.importorskip("optuna")
 
 from einsim.autotune import build_space, config_key, tune  # noqa: E402
 from einsim.autotune.evaluate import Measurement, PredictionEvaluator  # noqa: E402
-from einsim.autotune.study import FatalTuningError, load_result  # noqa: E402
+from einsim.autotune.result import load_result  # noqa: E402
+from einsim.autotune.study import FatalTuningError  # noqa: E402
 from einsim.cli import main  # noqa: E402
 from einsim.errors import ConfigError  # noqa: E402
 from einsim.kernels.tuned import export_best  # noqa: E402

@@ -185,7 +185,7 @@ def test_a_benchmark_csv_without_the_columns_is_refused(tmp_path):
 
 
 def test_problem_tags_of_the_autotuner_parse_back():
-    from einsim.autotune.study import problem_tag
+    from einsim.autotune.naming import problem_tag
     from einsim.problem import Problem
 
     for problem in (Problem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128, causal=True),
@@ -196,7 +196,7 @@ def test_problem_tags_of_the_autotuner_parse_back():
 def test_tuning_database_gives_the_best_measured_trial(tmp_path):
     import optuna
 
-    from einsim.autotune.study import problem_tag
+    from einsim.autotune.naming import problem_tag
     from einsim.problem import Problem
     from einsim.kernels.registry import get_kernel
 

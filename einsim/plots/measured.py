@@ -143,7 +143,7 @@ _TAG = re.compile(
 
 
 def parse_problem_tag(tag: str) -> Any:
-    """The Problem of einsim.autotune.study.problem_tag (B4-H16-N4096-D128-causal-bf16)."""
+    """The Problem of einsim.autotune.naming.problem_tag (B4-H16-N4096-D128-causal-bf16)."""
     match = _TAG.match(tag)
     if not match:
         raise ConfigError(f"not an einsim problem tag: {tag!r}")
