@@ -94,6 +94,8 @@ PAGED_VARIANTS = {  # --variants: configs of decode-paged timed beside its defau
     "n128-s2": cfg.PagedDecodeConfig(BLOCK_N=128, num_warps=4, num_stages=2),
     "n128-w8": cfg.PagedDecodeConfig(BLOCK_N=128, num_warps=8, num_stages=3),
     "n64-s4": cfg.PagedDecodeConfig(BLOCK_N=64, num_warps=4, num_stages=4),
+    "per-key": cfg.PagedDecodeConfig(PER_KEY_PAGES=True),
+    "n64-s4-per-key": cfg.PagedDecodeConfig(BLOCK_N=64, num_warps=4, num_stages=4, PER_KEY_PAGES=True),
 }
 
 

@@ -65,7 +65,9 @@ CASES = [
                  id="speculative2-causal-empty-sequence"),
     pytest.param(2, 8, 2, 3, 40, 32, [40, 2], True, 16, 3, False, "bf16", id="contiguous-causal"),
     pytest.param(4, 2, 1, 1, 100, 80, [1, 99, 50, 0], False, 32, 6, True, "fp16",
-                 id="d80-page32"),
+                 id="d80-page32-tile-inside-a-page"),
+    pytest.param(2, 4, 2, 2, 50, 16, [50, 13], True, 12, 3, True, "fp16",
+                 id="page12-not-a-power-of-two"),
 ]
 
 
@@ -200,3 +202,13 @@ def test_registry_inputs_and_reference_follow_the_problems_lengths(poisoned):
     ref_out, ref_lse = spec.reference(inputs)
     assert (out.float() - ref_out).abs().max().item() < 4e-3
     assert torch.equal(torch.isneginf(lse), torch.isneginf(ref_lse))
+
+
+def test_per_key_page_lookup_gives_the_same_answer(poisoned):
+    data = serving_inputs(2, 4, 2, 1, 70, 16, [70, 21], False, 8)
+    args = [data[n] for n in ("q", "k_cache", "v_cache", "cache_seqlens", "block_table")]
+    whole = decode_paged(*args, config=cfg.PagedDecodeConfig(BLOCK_N=16, num_stages=1, PROGRAMS=3))
+    per_key = decode_paged(*args, config=cfg.PagedDecodeConfig(BLOCK_N=16, num_stages=1, PROGRAMS=3,
+                                                               PER_KEY_PAGES=True))
+    assert torch.equal(whole[0], per_key[0]) and torch.equal(whole[1], per_key[1])
+    assert_matches_per_sequence(*per_key, data, [70, 21], False)

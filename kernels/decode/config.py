@@ -266,6 +266,9 @@ class PagedDecodeConfig:
     num_warps: int = 4
     num_stages: int = 3
     PROGRAMS: int | None = None
+    # Look each key's page up in the block table, even for power-of-two pages whose tiles could
+    # take whole pages at a time (a measurement knob: which is faster is the GPU's call).
+    PER_KEY_PAGES: bool = False
 
 
 def paged_block_m(problem: Problem) -> int:

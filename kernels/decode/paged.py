@@ -57,34 +57,63 @@ def _pick(offs_b, b, values):
 
 
 @triton.jit
-def _key_pages(BlockTable, b, cols, col_ok, stride_tb, stride_tp, page_size,
-               PAGED: tl.constexpr, PAGE_SHIFT: tl.constexpr, WIDE: tl.constexpr):
-    """(page, row) of keys `cols` of sequence b: through the block table when paged (page =
-    table[b, j // page_size], row j % page_size; a shift and a mask when PAGE_SHIFT >= 0, the
-    page size being 2**PAGE_SHIFT), else (b, j). int64 only when WIDE (a cache of 2^31 elements
-    or more): 32-bit address arithmetic is half the instructions per key."""
+def _tile_pages(BlockTable, b, tile, len_b, stride_tb, stride_tp, page_size,
+                PAGED: tl.constexpr, PAGE_SHIFT: tl.constexpr, WIDE: tl.constexpr,
+                BLOCK_N: tl.constexpr):
+    """The block-table entries tile `tile` of sequence b needs, in the shape `_tile_rows` reads:
+    for power-of-two pages (2**PAGE_SHIFT keys) a [BLOCK_N / page] vector when a tile spans whole
+    pages, one entry when it sits inside one page; otherwise one entry per key. Unpaged: b."""
     if PAGED:
         if PAGE_SHIFT >= 0:
-            index = cols >> PAGE_SHIFT
-            row = cols & ((1 << PAGE_SHIFT) - 1)
+            if BLOCK_N >= (1 << PAGE_SHIFT):
+                index = ((tile * BLOCK_N) >> PAGE_SHIFT) + tl.arange(0, BLOCK_N >> PAGE_SHIFT)
+                pages = tl.load(BlockTable + b * stride_tb + index * stride_tp,
+                                mask=(index << PAGE_SHIFT) < len_b, other=0)
+            else:
+                pages = tl.load(BlockTable + b * stride_tb + ((tile * BLOCK_N) >> PAGE_SHIFT) * stride_tp)
         else:
-            index = cols // page_size
-            row = cols % page_size
-        page = tl.load(BlockTable + b * stride_tb + index * stride_tp, mask=col_ok, other=0)
+            cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+            pages = tl.load(BlockTable + b * stride_tb + (cols // page_size) * stride_tp,
+                            mask=cols < len_b, other=0)
     else:
-        page = cols * 0 + b
-        row = cols
+        pages = b
     if WIDE:
-        page = page.to(tl.int64)
-        row = row.to(tl.int64)
-    return page, row
+        pages = pages.to(tl.int64)
+    return pages
 
 
 @triton.jit
-def _rows(page, row, stride_page, stride_row, ALIGNED: tl.constexpr):
-    """Element offsets of key rows. ALIGNED: every key row starts at a multiple of 16 elements
-    (checked on the host), which lets the loads vectorise (a table lookup hides it)."""
-    rows = page * stride_page + row * stride_row
+def _tile_rows(pages, tile, page_size, stride_page, stride_row, PAGED: tl.constexpr,
+               PAGE_SHIFT: tl.constexpr, WIDE: tl.constexpr, ALIGNED: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """Element offsets of the BLOCK_N key rows of tile `tile` in one cache (its page and row
+    strides). Whole pages per tile: each page's rows are consecutive, as in a dense cache, so
+    the addresses cost about what they cost there. ALIGNED: every row starts at a multiple of 16
+    elements (checked on the host), which lets the loads vectorise."""
+    if PAGED:
+        if PAGE_SHIFT >= 0:
+            if BLOCK_N >= (1 << PAGE_SHIFT):
+                in_page = tl.arange(0, 1 << PAGE_SHIFT)
+                if WIDE:
+                    in_page = in_page.to(tl.int64)
+                rows = tl.reshape(pages[:, None] * stride_page + in_page[None, :] * stride_row,
+                                  [BLOCK_N])
+            else:
+                in_page = ((tile * BLOCK_N) & ((1 << PAGE_SHIFT) - 1)) + tl.arange(0, BLOCK_N)
+                if WIDE:
+                    in_page = in_page.to(tl.int64)
+                rows = pages * stride_page + in_page * stride_row
+        else:
+            cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+            in_page = cols % page_size
+            if WIDE:
+                in_page = in_page.to(tl.int64)
+            rows = pages * stride_page + in_page * stride_row
+    else:
+        cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        if WIDE:
+            cols = cols.to(tl.int64)
+        rows = pages * stride_page + cols * stride_row
     if ALIGNED:
         rows = tl.multiple_of(rows, 16)
     return rows
@@ -104,19 +133,19 @@ def _paged_tiles(m_i, l_i, acc, q, K, V, BlockTable, b, kv_head, lo, hi, len_b, 
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    cols = lo * BLOCK_N + offs_n
-    page, row = _key_pages(BlockTable, b, cols, cols < len_b, stride_tb, stride_tp, page_size,
-                           PAGED, PAGE_SHIFT, WIDE)
+    pages = _tile_pages(BlockTable, b, lo, len_b, stride_tb, stride_tp, page_size, PAGED,
+                        PAGE_SHIFT, WIDE, BLOCK_N)
     for tile in tl.range(lo, hi):
         cols = tile * BLOCK_N + offs_n
         col_ok = cols < len_b
-        k_ptrs = (K + kv_head * stride_kh + _rows(page, row, stride_kp, stride_kr, ALIGNED)[None, :]
-                  + offs_d[:, None] * stride_kd)
-        v_ptrs = (V + kv_head * stride_vh + _rows(page, row, stride_vp, stride_vr, ALIGNED)[:, None]
-                  + offs_dv[None, :] * stride_vd)
-        next_cols = cols + BLOCK_N
-        page, row = _key_pages(BlockTable, b, next_cols, next_cols < len_b, stride_tb, stride_tp,
-                               page_size, PAGED, PAGE_SHIFT, WIDE)
+        k_rows = _tile_rows(pages, tile, page_size, stride_kp, stride_kr, PAGED, PAGE_SHIFT, WIDE,
+                            ALIGNED, BLOCK_N)
+        v_rows = _tile_rows(pages, tile, page_size, stride_vp, stride_vr, PAGED, PAGE_SHIFT, WIDE,
+                            ALIGNED, BLOCK_N)
+        k_ptrs = K + kv_head * stride_kh + k_rows[None, :] + offs_d[:, None] * stride_kd
+        v_ptrs = V + kv_head * stride_vh + v_rows[:, None] + offs_dv[None, :] * stride_vd
+        pages = _tile_pages(BlockTable, b, tile + 1, len_b, stride_tb, stride_tp, page_size, PAGED,
+                            PAGE_SHIFT, WIDE, BLOCK_N)
         if MASKED:
             kt = tl.load(k_ptrs, mask=col_ok[None, :] & (offs_d[:, None] < head_dim), other=0.0)
             v = tl.load(v_ptrs, mask=col_ok[:, None] & (offs_dv[None, :] < v_head_dim), other=0.0)
@@ -299,7 +328,9 @@ def _make_launches(plan, q, k_cache, v_cache, table, out, split_args, merge_args
     block_d = padded_head_dim(problem.head_dim)
     even_d = problem.head_dim == block_d and problem.v_head_dim == plan.block_dv
     page_size = plan.page_size
-    page_shift = page_size.bit_length() - 1 if plan.paged and page_size & (page_size - 1) == 0 else -1
+    power_of_two = page_size & (page_size - 1) == 0
+    page_shift = (page_size.bit_length() - 1
+                  if plan.paged and power_of_two and not config.PER_KEY_PAGES else -1)
     # 32-bit key offsets unless some element of a cache lies 2^31 or more elements in
     wide = max(_last_offset(k_cache), _last_offset(v_cache)) >= 2**31
     n_partials = plan.slots * plan.block_m
