@@ -25,6 +25,13 @@ _MEMORY_OPTIONAL = ("measured_bandwidth", "notes", "accesses_per_cycle")
 _DTYPES = ("fp8", "int8", "fp16", "bf16", "tf32", "fp32", "fp64")
 
 
+MAX_COUNT = 1 << 31  # any count in a target: SMs, units per SM, PEs, memory instances
+# A peak the target states may differ from the one its counts imply (boost clocks, derated
+# measurements) but not by this factor either way: that is a per-SM count given for the whole
+# chip (or the reverse), which silently scales every compute time by the SM count.
+PEAK_RATIO_LIMIT = 4.0
+
+
 def target_names() -> list[str]:
     """The shipped presets, sorted."""
     return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
@@ -105,7 +112,7 @@ def parse_target(document: Any, source: str = "<target>") -> Target:
         check.fail("architecture", "no architecture on a spatial target (only GPUs have one)", architecture)
     if dataflow is not None and kind != "spatial":
         check.fail("dataflow", "no dataflow on a GPU target (only spatial designs have one)", dataflow)
-    return Target(
+    target = Target(
         name=name,
         kind=kind,
         clock_hz=clock_hz,
@@ -122,6 +129,8 @@ def parse_target(document: Any, source: str = "<target>") -> Target:
         sources=tuple(sources_doc),
         source_path=source,
     )
+    _check_peaks(check, target)
+    return target
 
 
 def _compute_unit(check: "_Checker", name: str, doc: Any, word_bytes: int) -> ComputeUnit:
@@ -216,6 +225,24 @@ def _memory_level(check: "_Checker", path: str, doc: Any, word_bytes: int) -> Me
     )
 
 
+def _check_peaks(check: "_Checker", target: Target) -> None:
+    """Every stated peak against the one the counts imply (ops_per_cycle x count x parallel
+    units x clock): beyond PEAK_RATIO_LIMIT either way, a count is per chip where it should be per
+    parallel unit (or the reverse)."""
+    for unit in target.compute_units.values():
+        for field, peaks in (("datasheet_peak", unit.datasheet_peak), ("measured_peak", unit.measured_peak)):
+            for dtype, peak in peaks.items():
+                if dtype not in unit.ops_per_cycle or peak <= 0:
+                    continue
+                derived = target.derived_peak(unit, dtype)
+                if not 1 / PEAK_RATIO_LIMIT <= derived / peak <= PEAK_RATIO_LIMIT:
+                    check.fail(f"compute.{unit.name}.{field}.{dtype}",
+                               f"a peak near the {derived:.3g} ops/s its counts imply ({unit.ops_per_cycle[dtype]:g} "
+                               f"ops/cycle x {unit.count} per {target.parallel_unit_name} x {target.parallel_units} "
+                               f"{target.parallel_unit_name}s x {target.clock_hz / 1e9:.3g} GHz; counts are per "
+                               f"{target.parallel_unit_name})", f"{peak:.3g} ops/s")
+
+
 class _Checker:
     """Field checks that raise SpecError('file: path: expected ..., got ...')."""
 
@@ -252,6 +279,8 @@ class _Checker:
     def positive_int(self, value: Any, path: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             self.fail(path, "a positive integer", value)
+        if value > MAX_COUNT:  # 1e45 SMs is a typo, and its products overflow the model's floats
+            self.fail(path, f"a positive integer up to {MAX_COUNT}", value)
         return value
 
     def positive_number(self, value: Any, path: str) -> float:

@@ -230,6 +230,13 @@ def test_a_server_that_accepts_and_never_answers_fails_within_the_connect_timeou
             open_storage(f"postgresql://einsim:secret@127.0.0.1:{port}/tuning")
         assert time.monotonic() - started < 20
         assert "secret" not in str(error.value) and "***" in str(error.value)
+        # `einsim roofline --tuning-db URL` reads through the same door (it hung too)
+        from einsim.plots.measured import load_tuning_db
+
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="connect timeout"):
+            load_tuning_db(f"postgresql://einsim:secret@127.0.0.1:{port}/tuning")
+        assert time.monotonic() - started < 20
     finally:
         server.close()
         for connection in held:

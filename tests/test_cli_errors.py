@@ -111,3 +111,18 @@ def test_output_checks_come_before_the_work(in_tmp: Path, capsys, monkeypatch) -
 
     monkeypatch.setattr(sweep, "grid", lambda *a, **k: pytest.fail("the sweep ran before its --out was checked"))
     _fails(["sweep", "--out", "nowhere/x.csv"], capsys, "does not exist")
+
+
+def test_a_command_that_needs_the_gpu_stack_says_what_to_install(monkeypatch, capsys) -> None:
+    from einsim.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["kernels", "list"])
+
+    def needs_triton(_args):
+        raise ModuleNotFoundError("No module named 'triton'", name="triton")
+
+    args.handler = needs_triton  # a command importing triton on a machine without it
+    monkeypatch.setattr(parser, "parse_args", lambda argv: args)
+    monkeypatch.setattr("einsim.cli.build_parser", lambda: parser)
+    _fails(["kernels", "list"], capsys, "needs triton", "pip install 'einsim[kernels]'")

@@ -14,6 +14,7 @@ pytest.importorskip("triton")
 
 from einsim.errors import ShapeError  # noqa: E402
 from einsim.kernels import attention  # noqa: E402
+from einsim.kernels.decode.forward import decode_attention  # noqa: E402
 from einsim.kernels.flash.forward import flash_forward  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,10 +39,9 @@ def _qkv():
 ])
 def test_bad_options_are_named_errors_before_any_launch(kwargs: dict, message: str) -> None:
     q, k, v = _qkv()
-    with pytest.raises(ShapeError, match=message):
-        attention(q, k, v, **kwargs)
-    with pytest.raises(ShapeError, match=message):
-        flash_forward(q, k, v, **kwargs)
+    for front_door in (attention, flash_forward, decode_attention):  # decode: the shared input check
+        with pytest.raises(ShapeError, match=message):
+            front_door(q, k, v, **kwargs)
 
 
 def test_numpy_bools_and_whole_window_values_are_fine() -> None:

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OPTIONAL_STACK = ("torch", "triton")  # the `kernels` extra: commands that run kernels say to install it
 MAX_MESSAGE = 2000  # characters of one error line; messages echo values briefly, this is the backstop
 
 
@@ -65,13 +66,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:  # no subcommand: the usage, on stderr (stdout stays for data), exit 2
         parser.print_help(sys.stderr)
         return 2
-    try:
-        from einsim.cli.output import check_output_arguments
+    from einsim.cli.output import check_output_arguments
 
+    try:
         check_output_arguments(args)
         return int(handler(args) or 0)
     except EinsimError as error:
         print(f"einsim {args.command}: error: {_bounded(str(error))}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if error.name not in OPTIONAL_STACK:
+            raise
+        print(f"einsim {args.command}: error: this needs {error.name}, which is not installed: "
+              f"`pip install 'einsim[kernels]'` (the simulator, the analysis, the plots and "
+              f"`einsim autotune --dry-run` need neither torch nor triton)", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`einsim ... | head`): not an error of ours.
