@@ -132,23 +132,23 @@ def cases(device: str, dtype, stub: bool):
                  ("forward+backward", "sdpa_cpu", fwd_bwd(F.scaled_dot_product_attention)),
                  ("decode", "sdpa_cpu",
                   lambda: F.scaled_dot_product_attention(dq, *dkv, enable_gqa=gqa))]
-    rows += [
+    rows += [  # in the order of what matters most, if the run is cut short
         ("forward", "einsim", lambda: attention(q, k, v)),
         ("forward", "einsim_noTMA", lambda: attention(q, k, v, config=pointers)),
         ("forward", "einsim_op", lambda: ops.attention_forward(q, k, v)),
-        ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
-        ("decode", "einsim_paged", lambda: decode_paged(dq, *paged)),
-        ("decode", "einsim_op", lambda: ops.decode(dq, *dkv)),
         ("forward+backward", "einsim", fwd_bwd(attention)),
-        ("forward+backward", "einsim_noTMA", fwd_bwd(
-            lambda a, b, c: attention(a, b, c, config=pointers, backward_config=backward_pointers))),
         # where forward+backward's time goes: autograd alone, our forward under autograd, our
         # backward called directly
         ("autograd only", "torch", lambda: torch.autograd.grad(qg * 1.0, (qg,), do)),
         ("forward, grad on", "einsim", lambda: attention(qg, kg, vg)),
         ("backward direct", "einsim", lambda: flash_backward(do, q, k, v, out, lse)),
+        ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
+        ("decode", "einsim_paged", lambda: decode_paged(dq, *paged)),
+        ("decode", "einsim_op", lambda: ops.decode(dq, *dkv)),
         ("backward direct", "einsim_noTMA",
          lambda: flash_backward(do, q, k, v, out, lse, config=backward_pointers)),
+        ("forward+backward", "einsim_noTMA", fwd_bwd(
+            lambda a, b, c: attention(a, b, c, config=pointers, backward_config=backward_pointers))),
     ]
     if not stub:
         check("forward", attention(q, k, v), q, k, v, failures)
