@@ -21,6 +21,7 @@ from typing import Any
 
 from einsim.errors import ConfigError
 
+
 class TritonLaunch:
     """One launch of one `@triton.jit` kernel with everything but the tensors fixed.
 
@@ -131,8 +132,8 @@ class DescriptorFactory:
 
 
 class PlanCache:
-    """Launch plans by key: `lookup` on every call, `store` after building one on a miss. At
-    most `capacity` kept (the oldest dropped first). A plain dict underneath: a hit is one
+    """Launch plans by key: `find` on every call, `store` after building one on a miss. At most
+    `capacity` kept (the oldest dropped first). A plain dict underneath: a hit is one
     dictionary lookup."""
 
     def __init__(self, name: str, capacity: int = 1024) -> None:
@@ -214,4 +215,5 @@ def _is_tensor(value) -> bool:
     return hasattr(value, "data_ptr") or type(value).__name__ == "TensorDescriptor"
 
 
-__all__ = ["DescriptorFactory", "PLAN_CACHES", "PlanCache", "TritonLaunch", "clear_plans", "plan_cache", "tensor_key"]
+__all__ = ["DescriptorFactory", "PLAN_CACHES", "PlanCache", "TritonLaunch", "clear_plans",
+           "plan_cache", "tensor_key"]
