@@ -152,9 +152,8 @@ def main(argv=None) -> dict:
             cache.lengths -= 1
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph):  # recorded, not run: the lengths stay as they are
                 static_out = decode_step(block, cache, static_token)
-            cache.lengths -= 1  # capture does not run the step
         worst = 0.0
         for step in range(steps):
             step_positions = torch.full((batch, 1), prompt + step, device=device)
