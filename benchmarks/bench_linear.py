@@ -42,6 +42,7 @@ from einsim.kernels.linear.config import (LinearBackwardConfig, LinearConfig, ba
                                           backward_flops, default_config, forward_flops, lightning_slopes)
 from einsim.kernels.linear.decode import linear_attention_decode  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
+from einsim.shapes import parse_lengths  # noqa: E402
 
 TOKENS = 65536
 HEADS = 16
@@ -494,7 +495,7 @@ def main(argv=None) -> int:
         print(f"fla {getattr(fla, '__version__', '?')}", flush=True)
     except Exception as error:
         print(f"fla not importable: {error}", flush=True)
-    lengths = [int(n) for n in args.lengths.split(",")]
+    lengths = parse_lengths(args.lengths, "--lengths")
     names = [n for n in args.variants.split(",") if n]
     rows: list[dict] = []
     if not args.no_check:

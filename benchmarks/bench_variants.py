@@ -37,6 +37,7 @@ from einsim.einsum_cascades import execute, library_names  # noqa: E402
 from einsim.kernels import attention, compile as compile_cascade  # noqa: E402
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
+from einsim.shapes import parse_lengths  # noqa: E402
 
 HIDDEN = 2048
 TOKENS = 16384
@@ -522,7 +523,7 @@ def main(argv=None) -> int:
     if unknown:
         print(f"unknown variants {unknown}; known: {', '.join(v.name for v in VARIANTS)}")
         return 2
-    lengths = [int(n) for n in args.lengths.split(",")]
+    lengths = parse_lengths(args.lengths, "--lengths")
     CSV_PATH[0] = args.csv or (os.path.join(os.environ["OUT"], "variants.csv") if os.environ.get("OUT") else None)
     rows: list[dict] = []
 
