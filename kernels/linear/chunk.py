@@ -83,7 +83,13 @@ def _load_tile(X, base, rows, length, cols, dim, stride_n, stride_d, FEATURE: tl
     return x
 
 
-@triton.jit
+# Sizes that vary from call to call but do not shape the code (no vectorisation depends on them) are
+# not specialised, so a new batch, head count or length reuses the compiled kernel instead of
+# compiling another (Triton specialises integers equal to 1 or divisible by 16 by default).
+_SIZES = ["heads", "length", "dim_ab", "dim_c", "segment_chunks"]
+
+
+@triton.jit(do_not_specialize=_SIZES + ["group_a", "group_b", "group_c", "group_x", "has_state_in"])
 def _chunk_walk(
     A, B, C, Out, X, StateIn, StateOut, Slope,
     stride_ab, stride_ah, stride_an, stride_ad,
@@ -203,7 +209,7 @@ def _chunk_walk(
              mask=state_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES + ["group_b", "group_c"])
 def _segment_sums(
     B, C, Sums, Slope,
     stride_bb, stride_bh, stride_bn, stride_bd,
@@ -255,7 +261,8 @@ def _segment_sums(
              mask=(cols_ab[:, None] < dim_ab) & (cols_c[None, :] < dim_c))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["heads", "length", "dim_ab", "dim_c", "segments", "segment_tokens",
+                               "has_state_in", "has_decay"])
 def _segment_scan(
     Sums, StateIn, StateOut, Slope,
     stride_sb, stride_sh, stride_ss, stride_sr, stride_sc,
