@@ -21,8 +21,8 @@ import triton.language as tl
 
 from einsim.errors import ShapeError
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig
-from einsim.kernels.flash.forward import (flash_forward, io_dtype, remember_launch, resolve_config,
-                                          window_args)
+from einsim.kernels.flash.forward import (TMA_MIN_FLOPS, flash_forward, io_dtype, remember_launch,
+                                          resolve_config, window_args)
 from einsim.kernels.flash.tiles import (LOG2_E, key_bounds, load_tile, query_bounds, store_tile,
                                         visible, visible_t)
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
@@ -539,7 +539,8 @@ def backward_plan(do, q, k, v, out, lse, causal=False, window=None, scale=None, 
     like = [torch.empty_like(t, memory_format=torch.contiguous_format) if g is None else g
             for g, t in zip(grads, (q, k, v))]
     plan = BackwardPlan(problem, config, scale,
-                        bool(config.tma) and tma_compatible(q, k, v, do, *like))
+                        bool(config.tma) and tma_compatible(q, k, v, do, *like)
+                        and (interpreting() or problem.backward_flops() >= TMA_MIN_FLOPS))
     return PLANS.store(key, plan)
 
 

@@ -265,6 +265,12 @@ class ForwardPlan:
 
 
 PLANS = plan_cache("attention-fwd")
+# Tensor descriptors cost host time on every launch (Triton converts each one in Python: 11 us a
+# forward call on the H200, W2) and pay off only where the kernel, not the host, sets the pace:
+# below this much work (about 20 us of tensor-core time) plans use pointer loads, whatever
+# config.tma says. (Not under the interpreter, where host time means nothing and the tests must
+# run the descriptor path on tiny shapes.)
+TMA_MIN_FLOPS = 1e10
 
 
 def forward_plan(q, k, v, causal=False, window=None, scale=None, config=None, out=None,
@@ -279,8 +285,8 @@ def forward_plan(q, k, v, causal=False, window=None, scale=None, config=None, ou
     problem = check_attention_inputs(q, k, v, kernel="attention-fwd", causal=causal,
                                      window=window, scale=scale)
     config = resolve_config("attention-fwd", config, problem, q.device)
-    plan = ForwardPlan(problem, config, scale,
-                       bool(config.tma) and tma_compatible(q, k, v))
+    plan = ForwardPlan(problem, config, scale, bool(config.tma) and tma_compatible(q, k, v)
+                       and (interpreting() or problem.forward_flops() >= TMA_MIN_FLOPS))
     return PLANS.store(key, plan)
 
 
