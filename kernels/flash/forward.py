@@ -1,11 +1,14 @@
-"""The fused 1-pass forward (`attention-fwd`): the fusemax cascade run as one Triton kernel.
+"""The fused 1-pass forward (`attention-fwd`): the fusemax cascade run as one Triton kernel —
+an instance of the cascade compiler's template (kernels/compiler/template.py), compiled from the
+library cascade of the call's mask (fusemax, attention-causal or attention-window).
 
 Per query tile (BLOCK_M rows) and query head, walk the visible key tiles once, keeping the
 running max RM, the running denominator RD and the unnormalised numerator RNV on chip (online
 softmax with deferred normalisation, as FlashAttention-2); normalise once at the end and write
 the output and the log-sum-exp. Scores are kept in base-2 units (log2(e) folded into the scale,
 exp2 on the MUFU). Fully masked key tiles are never visited; the tiles on a causal or window
-edge are masked, the tiles between them run without any mask (docs/kernels.md § Forward).
+edge are masked, the tiles between them run without any mask (docs/kernels.md § Forward). This
+module keeps the launch plan, the checks and the FMA exponential the template uses.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import triton
 import triton.language as tl
 
 from einsim.kernels.flash.config import FlashConfig
-from einsim.kernels.flash.tiles import LOG2_E, key_bounds, load_tile, store_tile, visible
+from einsim.kernels.flash.tiles import LOG2_E
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
 from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.registry import KERNELS
@@ -61,113 +64,6 @@ def exp2_split(x, EXP_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.co
     return p
 
 
-@triton.jit
-def _forward_tiles(acc, l_i, m_i, q, K, V, batch, kv_head, rows, lo, hi,
-                   q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
-                   stride_kb, stride_kh, stride_kn, stride_kd,
-                   stride_vb, stride_vh, stride_vn, stride_vd,
-                   MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                   USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr,
-                   WARP_SPECIALIZE: tl.constexpr, IO_DTYPE: tl.constexpr,
-                   EXP_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
-    """Key tiles [lo, hi): update RM (m_i), RD (l_i) and RNV (acc)."""
-    offs_n = tl.arange(0, BLOCK_N)
-    for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        k = load_tile(K, batch, kv_head, start_n, kv_len, head_dim,
-                      stride_kb, stride_kh, stride_kn, stride_kd, BLOCK_N, BLOCK_D, USE_TMA)
-        if DOT_FP32:
-            k = k.to(tl.float32)
-        qk = tl.dot(q, tl.trans(k))
-        if MASKED:
-            keep = visible(rows, start_n + offs_n, q_len, kv_len, window_left, window_right,
-                           IS_CAUSAL, HAS_WINDOW)
-            qk = tl.where(keep, qk * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            # A row that has seen no key yet keeps RM = -inf; subtract 0 instead of -inf.
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.math.exp2(qk - m_use[:, None])
-            alpha = tl.math.exp2(m_i - m_use)
-        else:
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = exp2_split(qk * qk_scale - m_new[:, None], EXP_SPLIT, BLOCK_M, BLOCK_N)
-            alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        v = load_tile(V, batch, kv_head, start_n, kv_len, v_head_dim,
-                      stride_vb, stride_vh, stride_vn, stride_vd, BLOCK_N, BLOCK_DV, USE_TMA)
-        if DOT_FP32:
-            acc = tl.dot(p.to(IO_DTYPE).to(tl.float32), v.to(tl.float32), acc)
-        else:
-            acc = tl.dot(p.to(IO_DTYPE), v, acc)
-        m_i = m_new
-    return acc, l_i, m_i
-
-
-@triton.jit
-def _flash_forward(
-    Q, K, V, Out, Lse,
-    stride_qb, stride_qh, stride_qm, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_om, stride_od,
-    q_heads, group, q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
-    num_m_tiles,
-    IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, USE_TMA: tl.constexpr,
-    DOT_FP32: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, IO_DTYPE: tl.constexpr,
-    EXP_SPLIT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-):
-    # Query tiles of one head run side by side (dimension 0 varies fastest), so K/V tiles are
-    # read from L2 by all of them; the last (longest, when causal) tiles are scheduled first.
-    start_m = (num_m_tiles - 1 - tl.program_id(0)) * BLOCK_M
-    bh = tl.program_id(1)
-    batch = bh // q_heads
-    head = bh % q_heads
-    kv_head = head // group
-    rows = start_m + tl.arange(0, BLOCK_M)
-
-    q = load_tile(Q, batch, head, start_m, q_len, head_dim,
-                  stride_qb, stride_qh, stride_qm, stride_qd, BLOCK_M, BLOCK_D, USE_TMA)
-    if DOT_FP32:
-        q = q.to(tl.float32)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
-
-    lo, mid_lo, mid_hi, hi = key_bounds(start_m, q_len, kv_len, window_left, window_right,
-                                        IS_CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
-    # Masked leading edge (window), unmasked middle, masked trailing edge (diagonal, tail).
-    acc, l_i, m_i = _forward_tiles(
-        acc, l_i, m_i, q, K, V, batch, kv_head, rows, lo, mid_lo,
-        q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
-        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
-        True, IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, False, IO_DTYPE, 1,
-        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
-    acc, l_i, m_i = _forward_tiles(
-        acc, l_i, m_i, q, K, V, batch, kv_head, rows, mid_lo, mid_hi,
-        q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
-        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
-        False, IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, WARP_SPECIALIZE, IO_DTYPE,
-        EXP_SPLIT, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
-    acc, l_i, m_i = _forward_tiles(
-        acc, l_i, m_i, q, K, V, batch, kv_head, rows, mid_hi, hi,
-        q_len, kv_len, head_dim, v_head_dim, qk_scale, window_left, window_right,
-        stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
-        True, IS_CAUSAL, HAS_WINDOW, USE_TMA, DOT_FP32, False, IO_DTYPE, 1,
-        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
-
-    # Deferred normalisation; a row that saw no key gives 0 and lse = -inf (the reference's).
-    empty = l_i == 0.0
-    l_safe = tl.where(empty, 1.0, l_i)
-    out = acc / l_safe[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # ln 2
-    tl.store(Lse + bh.to(tl.int64) * q_len + rows, lse, mask=rows < q_len)
-    store_tile(Out, out.to(IO_DTYPE), batch, head, start_m, q_len, v_head_dim,
-               stride_ob, stride_oh, stride_om, stride_od, BLOCK_M, BLOCK_DV, USE_TMA)
-
-
 def io_dtype(tensor):
     import torch
 
@@ -208,6 +104,29 @@ def _check_output(name, tensor, shape, dtype, device):
         raise ShapeError("attention-fwd: lse must be contiguous")
 
 
+def mask_cascade(problem) -> tuple[str, dict[str, int]]:
+    """The library cascade of a causal/window mask and its symbols: what the fused kernels are
+    compiled from (causal with a window (l, r) keeps keys pos - l .. pos: window (l, 0))."""
+    if problem.window is not None:
+        left, right = problem.window
+        return "attention-window", {"window_left": int(left),
+                                    "window_right": 0 if problem.causal else int(right)}
+    return ("attention-causal" if problem.causal else "fusemax"), {}
+
+
+def template_kernels(problem):
+    """(CompiledAttention, its size/symbol arguments) running `problem`'s mask: the fused
+    kernels are instances of the cascade compiler's template (kernels/compiler), the cascade
+    chosen by the mask; nothing else of the call changes."""
+    from einsim.kernels.compiler import compile as compile_cascade
+
+    name, symbols = mask_cascade(problem)
+    compiled = compile_cascade(name)
+    bound = compiled.bind(problem, symbols)
+    generated = compiled.generated
+    return compiled, [int(bound[r]) for r in generated.sizes] + [int(bound[s]) for s in generated.symbols]
+
+
 class ForwardPlan:
     """Everything a forward call of one key needs, decided once: the checked problem, the
     resolved config, output shapes and the launch (docs/kernels.md § Launch plans)."""
@@ -241,20 +160,21 @@ class ForwardPlan:
         launch = self.launch
         if launch is None:
             launch = self.launch = self._make_launch(q, k, v, out, args)
-        launch(*args)
+        launch(*args, lse)  # lse again: the template's tile-list slot, unused by tile ranges
 
     def _make_launch(self, q, k, v, out, args) -> TritonLaunch:
         if interpreting():
             patch_interpreter()
         problem, config = self.problem, self.config
-        has_window, left, right = window_args(problem.window)
+        compiled, mask_args = template_kernels(problem)
         num_m_tiles = triton.cdiv(problem.q_len, config.BLOCK_M)
+        lse = args[-1]
         return TritonLaunch(
-            _flash_forward, (num_m_tiles, problem.batch * problem.q_heads), *args,
+            compiled.module.forward_kernel, (num_m_tiles, problem.batch * problem.q_heads), *args,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
-            problem.head_dim, problem.v_head_dim, self.scale * LOG2_E, left, right, num_m_tiles,
-            IS_CAUSAL=problem.causal, HAS_WINDOW=has_window, USE_TMA=self.use_tma,
+            problem.head_dim, problem.v_head_dim, self.scale, self.scale * LOG2_E, num_m_tiles,
+            lse, 0, 0, 0, 0, *mask_args, USE_TMA=self.use_tma,
             DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
             WARP_SPECIALIZE=bool(config.warp_specialize) and not interpreting(),
             IO_DTYPE=io_dtype(q), EXP_SPLIT=config.exp_split,
