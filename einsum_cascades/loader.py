@@ -52,6 +52,8 @@ def library_names() -> list[str]:
 
 def load_cascade(name_or_path: str | Path) -> Cascade:
     """A library cascade by name (`fusemax`) or any cascade YAML file by path."""
+    if not isinstance(name_or_path, (str, Path)):
+        raise SpecError(f"cascade: expected a library name or a path to a cascade YAML, got {brief(name_or_path)}")
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") or not exists(path):
         candidate = library_dir() / f"{name_or_path}.yaml"

@@ -93,6 +93,8 @@ def analyze_passes(cascade: Cascade, rank: str = "M") -> PassReport:
     a new pass. Reductions inside a tile (over M0, keeping m1) and running states read at [m1]
     or [m1+1] depend only on the current or earlier tiles and stay in the same pass.
     """
+    if not isinstance(cascade, Cascade):
+        raise SpecError(f"analyze_passes: expected a Cascade (einsim.load_cascade(name or path)), got {brief(cascade)}")
     if rank not in cascade.ranks:
         raise SpecError(f"{cascade.name}: unknown rank {brief(rank)}; ranks: {', '.join(cascade.ranks)}")
     space = cascade.space

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 
-from einsim.errors import SpecError, brief
+from einsim.errors import SpecError, brief, did_you_mean
 from einsim.files import is_file
 from einsim.targets.loader import read_yaml_file
 
@@ -157,7 +157,7 @@ def parse_mapping(document: Any, source: str = "<mapping>") -> Mapping:
         fail("mapping", f"a mapping with some of {', '.join(_FIELDS)}", document)
     for key in document:
         if key not in _FIELDS:
-            fail(str(key), f"one of the fields {', '.join(_FIELDS)}", key)
+            fail(str(key), f"one of the fields {', '.join(_FIELDS)}{did_you_mean(key, _FIELDS)}", key)
 
     def positive(name: str) -> int | None:
         value = document.get(name)

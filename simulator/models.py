@@ -120,7 +120,7 @@ def parse_model(document: Any, source: str = "<model>") -> ModelPreset:
         fail("(top level)", "a mapping", document)
     for key in document:
         if key not in _REQUIRED + _OPTIONAL:
-            fail(str(key), f"one of the known fields ({', '.join(_REQUIRED + _OPTIONAL)})", key)
+            fail(str(key), f"one of the known fields ({', '.join(_REQUIRED + _OPTIONAL)}){did_you_mean(key, _REQUIRED + _OPTIONAL)}", key)
     for key in _REQUIRED:
         if key not in document:
             raise SpecError(f"{source}: {key}: expected this required field, got nothing (missing)")

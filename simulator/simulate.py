@@ -12,12 +12,13 @@ from typing import Any
 from einsim.einsum_cascades.ir import Cascade
 from einsim.einsum_cascades.loader import load_cascade
 from einsim.einsum_cascades.passes import analyze_passes
-from einsim.errors import ConfigError, ShapeError
+from einsim.errors import ConfigError, ShapeError, SpecError, brief
 from einsim.files import is_file
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import Mapping, load_mapping
 from einsim.problem import Problem
 from einsim.targets.loader import load_target
+from einsim.targets.spec import Target
 from einsim.units import format_bytes
 
 
@@ -30,6 +31,11 @@ def simulate(cascade: Cascade | str | Path, problem: Problem, target: Any, mappi
     `strict`: a design that cannot run at all raises ConfigError naming the fix instead of
     returning an estimate that says so (see check_runs); a spatial design whose live state
     merely spills still runs (with more traffic) and is returned."""
+    if not isinstance(problem, Problem):
+        raise ShapeError(f"simulate: problem must be an einsim.Problem (Problem(batch=..., q_heads=..., ...), "
+                         f"parse_shape('1,32,4k,128') or a model's .problem(seq_len)), got {brief(problem)}")
+    if mapping is not None and not isinstance(mapping, (str, Path, dict)) and not hasattr(mapping, "__dataclass_fields__"):
+        raise ConfigError(f"simulate: mapping must be a Mapping, a dict, a YAML path or None, got {brief(mapping)}")
     cascade = resolve_cascade(cascade)
     target = resolve_target(target)
     check_fixed_ranks(cascade, problem)
@@ -125,6 +131,8 @@ def resolve_cascade(cascade: Cascade | str | Path) -> Cascade:
     """A Cascade as is; a name or path loaded once per file version (sweeps load it many times)."""
     if isinstance(cascade, Cascade):
         return cascade
+    if not isinstance(cascade, (str, Path)):
+        raise SpecError(f"cascade: expected a Cascade, a library name or a path to a cascade YAML, got {brief(cascade)}")
     path = Path(cascade)
     stamp = path.stat().st_mtime_ns if path.suffix in (".yaml", ".yml") and is_file(path) else None
     return _load_cascade(str(cascade), stamp)
@@ -136,7 +144,12 @@ def _load_cascade(name: str, stamp: int | None) -> Cascade:
 
 
 def resolve_target(target: Any):
-    return load_target(target) if isinstance(target, (str, Path)) else target
+    """A Target as is; a preset name or a YAML path loaded; anything else a SpecError."""
+    if isinstance(target, (str, Path)):
+        return load_target(target)
+    if not isinstance(target, Target):
+        raise SpecError(f"target: expected a Target, a preset name or a path to a target YAML, got {brief(target)}")
+    return target
 
 
 __all__ = ["Mapping", "resolve_cascade", "resolve_target", "simulate"]
