@@ -126,3 +126,10 @@ def test_a_command_that_needs_the_gpu_stack_says_what_to_install(monkeypatch, ca
     monkeypatch.setattr(parser, "parse_args", lambda argv: args)
     monkeypatch.setattr("einsim.cli.build_parser", lambda: parser)
     _fails(["kernels", "list"], capsys, "needs triton", "pip install 'einsim[kernels]'")
+
+
+@pytest.mark.parametrize("option, value", [("--max-kv-gib", "nan"), ("--max-kv-gib", "-1"), ("--time-budget", "nan"),
+                                           ("--deadline", "inf")])
+def test_fleet_numbers_that_cannot_mean_anything(option: str, value: str, capsys) -> None:
+    _fails(["autotune", "--model", "llama3-8b", "--all-shapes", "--dry-run", "--storage", ":memory:",
+            "--no-progress", "--kernel", "decode", option, value], capsys, option)

@@ -59,11 +59,15 @@ def run_fleet(args: argparse.Namespace) -> int:
     if args.cascade:
         raise ConfigError("--all-shapes tunes the built-in kernels; --cascade tunes one problem at a time")
     kernels = tuple(k.strip() for k in args.kernel.split(",")) if args.kernel else fleet.DEFAULT_KERNELS
+    if not (math.isfinite(args.max_kv_gib) and args.max_kv_gib > 0):  # NaN compared false: no shape was skipped
+        raise ConfigError(f"--max-kv-gib must be a positive number of GiB, got {args.max_kv_gib}")
+    if args.deadline is not None and not math.isfinite(args.deadline):
+        raise ConfigError(f"--deadline must be a time in seconds since the epoch, got {args.deadline}")
     model = load_model(args.model)
     shapes, skipped = fleet.model_shapes(model, kernels, max_kv_gib=args.max_kv_gib, **_lists(args))
     ordered = fleet.prioritise(shapes, args.target)
     budget = args.time_budget if args.time_budget is not None else math.inf
-    if budget <= 0:
+    if not budget > 0:  # NaN too
         raise ConfigError(f"--time-budget must be positive, got {args.time_budget}")
     deadline = args.deadline if args.deadline is not None else time.time() + min(budget, 10 * 365 * 86400)
     args.storage = resolve_storage_url(args.storage)
