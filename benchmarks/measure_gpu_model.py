@@ -284,17 +284,40 @@ def check(run, q, k, v, do, causal: bool, kind: str) -> float:
                for g, w in zip(got_grads, want_grads))
 
 
-def graphed(run, q, k, v, do, causal: bool, kind: str) -> float:
+GRAPH_FAILURES: list[str] = []  # after one failed capture of a kind, the others are not tried
+
+
+def graphed(run, q, k, v, do, causal: bool, kind: str) -> float | None:
     """Median time of one call replayed as a CUDA graph: the GPU's time without the host's
-    launch path (what the cost model predicts)."""
-    if kind == "prefill":
-        def call():
-            with torch.no_grad():
-                return run(q, k, v, causal)
-        return graph_ms(call)
-    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
-    out = run(*leaves, causal)
-    return graph_ms(lambda: torch.autograd.grad(out, leaves, do, retain_graph=True))
+    launch path (what the cost model predicts). The backward's forward runs on the capture stream
+    too, so autograd replays its kernels there (the legacy stream cannot join a capture)."""
+    if kind in GRAPH_FAILURES:
+        return None
+    try:
+        if kind == "prefill":
+            def call():
+                with torch.no_grad():
+                    return run(q, k, v, causal)
+            return graph_ms(call)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+            out = run(*leaves, causal)
+            for _ in range(2):
+                torch.autograd.grad(out, leaves, do, retain_graph=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                torch.autograd.grad(out, leaves, do, retain_graph=True)
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        return time_ms(graph.replay)
+    except Exception as error:  # a capture that fails leaves the timing eager-only, and says why once
+        GRAPH_FAILURES.append(kind)
+        print(f"  CUDA-graph capture of {kind} failed ({type(error).__name__}: {str(error)[:200]}); "
+              f"{kind} rows keep their eager times only")
+        torch.cuda.synchronize()
+        return None
 
 
 def host_wall_ms(run, q, k, v, do, causal: bool, kind: str, calls: int = 50) -> float:
@@ -356,7 +379,7 @@ def attention_rows(rows: list[dict], flex_budget_s: float) -> None:
                 cases = dict(backends)
                 if flex is not None and n in FLEX_LENGTHS and flex.available():
                     cases["flex"] = flex
-                for kind in ("prefill", "backward"):
+                for kind in KINDS_ARG or ("prefill", "backward"):
                     for backend, run in cases.items():
                         started = time.time()
                         note = ""
@@ -366,8 +389,9 @@ def attention_rows(rows: list[dict], flex_budget_s: float) -> None:
                                 raise AssertionError(f"check failed: error {error:.3g} > {TOLERANCE[kind]}")
                             ms = timed(run, q, k, v, do, causal, kind)
                             if n <= GRAPH_MAX_LENGTH:  # short sequences: GPU time and host time apart
-                                note = (f"graph_ms={graphed(run, q, k, v, do, causal, kind):.5f} "
-                                        f"wall_ms={host_wall_ms(run, q, k, v, do, causal, kind):.5f}")
+                                replay = graphed(run, q, k, v, do, causal, kind)
+                                note = ((f"graph_ms={replay:.5f} " if replay is not None else "")
+                                        + f"wall_ms={host_wall_ms(run, q, k, v, do, causal, kind):.5f}")
                         except Exception as exc:
                             print(f"  {kind} {backend} N{n} D{d} c{int(causal)}: {type(exc).__name__}: {str(exc)[:300]}")
                             traceback.print_exc(limit=1)
@@ -391,6 +415,17 @@ def attention_rows(rows: list[dict], flex_budget_s: float) -> None:
 LLAMA3_8B = dict(hidden=4096, heads=32, kv_heads=8, head_dim=128, ffn=14336, eps=1e-5)
 
 
+LAYER_GENERATOR: list = []
+
+
+def randn(*shape):
+    """bf16 normal values from a generator of the layer part's own: a capture that failed earlier
+    (attention part) can leave the default CUDA generator unusable outside capture."""
+    if not LAYER_GENERATOR:
+        LAYER_GENERATOR.append(torch.Generator(device=DEVICE).manual_seed(0))
+    return torch.randn(*shape, device=DEVICE, dtype=torch.bfloat16, generator=LAYER_GENERATOR[0])
+
+
 class LlamaLayer:
     """One llama3-style decoder layer in torch eager bf16, written as Hugging Face's
     LlamaDecoderLayer computes it (pre-norm, separate q/k/v projections, rotate-half rotary,
@@ -398,7 +433,7 @@ class LlamaLayer:
 
     def __init__(self, c: dict) -> None:
         def weight(rows, cols):
-            return torch.randn(rows, cols, device=DEVICE, dtype=torch.bfloat16) * cols ** -0.5
+            return randn(rows, cols) * cols ** -0.5
 
         self.c = c
         hd = c["head_dim"]
@@ -516,13 +551,15 @@ def graph_ms(fn) -> float:
     with torch.cuda.stream(stream):
         fn()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=stream):
             fn()
     torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
     return time_ms(graph.replay)
 
 
 LAYER_CASES_ARG: list[tuple[str, int, int]] = []  # --layer-cases
+KINDS_ARG: list[str] = []  # --kinds
 LAYER_CASES = (  # (mode, batch, tokens per row (prefill) or cached keys (decode))
     ("prefill", 1, 512), ("prefill", 1, 2048), ("prefill", 1, 8192), ("prefill", 4, 4096),
     ("decode", 1, 4096), ("decode", 16, 4096), ("decode", 64, 4096), ("decode", 1, 32768),
@@ -539,11 +576,10 @@ def layer_rows(rows: list[dict]) -> None:
         try:
             with torch.no_grad():
                 tokens = length if mode == "prefill" else 1
-                x = torch.randn(batch, tokens, c["hidden"], device=DEVICE, dtype=torch.bfloat16)
+                x = randn(batch, tokens, c["hidden"])
                 cache = None
                 if mode == "decode":
-                    cache = tuple(torch.randn(batch, c["kv_heads"], length, c["head_dim"], device=DEVICE,
-                                              dtype=torch.bfloat16) for _ in range(2))
+                    cache = tuple(randn(batch, c["kv_heads"], length, c["head_dim"]) for _ in range(2))
                 ops, whole = layer.ops(x, cache)
                 label = f"llama3-8b {mode} B{batch} {'N' if mode == 'prefill' else 'L'}{length}"
                 eager = time_ms(whole)
@@ -602,6 +638,7 @@ def main(argv=None) -> int:
     parser.add_argument("--flex-budget-s", type=float, default=45.0, help="seconds of Flex compile + timing")
     parser.add_argument("--lengths", type=int, nargs="*", default=[], help="attention sweep lengths (default all)")
     parser.add_argument("--layer-cases", default="", help="mode:batch:length,... (default the built-in cases)")
+    parser.add_argument("--kinds", default="", help="attention kinds, e.g. backward (default prefill,backward)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("measure_gpu_model: needs a CUDA GPU", file=sys.stderr)
@@ -609,6 +646,7 @@ def main(argv=None) -> int:
     started = time.time()
     DEADLINE[0] = started + args.budget_s
     LENGTHS_ARG[:] = args.lengths
+    KINDS_ARG[:] = [k for k in args.kinds.split(",") if k]
     if args.layer_cases:
         LAYER_CASES_ARG[:] = [(m, int(b), int(n)) for m, b, n in (c.split(":") for c in args.layer_cases.split(","))]
     out = Path(args.out)
