@@ -2,7 +2,7 @@
 
 The simulator estimates it, the kernels run it, the autotuner tunes for it, the plots draw it and
 the CLI parses it; nothing else describes an attention call. Plain Python (numpy for exact
-counting): the bottom layer, importing only einsim.errors and einsim.tiling.
+counting): the bottom layer, importing only einsim.errors, einsim.filter_inputs and einsim.tiling.
 
 Masks follow einsim.einsum_cascades.reference: bottom-right aligned (query row i sits at key
 position i + kv_len - q_len), causal keeps keys j <= that position, window=(left, right) keeps
@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from einsim.errors import ShapeError, brief
+from einsim.filter_inputs import FilterInputs
 from einsim.tiling import TileCounts, key_tile_counts, tile_counts
 
 # Bytes per element of each dtype an attention call may be stated in.
@@ -64,6 +65,10 @@ class Problem:
     # Serving decode: sequence b's cache holds kv_lens[b] <= kv_len keys (kv_len is then the
     # capacity); None: every sequence holds kv_len. Work and traffic count each sequence's own.
     kv_lens: tuple[int, ...] | None = None
+    # The values of the tensors a cascade's filters read (document ids, a block mask), or a
+    # statistical description of them: the simulators price the tiles they empty. None: not given
+    # (a filter that reads data is then priced as the problem's own mask, an upper bound).
+    filter_inputs: FilterInputs | None = None
 
     def __post_init__(self) -> None:
         if self.kv_heads is None:
@@ -107,6 +112,7 @@ class Problem:
                 raise ShapeError(f"attention problem: kv_lens must list {self.batch} cache lengths (one "
                                  f"per sequence), each 0..kv_len={self.kv_len}; got {brief(lens)}")
             object.__setattr__(self, "kv_lens", tuple(int(n) for n in lens))
+        object.__setattr__(self, "filter_inputs", FilterInputs.of(self.filter_inputs))
 
     # -- derived sizes -------------------------------------------------------------------------
     @property
@@ -270,9 +276,10 @@ class Problem:
         lens = ""
         if self.kv_lens is not None:
             lens = f" kv_lens={min(self.kv_lens)}..{max(self.kv_lens)} (mean {sum(self.kv_lens) / self.batch:.0f})"
+        inputs = f" filters read {self.filter_inputs.describe()}" if self.filter_inputs is not None else ""
         return (f"B={self.batch} H={heads} Nq={self.q_len} Nk={self.kv_len} D={self.head_dim}"
                 + (f" Dv={self.v_head_dim}" if self.v_head_dim != self.head_dim else "")
-                + f" {mask} {self.dtype}{lens}")
+                + f" {mask} {self.dtype}{lens}{inputs}")
 
     def to_dict(self) -> dict[str, Any]:
         """The call as JSON-ready values: the shape fields, then `name` and `symbols` when set.
@@ -286,6 +293,8 @@ class Problem:
             values["symbols"] = dict(self.symbols)
         if self.kv_lens is not None:
             values["kv_lens"] = list(self.kv_lens)
+        if self.filter_inputs is not None:
+            values["filter_inputs"] = self.filter_inputs.to_dict()
         return values
 
     @classmethod
@@ -293,7 +302,7 @@ class Problem:
         """The Problem `to_dict` wrote (ShapeError naming `source` and the field on bad input)."""
         if not isinstance(values, Mapping):
             raise ShapeError(f"{source}: expected a mapping of problem fields, got {values!r}")
-        known = set(_SIZE_FIELDS) | {"causal", "window", "dtype", "name", "symbols", "kv_lens"}
+        known = set(_SIZE_FIELDS) | {"causal", "window", "dtype", "name", "symbols", "kv_lens", "filter_inputs"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ShapeError(f"{source}: unknown problem field(s) {', '.join(map(str, unknown))}; "
@@ -306,6 +315,8 @@ class Problem:
             kwargs["window"] = tuple(kwargs["window"])
         if isinstance(kwargs.get("kv_lens"), list):
             kwargs["kv_lens"] = tuple(kwargs["kv_lens"])
+        if kwargs.get("filter_inputs") is not None:
+            kwargs["filter_inputs"] = FilterInputs.from_dict(kwargs["filter_inputs"], f"{source}: filter_inputs")
         return cls(**kwargs)
 
 
