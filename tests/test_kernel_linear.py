@@ -96,6 +96,21 @@ def test_forward_takes_any_strides_and_needs_no_initial_state():
     assert relative_error(out, torch.from_numpy(want)) < TOLERANCE["fp16"]
 
 
+def test_repeated_calls_replay_their_launch_plan_and_agree():
+    """The second call of a shape passes only its tensors to the bound launches: same answers,
+    with or without the final state (a different plan), segments included."""
+    q, k, v = make_inputs(1, 2, 1, 50, 16, 16, "fp16", seed=9)
+    config = LinearConfig(CHUNK=16, BLOCK_C=16, SEGMENT=32)
+    decay = slopes(2)
+    first, state = linear_attention(q, k, v, decay=decay, output_final_state=True, config=config)
+    again, state_again = linear_attention(q, k, v, decay=decay, output_final_state=True, config=config)
+    without, none = linear_attention(q, k, v, decay=decay, config=config)
+    other = linear_attention(q * 2, k, v, decay=decay, output_final_state=True, config=config)[0]
+    assert none is None
+    assert torch.equal(first, again) and torch.equal(state, state_again) and torch.equal(first, without)
+    assert relative_error(other, 2 * first.double()) < TOLERANCE["fp16"]
+
+
 # case: (q_heads, kv_heads, length, dtype, decay, feature_map, SEGMENT, store_states)
 BACKWARD_CASES = {
     "decay-tail": (2, 2, 37, "fp16", True, None, 0, True),

@@ -361,6 +361,7 @@ class Walk:
             self.segments = triton.cdiv(length, segment_tokens)
             self.segment_chunks = segment_tokens // config.CHUNK
         self.launches: dict[str, TritonLaunch] = {}
+        self._fast = None  # set by the first run: what later runs need besides their tensors
 
     def _launch(self, kernel, grid, *args, **options) -> None:
         name = name_of(kernel)
@@ -372,6 +373,32 @@ class Walk:
         launch(*[args[i] for i in launch.tensor_slots])
 
     def run(self, a, b, c, out, *, slope=None, grad_x=None, initial=None, final=None, starts=None):
+        """Launch the walk (and its segment sums and scan). The first call binds every launch
+        (`_bind_and_run`); later calls of the same plan pass only their tensors, in each kernel's
+        parameter order. Which of slope, grad_x, initial, final and starts are given must not
+        change within a plan (the plan's key says so)."""
+        fast = self._fast
+        if fast is None:
+            return self._bind_and_run(a, b, c, out, slope=slope, grad_x=grad_x, initial=initial, final=final,
+                                      starts=starts)
+        import torch
+
+        starts_shape, state_dummy = fast
+        launches = self.launches
+        if starts_shape is not None and starts is None:
+            starts = torch.empty(starts_shape, dtype=torch.float32, device=a.device)
+            launches["_segment_sums"](b, c, starts, slope if slope is not None else out)
+            launches["_segment_scan"](starts, initial if initial is not None else state_dummy,
+                                      final if final is not None else state_dummy,
+                                      slope if slope is not None else state_dummy)
+            final = None
+        state_in = starts if self.segments > 1 else initial
+        launches["_chunk_walk"](a, b, c, out, grad_x if grad_x is not None else out,
+                                state_in if state_in is not None else state_dummy,
+                                final if final is not None else state_dummy, slope if slope is not None else out)
+        return starts if (self.keep_starts and self.segments > 1) else None
+
+    def _bind_and_run(self, a, b, c, out, *, slope=None, grad_x=None, initial=None, final=None, starts=None):
         import torch
 
         if interpreting():
@@ -388,6 +415,8 @@ class Walk:
         dummy = out  # a pointer for arguments the constexpr flags never read
         state_dummy = _fp32_dummy(a.device)  # for state pointers the runtime flags leave unread
         segments = self.segments
+        self._fast = ((batch, heads, segments, dim_ab, dim_c) if segments > 1 and starts is None else None,
+                      state_dummy)
         if segments > 1 and starts is None:
             starts = torch.empty(batch, heads, segments, dim_ab, dim_c, dtype=torch.float32, device=a.device)
             self._launch(
@@ -515,11 +544,12 @@ BACKWARD_PLANS = plan_cache("linear-bwd")
 
 
 def forward_plan(q, k, v, decay=None, feature_map=None, scale=None, initial_state=None, config=None,
-                 keep_starts: bool = False) -> ForwardPlan:
+                 keep_starts: bool = False, output_final_state: bool = False) -> ForwardPlan:
     """The cached plan for these tensors and options, built (inputs checked, config resolved) on
     first use."""
     key, plan = FORWARD_PLANS.find(lambda: (tensor_key(q), tensor_key(k), tensor_key(v), _key(decay),
-                                            feature_map, scale, _key(initial_state), config, keep_starts))
+                                            feature_map, scale, _key(initial_state), config, keep_starts,
+                                            output_final_state))
     if plan is not None:
         return plan
     problem = check_linear_inputs(q, k, v, kernel="linear-fwd", decay=decay, feature_map=feature_map,
@@ -540,7 +570,7 @@ def linear_forward(q, k, v, *, decay=None, feature_map: str | None = None, scale
     Raises ShapeError for bad inputs and ConfigError for a config that cannot run, before any
     launch. Checks, config and launches are decided once per shape (a launch plan).
     """
-    plan = forward_plan(q, k, v, decay, feature_map, scale, initial_state, config, keep_starts)
+    plan = forward_plan(q, k, v, decay, feature_map, scale, initial_state, config, keep_starts, output_final_state)
     return plan.run(q, k, v, decay, initial_state, output_final_state)
 
 
@@ -629,7 +659,8 @@ def _make_function():
         @staticmethod
         def forward(ctx, q, k, v, decay, initial_state, feature_map, scale, output_final_state,
                     config, backward_config):
-            plan = forward_plan(q, k, v, decay, feature_map, scale, initial_state, config, keep_starts=True)
+            plan = forward_plan(q, k, v, decay, feature_map, scale, initial_state, config, keep_starts=True,
+                                output_final_state=output_final_state)
             resolved = plan.backward_configs.get(backward_config)
             if resolved is None:
                 resolved = plan.backward_configs[backward_config] = _resolve(
