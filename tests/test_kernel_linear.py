@@ -281,3 +281,25 @@ def test_walk_compiles_for_sm90_pipelined_and_as_the_shared_memory_model_says():
     assert forward["shared_bytes"] == KERNELS["linear-fwd"].shared_memory_bytes(default_config(problem), problem)
     for compiled in (forward, reverse_decay):
         assert compiled["async_copies"] > 0 and compiled["spill_bytes"] == 0
+
+
+def test_chunk_loops_branch_only_on_constexpr_flags():
+    """Triton 3.6's software pipeliner fails on sm_90 ("PassManager::run failed" in
+    TritonGPUPipeline) when a pipelined loop holds a branch on a runtime value, as the walk's
+    decay did (W3 on the H200); Triton 3.9 here compiles it, so only this static check catches
+    it on a CPU: every `if` inside a `for` of the linear kernels tests a constexpr parameter."""
+    import ast
+    import inspect
+
+    from einsim.kernels.linear import chunk
+
+    for kernel in (chunk._walk_chunks, chunk._chunk_walk, chunk._segment_sums, chunk._segment_scan):
+        tree = ast.parse(inspect.getsource(kernel.fn))
+        function = tree.body[0]
+        constexprs = {a.arg for a in function.args.args
+                      if a.annotation is not None and "constexpr" in ast.unparse(a.annotation)}
+        for loop in (node for node in ast.walk(function) if isinstance(node, ast.For)):
+            for branch in (node for node in ast.walk(loop) if isinstance(node, ast.If)):
+                names = {n.id for n in ast.walk(branch.test) if isinstance(n, ast.Name)}
+                assert names <= constexprs, (f"{kernel.fn.__name__}: `if {ast.unparse(branch.test)}` inside a "
+                                             f"chunk loop tests a runtime value ({sorted(names - constexprs)})")

@@ -83,6 +83,76 @@ def _load_tile(X, base, rows, length, cols, dim, stride_n, stride_d, FEATURE: tl
     return x
 
 
+@triton.jit
+def _walk_chunks(A, B, C, Out, X, base_a, base_b, base_c, base_o, base_x,
+                 stride_an, stride_ad, stride_bn, stride_bd, stride_cn, stride_cd, stride_on, stride_od,
+                 stride_xn, stride_xd, length, dim_ab, dim_c, first, count, state, out_scale,
+                 rate, row_scale, column_scale, cols_ab, cols_c,
+                 REVERSE: tl.constexpr, HAS_DECAY: tl.constexpr, SEPARABLE: tl.constexpr,
+                 FEATURE_A: tl.constexpr, FEATURE_B: tl.constexpr, FEATURE_C: tl.constexpr,
+                 FEATURE_GRAD: tl.constexpr, IO_DTYPE: tl.constexpr, DOT_FP32: tl.constexpr,
+                 EVEN_AB: tl.constexpr, EVEN_C: tl.constexpr, CHUNK: tl.constexpr):
+    """The chunk loop of `_chunk_walk` over chunks first .. first + count - 1 (in reverse when
+    REVERSE) from `state`; returns the state after them. SEPARABLE: the intra-chunk decay is
+    row_scale[i] * column_scale[j] (else an exponential per score, and the loop is not pipelined:
+    such fast decays are rare, and a second ring of chunk tiles would double the shared memory)."""
+    local = tl.arange(0, CHUNK)
+    position = local.to(tl.float32)
+    for step in tl.range(0, count, num_stages=None if SEPARABLE else 1):
+        if REVERSE:
+            index = first + count - 1 - step
+        else:
+            index = first + step
+        start = index * CHUNK
+        rows = start + local
+        valid = rows < length
+        span = tl.minimum(length - start, CHUNK)  # tokens in this chunk (the tail may be short)
+        a = _load_tile(A, base_a, rows, length, cols_ab, dim_ab, stride_an, stride_ad, FEATURE_A, IO_DTYPE,
+                       DOT_FP32, EVEN_AB)
+        b = _load_tile(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B, IO_DTYPE,
+                       DOT_FP32, EVEN_AB)
+        c = _load_tile(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, IO_DTYPE,
+                       DOT_FP32, EVEN_C)
+        scores = tl.dot(a, tl.trans(b))
+        if REVERSE:
+            keep = local[None, :] >= local[:, None]
+        else:
+            keep = local[None, :] <= local[:, None]
+        inter = tl.dot(a, _operand(state, IO_DTYPE, DOT_FP32))  # the earlier chunks, through the state
+        if HAS_DECAY:
+            if SEPARABLE:
+                scores = tl.where(keep, scores * row_scale[:, None] * column_scale[None, :], 0.0)
+            else:
+                distance = tl.abs(local[:, None] - local[None, :]).to(tl.float32)
+                scores = tl.where(keep, scores * tl.math.exp2(-rate * distance), 0.0)
+            # the state reaches row i decayed by i + 1 steps (reversed: by its distance to the end)
+            if REVERSE:
+                lead = tl.where(valid, span - 1 - local, 0).to(tl.float32)
+                tail = position + 1.0
+            else:
+                lead = position + 1.0
+                tail = tl.where(valid, span - 1 - local, 0).to(tl.float32)
+            inter = inter * tl.math.exp2(-rate * lead)[:, None]
+            # row j enters the next state decayed by its distance to the chunk's end (start, reversed)
+            c_update = _operand(c.to(tl.float32) * tl.math.exp2(-rate * tail)[:, None], IO_DTYPE, DOT_FP32)
+            state = state * tl.math.exp2(-rate * span.to(tl.float32))
+        else:
+            scores = tl.where(keep, scores, 0.0)
+            c_update = c
+        out = tl.dot(_operand(scores, IO_DTYPE, DOT_FP32), c, inter) * out_scale
+        out_mask = valid[:, None] & (cols_c[None, :] < dim_c)
+        if FEATURE_GRAD:
+            # the walk computed the gradient of phi(X); chain rule through elu(x) + 1
+            x = tl.load(X + base_x + rows[:, None] * stride_xn + cols_c[None, :] * stride_xd,
+                        mask=out_mask, other=0.0).to(tl.float32)
+            out = out * tl.where(x > 0, 1.0, tl.exp(tl.minimum(x, 0.0)))
+        tl.store(Out + base_o + rows[:, None] * stride_on + cols_c[None, :] * stride_od,
+                 out.to(Out.dtype.element_ty), mask=out_mask)
+        state = tl.dot(tl.trans(b), c_update, state)
+
+    return state
+
+
 # Sizes that vary from call to call but do not shape the code (no vectorisation depends on them) are
 # not specialised, so a new batch, head count or length reuses the compiled kernel instead of
 # compiling another (Triton specialises integers equal to 1 or divisible by 16 by default).
@@ -134,7 +204,9 @@ def _chunk_walk(
                     mask=state_mask, other=0.0)
     state = tl.where(has_state_in != 0, state * state_in_scale, 0.0)
     rate = 0.0
-    separable = False
+    separable = True
+    row_scale = tl.full([CHUNK], 1.0, tl.float32)
+    column_scale = row_scale
     if HAS_DECAY:
         rate = tl.load(Slope + head).to(tl.float32) * 1.4426950408889634  # log2 units per token
         # g^(i-j) (g^(j-i) reversed) = row_scale[i] * column_scale[j]: two vectors instead of an
@@ -152,57 +224,26 @@ def _chunk_walk(
     chunks = tl.cdiv(length, CHUNK)
     first = segment * segment_chunks
     count = tl.minimum(segment_chunks, chunks - first)
-    for step in range(0, count):
-        if REVERSE:
-            index = first + count - 1 - step
-        else:
-            index = first + step
-        start = index * CHUNK
-        rows = start + local
-        valid = rows < length
-        span = tl.minimum(length - start, CHUNK)  # tokens in this chunk (the tail may be short)
-        a = _load_tile(A, base_a, rows, length, cols_ab, dim_ab, stride_an, stride_ad, FEATURE_A, IO_DTYPE,
-                       DOT_FP32, EVEN_AB)
-        b = _load_tile(B, base_b, rows, length, cols_ab, dim_ab, stride_bn, stride_bd, FEATURE_B, IO_DTYPE,
-                       DOT_FP32, EVEN_AB)
-        c = _load_tile(C, base_c, rows, length, cols_c, dim_c, stride_cn, stride_cd, FEATURE_C, IO_DTYPE,
-                       DOT_FP32, EVEN_C)
-        scores = tl.dot(a, tl.trans(b))
-        if REVERSE:
-            keep = local[None, :] >= local[:, None]
-        else:
-            keep = local[None, :] <= local[:, None]
-        inter = tl.dot(a, _operand(state, IO_DTYPE, DOT_FP32))  # the earlier chunks, through the state
-        if HAS_DECAY:
-            if separable:
-                scores = tl.where(keep, scores * row_scale[:, None] * column_scale[None, :], 0.0)
-            else:
-                distance = tl.abs(local[:, None] - local[None, :]).to(tl.float32)
-                scores = tl.where(keep, scores * tl.math.exp2(-rate * distance), 0.0)
-            # the state reaches row i decayed by i + 1 steps (reversed: by its distance to the end)
-            if REVERSE:
-                lead = tl.where(valid, span - 1 - local, 0).to(tl.float32)
-                tail = position + 1.0
-            else:
-                lead = position + 1.0
-                tail = tl.where(valid, span - 1 - local, 0).to(tl.float32)
-            inter = inter * tl.math.exp2(-rate * lead)[:, None]
-            # row j enters the next state decayed by its distance to the chunk's end (start, reversed)
-            c_update = _operand(c.to(tl.float32) * tl.math.exp2(-rate * tail)[:, None], IO_DTYPE, DOT_FP32)
-            state = state * tl.math.exp2(-rate * span.to(tl.float32))
-        else:
-            scores = tl.where(keep, scores, 0.0)
-            c_update = c
-        out = tl.dot(_operand(scores, IO_DTYPE, DOT_FP32), c, inter) * out_scale
-        out_mask = valid[:, None] & (cols_c[None, :] < dim_c)
-        if FEATURE_GRAD:
-            # the walk computed the gradient of phi(X); chain rule through elu(x) + 1
-            x = tl.load(X + base_x + rows[:, None] * stride_xn + cols_c[None, :] * stride_xd,
-                        mask=out_mask, other=0.0).to(tl.float32)
-            out = out * tl.where(x > 0, 1.0, tl.exp(tl.minimum(x, 0.0)))
-        tl.store(Out + base_o + rows[:, None] * stride_on + cols_c[None, :] * stride_od,
-                 out.to(Out.dtype.element_ty), mask=out_mask)
-        state = tl.dot(tl.trans(b), c_update, state)
+    # Whether the decay is separable is known only at run time (it depends on the slope), but a
+    # runtime branch INSIDE the chunk loop makes Triton 3.6's software pipeliner fail on sm_90
+    # ("PassManager::run failed" in TritonGPUPipeline; 3.9 copes): so the branch picks one of two
+    # loops, each pipelined on its own, and the common separable one pays nothing for the other.
+    if separable:
+        state = _walk_chunks(
+            A, B, C, Out, X, base_a, base_b, base_c, base_o, base_x,
+            stride_an, stride_ad, stride_bn, stride_bd, stride_cn, stride_cd, stride_on, stride_od,
+            stride_xn, stride_xd, length, dim_ab, dim_c, first, count, state, out_scale,
+            rate, row_scale, column_scale, cols_ab, cols_c,
+            REVERSE, HAS_DECAY, True, FEATURE_A, FEATURE_B, FEATURE_C, FEATURE_GRAD, IO_DTYPE, DOT_FP32,
+            EVEN_AB, EVEN_C, CHUNK)
+    else:
+        state = _walk_chunks(
+            A, B, C, Out, X, base_a, base_b, base_c, base_o, base_x,
+            stride_an, stride_ad, stride_bn, stride_bd, stride_cn, stride_cd, stride_on, stride_od,
+            stride_xn, stride_xd, length, dim_ab, dim_c, first, count, state, out_scale,
+            rate, row_scale, column_scale, cols_ab, cols_c,
+            REVERSE, HAS_DECAY, False, FEATURE_A, FEATURE_B, FEATURE_C, FEATURE_GRAD, IO_DTYPE, DOT_FP32,
+            EVEN_AB, EVEN_C, CHUNK)
 
     final = StateOut + batch * stride_fb + head.to(tl.int64) * stride_fh
     tl.store(final + cols_ab[:, None] * stride_fr + cols_c[None, :] * stride_fc, state * state_out_scale,
