@@ -51,6 +51,7 @@ LENGTHS = (2048, 4096, 8192, 16384, 32768, 65536)
 # Quadratic fp32 reference on this many heads of batch 0 (its scores are N x N per head).
 CHECK_HEADS = 2
 CHECK_MAX_LENGTH = 16384
+SWEEP_REP_MS = 40  # a sweep times many configs: shorter runs (medians of ~40 ms of calls)
 TOLERANCE = 2e-2  # ‖out − ref‖ / ‖ref‖ for bf16 operands with fp32 accumulation
 DEADLINE = [float("inf")]
 STARTED = time.time()
@@ -78,12 +79,13 @@ def out_dir() -> Path | None:
     return None
 
 
-def time_ms(fn: Callable[[], object]) -> float:
+def time_ms(fn: Callable[[], object], rep: int = 100) -> float:
+    """Median ms of fn over about `rep` ms of calls (after a warm-up)."""
     if DEVICE[0] != "cuda":  # the interpreter: one call, for a smoke run only
         started = time.perf_counter()
         fn()
         return (time.perf_counter() - started) * 1e3
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    return triton.testing.do_bench(fn, warmup=max(5, rep // 4), rep=rep, return_mode="median")
 
 
 def relative_error(got, want) -> float:
@@ -207,7 +209,8 @@ VARIANTS = {
     "einsim-linear-retention": ("linear", "retention", ours("retention")),
     "fla-chunk_retention": ("linear", "retention", fla_variant(lambda case: fla_retention)),
 }
-OURS_FOR = {"none": "einsim-linear", "lightning": "einsim-linear-decay", "retention": "einsim-linear-retention"}
+OURS_FOR = {"none": "einsim-linear", "lightning": "einsim-linear-decay", "retention": "einsim-linear-retention",
+            "steep": "einsim-linear-steep"}
 
 
 # -- correctness ----------------------------------------------------------------------------------------
@@ -249,6 +252,10 @@ def check_case(case: Case, rows: list[dict], decays: tuple[str, ...]) -> None:
 
 
 def slope_for(case: Case, decay: str):
+    """The per-head slopes of a decay name. "steep" (checks only): 6 and 2 per token, so fast that
+    g^j leaves fp32's range within a chunk and the walk takes its element-by-element loop."""
+    if decay == "steep":
+        return torch.tensor([6.0, 2.0] * (HEADS // 2) + [6.0] * (HEADS % 2), device=DEVICE[0])
     return {"none": None, "causal": None, "lightning": case.slope, "retention": case.retention_slope}[decay]
 
 
@@ -369,37 +376,45 @@ def time_decode(rows: list[dict]) -> None:
     print(f"  decode B={batch} {row.get('ms', float('nan')):.4f} ms {row.get('tbps', float('nan')):.2f} TB/s", flush=True)
 
 
-def sweep(case: Case, rows: list[dict], direction: str) -> None:
-    """Time a grid of configs of ours (no decay) on one shape; print the best."""
-    problem = case.problem
+def sweep_grid(problem: Problem, direction: str) -> list:
+    """Candidate configs, grouped so that configs sharing a compiled kernel come together: the
+    compiled shape is (CHUNK, BLOCK_C, num_warps, num_stages); SEGMENT is a runtime size (no
+    recompilation), so each compiled shape is timed at several segment lengths."""
+    segments = tuple(dict.fromkeys(s for s in (default_config(problem).SEGMENT, 1024, 2048, 8192)
+                                   if s < problem.q_len))
     if direction == "fwd":
-        base = default_config(problem)
-        grid = [LinearConfig(CHUNK=64, BLOCK_C=64, SEGMENT=s, num_warps=8, num_stages=st)
-                for st in (2, 3) for s in dict.fromkeys((base.SEGMENT, 1024, 2048, 8192))]
-        grid += [LinearConfig(CHUNK=c, BLOCK_C=b, SEGMENT=base.SEGMENT, num_warps=w, num_stages=2)
-                 for c, b, w in ((64, 128, 8), (128, 64, 8), (32, 64, 4), (64, 32, 4))]
-    else:
-        base = backward_default_config(problem)
-        grid = [LinearBackwardConfig(CHUNK=64, BLOCK_C=b, SEGMENT=s, num_warps=8, num_stages=st, store_states=True)
-                for b in (64, 128) for st in (2, 3) for s in dict.fromkeys((base.SEGMENT, 1024))]
+        shapes = ((64, 64, 4, 2), (64, 64, 8, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 64, 8, 2), (64, 64, 8, 3))
+        return [LinearConfig(CHUNK=c, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=st)
+                for c, b, w, st in shapes for s in segments]
+    shapes = ((64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2))
+    return [LinearBackwardConfig(CHUNK=c, BLOCK_C=b, SEGMENT=s, num_warps=w, num_stages=st, store_states=True)
+            for c, b, w, st in shapes for s in segments[:3]]
+
+
+def sweep(case: Case, rows: list[dict], direction: str, decay: str = "none") -> None:
+    """Time a grid of configs of ours (sweep_grid) on one shape, with or without decay; print the
+    best and the default's time."""
+    problem = case.problem
+    slope = slope_for(case, decay)
+    default = (default_config if direction == "fwd" else backward_default_config)(problem)
     best = None
-    for config in grid:
+    for config in sweep_grid(problem, direction):
         if time.time() > DEADLINE[0]:
             break
         reasons = (KERNEL_REASONS[direction])(config, problem)
         if reasons:
             continue
-        row = {"kind": f"sweep-{direction}", "backend": "einsim-linear", "N": case.length, "B": case.batch,
-               "config": repr(config)}
+        row = {"kind": f"sweep-{direction}", "backend": OURS_FOR[decay], "decay": decay, "N": case.length,
+               "B": case.batch, "config": repr(config), "default": config == default}
         try:
             if direction == "fwd":
-                fn = (lambda cfg=config: linear_forward(case.q, case.k, case.v, config=cfg))
+                fn = (lambda cfg=config: linear_forward(case.q, case.k, case.v, decay=slope, config=cfg))
             else:
                 fn = backward_timer(lambda q, k, v, cfg=config: linear_attention(
-                    q, k, v, backward_config=cfg)[0], case)
+                    q, k, v, decay=slope, backward_config=cfg)[0], case)
             fn()
             synchronize()
-            row["ms"] = time_ms(fn)
+            row["ms"] = time_ms(fn, rep=SWEEP_REP_MS)
             if "_chunk_walk" in LAST_LAUNCH:
                 row.update({f"walk_{key}": value for key, value in LAST_LAUNCH["_chunk_walk"].items()})
             if best is None or row["ms"] < best["ms"]:
@@ -407,10 +422,11 @@ def sweep(case: Case, rows: list[dict], direction: str) -> None:
         except Exception as error:
             row["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
         rows.append(row)
-        print(f"  sweep {direction} N={case.length:6d} {row.get('ms', float('nan')):8.3f} ms {config}"
+        print(f"  sweep {direction} {decay:9s} N={case.length:6d} {row.get('ms', float('nan')):8.3f} ms {config}"
+              + (" (default)" if row["default"] else "")
               + (f" FAILED {row['failure']}" if "failure" in row else "") + f"  [t={elapsed():.0f}s]", flush=True)
     if best is not None:
-        print(f"  best {direction} N={case.length}: {best['ms']:.3f} ms {best['config']}", flush=True)
+        print(f"  best {direction} {decay} N={case.length}: {best['ms']:.3f} ms {best['config']}", flush=True)
 
 
 def _kernel_reasons():
@@ -470,10 +486,15 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sweep", action="store_true", help="then time a grid of configs at the first "
                                                              "length given (until --budget-s)")
+    parser.add_argument("--sweep-runs", default="fwd:none,fwd:lightning,bwd:none,bwd:lightning",
+                        help="direction:decay pairs the sweep times, in order")
     parser.add_argument("--no-check", action="store_true")
     parser.add_argument("--check-length", type=int, default=None,
                         help="run the correctness checks on this length first (default: at every timed "
                              f"length up to {CHECK_MAX_LENGTH})")
+    parser.add_argument("--check-decays", default="",
+                        help="decays checked besides those of the variants: none, lightning, retention, steep")
+    parser.add_argument("--no-extras", action="store_true", help="no host-time and decode timings at the end")
     parser.add_argument("--skip", default="", help="direction:variant pairs not to time, e.g. "
                                                   "bwd:fla-chunk_linear_attn")
     parser.add_argument("--budget-s", type=float, default=float("inf"),
@@ -501,6 +522,7 @@ def main(argv=None) -> int:
     if not args.no_check:
         check_decode(rows)
     decays = tuple(dict.fromkeys(VARIANTS[n][1] for n in names if n.startswith("einsim-linear")))
+    decays += tuple(d for d in args.check_decays.split(",") if d and d not in decays)
     if not args.no_check and args.check_length:
         case = Case(args.check_length)
         check_case(case, rows, decays)
@@ -519,11 +541,12 @@ def main(argv=None) -> int:
         write_csv(args.csv, rows)  # a job killed at its limit keeps what it measured
     if args.sweep:
         case = Case(lengths[0])
-        for direction in ("fwd", "bwd"):
-            sweep(case, rows, direction)
+        for run in args.sweep_runs.split(","):
+            direction, decay = run.split(":", 1)
+            sweep(case, rows, direction, decay)
             write_csv(args.csv, rows)
         del case
-    if time.time() < DEADLINE[0] + 10:  # cheap: tiny shapes, one decode step
+    if not args.no_extras and time.time() < DEADLINE[0] + 10:  # cheap: tiny shapes, one decode step
         time_host(rows)
         time_decode(rows)
     write_csv(args.csv, rows)
