@@ -4,6 +4,7 @@ command and the errors; held-out rows (N = 2048 or 8192) never enter the fit.
 
     PYTHONPATH=. python benchmarks/fit_gpu_model.py            # refit, write fitted.yaml, print errors
     PYTHONPATH=. python benchmarks/fit_gpu_model.py --check    # errors of the committed constants only
+    PYTHONPATH=. python benchmarks/fit_gpu_model.py --pins     # rewrite the test's pinned tables only
 
 The fit: scipy.optimize.least_squares (trust-region reflective, bounds) on log(predicted /
 measured) of every fitted row, each group of rows (file x style x kind) weighted 1/sqrt(rows)
@@ -45,7 +46,7 @@ GLOBAL_BOUNDS = (
 STYLE_BOUNDS = {
     "mma_efficiency": (0.2, 1.2), "softmax_overlap": (0.0, 1.0), "extra_fma_per_score": (0.0, 60.0),
     "mask_fma_per_score": (0.0, 120.0), "program_latency_s": (0.0, 3e-5), "bwd_mma_efficiency": (0.2, 1.2),
-    "bwd_fma_per_score": (0.0, 80.0),
+    "bwd_fma_per_score": (0.0, 80.0), "bwd_program_latency_s": (0.0, 3e-5),
 }
 
 
@@ -290,6 +291,47 @@ def write(model: FittedModel, provenance: dict, path: Path = FITTED_FILE) -> Non
     path.write_text(header + yaml.safe_dump(document, sort_keys=False, width=110))
 
 
+PINS_FILE = Path(__file__).resolve().parent.parent / "tests" / "test_gpu_cost_model.py"
+PINS_BEGIN = "# --- generated from fitted.yaml and the data (see the module docstring) ---\n"
+PINS_END = "# fmt: on\n"
+
+
+def pins_block(path: Path = FITTED_FILE) -> str:
+    """The pinned tables of tests/test_gpu_cost_model.py: every number of `path` as written, the
+    mean |error| of every (file, style, kind, fitted/held-out) group and of whole layers."""
+    document = yaml.safe_load(path.read_text())
+    model = read_fitted(path)
+    lines = [PINS_BEGIN.rstrip("\n"), "FITTED = {"]
+    for section in ("engine", "triton", "registers", "gemm", "elementwise"):
+        lines.append(f"    {section!r}: {document[section]!r},")
+    lines.append("    'styles': {")
+    lines += [f"        {name!r}: {values!r}," for name, values in document["styles"].items()]
+    lines += ["    },", "}", "ERRORS = {  # (file, style, kind, part) -> (rows, mean |error|)"]
+    rows = data.measurements()
+    groups: dict = {}
+    for m, e in zip(rows, data.errors(rows, model)):
+        key = (m.source, m.style if m.kind != "config" else f"{m.style} configs", m.kind,
+               "held-out" if m.held_out else "fit")
+        groups.setdefault(key, []).append(abs(e))
+    lines += [f"    {key!r}: ({len(v)}, {sum(v) / len(v):.4f})," for key, v in sorted(groups.items())]
+    lines += ["}", "LAYER_ERRORS = {  # (what, part) -> (rows, mean |error|) of whole layers, h200_layer.csv"]
+    layers: dict = {}
+    for m in data.h200_layers():
+        if m.op == "layer":
+            layers.setdefault(("layer", "held-out" if m.held_out else "fit"), []).append(
+                abs(data.predict_layer(m, model) / m.measured_s - 1))
+    lines += [f"    {key!r}: ({len(v)}, {sum(v) / len(v):.4f})," for key, v in sorted(layers.items())]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def write_pins(path: Path = PINS_FILE) -> None:
+    """Rewrite the generated tables of the test that pins the fit (between its two markers)."""
+    text = path.read_text()
+    head, rest = text.split(PINS_BEGIN, 1)
+    _, tail = rest.split(PINS_END, 1)
+    path.write_text(head + pins_block() + PINS_END + tail)
+
+
 def _round(value: float) -> float:
     return float(f"{value:.5g}")
 
@@ -305,7 +347,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-evaluations", type=int, default=60)
     parser.add_argument("--sensitivity", action="store_true", help="print how much each constant is pinned")
     parser.add_argument("--layers-only", action="store_true", help="refit only the layer operators (stage 2)")
+    parser.add_argument("--pins", action="store_true",
+                        help="only rewrite the pinned tables of tests/test_gpu_cost_model.py from fitted.yaml")
     args = parser.parse_args(argv)
+    if args.pins:
+        write_pins()
+        print(f"rewrote the pinned tables of {PINS_FILE}")
+        return 0
     rows = data.measurements()
     model = read_fitted()
     if args.layers_only:
@@ -353,7 +401,8 @@ def main(argv=None) -> int:
         "layer_errors": layer_errors,
     }
     write(model, provenance)
-    print(f"wrote {FITTED_FILE}")
+    write_pins()
+    print(f"wrote {FITTED_FILE} and the pinned tables of {PINS_FILE}")
     return 0
 
 

@@ -238,6 +238,7 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
     B, H, G, P, M = problem.batch, problem.q_heads, problem.kv_heads, problem.q_len, problem.kv_len
     efficiency = kernel.fit.bwd_mma_efficiency if mapping.matmul_efficiency is None else mapping.matmul_efficiency
     lanes = kernel.fit.bwd_fma_per_score
+    latency = kernel.fit.bwd_program_latency_s
     q_rows, kv_rows = B * H * P, B * G * M
     preprocess = Launch("backward preprocess", (), q_rows * (2 * F * s + 2 * LSE_BYTES), memory_only=True)
     # dK/dV: per key tile of dkdv.block_n keys, query tiles of dkdv.block_m rows
@@ -281,14 +282,14 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
             dkdv_hbm += dq_hbm
         else:
             launches.append(Launch("backward dK/dV", tuple(groups), dkdv_hbm, fit.programs_per_sm, warpgroups,
-                                   dkdv.num_stages, fit.spilled_fraction))
+                                   dkdv.num_stages, fit.spilled_fraction, program_latency_s=latency))
             groups = []
             launches.append(Launch("backward dQ", (dq_group,), dq_hbm, fit.programs_per_sm, warpgroups,
-                                   dq.num_stages, fit.spilled_fraction))
+                                   dq.num_stages, fit.spilled_fraction, program_latency_s=latency))
     if groups:
         name = "backward dK/dV + dQ" if mode == "one_launch" else "backward dK/dV (dQ by atomics)"
         launches.append(Launch(name, tuple(groups), dkdv_hbm, fit.programs_per_sm, warpgroups, dkdv.num_stages,
-                               fit.spilled_fraction))
+                               fit.spilled_fraction, program_latency_s=latency))
     if mode == "atomic":
         launches.append(Launch("backward dQ conversion", (), q_rows * e * (4 + s), memory_only=True))
     overlap = kernel.fit.softmax_overlap if mapping.softmax_overlap is None else mapping.softmax_overlap

@@ -82,6 +82,7 @@ class Launch:
     memory_only: bool = False  # an element-wise/copy kernel: no tile loop, HBM time + launch
     hbm_load_fraction: float = 0.0  # of the tile loads, the fraction that miss L2 (decode: all of them)
     hbm_efficiency: float = 1.0  # fraction of the HBM roof this kernel's streams reach (GEMV: fitted)
+    program_latency_s: float | None = None  # this launch's fixed cost per program (None: the kernel style's)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def launch_time(launch: Launch, roofs: GpuRoofs, overlap: float, constants: Engi
     hbm_s = launch.hbm_bytes / (roofs.hbm_bytes_per_s * launch.hbm_efficiency)
     if launch.memory_only or not launch.groups:
         return memory_launch_time(launch.name, launch.hbm_bytes, 1, roofs, constants)
+    if launch.program_latency_s is not None:
+        program_latency_s = launch.program_latency_s
     sms = roofs.sm_count
     per_sm = max(1, launch.programs_per_sm)
     streams = per_sm * max(1, launch.warpgroups)

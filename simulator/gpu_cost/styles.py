@@ -44,6 +44,7 @@ class StyleFit:
     program_latency_s: float  # fixed latency of a program: Q load, epilogue, O store, scheduling
     bwd_mma_efficiency: float  # the backward's MMA efficiency (dK/dV and dQ loops)
     bwd_fma_per_score: float  # the backward's lane work per score (dS = P (dP - delta), scaling, converts)
+    bwd_program_latency_s: float  # fixed latency of a backward program: K/V (or Q) load, dK/dV (dQ) epilogue, atomics drain
 
 
 @dataclass(frozen=True)
