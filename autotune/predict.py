@@ -140,7 +140,7 @@ def balanced_equivalent(problem: Problem, config: Any) -> Problem:
     Problems without kv_lens are returned as they are."""
     if problem.kv_lens is None:
         return problem
-    block_n = getattr(config, "BLOCK_N", 64)
+    block_n = config.BLOCK_N
     tiles = sum(-(-n // block_n) for n in problem.kv_lens)
     length = min(problem.kv_len, max(1, -(-tiles // problem.batch) * block_n))
     return dataclasses.replace(problem, kv_len=length, kv_lens=None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 
 def path_kind(path: str | os.PathLike) -> str:
@@ -33,8 +32,3 @@ def is_folder(path: str | os.PathLike) -> bool:
 
 def exists(path: str | os.PathLike) -> bool:
     return path_kind(path) in ("file", "folder")
-
-
-def parent_is_folder(path: str | os.PathLike) -> bool:
-    """Whether the folder a file would be written in exists."""
-    return is_folder(Path(path).parent)

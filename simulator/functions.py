@@ -81,12 +81,3 @@ def primitive_counts(counts: Mapping[str, float]) -> dict[str, float]:
 def primitive_kinds(kinds: Iterable[str]) -> set[str]:
     """The primitives a map's operations use (an Einsum's map_ops): what binds it to an array."""
     return {primitive for kind in kinds for primitive in expand(kind)}
-
-
-def expansions_used(kinds: Iterable[str]) -> list[str]:
-    """`sigmoid = exp + add + div` for every non-primitive kind among `kinds`, for notes."""
-    out = []
-    for kind in sorted(set(kinds) - set(PRIMITIVES)):
-        parts = " + ".join(f"{n:g} {p}" if n != 1 else p for p, n in expand(kind).items())
-        out.append(f"{kind} = {parts}")
-    return out

@@ -114,7 +114,7 @@ def window_binding(cascade: Cascade, problem: Problem) -> dict[str, int]:
     keeps a window of keys on a problem without a window is a ShapeError naming the fix: the
     YAML's symbol value is an example for running the cascade alone, never a workload parameter
     the simulator may invent."""
-    symbols = getattr(cascade, "symbols", {}) or {}
+    symbols = cascade.symbols
     names = [s for s in WINDOW_SYMBOLS if s in symbols]
     if not names:
         return {}

@@ -30,7 +30,7 @@ def attention_flops(problem: Problem) -> float:
 def resource_role(target: Any, resource: str) -> str:
     """What a unit or memory level is, in the words of a roofline's annotations:
     memory / matmul / exp / 1D array (spatial) or vector (GPU) / launch."""
-    units = getattr(target, "compute_units", {})
+    units = target.compute_units
     if resource in units:
         kind = units[resource].kind
         if kind == "matrix":
@@ -38,7 +38,7 @@ def resource_role(target: Any, resource: str) -> str:
         if kind == "exp":
             return "exp"
         return "1D array" if target.kind == "spatial" else "vector"
-    if any(level.name == resource for level in getattr(target, "memory_levels", ())):
+    if any(level.name == resource for level in target.memory_levels):
         return "memory"
     return resource
 

@@ -74,13 +74,6 @@ def chunk_count(length: int, chunk: int) -> int:
     return -(-length // chunk)
 
 
-def segment_count(length: int, config) -> int:
-    """Walks the sequence is cut into (1 when SEGMENT is 0 or covers it)."""
-    if not config.SEGMENT or config.SEGMENT >= length:
-        return 1
-    return -(-length // config.SEGMENT)
-
-
 def walk_flops(problem: Problem, chunk: int, a_dim: int, c_dim: int) -> float:
     """Matmul FLOPs of one chunked walk as the kernel runs it, for all query heads: per chunk of
     C tokens A·Bᵀ (C x C x D), the masked scores times C (C x C x Dc), A times the state
@@ -120,15 +113,6 @@ def backward_min_bytes(problem: Problem) -> int:
 def state_bytes(problem: Problem) -> int:
     """One fp32 state [D, Dv] per (batch, query head): what decode reads and writes per token."""
     return STATE_BYTES * problem.batch * problem.q_heads * problem.head_dim * problem.v_head_dim
-
-
-def segment_state_bytes(problem: Problem, config) -> int:
-    """HBM traffic of the states between launches when SEGMENT splits the walk: every segment's
-    local state written by the summing pass, read and rewritten by the scan, read by its walk."""
-    segments = segment_count(problem.q_len, config)
-    if segments == 1:
-        return 0
-    return 4 * segments * state_bytes(problem)
 
 
 def decode_flops(problem: Problem) -> float:

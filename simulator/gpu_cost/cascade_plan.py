@@ -21,7 +21,7 @@ BASIC_OPS = ("mul", "add", "sub", "max", "min", "div", "exp")
 def family(cascade: Any, rank: str) -> set[str]:
     """A rank and every part of its partitions (M -> M1, M0; M -> MC, MT -> M1, M0)."""
     found = {rank}
-    parts = getattr(cascade, "partitions", {})
+    parts = cascade.partitions
     stack = [rank]
     while stack:
         for part in parts.get(stack.pop(), ()):
@@ -57,7 +57,7 @@ def cascade_mask(cascade: Any, problem: Any) -> tuple[bool, tuple[int, int] | No
     """The mask the GPU visits tiles for: the problem's, and the cascade's own causal or window
     filter even when the problem does not ask for one (attention-causal, attention-window)."""
     causal, window = problem.causal, problem.window
-    texts = {str(f).replace(" ", "") for f in getattr(cascade, "filters", ())}
+    texts = {str(f).replace(" ", "") for f in cascade.filters}
     if "m<=p+M-P" in texts:
         causal = True
     window_binding(cascade, problem)  # a window cascade on a problem without a window: ShapeError
@@ -78,7 +78,7 @@ def tile_mask(cascade: Any, problem: Any) -> Any:
     given: the problem's mask stands for it (an upper bound on the tiles visited)."""
     causal, window = cascade_mask(cascade, problem)
     masked = replace(problem, causal=causal, window=window)
-    filters = tuple(getattr(cascade, "filters", ()))
+    filters = tuple(cascade.filters)
     if any(f.tensors for f in filters) or all(f.text.replace(" ", "") in _PROBLEM_MASK_FILTERS for f in filters):
         return masked
     return FilterMask(cascade, masked)
@@ -112,10 +112,10 @@ def bind(cascade: Any, problem: Any, block_n: int, splits: int = 1, window: tupl
     splits, the window symbols."""
     given = {rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks}
     given.update(overrides or {})
-    symbols = getattr(cascade, "symbols", {})
+    symbols = cascade.symbols
     if window is not None and "window_left" in symbols:
         given["window_left"], given["window_right"] = window
-    parts = dict(getattr(cascade, "partitions", {}))
+    parts = dict(cascade.partitions)
     if "M" in parts:
         chain = parts["M"]
         if chain[-1] in parts:  # two levels: M -> (MC, MT), MT -> (M1, M0)
@@ -172,20 +172,9 @@ class PassPlan:
     def passes(self) -> int:
         return self.report.passes
 
-    def pass_of(self, einsum: Any) -> int:
-        return self.report.einsum_pass.get(einsum.output, 1)
-
     def runs(self) -> list[tuple[int, Any]]:
         """(pass, Einsum) of every run: each Einsum in its own pass unless skipped, plus reruns."""
         return runs(self.cascade, self.report, self.recompute, self.skipped)
-
-    def run_count(self) -> dict[str, int]:
-        """How many times each Einsum runs over the whole kernel."""
-        counts = {e.output: 0 if e.output in self.skipped else 1 for e in self.cascade.einsums}
-        for names in self.recompute.values():
-            for name in names:
-                counts[name] += 1
-        return counts
 
     def crossing(self) -> dict[str, tuple[int, list[int]]]:
         return crossing_intermediates(self.cascade, self.report, self.recompute, self.skipped)

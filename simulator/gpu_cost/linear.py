@@ -73,7 +73,7 @@ def is_chunked_linear(cascade: Any) -> bool:
     """A chunked cascade with a running state: M and P both cut into chunks (M1, M0) and (P1, P0),
     and a tensor carried from chunk to chunk along M1 that has no query rank (linear attention's
     E x F state)."""
-    parts = getattr(cascade, "partitions", {})
+    parts = cascade.partitions
     state = linear_state(cascade)
     return state is not None and "M" in parts and "P" in parts and cascade.iterative_tensors[state] in parts["M"]
 

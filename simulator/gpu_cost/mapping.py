@@ -118,10 +118,6 @@ class GpuMapping:
                               f"on {family} use one of {', '.join(runs)}")
         return replace(self, kernel_style=name)
 
-    def with_tiles(self, tiles: Tiles) -> "GpuMapping":
-        return replace(self, block_m=tiles.block_m, block_n=tiles.block_n, num_warps=tiles.num_warps,
-                       num_stages=tiles.num_stages)
-
 
 def gpu_mapping(mapping: Any = None) -> GpuMapping:
     """A GpuMapping from None, a GpuMapping, a dict, a YAML path, or a general simulator Mapping

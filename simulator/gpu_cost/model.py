@@ -60,7 +60,7 @@ def kernel_cost(cascade: Any, problem: Any, target: Any, mapping: Any = None, di
     # before the softmax test: a decayed linear score is an exp over the key and query ranks too
     linear = is_chunked_linear(cascade) or (is_recurrent_linear(cascade) and problem.q_len == 1)
     if not linear and not pass_plan(cascade).is_attention:
-        raise ConfigError(f"{getattr(cascade, 'source', cascade)}: the fused-kernel GPU model takes a softmax-attention "
+        raise ConfigError(f"{cascade.source}: the fused-kernel GPU model takes a softmax-attention "
                           "cascade (an exp over the key and query ranks, inputs streamed along the key rank) or a "
                           "chunked linear-attention cascade (a running state carried from chunk to chunk)")
     given = gpu_mapping(mapping)

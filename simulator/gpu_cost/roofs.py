@@ -50,11 +50,6 @@ class GpuRoofs:
     def matmul_macs_per_s(self) -> float:
         return self.matmul_flops / 2.0
 
-    @property
-    def ridge_flops_per_byte(self) -> float:
-        """Arithmetic intensity (FLOP per HBM byte) where the matmul roof meets the HBM roof."""
-        return self.matmul_flops / self.hbm_bytes_per_s
-
 
 def gpu_roofs(target: Any, dtype: str | None = None, source: str = "measured") -> GpuRoofs:
     """Ceilings of a GPU target for `dtype`: `source="measured"` uses the preset's measured
@@ -125,10 +120,3 @@ def gpu_levels(target: Any) -> dict[str, Any]:
     caches = levels[max(registers, shared) + 1:hbm] or [levels[hbm]]
     return {"registers": levels[registers], "shared_memory": levels[shared], "caches": caches, "l2": caches[0],
             "llc": max(caches, key=lambda level: level.total_capacity_bytes), "hbm": levels[hbm]}
-
-
-def problem_dtype(dtype_bytes: int, target: Any) -> str:
-    """The dtype whose peaks apply to an element size, on the target's preferred 16-bit format."""
-    if dtype_bytes == 2:
-        return target.default_dtype if target.default_dtype in ("bf16", "fp16") else "bf16"
-    return {1: "fp8", 4: "fp32"}.get(dtype_bytes, target.default_dtype)
