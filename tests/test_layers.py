@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Lowest first. The one table of who may import whom.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("bottom", ("einsim.errors", "einsim.filter_inputs", "einsim.problem", "einsim.tiling", "einsim.units", "einsim.jsonio", "einsim.text", "einsim.shapes",
-                "einsim.yamlio", "einsim.files")),
+    ("bottom", ("einsim.errors", "einsim.filter_inputs", "einsim.problem", "einsim.tiling", "einsim.units", "einsim.jsonio",
+                "einsim.text", "einsim.shapes", "einsim.yamlio", "einsim.files", "einsim.kernel_rules")),
     ("cascades and targets", ("einsim.einsum_cascades", "einsim.targets")),
     ("simulator and kernels", ("einsim.simulator", "einsim.kernels")),
     ("autotune", ("einsim.autotune",)),

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from einsim.kernels.multipass.config import PassTraffic, TrafficKernelSpec
 from einsim.problem import Problem
-from einsim.kernels.limits import DeviceLimits, next_power_of_two, padded_head_dim, shared_memory_reasons
+from einsim.kernel_rules import next_power_of_two, padded_head_dim
+from einsim.kernels.limits import DeviceLimits, shared_memory_reasons
 from einsim.kernels.registry import KernelSpec, register
 
 STATS_BYTES = 4  # partial max, sum and numerator are fp32 in HBM

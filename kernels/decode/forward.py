@@ -7,7 +7,7 @@ from einsim.kernels.decode import config as cfg
 from einsim.kernels import ops
 from einsim.kernels.decode import paged, splitkv
 from einsim.kernels.launch import plan_cache, tensor_key
-from einsim.kernels.limits import padded_head_dim
+from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
                                              interpreting, patch_interpreter, raise_if_unfit)
 from einsim.kernels.registry import get_kernel

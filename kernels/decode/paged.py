@@ -27,7 +27,7 @@ import triton.language as tl
 from einsim.kernels.decode.config import MIN_TILES_PER_SPLIT
 from einsim.kernels.decode.softmax import finish, fold_partial, fold_tile
 from einsim.kernels.launch import TritonLaunch
-from einsim.kernels.limits import padded_head_dim
+from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.multipass import inputs
 
 LOG2_E = 1.4426950408889634

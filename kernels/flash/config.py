@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from einsim.problem import Problem
-from einsim.kernels.limits import DeviceLimits, padded_head_dim, shared_memory_reasons
+from einsim.kernel_rules import SHARED_MEMORY_OVERHEAD, attention_shared_memory, padded_head_dim
+from einsim.kernels.limits import DeviceLimits, shared_memory_reasons
 from einsim.kernels.registry import KernelSpec, register
+from einsim.problem import Problem
 
 TILE_SIZES = (16, 32, 64, 128, 256)
 WARPS = (1, 2, 4, 8, 16)
@@ -73,21 +74,13 @@ def _common_reasons(config, problem: Problem, tiles: dict[str, int]) -> list[str
     return reasons
 
 
-# Barriers and bookkeeping Triton allocates beside the tiles (measured: +1024 bytes with TMA).
-SHARED_MEMORY_OVERHEAD = 1024
-
-
 # -- forward -----------------------------------------------------------------------------------
 def shared_memory_bytes(config: FlashConfig, problem: Problem) -> int:
-    """Q tile, plus num_stages K and V tiles in flight (the software pipeline's ring).
-
-    Matches the compiled kernels' metadata on an H100 to the byte for every config swept
-    (docs/performance.md, v1): e.g. 230400 for 128x128 tiles, D=128, 3 stages.
-    """
-    s = problem.dtype_bytes
-    d, dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
-    return (s * (config.BLOCK_M * d + max(1, config.num_stages) * config.BLOCK_N * (d + dv))
-            + SHARED_MEMORY_OVERHEAD)
+    """Q tile, plus num_stages K and V tiles in flight (einsim.kernel_rules, which the GPU cost
+    model prices with too). Matches the compiled kernels' metadata on an H100 to the byte for
+    every config swept (docs/performance.md, v1): e.g. 230400 for 128x128 tiles, D=128, 3 stages."""
+    return attention_shared_memory(config.BLOCK_M, config.BLOCK_N, config.num_stages, problem.head_dim,
+                                   problem.v_head_dim, problem.dtype_bytes)
 
 
 def accumulator_registers(config: FlashConfig, problem: Problem) -> float:

@@ -31,7 +31,7 @@ import triton.language as tl
 from einsim.errors import ShapeError
 from einsim.kernels.flash.forward import LAST_LAUNCH, remember_launch
 from einsim.kernels.launch import TritonLaunch, name_of, plan_cache, tensor_key
-from einsim.kernels.limits import padded_head_dim
+from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.linear.config import LinearBackwardConfig, LinearConfig
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, device_limits, interpreter_needs_fp32_dots,

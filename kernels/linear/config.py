@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from einsim.kernels.limits import DeviceLimits, padded_head_dim, shared_memory_reasons
+from einsim.kernel_rules import (LINEAR_CHUNK, LINEAR_STAGES, LINEAR_STATE_BYTES, LINEAR_STATE_COLUMNS, LINEAR_WARPS,
+                                 SHARED_MEMORY_OVERHEAD, linear_default_segment, linear_walk_shared_memory,
+                                 padded_head_dim)
+from einsim.kernels.limits import DeviceLimits, shared_memory_reasons
 from einsim.kernels.registry import KernelSpec, register
 from einsim.problem import Problem
 
@@ -22,12 +25,6 @@ MAX_STAGES = 4
 # fp32 registers per thread a walk may hold in its state, output accumulator and score tile
 # before Triton spills (255 per thread, minus addresses and loop state).
 REGISTER_BUDGET = 192
-SHARED_MEMORY_OVERHEAD = 1024  # barriers and bookkeeping beside the tiles
-STATE_BYTES = 4  # states between launches (segment starts, final state, its gradient) are fp32
-# Programs the default config aims for: two waves of an H100/H200's 132 SMs keep every SM busy
-# while one wave's walks finish at different times.
-TARGET_PROGRAMS = 264
-MIN_SEGMENT_CHUNKS = 4  # a segment shorter than this spends more on its scan than it saves
 
 
 @dataclass(frozen=True)
@@ -112,7 +109,7 @@ def backward_min_bytes(problem: Problem) -> int:
 
 def state_bytes(problem: Problem) -> int:
     """One fp32 state [D, Dv] per (batch, query head): what decode reads and writes per token."""
-    return STATE_BYTES * problem.batch * problem.q_heads * problem.head_dim * problem.v_head_dim
+    return LINEAR_STATE_BYTES * problem.batch * problem.q_heads * problem.head_dim * problem.v_head_dim
 
 
 def decode_flops(problem: Problem) -> float:
@@ -129,15 +126,9 @@ def decode_min_bytes(problem: Problem) -> int:
 
 # -- resource model --------------------------------------------------------------------------------
 def _walk_shared_memory(config, problem: Problem, a_dim: int, c_dim: int) -> int:
-    """The pipeliner's ring of num_stages copies of the A, B (C x D) and C (C x BLOCK_C) chunk
-    tiles, plus the state staged as a tensor-core operand (D x BLOCK_C). Equal to what Triton
-    allocates for sm_90 (benchmarks/compile_linear.py: 98304 bytes at CHUNK=64, BLOCK_C=64,
-    D=128, 2 stages; the decay variant a little less)."""
-    s = problem.dtype_bytes
-    d = padded_head_dim(a_dim)
-    block_c = min(config.BLOCK_C, padded_head_dim(c_dim))
-    chunk = config.CHUNK
-    return s * (max(1, config.num_stages) * chunk * (2 * d + block_c) + d * block_c)
+    """einsim.kernel_rules.linear_walk_shared_memory (the decay variant takes a little less)."""
+    return linear_walk_shared_memory(config.CHUNK, config.BLOCK_C, config.num_stages, a_dim, c_dim,
+                                     problem.dtype_bytes)
 
 
 def walk_registers(config, a_dim: int, c_dim: int) -> float:
@@ -217,31 +208,22 @@ def backward_check_config(config: LinearBackwardConfig, problem: Problem,
 
 
 def default_segment(problem: Problem, chunk: int, block_c: int, columns: int) -> int:
-    """The SEGMENT that gives at least TARGET_PROGRAMS programs: 0 when (batch, head, column block)
-    programs alone reach it, else the longest power-of-two number of chunks that does, never
-    below MIN_SEGMENT_CHUNKS chunks."""
-    programs = problem.batch * problem.q_heads * chunk_count(columns, block_c)
-    if programs >= TARGET_PROGRAMS:
-        return 0
-    chunks = chunk_count(problem.q_len, chunk)
-    wanted_segments = -(-TARGET_PROGRAMS // programs)
-    per_segment = max(MIN_SEGMENT_CHUNKS, chunks // wanted_segments)
-    per_segment = 1 << (per_segment.bit_length() - 1)  # rounded down: at least the wanted segments
-    return 0 if per_segment >= chunks else per_segment * chunk
+    """einsim.kernel_rules.linear_default_segment for the problem's batch, heads and length."""
+    return linear_default_segment(problem.batch, problem.q_heads, problem.q_len, chunk, block_c, columns)
 
 
 def default_config(problem: Problem) -> LinearConfig:
-    """8 warps: at CHUNK=64, BLOCK_C=64, D=128 the state, output and score tiles fit in registers
-    without spilling (4 warps spill with decay: benchmarks/compile_linear.py)."""
-    block_c = min(64, padded_head_dim(problem.v_head_dim))
-    return LinearConfig(CHUNK=64, BLOCK_C=block_c, num_warps=8, num_stages=2,
-                        SEGMENT=default_segment(problem, 64, block_c, problem.v_head_dim))
+    """The default walk of einsim.kernel_rules (CHUNK=64, BLOCK_C=64, 8 warps, 2 stages)."""
+    block_c = min(LINEAR_STATE_COLUMNS, padded_head_dim(problem.v_head_dim))
+    return LinearConfig(CHUNK=LINEAR_CHUNK, BLOCK_C=block_c, num_warps=LINEAR_WARPS, num_stages=LINEAR_STAGES,
+                        SEGMENT=default_segment(problem, LINEAR_CHUNK, block_c, problem.v_head_dim))
 
 
 def backward_default_config(problem: Problem) -> LinearBackwardConfig:
-    block_c = min(64, padded_head_dim(min(problem.head_dim, problem.v_head_dim)))
-    return LinearBackwardConfig(CHUNK=64, BLOCK_C=block_c, num_warps=8, num_stages=2,
-                                SEGMENT=default_segment(problem, 64, block_c, problem.v_head_dim),
+    block_c = min(LINEAR_STATE_COLUMNS, padded_head_dim(min(problem.head_dim, problem.v_head_dim)))
+    return LinearBackwardConfig(CHUNK=LINEAR_CHUNK, BLOCK_C=block_c, num_warps=LINEAR_WARPS,
+                                num_stages=LINEAR_STAGES,
+                                SEGMENT=default_segment(problem, LINEAR_CHUNK, block_c, problem.v_head_dim),
                                 store_states=True)
 
 

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from einsim.errors import ShapeError
-from einsim.kernels.limits import padded_head_dim
+from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.linear.chunk import FEATURE_MAPS, _feature, _resolve, _scale
 from einsim.kernels.linear.config import LinearDecodeConfig
 from einsim.kernels.runtime import check_attention_inputs, interpreting, patch_interpreter

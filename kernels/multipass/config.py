@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from einsim.problem import Problem
-from einsim.kernels.limits import DeviceLimits, shared_memory_reasons, padded_head_dim
+from einsim.kernel_rules import padded_head_dim
+from einsim.kernels.limits import DeviceLimits, shared_memory_reasons
 from einsim.kernels.registry import KernelSpec, register
 
 STATS_BYTES = 4  # LM, SLD, GM, SD and lse are fp32 in HBM

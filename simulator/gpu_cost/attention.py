@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from einsim.kernel_rules import attention_shared_memory, padded_head_dim
 from einsim.simulator.gpu_cost.cascade_plan import PassPlan, bind, cascade_mask, is_matmul, pass_plan, tile_mask
 from einsim.simulator.gpu_cost.engine import Launch, ProgramGroup, TileWork
 from einsim.simulator.gpu_cost.mapping import GpuMapping
-from einsim.simulator.gpu_cost.resources import Residency, RegisterModel, flash_shared_memory, residency
+from einsim.simulator.gpu_cost.resources import Residency, residency
 from einsim.simulator.gpu_cost.roofs import GpuRoofs
 from einsim.simulator.gpu_cost.styles import FittedModel, KernelStyle, Tiles, style
 from einsim.tiling import TileCounts
@@ -153,9 +154,9 @@ def _resources(kernel: KernelStyle, tiles: Tiles, problem: Any, mapping: GpuMapp
     """Shared memory (the kernel's own figure when the mapping has it), registers (the compiled
     count, else the register model, for Triton kernels; hand-written kernels are taken not to
     spill) and programs per SM (the mapping's, when it fixes them)."""
-    d, dv = _padded(problem.head_dim), _padded(problem.v_head_dim)
-    smem = mapping.smem_bytes or flash_shared_memory(tiles.block_m, tiles.block_n, tiles.num_stages, d, dv,
-                                                     problem.dtype_bytes)
+    d, dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
+    smem = mapping.smem_bytes or attention_shared_memory(tiles.block_m, tiles.block_n, tiles.num_stages, d, dv,
+                                                         problem.dtype_bytes)
     threads = tiles.num_warps * roofs.warp_size
     registers, spilled = 0, 0.0
     if kernel.mma == "triton":
@@ -172,11 +173,6 @@ def _resources(kernel: KernelStyle, tiles: Tiles, problem: Any, mapping: GpuMapp
 def _padded_problem(problem: Any, kernel: KernelStyle) -> Any:
     """The problem at the head dims the kernel's matmuls run at."""
     return replace(problem, head_dim=kernel.padded(problem.head_dim), v_head_dim=kernel.padded(problem.v_head_dim))
-
-
-def _padded(dim: int) -> int:
-    """Head dims are padded to a power of two of at least 16 in registers and shared memory."""
-    return max(16, 1 << (dim - 1).bit_length())
 
 
 def _mma_efficiency(kernel: KernelStyle, tiles: Tiles, mapping: GpuMapping, model: FittedModel,

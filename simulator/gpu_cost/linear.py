@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from einsim.kernel_rules import (LINEAR_CHUNK, LINEAR_STAGES, LINEAR_STATE_BYTES, LINEAR_STATE_COLUMNS, LINEAR_WARPS,
+                                 linear_default_segment, linear_walk_shared_memory, padded_head_dim)
 from einsim.simulator.gpu_cost.attention import KernelLaunches, _padded_problem
 from einsim.simulator.gpu_cost.cascade_plan import family, pass_plan
 from einsim.simulator.gpu_cost.engine import Launch, ProgramGroup, TileWork
@@ -31,18 +33,6 @@ from einsim.simulator.gpu_cost.resources import residency
 from einsim.simulator.gpu_cost.roofs import GpuRoofs
 from einsim.simulator.gpu_cost.styles import FittedModel, style
 from einsim.simulator.gpu_cost.work import pass_work
-
-STATE_BYTES = 4  # states between launches (segment starts, the final state, its gradient) are fp32
-# The default walk, as kernels/linear/config.py default_config chooses it (tests/test_linear_cost.py
-# holds the two equal): 64-token chunks (fla's too), 64 state columns, 8 warps, 2 stages, and the
-# longest power-of-two number of chunks per segment that gives TARGET_PROGRAMS programs (two
-# waves of 132 SMs), at least MIN_SEGMENT_CHUNKS chunks.
-CHUNK = 64
-STATE_COLUMNS = 64
-WARPS = 8
-STAGES = 2
-TARGET_PROGRAMS = 264
-MIN_SEGMENT_CHUNKS = 4
 
 
 @dataclass(frozen=True)
@@ -96,29 +86,15 @@ def has_decay(cascade: Any) -> bool:
                for node in walk(update.expression))
 
 
-def default_segment(problem: Any, chunk: int, block_c: int, columns: int) -> int:
-    """SEGMENT as kernels/linear/config.py default_segment chooses it."""
-    programs = problem.batch * problem.q_heads * -(-columns // block_c)
-    if programs >= TARGET_PROGRAMS:
-        return 0
-    chunks = -(-problem.q_len // chunk)
-    wanted = -(-TARGET_PROGRAMS // programs)
-    per_segment = max(MIN_SEGMENT_CHUNKS, chunks // wanted)
-    per_segment = 1 << (per_segment.bit_length() - 1)
-    return 0 if per_segment >= chunks else per_segment * chunk
-
-
 def linear_tiles(mapping: GpuMapping, problem: Any, columns: int) -> LinearTiles:
     """The mapping's walk (block_n is the chunk, state_columns BLOCK_C, segment SEGMENT), the
     kernels' defaults for what it leaves open."""
-    chunk = mapping.block_n or CHUNK
-    block_c = min(mapping.state_columns or STATE_COLUMNS, _padded(columns))
-    segment = mapping.segment if mapping.segment is not None else default_segment(problem, chunk, block_c, columns)
-    return LinearTiles(chunk, block_c, segment, mapping.num_warps or WARPS, mapping.num_stages or STAGES)
-
-
-def _padded(dim: int) -> int:
-    return max(16, 1 << (int(dim) - 1).bit_length())
+    chunk = mapping.block_n or LINEAR_CHUNK
+    block_c = min(mapping.state_columns or LINEAR_STATE_COLUMNS, padded_head_dim(columns))
+    segment = (mapping.segment if mapping.segment is not None
+               else linear_default_segment(problem.batch, problem.q_heads, problem.q_len, chunk, block_c, columns))
+    return LinearTiles(chunk, block_c, segment, mapping.num_warps or LINEAR_WARPS,
+                       mapping.num_stages or LINEAR_STAGES)
 
 
 @dataclass(frozen=True)
@@ -168,7 +144,7 @@ def linear_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: GpuR
             notes.append(f"chunked linear attention: chunks of {tiles.chunk} tokens, {tiles.block_c} state columns "
                          f"per program, {segments} segment(s) per head")
     if direction == "backward" and problem.group_size > 1:
-        partial = problem.batch * hq * problem.q_len * (d + dv) * STATE_BYTES
+        partial = problem.batch * hq * problem.q_len * (d + dv) * LINEAR_STATE_BYTES
         reduced = problem.batch * hkv * problem.q_len * (d + dv) * problem.dtype_bytes
         launches.append(Launch("GQA group sum of dK, dV", (), float(partial + reduced), memory_only=True))
         notes.append("dK and dV are made per query head and summed over each key/value head's group")
@@ -181,9 +157,9 @@ def _walk_residency(tiles: LinearTiles, problem: Any, walk: Walk, mapping: GpuMa
     """Shared memory as the kernels' resource model states it (the pipeliner's ring of the A, B, C
     chunk tiles and the staged state: kernels/linear/config.py, checked against the compiler);
     registers: the fp32 state, output and score tiles of a thread."""
-    d = _padded(walk.dim_ab)
-    smem = mapping.smem_bytes or problem.dtype_bytes * (
-        max(1, tiles.num_stages) * tiles.chunk * (2 * d + tiles.block_c) + d * tiles.block_c)
+    d = padded_head_dim(walk.dim_ab)
+    smem = mapping.smem_bytes or linear_walk_shared_memory(tiles.chunk, tiles.block_c, tiles.num_stages,
+                                                           walk.dim_ab, walk.dim_c, problem.dtype_bytes)
     threads = 32 * tiles.num_warps
     wanted = 40 + (d * tiles.block_c + tiles.chunk * tiles.block_c + tiles.chunk * tiles.chunk) / threads
     registers = mapping.registers or int(min(256, -(-wanted // 8) * 8))
@@ -193,7 +169,7 @@ def _walk_residency(tiles: LinearTiles, problem: Any, walk: Walk, mapping: GpuMa
 
 def _walk_launches(walk: Walk, tiles: LinearTiles, problem: Any, per_sm: int, works: dict, kernel: Any) -> list[Launch]:
     s, n = problem.dtype_bytes, problem.q_len
-    d, c, bc = _padded(walk.dim_ab), tiles.chunk, tiles.block_c
+    d, c, bc = padded_head_dim(walk.dim_ab), tiles.chunk, tiles.block_c
     columns = -(-walk.dim_c // bc)
     chunks = -(-n // c)
     if tiles.segment and tiles.segment < n:
@@ -206,7 +182,7 @@ def _walk_launches(walk: Walk, tiles: LinearTiles, problem: Any, per_sm: int, wo
                         dtype=float)
     zeros = np.zeros_like(per_head)
     state = float(d * bc)
-    states_bytes = STATE_BYTES * heads * segments * walk.dim_ab * walk.dim_c
+    states_bytes = LINEAR_STATE_BYTES * heads * segments * walk.dim_ab * walk.dim_c
     efficiency = kernel.fit.mma_efficiency
     launches = []
     if segments > 1 and not walk.starts_given:
@@ -216,7 +192,7 @@ def _walk_launches(walk: Walk, tiles: LinearTiles, problem: Any, per_sm: int, wo
                                                                            label="segment sums"),),
                                float(read + states_bytes), per_sm, num_stages=tiles.num_stages))
         steps = np.full(columns, float(segments))
-        scan = TileWork(fma_ops=2 * state, load_bytes=STATE_BYTES * state)
+        scan = TileWork(fma_ops=2 * state, load_bytes=LINEAR_STATE_BYTES * state)
         launches.append(Launch(f"{walk.name}: segment scan", (ProgramGroup(steps, np.zeros_like(steps), heads, scan,
                                                                            scan, label="segment scan"),),
                                float(2 * states_bytes), per_sm, num_stages=1, hbm_load_fraction=1.0))
@@ -229,7 +205,7 @@ def _walk_launches(walk: Walk, tiles: LinearTiles, problem: Any, per_sm: int, wo
     masked = TileWork(step.macs, step.mma_efficiency, step.sfu_ops,
                       step.fma_ops + (kernel.fit.extra_fma_per_score + kernel.fit.mask_fma_per_score) * scores,
                       step.load_bytes)
-    start = TileWork(load_bytes=STATE_BYTES * state)
+    start = TileWork(load_bytes=LINEAR_STATE_BYTES * state)
     moved = s * problem.batch * n * ((walk.a_heads + walk.b_heads) * walk.dim_ab
                                      + (walk.c_heads + problem.q_heads) * walk.dim_c)
     launches.append(Launch(walk.name, (ProgramGroup(zeros, per_head, heads, masked, masked, program_work=start,
@@ -243,7 +219,7 @@ def _decode_launches(problem: Any, mapping: GpuMapping, roofs: GpuRoofs, kernel:
     """One token against the state (kernels/linear/decode.py): each program reads and writes its
     [D, BLOCK_C] slice of the fp32 state once; a memory-bound launch."""
     d, dv = problem.head_dim, problem.v_head_dim
-    state = STATE_BYTES * problem.batch * problem.q_heads * d * dv
+    state = LINEAR_STATE_BYTES * problem.batch * problem.q_heads * d * dv
     token = problem.dtype_bytes * problem.batch * (problem.q_heads + problem.kv_heads) * (d + dv)
     fit = residency(int(mapping.smem_bytes or 1024), 64, 0.0, 32 * (mapping.num_warps or 4), roofs)
     return KernelLaunches((Launch("decode step", (), float(2 * state + token), memory_only=True),), fit, kernel,
@@ -263,5 +239,5 @@ def linear_flops(problem: Any, tiles: LinearTiles, direction: str = "forward") -
     return float(walk(dv, d) + walk(d, dv) + walk(dv, d))
 
 
-__all__ = ["LinearTiles", "default_segment", "has_decay", "is_chunked_linear", "is_recurrent_linear",
+__all__ = ["LinearTiles", "has_decay", "is_chunked_linear", "is_recurrent_linear",
            "linear_flops", "linear_launches", "linear_state", "linear_tiles"]

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from einsim.simulator.gpu_cost.roofs import GpuRoofs
 
 RESERVED_SHARED_MEMORY = 1024  # CUDA reserves 1 KiB of shared memory per resident block
-TRITON_SHARED_MEMORY_OVERHEAD = 1024  # barriers Triton allocates beside the tiles (kernels/flash/config.py)
 MAX_REGISTERS_PER_THREAD = 255
 MAX_PROGRAMS_PER_SM = 32
 
@@ -46,14 +45,6 @@ class Residency:
     programs_per_sm: int  # 0: does not fit
     limited_by: str
     reasons: tuple[str, ...]  # why it cannot run (empty when it can)
-
-
-def flash_shared_memory(block_m: int, block_n: int, num_stages: int, head_dim: int, value_dim: int,
-                        dtype_bytes: int) -> int:
-    """Shared memory of a flash-attention program as Triton pipelines it: the Q tile plus
-    num_stages K and V tiles, and its barriers (the kernels' own resource model)."""
-    return (dtype_bytes * (block_m * head_dim + num_stages * block_n * (head_dim + value_dim))
-            + TRITON_SHARED_MEMORY_OVERHEAD)
 
 
 def residency(smem_bytes: int, registers_per_thread: int, spilled_fraction: float, threads: int,
