@@ -33,11 +33,13 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
 from einsim.einsum_cascades.reference import attention_reference_torch  # noqa: E402
+from einsim.errors import ShapeError  # noqa: E402
 from einsim.kernels import attention  # noqa: E402
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig  # noqa: E402
 from einsim.kernels.flash.forward import LAST_LAUNCH, flash_forward  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 from einsim.kernels.registry import KERNELS  # noqa: E402
+from einsim.shapes import parse_lengths  # noqa: E402
 
 HIDDEN = 2048
 TOKENS = 16384
@@ -476,7 +478,7 @@ def summarise(rows: list[dict]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 4k and 16k only")
-    parser.add_argument("--lengths", type=int, nargs="*", default=None)
+    parser.add_argument("--lengths", nargs="*", default=None, help="sequence lengths, e.g. 1k,4k,16k or 1024 4096")
     parser.add_argument("--dims", type=int, nargs="*", default=[64, 128])
     parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
     parser.add_argument("--kinds", default="prefill,backward")
@@ -493,6 +495,10 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="stop sweeping/timing after this many seconds (results so far kept)")
     args = parser.parse_args(argv)
+    try:
+        args.lengths = parse_lengths(args.lengths, "--lengths") if args.lengths else None
+    except ShapeError as error:
+        parser.error(str(error))
     if args.budget_s:
         DEADLINE[0] = time.time() + args.budget_s
 

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from einsim.errors import ShapeError
 from einsim.kernels.multipass import config as mp
 from einsim.problem import Problem
+from einsim.shapes import parse_lengths
 from einsim.kernels.registry import KERNELS, make_attention_inputs
 
 OURS = ("attention-fwd", "attention-2pass-fwd", "attention-3pass-fwd")
@@ -82,11 +84,15 @@ def profile_once() -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--n", nargs="+", default=["1k,4k,16k"], help="sequence lengths, e.g. 1k,4k,16k or 1024 4096")
     parser.add_argument("--causal", choices=("both", "no", "yes"), default="both")
     parser.add_argument("--csv", default=None)
     parser.add_argument("--profile-once", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        args.n = parse_lengths(args.n, "--n")
+    except ShapeError as error:
+        parser.error(str(error))
     if not torch.cuda.is_available():
         print("bench_multipass: needs a CUDA GPU", file=sys.stderr)
         return 2

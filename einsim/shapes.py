@@ -34,9 +34,11 @@ def parse_size(text: str | int, option: str = "size", *, allow_zero: bool = Fals
     return value
 
 
-def parse_lengths(text: str, option: str = "--seq-lens") -> list[int]:
-    """'1k,4k,16k' -> [1024, 4096, 16384]: the sequence lengths of a sweep or a plot."""
-    parts = [part for part in str(text).split(",") if part.strip()]
+def parse_lengths(text: str | list[str] | tuple[str, ...], option: str = "--seq-lens") -> list[int]:
+    """'1k,4k,16k' -> [1024, 4096, 16384]: the sequence lengths of a sweep, a plot or a benchmark.
+    Commas or spaces separate; a list of such strings (an option given `nargs`) is read as one."""
+    joined = ",".join(map(str, text)) if isinstance(text, (list, tuple)) else str(text)
+    parts = [part for part in re.split(r"[,\s]+", joined) if part]
     if not parts:
         raise ShapeError(f"{option}: expected comma-separated positive lengths such as 1k,4k,16k, got {brief(text)}")
     return [parse_size(part, option) for part in parts]

@@ -20,6 +20,7 @@ def test_sizes_take_binary_suffixes():
         with pytest.raises(ShapeError, match="--seq-len: expected a positive integer"):
             parse_size(bad, "--seq-len")
     assert parse_lengths("1k, 4k,16k") == [1024, 4096, 16384]
+    assert parse_lengths(["1k,2k", "4096"], "--lengths") == parse_lengths("1k 2k 4k") == [1024, 2048, 4096]  # nargs
     with pytest.raises(ShapeError, match="--seq-lens"):
         parse_lengths(",")
 
