@@ -35,7 +35,7 @@ def paper_grid() -> int:
     """Attention for every design, model and length of the paper's evaluation."""
     from einsim.simulator.models import PAPER_SEQ_LENS, load_model
     from einsim.simulator.paper_reference import MODELS
-    from einsim.simulator.paper_validation import DESIGN_SPECS, design_spec
+    from einsim.simulator.paper_runs import DESIGN_SPECS, design_spec
     from einsim.simulator.simulate import simulate
 
     count = 0

@@ -24,8 +24,6 @@ PENDING = {
     "einsum_cascades/loader.py": "notation stream (the cascade YAML loader)",
     "einsum_cascades/passes.py::analyze_passes": "notation stream",
     "einsum_cascades/rewrite.py::reassociated_yaml": "notation stream",
-    "simulator/paper_reference.py": "spatial stream (transcribed paper and artifact tables)",
-    "simulator/paper_validation.py": "spatial stream (the validation tables)",
     "simulator/spatial/staging.py::evaluate_staged": "spatial stream",
     "kernels/compiler/frontend.py": "compiler stream",
     "kernels/compiler/frontend.py::recognise": "compiler stream",

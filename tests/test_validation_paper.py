@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 
+from einsim.simulator import paper_runs as runs
 from einsim.simulator import paper_validation as pv
 from einsim.simulator.models import PAPER_SEQ_LENS
 from einsim.simulator.paper_reference import MODELS, attention_points, linear_points, pareto_points
@@ -17,7 +18,7 @@ POINTS = [(m, n) for m in MODELS for n in PAPER_SEQ_LENS]
 
 @pytest.fixture(scope="module")
 def ours():
-    return pv.run("cloud")
+    return runs.run("cloud")
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +117,8 @@ def test_without_software_pipelining_the_arrays_idle_while_the_reduction_drains(
 
 
 def test_flat_buffer_need_grows_with_sequence_length_and_fusemaxs_does_not():
-    flat = [pv.minimum_buffer_bytes("flat", "BERT", n) for n in PAPER_SEQ_LENS]
-    fusemax = [pv.minimum_buffer_bytes("fusemax", "BERT", n) for n in PAPER_SEQ_LENS]
+    flat = [runs.minimum_buffer_bytes("flat", "BERT", n) for n in PAPER_SEQ_LENS]
+    fusemax = [runs.minimum_buffer_bytes("fusemax", "BERT", n) for n in PAPER_SEQ_LENS]
     assert len(set(fusemax)) == 1
     assert fusemax[0] < 256 * 2**10
     for shorter, longer, n in zip(flat, flat[1:], PAPER_SEQ_LENS):
@@ -133,7 +134,7 @@ def test_the_validation_tables_render(ours):
 
 def test_figure_12_minimal_buffers_match_with_single_buffered_tiles_and_double_them_otherwise():
     paper = pareto_points()
-    points = pv.figure12("single", models=("BERT",))
+    points = runs.figure12("single", models=("BERT",))
     assert len(points) == 6
     for (model, pe_dim), (estimate, buffer) in points.items():
         want = paper[(model, pe_dim)]
@@ -141,7 +142,7 @@ def test_figure_12_minimal_buffers_match_with_single_buffered_tiles_and_double_t
         assert estimate.latency_s == pytest.approx(want.latency_s, rel=1e-6), pe_dim
     # a tile loading while the previous one is used halves the query block in the same buffer
     estimate, buffer = points[("BERT", 64)]
-    double = simulate("fusemax", estimate.problem, pv.scaled_fusemax(64, buffer), {"buffering": "double"})
+    double = simulate("fusemax", estimate.problem, runs.scaled_fusemax(64, buffer), {"buffering": "double"})
     assert double.traffic_bytes == pytest.approx(2 * estimate.traffic_bytes, rel=1e-3)
 
 
@@ -155,14 +156,14 @@ def test_fusemax_needs_a_constant_buffer_while_the_mapper_fills_more_as_the_sequ
 def test_flats_own_headline_needs_the_softmax_off_the_1d_array():
     # FLAT's paper models only the 2D array; with the softmax's 1D array as wide as the 2D one
     # FLAT's advantage over the unfused baseline is traffic alone and grows past the 1D-bound ratio
-    bound = pv.flat_headline("cloud", models=("BERT",), seq_lens=(4096,))
-    what_if = pv.flat_headline("cloud", what_if=True, models=("BERT",), seq_lens=(4096,))
+    bound = runs.flat_headline("cloud", models=("BERT",), seq_lens=(4096,))
+    what_if = runs.flat_headline("cloud", what_if=True, models=("BERT",), seq_lens=(4096,))
     assert 1.5 < bound["speedup"] < 1.8
     assert what_if["speedup"] > 2 * bound["speedup"]
 
 
 def test_flats_operators_match_the_artifact_at_lengths_the_model_was_not_built_on():
-    errors = pv.flat_operator_errors("cloud")
+    errors = runs.flat_operator_errors("cloud")
     held_out = {k: v for k, v in errors.items() if k[1] not in PAPER_SEQ_LENS}
     assert len(held_out) == 24
     assert max(abs(v) for v in held_out.values()) < 0.005
