@@ -31,6 +31,8 @@ OWN_TYPES = {"cascade", "target", "problem", "mapping", "spec", "estimate", "ein
 
 # "path::function" (or "path" at module level) -> why the catch is not a hedge.
 ALLOWED_CATCHES = {
+    "einsim/filter_inputs.py::description_from_dict": "a user's description with unknown or missing fields: "
+                                                      "the dataclass's TypeError becomes a ShapeError naming the file",
     "einsim/problem.py::_symbols": "the user's `symbols` argument: not a mapping of names to sizes is a ShapeError",
     "einsim/yamlio.py::LimitedSafeLoader.construct_mapping": "an unhashable YAML key: PyYAML's own error names it next",
     "einsim/plots/measured.py::_read_benchmark_rows": "a CSV cell that is not a number ('x', nan, a missing cell): a named error",
@@ -53,6 +55,8 @@ ALLOWED_LOOKUPS = {
     "autotune/study.py::plan_tuning::evaluator.gpu_name": "an evaluator is any object with __call__ (a user's own)",
     "autotune/study.py::retest_best_and_default::evaluator.retest":
         "only evaluators that can time again (the GPU's) have retest",
+    "simulator/simulate.py::simulate::mapping.__dataclass_fields__":
+        "checks the user's argument: a Mapping or GpuMapping (dataclasses), a dict or a path; else a ConfigError",
     "simulator/gpu_cost/mapping.py::_gpu_mapping::mapping.gpu":
         "a GPU mapping may be given as a dict, a GpuMapping or a general Mapping: only the last has .gpu",
 }
