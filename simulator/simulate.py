@@ -14,6 +14,7 @@ from einsim.einsum_cascades.loader import load_cascade
 from einsim.einsum_cascades.passes import analyze_passes
 from einsim.errors import ConfigError, ShapeError, SpecError, brief
 from einsim.files import is_file
+from einsim.simulator.binding import window_binding
 from einsim.simulator.estimate import Estimate
 from einsim.simulator.mapping import Mapping, load_mapping
 from einsim.problem import Problem
@@ -104,27 +105,6 @@ def check_fixed_ranks(cascade: Cascade, problem: Problem) -> None:
             f"{cascade.source}: ranks.{rank} is declared {declared}, but the workload "
             f"({problem.name or 'shape'}) has {meaning} {sizes[rank]}; declare {rank}: {meaning} to take the "
             f"workload's size, or give a workload with {meaning} {declared}")
-
-
-WINDOW_SYMBOLS = ("window_left", "window_right")
-
-
-def window_binding(cascade: Cascade, problem: Problem) -> dict[str, int]:
-    """The cascade's sliding-window symbols bound to the problem's window. A cascade whose filter
-    keeps a window of keys on a problem without a window is a ShapeError naming the fix: the
-    YAML's symbol value is an example for running the cascade alone, never a workload parameter
-    the simulator may invent."""
-    symbols = cascade.symbols
-    names = [s for s in WINDOW_SYMBOLS if s in symbols]
-    if not names:
-        return {}
-    if problem.window is None:
-        raise ShapeError(
-            f"{cascade.source}: {cascade.name} keeps a sliding window of keys ({', '.join(names)} in its filter), but "
-            f"the problem ({problem.label}) has no window; give it one: --window LEFT,RIGHT on the command line "
-            f"(Mistral's causal window of 4096 keys is --window 4095,0), Problem(window=(left, right)) in Python, "
-            f"or simulate a cascade without a window")
-    return dict(zip(WINDOW_SYMBOLS, problem.window))
 
 
 def resolve_cascade(cascade: Cascade | str | Path) -> Cascade:

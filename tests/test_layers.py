@@ -30,6 +30,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry point", ("einsim.__main__",)),
 )
 
+# Inside the simulator: its two cost models sit beside each other, below its front door (simulate,
+# the layer and model estimates, sweeps, the paper validation), which dispatches to them.
+SIMULATOR_FRONT = ("einsim.simulator.simulate", "einsim.simulator.layer", "einsim.simulator.model_estimate",
+                   "einsim.simulator.sweep", "einsim.simulator.fast", "einsim.simulator.paper_runs",
+                   "einsim.simulator.paper_validation")
+INSIDE: dict[str, tuple[str, ...]] = {
+    "einsim.simulator.gpu_cost": ("einsim.simulator.spatial",) + SIMULATOR_FRONT,
+    "einsim.simulator.spatial": ("einsim.simulator.gpu_cost",) + SIMULATOR_FRONT,
+}
+
 # Imports that break the table today, each with the reason and who removes it. Keep it short.
 KNOWN_EXCEPTIONS: set = set()
 # Modules still wrapping their own package's imports in try/except ImportError (issue 10: "no
@@ -126,6 +136,24 @@ def test_imports_go_only_downward(module):
         elif other_layer == layer and layer != 0:
             bad.append(f"line {line}: {imported} is beside it ({LAYERS[layer][0]}: its units do not import each other)")
     assert not bad, f"{MODULES[module].relative_to(REPO)} ({module}):\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", sorted(INSIDE))
+def test_the_simulators_cost_models_stay_below_its_front_door(package):
+    bad = [f"{module} line {line}: {imported}" for module, path in MODULES.items()
+           if module == package or module.startswith(package + ".")
+           for line, imported, _ in imports(path)
+           if any(imported == f or imported.startswith(f + ".") for f in INSIDE[package])]
+    assert not bad, f"{package} imports what sits beside or above it inside the simulator:\n" + "\n".join(bad)
+
+
+def test_every_package_is_checked():
+    """Every package setup.py installs (kernels.compiler, kernels.linear, plots, cli, ...) has its
+    modules in MODULES, so the rules above see them."""
+    packages = {module_name(init) for folder in FOLDERS for init in (REPO / folder).rglob("__init__.py")}
+    assert {"einsim.kernels.compiler", "einsim.kernels.linear", "einsim.plots", "einsim.cli"} <= packages
+    for package in packages:
+        assert package in MODULES and any(m.startswith(package + ".") for m in MODULES), package
 
 
 def test_no_module_level_import_cycle():

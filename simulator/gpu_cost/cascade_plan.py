@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from einsim.einsum_cascades.passes import PassReport, analyze_passes
 from einsim.einsum_cascades.tiles import classify_tiles
 from einsim.tiling import TileCounts
-from einsim.simulator.simulate import window_binding
+from einsim.simulator.binding import WINDOW_SYMBOLS, window_binding
 
 # operations that are one lane op each; anything else (gelu, tanh, elu1, ...) is a special function
 BASIC_OPS = ("mul", "add", "sub", "max", "min", "div", "exp")
@@ -113,8 +113,8 @@ def bind(cascade: Any, problem: Any, block_n: int, splits: int = 1, window: tupl
     given = {rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks}
     given.update(overrides or {})
     symbols = cascade.symbols
-    if window is not None and "window_left" in symbols:
-        given["window_left"], given["window_right"] = window
+    if window is not None and WINDOW_SYMBOLS[0] in symbols:
+        given.update(zip(WINDOW_SYMBOLS, window))
     parts = dict(cascade.partitions)
     if "M" in parts:
         chain = parts["M"]

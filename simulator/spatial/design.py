@@ -18,7 +18,7 @@ from einsim.simulator.estimate import Estimate
 from einsim.simulator.functions import PRIMITIVES, primitive_counts
 from einsim.simulator.mapping import ResolvedMapping
 from einsim.simulator.spatial.defaults import array_shape, key_leaf, vector_length
-from einsim.simulator.simulate import window_binding
+from einsim.simulator.binding import window_binding
 from einsim.simulator.spatial import search
 from einsim.simulator.spatial.costs import compute_energy_per_point, cycles_per_point, fill, on_chip_levels
 from einsim.simulator.spatial.evaluate import evaluate_group
