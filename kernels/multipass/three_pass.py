@@ -14,15 +14,13 @@ mappings the simulator models:
 
 from __future__ import annotations
 
-import math
-
 import triton
 import triton.language as tl
 
 from einsim.kernels.launch import TritonLaunch
 from einsim.kernels.multipass import inputs, tiles
 from einsim.kernels.multipass.config import padded_dims
-from einsim.kernels.multipass.tiles import LN_2, LOG2_E
+from einsim.kernels.multipass.tiles import LN_2
 
 # Which statistics pass a launch of _three_pass_statistics runs.
 ROW_MAX = 1
@@ -40,19 +38,14 @@ def _three_pass_statistics(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """PASS == 1: GM = max QK (and QK to S). PASS == 2: SD = Σ exp(QK - GM) (and SN over S)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit batch and head offsets
-    batch = pid_bh // q_heads
-    head = pid_bh % q_heads
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
+    pid_bh, batch, head, start_m, rows = tiles.program_tile(q_heads, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = rows < q_len
     if PASS == 1 or not MATERIALIZE:
-        q = tiles.load_q(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qm,
+        q = tiles.load_q(tiles.head_slice(Q, batch, head, stride_qb, stride_qh), rows, offs_d, stride_qm,
                          stride_qd, q_len, head_dim)
-    k_base = K + batch * stride_kb + (head // group) * stride_kh
+    k_base = tiles.head_slice(K, batch, head // group, stride_kb, stride_kh)
     s_rows = S + (pid_bh * q_len + rows[:, None]) * kv_len
     lo, hi = tiles.key_range(start_m, q_len, kv_len, window_left, window_right,
                              IS_CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
@@ -99,21 +92,16 @@ def _three_pass_output(
     DOT_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit batch and head offsets
-    batch = pid_bh // q_heads
-    head = pid_bh % q_heads
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
+    pid_bh, batch, head, start_m, rows = tiles.program_tile(q_heads, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = rows < q_len
     if not MATERIALIZE:
-        q = tiles.load_q(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qm,
+        q = tiles.load_q(tiles.head_slice(Q, batch, head, stride_qb, stride_qh), rows, offs_d, stride_qm,
                          stride_qd, q_len, head_dim)
-    k_base = K + batch * stride_kb + (head // group) * stride_kh
-    v_base = V + batch * stride_vb + (head // group) * stride_vh
+    k_base = tiles.head_slice(K, batch, head // group, stride_kb, stride_kh)
+    v_base = tiles.head_slice(V, batch, head // group, stride_vb, stride_vh)
     s_rows = S + (pid_bh * q_len + rows[:, None]) * kv_len
     gm = tl.load(GM + pid_bh * q_len + rows, mask=row_ok, other=float("-inf"))
     sd = tl.load(SD + pid_bh * q_len + rows, mask=row_ok, other=0.0)
@@ -137,9 +125,8 @@ def _three_pass_output(
         v = tiles.load_v(v_base, cols, offs_dv, stride_vn, stride_vd, kv_len, v_head_dim)
         av = tiles.dot_pv(a, v, av, DOT_FP32)
     lse = tl.where(empty, float("-inf"), (gm_safe + tl.log2(sd_safe)) * LN_2)
-    o_ptrs = Out + batch * stride_ob + head * stride_oh + rows[:, None] * stride_om + offs_dv[None, :] * stride_od
-    tl.store(o_ptrs, av.to(Out.dtype.element_ty), mask=row_ok[:, None] & (offs_dv[None, :] < v_head_dim))
-    tl.store(Lse + pid_bh * q_len + rows, lse, mask=row_ok)
+    tiles.store_rows(Out, Lse, av, lse, pid_bh, batch, head, rows, offs_dv, stride_ob, stride_oh, stride_om,
+                     stride_od, q_len, v_head_dim)
 
 
 def run(plan, q, k, v):
@@ -155,22 +142,15 @@ def run(plan, q, k, v):
     statistics_args = (q, k, gm, sd, scores)
     output_args = (q, k, v, gm, sd, scores, out, lse)
     if plan.launches is None:
-        block_d, block_dv = padded_dims(problem)
-        scale = 1.0 / math.sqrt(problem.head_dim) if plan.scale is None else float(plan.scale)
-        left, right = problem.window or (0, 0)
-        grid = (triton.cdiv(nq, config.BLOCK_M), b * hq)
-        common = dict(MATERIALIZE=config.MATERIALIZE, IS_CAUSAL=problem.causal,
-                      HAS_WINDOW=problem.window is not None, DOT_FP32=plan.dot_fp32,
-                      BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
-                      num_warps=config.num_warps, num_stages=config.num_stages)
+        grid, scale_log2, left, right, common = tiles.launch_constants(plan, problem, config)
         plan.launches = tuple(
             TritonLaunch(_three_pass_statistics, grid, *statistics_args, *q.stride(), *k.stride(),
-                         hq, problem.group_size, nq, nk, problem.head_dim, scale * LOG2_E, left, right,
+                         hq, problem.group_size, nq, nk, problem.head_dim, scale_log2, left, right,
                          PASS=which, **common)
             for which in (ROW_MAX, ROW_SUM)) + (
             TritonLaunch(_three_pass_output, grid, *output_args, *q.stride(), *k.stride(),
                          *v.stride(), *out.stride(), hq, problem.group_size, nq, nk, problem.head_dim,
-                         problem.v_head_dim, scale * LOG2_E, left, right, BLOCK_DV=block_dv,
+                         problem.v_head_dim, scale_log2, left, right, BLOCK_DV=padded_dims(problem)[1],
                          **common),)
     plan.launches[0](*statistics_args)
     plan.launches[1](*statistics_args)

@@ -1,13 +1,57 @@
-"""Triton helpers every pass of the multi-pass kernels shares: the visited key range of a query
-tile and one masked tile of scores QK (base-2 units), so that all passes see identical tiles."""
+"""Triton helpers every pass of the multi-pass kernels shares: the program's query tile and
+head slices, the visited key range of a query tile, one masked tile of scores QK (base-2 units,
+so that all passes see identical tiles), the output's store, and the launch constants."""
 
 from __future__ import annotations
+
+import math
 
 import triton
 import triton.language as tl
 
+from einsim.kernel_rules import padded_head_dim
+
 LOG2_E = 1.4426950408889634
 LN_2 = tl.constexpr(0.6931471805599453)  # a constexpr: jit code may read it
+
+
+@triton.jit
+def program_tile(q_heads, BLOCK_M: tl.constexpr):
+    """The program's (batch x query head) index pid_bh (64-bit, so batch and head offsets do not
+    overflow), its batch and query head, and its query tile's first row and rows; every pass
+    launches on the grid (query tiles, batch * query heads)."""
+    pid_bh = tl.program_id(1).to(tl.int64)
+    start_m = tl.program_id(0) * BLOCK_M
+    return pid_bh, pid_bh // q_heads, pid_bh % q_heads, start_m, start_m + tl.arange(0, BLOCK_M)
+
+
+@triton.jit
+def head_slice(X, batch, head, stride_b, stride_h):
+    """X's [batch, head] slice; K and V take the key/value head of the query head's group."""
+    return X + batch * stride_b + head * stride_h
+
+
+@triton.jit
+def store_rows(Out, Lse, out, lse, pid_bh, batch, head, rows, offs_dv, stride_ob, stride_oh, stride_om,
+               stride_od, q_len, v_head_dim):
+    """The last pass's output rows (in Out's dtype) and their log-sum-exp."""
+    row_ok = rows < q_len
+    o_ptrs = Out + batch * stride_ob + head * stride_oh + rows[:, None] * stride_om + offs_dv[None, :] * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & (offs_dv[None, :] < v_head_dim))
+    tl.store(Lse + pid_bh * q_len + rows, lse, mask=row_ok)
+
+
+def launch_constants(plan, problem, config) -> tuple[tuple[int, int], float, int, int, dict]:
+    """What every pass's launch shares: the grid, scale * log2(e), the window (0, 0 when none)
+    and the compile-time flags and tile sizes (the head dims padded as the kernels tile them)."""
+    scale = 1.0 / math.sqrt(problem.head_dim) if plan.scale is None else float(plan.scale)
+    left, right = problem.window or (0, 0)
+    grid = (triton.cdiv(problem.q_len, config.BLOCK_M), problem.batch * problem.q_heads)
+    flags = dict(MATERIALIZE=config.MATERIALIZE, IS_CAUSAL=problem.causal, HAS_WINDOW=problem.window is not None,
+                 DOT_FP32=plan.dot_fp32, BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N,
+                 BLOCK_D=padded_head_dim(problem.head_dim), num_warps=config.num_warps,
+                 num_stages=config.num_stages)
+    return grid, scale * LOG2_E, left, right, flags
 
 
 @triton.jit

@@ -15,15 +15,13 @@ GM is O(P) and goes through HBM between the launches in both mappings.
 
 from __future__ import annotations
 
-import math
-
 import triton
 import triton.language as tl
 
 from einsim.kernels.launch import TritonLaunch
 from einsim.kernels.multipass import inputs, tiles
 from einsim.kernels.multipass.config import padded_dims
-from einsim.kernels.multipass.tiles import LN_2, LOG2_E
+from einsim.kernels.multipass.tiles import LN_2
 
 
 @triton.jit
@@ -38,20 +36,15 @@ def _two_pass_first(
     DOT_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit batch and head offsets
-    batch = pid_bh // q_heads
-    head = pid_bh % q_heads
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
+    pid_bh, batch, head, start_m, rows = tiles.program_tile(q_heads, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = rows < q_len
-    q = tiles.load_q(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qm, stride_qd,
+    q = tiles.load_q(tiles.head_slice(Q, batch, head, stride_qb, stride_qh), rows, offs_d, stride_qm, stride_qd,
                      q_len, head_dim)
-    k_base = K + batch * stride_kb + (head // group) * stride_kh
-    v_base = V + batch * stride_vb + (head // group) * stride_vh
+    k_base = tiles.head_slice(K, batch, head // group, stride_kb, stride_kh)
+    v_base = tiles.head_slice(V, batch, head // group, stride_vb, stride_vh)
     stats = pid_bh * num_key_tiles * q_len + rows
 
     lo, hi = tiles.key_range(start_m, q_len, kv_len, window_left, window_right,
@@ -90,22 +83,17 @@ def _two_pass_second(
     DOT_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit batch and head offsets
-    batch = pid_bh // q_heads
-    head = pid_bh % q_heads
-    start_m = pid_m * BLOCK_M
-    rows = start_m + tl.arange(0, BLOCK_M)
+    pid_bh, batch, head, start_m, rows = tiles.program_tile(q_heads, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = rows < q_len
     dv_ok = offs_dv < v_head_dim
     stats = pid_bh * num_key_tiles * q_len + rows
-    k_base = K + batch * stride_kb + (head // group) * stride_kh
-    v_base = V + batch * stride_vb + (head // group) * stride_vh
+    k_base = tiles.head_slice(K, batch, head // group, stride_kb, stride_kh)
+    v_base = tiles.head_slice(V, batch, head // group, stride_vb, stride_vh)
     if not MATERIALIZE:
-        q = tiles.load_q(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qm,
+        q = tiles.load_q(tiles.head_slice(Q, batch, head, stride_qb, stride_qh), rows, offs_d, stride_qm,
                          stride_qd, q_len, head_dim)
 
     gm = tl.load(GM + pid_bh * q_len + rows, mask=row_ok, other=float("-inf"))
@@ -139,9 +127,8 @@ def _two_pass_second(
     empty = sd == 0.0
     out = snv / tl.where(empty, 1.0, sd)[:, None]
     lse = tl.where(empty, float("-inf"), (gm_safe + tl.log2(tl.where(empty, 1.0, sd))) * LN_2)
-    o_ptrs = Out + batch * stride_ob + head * stride_oh + rows[:, None] * stride_om + offs_dv[None, :] * stride_od
-    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & dv_ok[None, :])
-    tl.store(Lse + pid_bh * q_len + rows, lse, mask=row_ok)
+    tiles.store_rows(Out, Lse, out, lse, pid_bh, batch, head, rows, offs_dv, stride_ob, stride_oh, stride_om,
+                     stride_od, q_len, v_head_dim)
 
 
 def run(plan, q, k, v):
@@ -161,16 +148,10 @@ def run(plan, q, k, v):
     first_args = (q, k, v, gm, lm, sld, slnv)
     second_args = (q, k, v, gm, lm, sld, slnv, out, lse)
     if plan.launches is None:
-        block_d, block_dv = padded_dims(problem)
-        scale = 1.0 / math.sqrt(problem.head_dim) if plan.scale is None else float(plan.scale)
-        left, right = problem.window or (0, 0)
-        grid = (triton.cdiv(nq, config.BLOCK_M), b * hq)
-        common = dict(MATERIALIZE=config.MATERIALIZE, IS_CAUSAL=problem.causal,
-                      HAS_WINDOW=problem.window is not None, DOT_FP32=plan.dot_fp32,
-                      BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_D=block_d,
-                      BLOCK_DV=block_dv, num_warps=config.num_warps, num_stages=config.num_stages)
+        grid, scale_log2, left, right, common = tiles.launch_constants(plan, problem, config)
+        common["BLOCK_DV"] = padded_dims(problem)[1]
         sizes = (hq, problem.group_size, nq, nk, problem.head_dim, problem.v_head_dim, num_key_tiles,
-                 scale * LOG2_E, left, right)
+                 scale_log2, left, right)
         plan.launches = (
             TritonLaunch(_two_pass_first, grid, *first_args, *q.stride(), *k.stride(), *v.stride(),
                          *sizes, **common),
