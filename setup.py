@@ -22,13 +22,29 @@ PACKAGE_DIRS = {
 }
 
 
+def _is_package_folder(folder: Path) -> bool:
+    """A folder that ships: Python code (an __init__.py) or data files (library/*.yaml,
+    presets/*.yaml, models/*.yaml). Caches and hidden folders are not."""
+    if folder.name == "__pycache__" or folder.name.startswith("."):
+        return False
+    return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+
+
 def discover_packages() -> list[str]:
-    """Every folder with an __init__.py below a mapped folder, named inside `einsim`."""
+    """Every folder below a mapped folder that holds code or package data, named inside `einsim`.
+
+    Data-only folders (einsum_cascades/library, targets/presets, simulator/models) are listed too:
+    Python imports them as namespace packages, and setuptools warns (BuildBackendWarning: "package
+    would be ignored") for each importable folder left out of `packages`."""
     found = []
     for package, folder in PACKAGE_DIRS.items():
-        for init in sorted((ROOT / folder).rglob("__init__.py")):
-            relative = init.parent.relative_to(ROOT / folder)
-            found.append(".".join((package, *relative.parts)))
+        base = ROOT / folder
+        for path in sorted([base, *(p for p in base.rglob("*") if p.is_dir())]):
+            relative = path.relative_to(base)
+            if any(part == "__pycache__" or part.startswith(".") for part in relative.parts):
+                continue
+            if _is_package_folder(path):
+                found.append(".".join((package, *relative.parts)))
     return found
 
 

@@ -28,20 +28,31 @@ def _python(code: str, cwd: Path, env_extra: dict[str, str] | None = None) -> st
 
 
 @pytest.fixture(scope="module")
-def regular_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A regular (non-editable) install of the checkout into its own folder."""
+def regular_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A regular (non-editable) install of the checkout into its own folder, and what the build
+    printed (verbose, so the build backend's warnings are in it)."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation",
          "--target", str(target), str(REPO)],
-        check=True, capture_output=True, timeout=300,
+        capture_output=True, text=True, timeout=300,
     )
-    return target
+    assert result.returncode == 0, result.stderr[-3000:]
+    return target, result.stdout + result.stderr
 
 
-def test_regular_install_imports_every_subpackage_from_any_directory(regular_install: Path,
+def test_install_prints_no_build_warnings(regular_install: tuple[Path, str]) -> None:
+    """A clean install: no setuptools BuildBackendWarning / deprecation blocks (a data folder
+    absent from `packages` printed one such block per folder)."""
+    _, log = regular_install
+    warnings = [line.strip() for line in log.splitlines()
+                if "Warning" in line and ("setuptools" in line or "BuildBackend" in line)]
+    assert not warnings, "\n".join(warnings)
+
+
+def test_regular_install_imports_every_subpackage_from_any_directory(regular_install: tuple[Path, str],
                                                                      tmp_path: Path) -> None:
-    target = regular_install
+    target, _ = regular_install
     installed = target / "einsim"
     for name in SUBPACKAGES:
         assert (installed / name / "__init__.py").is_file(), f"einsim.{name} missing from the install"
@@ -53,9 +64,10 @@ def test_regular_install_imports_every_subpackage_from_any_directory(regular_ins
     assert Path(kernels_file).is_relative_to(installed)
 
 
-def test_package_data_is_installed(regular_install: Path) -> None:
-    target = regular_install
-    for folder, pattern in (("einsum_cascades/library", "*.yaml"), ("targets/presets", "*.yaml")):
+def test_package_data_is_installed(regular_install: tuple[Path, str]) -> None:
+    target, _ = regular_install
+    for folder, pattern in (("einsum_cascades/library", "*.yaml"), ("targets/presets", "*.yaml"),
+                            ("simulator/models", "*.yaml")):
         shipped = sorted(p.name for p in (REPO / folder).glob(pattern))
         assert shipped, f"no {pattern} under {folder}"
         installed = sorted(p.name for p in (target / "einsim" / folder).glob(pattern))
