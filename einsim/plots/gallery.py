@@ -23,8 +23,8 @@ from einsim.plots.speedup import plot_speedup
 from einsim.plots.traffic_buffer import plot_traffic_vs_buffer
 
 ROOT = Path(__file__).resolve().parents[2]
-# H100 peers measured in this workplace (../shared/anchors, what every checkout has beside it).
-ANCHORS = ROOT.parent / "shared" / "anchors" / "h100-peers.csv"
+# H100 peers measured in this workplace, shipped with their provenance (benchmarks/data/README.md).
+ANCHORS = ROOT / "benchmarks" / "data" / "h100-peers.csv"
 
 
 def figures(measured: list[Path]) -> dict[str, object]:

@@ -76,7 +76,7 @@ def _column(row: dict[str, str], *names: str) -> str | None:
 
 def load_benchmark_csv(path: str | Path) -> list[MeasuredRun]:
     """Rows of a benchmark CSV with columns kind, backend, N, D, causal, ms, tflops, tbps (the format
-    of benchmarks/bench_attention.py and ../shared/anchors/h100-peers.csv). Optional columns:
+    of benchmarks/bench_attention.py and benchmarks/data/h100-peers.csv). Optional columns:
     batch (B), heads (H), kv_heads, q_len, target. `ceiling` rows (copy, matmul) are not attention
     runs and are skipped; a row needs a positive ms and tflops or tbps."""
     path = Path(path)
