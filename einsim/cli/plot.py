@@ -40,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="model preset; repeatable (default BERT TrXL T5 XLM)")
     speedup.add_argument("--seq-lens", default="1k,4k,16k,64k,256k,1m",
                          help="sequence lengths, comma-separated (default 1k,4k,16k,64k,256k,1m)")
-    speedup.add_argument("--mode", choices=("prefill", "decode"), default="prefill")
+    speedup.add_argument("--mode", choices=("prefill", "decode"), default="prefill",
+                         help="prefill: each sequence's N queries over its N keys; decode: one query per "
+                         "sequence over a cache of N keys (default prefill)")
     speedup.add_argument("--batch", type=int, help="override the presets' batch")
     speedup.add_argument("--linear", action="store_true", help="linear speedup axis (default log)")
     add_output_arguments(speedup)
@@ -59,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     layer.add_argument("--target", default="h200", help="target preset or YAML path (default h200)")
     layer.add_argument("--model", default="llama3-8b", help="model preset (default llama3-8b)")
     layer.add_argument("--seq-len", type=int, default=4096, help="sequence length, or the KV cache in decode")
-    layer.add_argument("--mode", choices=("prefill", "decode"), default="prefill")
+    layer.add_argument("--mode", choices=("prefill", "decode"), default="prefill",
+                       help="prefill: --seq-len tokens through the layer; decode: one token per sequence "
+                       "against a KV cache of --seq-len (default prefill)")
     layer.add_argument("--batch", type=int, help="override the preset's batch")
     layer.add_argument("--kernel-style", help="the attention kernel's style (default: the GPU family's, cudnn on Hopper)")
     add_output_arguments(layer)

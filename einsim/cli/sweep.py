@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cascades", default=DEFAULT_CASCADES, help=f"comma-separated cascades (default {DEFAULT_CASCADES})")
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated model presets (default {DEFAULT_MODELS})")
     parser.add_argument("--seq-lens", default=DEFAULT_SEQ_LENS, help=f"comma-separated lengths, 4096 or 4k (default {DEFAULT_SEQ_LENS})")
-    parser.add_argument("--mode", choices=("prefill", "decode"), default="prefill")
+    parser.add_argument("--mode", choices=("prefill", "decode"), default="prefill",
+                        help="prefill: each sequence's N queries over its N keys; decode: one query per "
+                        "sequence over a cache of N keys (default prefill)")
     parser.add_argument("--mapping", help="one mapping YAML applied to every point (default: each design's own)")
     parser.add_argument("--out", help="CSV file to write (default: print CSV to stdout)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
