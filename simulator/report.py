@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from einsim.text import format_count, format_energy, format_time, render_table
+from einsim.text import fit_text, format_count, format_energy, format_time, render_table
 from einsim.units import format_bytes
 
 
@@ -13,7 +13,7 @@ def format_estimate(estimate: Any) -> str:
     """The human-readable estimate. The cascade facts simulate() recorded on it decide the words:
     `attention` (ranks M and P: Q, K, V, O and passes over K/V mean something) and
     `live_state_grows` (the pass analysis: does state live between passes grow with M)."""
-    lines = [_headline(estimate), ""]
+    lines = [fit_text(_headline(estimate), "  "), ""]
     attention = estimate.attention
     summary = [
         ["latency", format_time(estimate.latency_s), f"bound by {estimate.bound}"],
@@ -25,17 +25,19 @@ def format_estimate(estimate: Any) -> str:
         ["energy", format_energy(estimate.energy_j), _energy_split(estimate)],
         ["passes over K/V" if attention else "passes", str(estimate.passes), _passes_note(estimate)],
     ]
-    lines.append(render_table(["", "estimate", "why"], summary))
+    lines.append(render_table(["", "estimate", "why"], summary, wrap=["why"]))
     lines.append("")
-    lines.append("utilisation: " + "  ".join(f"{unit} {value:.0%}" for unit, value in estimate.utilization.items()))
+    lines.append(fit_text("utilisation: " + "  ".join(f"{unit} {value:.0%}" for unit, value
+                                                      in estimate.utilization.items()), "  "))
     lines.append("")
     rows = [[e.einsum, e.pass_index, e.unit, ", ".join(f"{format_count(v)} {k}" for k, v in e.compute_ops.items()),
              _bytes(e.traffic_bytes), format_time(e.latency_s), format_energy(e.energy_j)]
             for e in estimate.per_einsum]
-    lines.append(render_table(["einsum", "pass", "unit", "operations", "off-chip", "time on unit", "energy"], rows))
+    lines.append(render_table(["einsum", "pass", "unit", "operations", "off-chip", "time on unit", "energy"], rows,
+                              wrap=["operations"]))
     if estimate.notes:
         lines.append("")
-        lines += [f"- {note}" for note in estimate.notes]
+        lines += [fit_text(f"- {note}", "  ") for note in estimate.notes]
     return "\n".join(lines)
 
 

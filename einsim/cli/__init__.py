@@ -67,10 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     from einsim.cli.output import check_output_arguments
+    from einsim.text import TABLE_WIDTH, table_width
 
     try:
         check_output_arguments(args)
-        return int(handler(args) or 0)
+        with table_width(None if getattr(args, "wide", False) else TABLE_WIDTH):
+            return int(handler(args) or 0)
     except EinsimError as error:
         print(f"einsim {args.command}: error: {_bounded(str(error))}", file=sys.stderr)
         return 2

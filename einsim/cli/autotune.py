@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from einsim.cli.output import print_json
-from einsim.text import render_table
+from einsim.cli.output import add_wide_argument, print_json
+from einsim.text import fit_text, render_table
 from einsim.cli.problem_args import add_problem_arguments, kernel_problem_from_args
 
 
@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-export", action="store_true", help="do not write the tuning cache")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_wide_argument(parser)
     fleet = parser.add_argument_group("a whole model (--model NAME --all-shapes)")
     fleet.add_argument("--all-shapes", action="store_true",
                        help="tune every shape the model's prefill and decode hit, one study per kernel and "
@@ -80,41 +81,66 @@ def _us(seconds) -> str:
     return "-" if seconds is None else f"{seconds * 1e6:.1f}"
 
 
+def _dry(result) -> bool:
+    """A dry run's objective is the simulator: nothing was measured."""
+    return "dry-run" in result.mode
+
+
+def summary_headers(result) -> list[str]:
+    """The columns that mean something for this run: a dry run's only time is the simulator's (no
+    'predicted' beside it, no predicted/measured ratio); 'vs exhaustive' only when an exhaustive
+    study of the same problem is in the storage."""
+    if _dry(result):
+        headers = ["rank", "trial", "config", "simulated us", "vs default"]
+    else:
+        headers = ["rank", "trial", "config", "measured us", "predicted us", "predicted/measured", "vs default"]
+    if result.exhaustive_best_s is not None:
+        headers.append("vs exhaustive")
+    return headers
+
+
 def summary_rows(result, top: int = 5) -> list[list]:
+    """The `top` configs, fastest first. Ties (equal to the 0.1 us shown) share their rank and stay
+    in trial order (the default and the simulator's seeds come first)."""
     default = result.default
+    done = sorted(result.completed, key=lambda t: (round(t.measured_s * 1e7), t.number))
     rows = []
-    for rank, trial in enumerate(result.completed[:top], start=1):
-        ratio = trial.predicted_s / trial.measured_s if trial.predicted_s and trial.measured_s else None
-        rows.append([
-            rank, trial.number, config_text(trial.config), _us(trial.measured_s), _us(trial.predicted_s),
-            "-" if ratio is None else f"{ratio:.2f}",
-            "-" if default is None else f"{default.measured_s / trial.measured_s:.2f}x",
-            "-" if result.exhaustive_best_s is None else f"{trial.measured_s / result.exhaustive_best_s:.3f}",
-        ])
+    rank = 0
+    for position, trial in enumerate(done[:top], start=1):
+        if position == 1 or round(trial.measured_s * 1e7) != round(done[position - 2].measured_s * 1e7):
+            rank = position
+        row = [rank, trial.number, config_text(trial.config), _us(trial.measured_s)]
+        if not _dry(result):
+            ratio = trial.predicted_s / trial.measured_s if trial.predicted_s and trial.measured_s else None
+            row += [_us(trial.predicted_s), "-" if ratio is None else f"{ratio:.2f}"]
+        row.append("-" if default is None else f"{default.measured_s / trial.measured_s:.2f}x")
+        if result.exhaustive_best_s is not None:
+            row.append(f"{trial.measured_s / result.exhaustive_best_s:.3f}")
+        rows.append(row)
     return rows
 
 
 def print_summary(result, stream=None) -> None:
     stream = stream or sys.stdout
-    objective = "simulated" if "dry-run" in result.mode else "measured"
-    print(f"{result.kernel} on {result.problem.describe()}  [{result.mode}, GPU {result.gpu}, target {result.target}]",
-          file=stream)
-    headers = ["rank", "trial", "config", f"{objective} us", "predicted us", "pred/meas", "vs default",
-               "vs exhaustive"]
-    print(render_table(headers, summary_rows(result)), file=stream)
+    what = "simulated by the GPU model, nothing run" if _dry(result) else f"measured on GPU {result.gpu}"
+    print(fit_text(f"{result.kernel} on {result.problem.describe()}  [{result.mode}: {what}; target "
+                   f"{result.target}]", "  "), file=stream)
+    print(render_table(summary_headers(result), summary_rows(result), drop=["predicted us"]), file=stream)
     failures: dict[str, int] = {}
     for trial in result.failures:
         failures[trial.failure_kind or "other"] = failures.get(trial.failure_kind or "other", 0) + 1
     evaluated = len(result.evaluated)
-    print(f"\n{evaluated} of {result.space_size} configs run (budget {result.budget}; the simulator discarded "
-          f"{result.rejected} that cannot fit); {len(result.trials)} trials in study {result.study_name!r} "
-          f"at {result.storage}", file=stream)
+    verb = "simulated" if _dry(result) else "run"
+    print("\n" + fit_text(f"{evaluated} of {result.space_size} configs {verb} (budget {result.budget}; the simulator "
+                         f"discarded {result.rejected} that cannot fit); {len(result.trials)} trials in study "
+                         f"{result.study_name!r} at {result.storage}", "  "), file=stream)
     if failures:
         print("failed trials: " + ", ".join(f"{n} {kind}" for kind, n in sorted(failures.items())), file=stream)
     best, default = result.best, result.default
     if best is not None and default is not None:
-        print(f"best {_us(best.measured_s)} us vs default {config_text(default.config)} {_us(default.measured_s)} us: "
-              f"{default.measured_s / best.measured_s:.2f}x", file=stream)
+        print(fit_text(f"best {_us(best.measured_s)} us vs default {config_text(default.config)} "
+                       f"{_us(default.measured_s)} us{' (both simulated)' if _dry(result) else ''}: "
+                       f"{default.measured_s / best.measured_s:.2f}x", "  "), file=stream)
     if best is not None and result.exhaustive_best_s is not None:
         print(f"exhaustive best {_us(result.exhaustive_best_s)} us: the tuned config is within "
               f"{100 * (best.measured_s / result.exhaustive_best_s - 1):.1f} %", file=stream)
@@ -147,6 +173,26 @@ def result_json(result) -> dict:
     }
 
 
+def default_storage_file(storage: str | None):
+    """The default SQLite file (einsim-tuning.db in the working directory) when no --storage is
+    given and it does not exist yet: the run is about to create it. None otherwise."""
+    from pathlib import Path
+
+    from einsim.autotune.storage import DEFAULT_STORAGE
+
+    if storage:
+        return None
+    path = Path(DEFAULT_STORAGE.removeprefix("sqlite:///")).absolute()
+    return None if path.exists() else path
+
+
+def announce_created(path) -> None:
+    """Say where a file the user did not name was created (on stderr: stdout may be JSON)."""
+    if path is not None and path.exists():
+        print(f"einsim autotune: created {path} (the tuning studies' storage; --storage URL puts them "
+              "elsewhere, rerunning here resumes them)", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.all_shapes:
         from einsim.cli.autotune_fleet import run_fleet
@@ -177,6 +223,7 @@ def run_one(args: argparse.Namespace) -> int:
     problem = kernel_problem_from_args(args, decode=args.kernel in ("decode", "decode-paged"))
     if args.trials is not None and args.trials <= 0:
         raise ConfigError(f"--trials must be a positive number, got {args.trials}")
+    created = default_storage_file(args.storage)
     try:
         result = tune(args.kernel, problem, args.target, trials=args.trials, storage=args.storage,
                       study_name=args.study, dry_run=args.dry_run, exhaustive=args.exhaustive, seed=args.seed,
@@ -185,6 +232,7 @@ def run_one(args: argparse.Namespace) -> int:
         print_summary(stop.result, stream=sys.stderr)
         print("interrupted: every finished trial is saved; rerun the same command to resume", file=sys.stderr)
         return 130
+    announce_created(created)
     exported = None
     if result.best is not None and not args.dry_run and not args.no_export:
         best = result.best

@@ -11,7 +11,7 @@ import sys
 import time
 
 from einsim.cli.output import print_json
-from einsim.text import render_table
+from einsim.text import fit_text, render_table
 
 
 def _lists(args):
@@ -70,6 +70,9 @@ def run_fleet(args: argparse.Namespace) -> int:
     if not budget > 0:  # NaN too
         raise ConfigError(f"--time-budget must be positive, got {args.time_budget}")
     deadline = args.deadline if args.deadline is not None else time.time() + min(budget, 10 * 365 * 86400)
+    from einsim.cli.autotune import announce_created, default_storage_file
+
+    created = None if args.worker is not None else default_storage_file(args.storage)
     args.storage = resolve_storage_url(args.storage)
     seed = None if args.seed is None else args.seed + (args.worker or 0)
     if args.worker is not None:  # a spawned worker: tune, leave reporting to the parent
@@ -95,6 +98,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         outcomes = fleet.run_shapes(ordered, target=args.target, storage=args.storage, trials=args.trials,
                                     deadline=deadline, dry_run=args.dry_run, seed=seed)
     wall_s = time.time() - started
+    announce_created(created)
     exported = export(outcomes, args) if not args.dry_run and not args.no_export else []
     if args.json:
         print_json(fleet_json(outcomes, skipped, workers, wall_s, exported))
@@ -145,13 +149,15 @@ def print_fleet(outcomes, skipped, model: str, workers: int, wall_s: float, expo
         r = o.result
         best = _measured(r, "best") if r is not None and r.best is not None else None
         default = _measured(r, "default") if r is not None and r.default is not None else None
-        rows.append([o.shape.label, o.status, len(r.evaluated) if r else 0, f"{r.budget}" if r else "-",
-                     _us(o.shape.predicted_default_s), _us(default), _us(best),
-                     f"{default / best:.2f}x" if best and default else "-"])
-    objective = "simulated" if dry_run else "measured"
-    print(f"{model}: {len(outcomes)} shapes (most valuable first), {workers} worker(s), {wall_s:.0f} s")
-    print(render_table(["shape", "status", "configs run", "budget", "predicted default us",
-                        f"default {objective} us", f"best {objective} us", "vs default"], rows))
+        row = [o.shape.label, o.status, len(r.evaluated) if r else 0, f"{r.budget}" if r else "-"]
+        if not dry_run:  # a dry run's default time is the prediction itself
+            row.append(_us(o.shape.predicted_default_s))
+        rows.append(row + [_us(default), _us(best), f"{default / best:.2f}x" if best and default else "-"])
+    times = "simulated by the GPU model (dry run, nothing measured)" if dry_run else "measured on the GPU"
+    print(fit_text(f"{model}: {len(outcomes)} shapes (most valuable first), {workers} worker(s), {wall_s:.0f} s; "
+                   f"default and best times {times}", "  "))
+    headers = ["shape", "status", "configs", "budget"] + ([] if dry_run else ["predicted default us"])
+    print(render_table(headers + ["default us", "best us", "vs default"], rows, drop=["predicted default us"]))
     for reason in skipped:
         print(f"skipped: {reason}")
     for path in exported:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.cli.output import print_json, safe_file_stem
-from einsim.text import render_table
+from einsim.cli.output import add_wide_argument, print_json, safe_file_stem
+from einsim.text import fit_text, render_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,11 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="cascades_action", metavar="ACTION")
     listing = actions.add_parser("list", help="the cascades shipped in the library, with their passes")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(listing)
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", help="a cascade's ranks, inputs and Einsums with their pass numbers")
     show.add_argument("name", help="library name (einsim cascades list) or path to a cascade YAML")
     show.add_argument("--rank", default=None, help="rank whose passes are numbered (default M)")
     show.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(show)
     show.set_defaults(handler=_show)
     graph = actions.add_parser("graph", help="draw the dependency graph, Einsums coloured by pass")
     graph.add_argument("name", help="library name or path to a cascade YAML")
@@ -41,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tiles.add_argument("--block", default="128x128", help="query x key tile, default 128x128")
     tiles.add_argument("--tensors", default=None, help=".npz file with the inputs the filters read (DQ, DK, BLOCKS)")
     tiles.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(tiles)
     tiles.set_defaults(handler=_tiles)
-    parser.set_defaults(handler=_list, json=False)
+    parser.set_defaults(handler=_list, json=False, wide=False)
 
 
 def default_rank(cascade, rank: str | None) -> str | None:
@@ -76,7 +79,7 @@ def _list(args: argparse.Namespace) -> int:
         if row["passes_within"]:
             passes += " (" + ", ".join(f"{v} per {k}" for k, v in row["passes_within"].items()) + ")"
         table.append([row["name"], passes, row["einsums"], ", ".join(row["represents"])])
-    print(render_table(["cascade", "passes over M", "einsums", "represents"], table))
+    print(render_table(["cascade", "passes over M", "einsums", "represents"], table, shrink=["represents"]))
     return 0
 
 
@@ -102,21 +105,21 @@ def _show(args: argparse.Namespace) -> int:
         }
         print_json(data)
         return 0
-    print(f"{cascade.name}: {cascade.description}")
+    print(fit_text(f"{cascade.name}: {cascade.description}", "  "))
     if cascade.represents:
-        print(f"represents: {', '.join(cascade.represents)}")
-    print("ranks: " + ", ".join(f"{r}={v}" for r, v in cascade.ranks.items()))
+        print(fit_text(f"represents: {', '.join(cascade.represents)}", "  "))
+    print(fit_text("ranks: " + ", ".join(f"{r}={v}" for r, v in cascade.ranks.items()), "  "))
     if cascade.partitions:
-        print("partitions: " + ", ".join(f"{p} -> {' x '.join(parts)}" for p, parts in cascade.partitions.items()))
+        print(fit_text("partitions: " + ", ".join(f"{p} -> {' x '.join(parts)}" for p, parts in cascade.partitions.items()), "  "))
     if cascade.symbols:
-        print("defaults: " + ", ".join(f"{s}={v}" for s, v in cascade.symbols.items()))
-    print("inputs: " + ", ".join(f"{t}[{','.join(r)}]" for t, r in cascade.inputs.items()))
+        print(fit_text("defaults: " + ", ".join(f"{s}={v}" for s, v in cascade.symbols.items()), "  "))
+    print(fit_text("inputs: " + ", ".join(f"{t}[{','.join(r)}]" for t, r in cascade.inputs.items()), "  "))
     if cascade.filters:
-        print("filters: " + "; ".join(f.text for f in cascade.filters))
+        print(fit_text("filters: " + "; ".join(f.text for f in cascade.filters), "  "))
     init = {e.output: e.init for e in cascade.einsums if e.iterative_rank}
     if init:
-        print("init: " + ", ".join(f"{t}={v:g}" for t, v in init.items()))
-    print(f"outputs: {', '.join(cascade.outputs)}")
+        print(fit_text("init: " + ", ".join(f"{t}={v:g}" for t, v in init.items()), "  "))
+    print(fit_text(f"outputs: {', '.join(cascade.outputs)}", "  "))
     if report:
         within = "".join(f"; {v} within each {k}" for k, v in report.passes_within.items())
         print(f"passes over {report.rank}: {report.passes}{within}")
@@ -126,7 +129,7 @@ def _show(args: argparse.Namespace) -> int:
     for einsum in cascade.einsums:
         text = einsum.text + "".join(f"  [{f.text}]" for f in einsum.filters if f in cascade.filters)
         rows.append([report.einsum_pass[einsum.output], text] if report else [text])
-    print(render_table(header, rows))
+    print(render_table(header, rows, wrap=["einsum"]))
     return 0
 
 

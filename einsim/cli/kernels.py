@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from einsim.cli.output import print_json
-from einsim.text import render_table
+from einsim.cli.output import add_wide_argument, print_json
+from einsim.text import fit_text, render_table
 from einsim.cli.problem_args import add_problem_arguments, kernel_problem_from_args
 
 DEFAULT_SHAPE = "1,16,16384,128"
@@ -20,12 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="kernels_action", metavar="ACTION")
     listing = actions.add_parser("list", help="every kernel, with its cascade and config knobs")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(listing)
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", help="one kernel's default config, resources and search "
                                            "space for a shape")
     show.add_argument("name", help="kernel name (einsim kernels list)")
     add_problem_arguments(show)  # without --shape or --model: DEFAULT_SHAPE
     show.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(show)
     show.set_defaults(handler=_show)
     compile_ = actions.add_parser(
         "compile", help="compile a softmax-attention cascade to fused forward/backward kernels",
@@ -35,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compile_.add_argument("cascade", help="cascade YAML file or library name (einsim cascades list)")
     compile_.add_argument("--show-source", action="store_true", help="print the generated module")
     compile_.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(compile_)
     compile_.set_defaults(handler=_compile)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
@@ -54,13 +57,15 @@ def _list(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         print(render_table(["name", "cascade", "pass", "config", "knobs", "description"],
-                           [list(r.values()) for r in rows]))
+                           [list(r.values()) for r in rows], shrink=["description"], drop=["config", "knobs"]))
+        print("(einsim kernels show NAME: one kernel's knobs, default config and search space)")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     from einsim.kernels.limits import DeviceLimits
     from einsim.kernels.registry import get_kernel
+    from einsim.units import format_bytes
 
     spec = get_kernel(args.name)
     # B,H,N,D means self-attention, except for decode, whose N is the KV-cache length and which
@@ -81,14 +86,15 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"{spec.name} ({spec.direction}, cascade {spec.cascade}): {spec.description}")
-    print(f"  problem        {result['problem']}")
-    print(f"  default config {default}")
+    print(fit_text(f"{spec.name} ({spec.direction}, cascade {spec.cascade}): {spec.description}", "  "))
+    print(fit_text(f"  problem        {result['problem']}", " " * 17))
+    print(f"  knobs          {_fields(spec.config_type)}")
+    print(fit_text(f"  default config {default}", " " * 17))
     print(f"  shared memory  {result['default_shared_memory_bytes']} bytes per program "
           f"(H100 allows {limits.shared_memory_per_block})")
     print(f"  search space   {len(space)} configs that fit an H100")
     print(f"  work           {result['flops'] / 1e12:.4g} TFLOP over visible pairs, "
-          f"{result['min_bytes'] / 1e9:.4g} GB compulsory HBM traffic")
+          f"{format_bytes(result['min_bytes'])} compulsory HBM traffic")
     return 0
 
 
@@ -125,19 +131,23 @@ def _compile(args: argparse.Namespace) -> int:
     ranks = result["ranks"]
     skipping = {"ranges": "tile ranges from the mask's affine bounds (masked edges, unmasked middle)",
                 "blocks": "a block mask built on the GPU from the element mask"}[generated.mask_mode]
-    print(f"{result['cascade']} ({result['source']}): softmax attention, compiled")
-    print(f"  kernels        {', '.join(result['kernels'])}")
-    print(f"  inputs         {form.q} (queries), {form.k} (keys), {form.v} (values)"
-          + "".join(f", {n}[{', '.join(r)}]" for n, r in result["extra_inputs"].items()))
-    print(f"  ranks          batch {ranks['batch']}, heads {ranks['heads']}"
-          + (f" (key/value heads {ranks['kv_heads']})" if ranks["kv_heads"] != ranks["heads"] else "")
-          + f", queries {ranks['queries']}, keys {ranks['keys']}, head dim {ranks['head_dim']}, "
-          f"value dim {ranks['value_dim']}")
-    print(f"  score S        {result['score']}   (QK = scale * Q.K, scale 1/sqrt(head dim) by default)")
-    print(f"  dS/dQK         {result['score_derivative']}")
-    print(f"  mask           {' and '.join(result['mask']) or '(none)'}")
-    print(f"  tile skipping  {skipping}")
+
+    def say(line: str) -> None:
+        print(fit_text(line, " " * 17))
+
+    say(f"{result['cascade']} ({result['source']}): softmax attention, compiled")
+    say(f"  kernels        {', '.join(result['kernels'])}")
+    say(f"  inputs         {form.q} (queries), {form.k} (keys), {form.v} (values)"
+        + "".join(f", {n}[{', '.join(r)}]" for n, r in result["extra_inputs"].items()))
+    say(f"  ranks          batch {ranks['batch']}, heads {ranks['heads']}"
+        + (f" (key/value heads {ranks['kv_heads']})" if ranks["kv_heads"] != ranks["heads"] else "")
+        + f", queries {ranks['queries']}, keys {ranks['keys']}, head dim {ranks['head_dim']}, "
+        f"value dim {ranks['value_dim']}")
+    say(f"  score S        {result['score']}   (QK = scale * Q.K, scale 1/sqrt(head dim) by default)")
+    say(f"  dS/dQK         {result['score_derivative']}")
+    say(f"  mask           {' and '.join(result['mask']) or '(none)'}")
+    say(f"  tile skipping  {skipping}")
     if result["symbols"]:
-        print(f"  symbols        {', '.join(result['symbols'])} (keyword arguments of the call)")
-    print(f"  generated      {path}  (--show-source prints it)")
+        say(f"  symbols        {', '.join(result['symbols'])} (keyword arguments of the call)")
+    say(f"  generated      {path}  (--show-source prints it)")
     return 0

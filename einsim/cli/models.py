@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.cli.output import print_json
-from einsim.text import render_table
+from einsim.cli.output import add_wide_argument, print_json
+from einsim.text import fit_text, render_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
     listing = actions.add_parser("list", help="the shipped model presets")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(listing)
     listing.set_defaults(handler=_list)
-    parser.set_defaults(handler=_list, json=False)
+    parser.set_defaults(handler=_list, json=False, wide=False)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -31,6 +32,8 @@ def _list(args: argparse.Namespace) -> int:
         if m.window:
             mask += f", window {m.window[0]},{m.window[1]}"
         rows.append([m.name, m.batch, m.hidden, m.heads, m.key_value_heads, m.head_dim, m.ffn, m.layers, mask, m.description])
-    print(render_table(["model", "batch", "hidden", "heads", "kv heads", "head dim", "FFN", "layers", "mask", "description"], rows))
-    print("\nprefill: q_len = kv_len = --seq-len; decode: q_len = 1, kv_len = --seq-len (einsim simulate --model M --seq-len N --mode decode)")
+    print(render_table(["model", "batch", "hidden", "heads", "kv heads", "head dim", "FFN", "layers", "mask",
+                        "description"], rows, shrink=["description"], drop=["description"]))
+    print(fit_text("\nprefill: q_len = kv_len = --seq-len; decode: q_len = 1, kv_len = --seq-len "
+                   "(einsim simulate --model M --seq-len N --mode decode)"))
     return 0

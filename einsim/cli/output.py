@@ -16,6 +16,14 @@ from einsim.files import path_kind
 from einsim.jsonio import dump_json, to_jsonable
 
 
+def add_wide_argument(parser: Any) -> None:
+    """`--wide`: tables with every column, at full width (by default einsim fits its tables and
+    prose to einsim.text.TABLE_WIDTH = 100 columns and says what it shortened)."""
+    parser.add_argument("--wide", action="store_true",
+                        help="print tables with every column at full width (default: fit 100 columns, "
+                        "shortening long text and leaving out minor columns, with a note saying which)")
+
+
 def print_json(value: Any, stream: TextIO | None = None) -> None:
     """`value` as valid JSON on stdout; NaN and infinities become null, with a note on stderr."""
     replaced = dump_json(value, stream or sys.stdout)

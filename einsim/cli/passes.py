@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.cli.output import print_json
+from einsim.cli.output import add_wide_argument, print_json
 from einsim.text import render_table
 
 
@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("name", help="library name (einsim cascades list) or path to a cascade YAML")
     parser.add_argument("--rank", default="M", help="the rank traversed (default M, the K/V sequence)")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(parser)
     parser.set_defaults(handler=run)
 
 

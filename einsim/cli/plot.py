@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.text import render_table
+from einsim.text import fit_text, render_table
 from einsim.cli.roofline import add_output_arguments, add_target_cascade_arguments, emit
 
 
@@ -131,8 +131,9 @@ def _speedup(args: argparse.Namespace) -> int:
         print(render_table(["model", "seq len", "design", "latency s", "energy J", "speedup", "energy ratio", "bound"],
                            [[r.model, r.seq_len, r.design, r.latency_s, r.energy_j, r.speedup, r.energy_ratio, r.bound]
                             for r in data.rows]))
-        print("geomean: " + ", ".join(f"{d.label} {data.geomean(d.label):.3g}x speedup, "
-                                      f"{data.geomean(d.label, 'energy_ratio'):.3g} energy" for d in designs))
+        print(fit_text("geomean: " + ", ".join(f"{d.label} {data.geomean(d.label):.3g}x speedup, "
+                                               f"{data.geomean(d.label, 'energy_ratio'):.3g} energy"
+                                               for d in designs), "  "))
 
     return emit(args, data, rows, lambda: plot_speedup(data, log_speedup=not args.linear), table)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from einsim.cli.output import print_json, write_csv
+from einsim.cli.output import add_wide_argument, print_json, write_csv
 from einsim.text import render_table
 
 
@@ -48,6 +48,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FIG", help="write the figure: .png, .svg or .pdf")
     parser.add_argument("--csv", metavar="FILE", help="write the data behind the figure as CSV ('-': stdout)")
     parser.add_argument("--json", action="store_true", help="print the data behind the figure as JSON")
+    add_wide_argument(parser)
 
 
 def emit(args: argparse.Namespace, data: object, rows: list[dict], figure_of, table) -> int:

@@ -8,8 +8,8 @@ import argparse
 import math
 import sys
 
-from einsim.cli.output import print_json, write_csv
-from einsim.text import format_count, format_time, render_table
+from einsim.cli.output import add_wide_argument, print_json, write_csv
+from einsim.text import fit_text, format_count, format_time, render_table
 from einsim.units import format_bytes
 
 DEFAULT_CASCADE = "fusemax"
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mapping", help="mapping YAML (tiles, query block, binding, schedule; docs/simulator.md §2)")
     add_problem_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the Estimate as JSON")
+    add_wide_argument(parser)
     parser.add_argument("--buffer-sweep", action="store_true", help="traffic, latency and energy versus global-buffer size (spatial targets)")
     parser.add_argument("--csv", help="with --buffer-sweep: also write the curve to this CSV file")
     parser.add_argument("--layer", action="store_true",
@@ -98,16 +99,16 @@ def layer_report(cost) -> str:
     """The human-readable layer table and model totals."""
     layer = cost.layer
     tokens = layer.batch * (layer.seq_len if layer.mode == "prefill" else 1)
-    lines = [f"{layer.model} on {layer.target} — {layer.mode}, batch {layer.batch}, "
-             f"{'sequence' if layer.mode == 'prefill' else 'KV cache'} {layer.seq_len}: one layer, "
-             f"{tokens} new token(s)", ""]
+    lines = [fit_text(f"{layer.model} on {layer.target} — {layer.mode}, batch {layer.batch}, "
+                      f"{'sequence' if layer.mode == 'prefill' else 'KV cache'} {layer.seq_len}: one layer, "
+                      f"{tokens} new token(s)", "  "), ""]
     rows = [[op.name, op.kind, format_time(op.time_s), f"{op.time_s / layer.time_s:.0%}" if layer.time_s else "-",
              format_count(op.flops), _bytes(op.hbm_bytes), f"{op.intensity:.3g}", op.bound, op.detail]
             for op in layer.operators]
     rows.append(["layer", "", format_time(layer.time_s), "100%", format_count(layer.flops), _bytes(layer.hbm_bytes),
                  f"{layer.flops / layer.hbm_bytes:.3g}" if layer.hbm_bytes else "-", "", ""])
     lines.append(render_table(["operator", "kind", "time", "share", "FLOP", "HBM bytes", "FLOP/B", "bound", "how"],
-                              rows))
+                              rows, wrap=["how"]))
     what = "time to first token" if layer.mode == "prefill" else "time per generated token"
     lines += ["", render_table(["model", "estimate"], [
         [f"{cost.layers} layers", format_time(cost.layers * layer.time_s)],
@@ -118,7 +119,7 @@ def layer_report(cost) -> str:
         ["memory: weights + KV cache + activations", f"{_bytes(cost.memory_bytes)} = {_bytes(cost.weight_bytes)} + "
                                                       f"{_bytes(cost.kv_cache_bytes)} + {_bytes(cost.activation_bytes)}"],
     ])]
-    lines += [f"- {note}" for note in layer.notes]
+    lines += [fit_text(f"- {note}", "  ") for note in layer.notes]
     return "\n".join(lines)
 
 
@@ -131,8 +132,8 @@ def _buffer_sweep(args: argparse.Namespace, problem) -> int:
     if args.json:
         print_json(rows)
         return 0
-    print(f"{args.cascade} on {args.target} — {problem.name}: off-chip traffic versus global buffer "
-          "(mapping re-chosen at each size; x = times the compulsory traffic)")
+    print(fit_text(f"{args.cascade} on {args.target} — {problem.name}: off-chip traffic versus global buffer "
+                   "(mapping re-chosen at each size; x = times the compulsory traffic)", "  "))
     table = []
     for r in rows:
         if math.isnan(r["traffic_bytes"]):

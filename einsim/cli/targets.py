@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.cli.output import print_json
-from einsim.text import render_table
+from einsim.cli.output import add_wide_argument, print_json
+from einsim.text import fit_text, render_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,10 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="targets_action", metavar="ACTION")
     listing = actions.add_parser("list", help="the shipped presets")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    add_wide_argument(listing)
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", help="one target (preset name or YAML path), with units")
     show.add_argument("name", help="preset name (einsim targets list) or path to a target YAML file")
     show.add_argument("--json", action="store_true", help="print the parsed target as JSON (SI units)")
+    add_wide_argument(show)
     show.set_defaults(handler=_show)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
@@ -42,7 +44,8 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print(render_table(["name", "kind", "matrix TMAC/s", "off-chip GB/s", "description"], [list(r.values()) for r in rows]))
+        print(render_table(["name", "kind", "matrix TMAC/s", "off-chip GB/s", "description"],
+                           [list(r.values()) for r in rows], shrink=["description"]))
     return 0
 
 
@@ -54,7 +57,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(target)
         return 0
-    print(f"{target.name} ({target.kind}): {target.description}")
+    print(fit_text(f"{target.name} ({target.kind}): {target.description}", "  "))
     print(f"  from {target.source_path}")
     print(f"  clock {format_rate(target.clock_hz, 'Hz')}, word {target.word_bytes} B, "
           f"{target.parallel_units} x {target.parallel_unit_name}, launch overhead {target.launch_overhead_s * 1e6:g} us")
@@ -76,7 +79,8 @@ def _show(args: argparse.Namespace) -> int:
             format_rate(measured, "op/s") if m_used.startswith("measured") else "-",
             ", ".join(f"{k}:{v * 1e12:g} pJ" for k, v in unit.energy_per_op.items()),
         ])
-    print(render_table(["unit", "kind", "count/shape", "ops/cycle (per instance)", "derived", "datasheet", "measured", "energy/op"], rows))
+    print(render_table(["unit", "kind", "count/shape", "ops/cycle (per instance)", "derived", "datasheet", "measured",
+                        "energy/op"], rows, wrap=["ops/cycle (per instance)", "energy/op"], drop=["derived"]))
     print("  (a matrix unit's op is one MAC = 2 FLOP; a vector unit's op is one lane instruction)")
     print()
     rows = []
@@ -87,10 +91,11 @@ def _show(args: argparse.Namespace) -> int:
             format_rate(level.measured_bandwidth_bytes_per_s, "B/s") if level.measured_bandwidth_bytes_per_s else "-",
             f"{level.read_energy_j_per_byte * 1e12:.3g}", f"{level.write_energy_j_per_byte * 1e12:.3g}",
         ])
-    print(render_table(["memory (inner->outer)", "capacity/instance", "instances", "bandwidth", "measured", "read pJ/B", "write pJ/B"], rows))
+    print(render_table(["memory (inner->outer)", "capacity/instance", "instances", "bandwidth", "measured",
+                        "read pJ/B", "write pJ/B"], rows))
     if target.sources:
         print()
         print("sources:")
         for source in target.sources:
-            print(f"  - {source}")
+            print(fit_text(f"  - {source}", "    "))
     return 0
