@@ -20,7 +20,7 @@ MODES = ("prefill", "decode")
 PAPER_SEQ_LENS = (1024, 4096, 16384, 65536, 262144, 1048576)
 
 _REQUIRED = ("name", "hidden", "heads", "head_dim", "ffn", "batch")
-_OPTIONAL = ("description", "kv_heads", "v_head_dim", "ffn_matrices", "layers", "causal", "window", "dtype", "vocab",
+_OPTIONAL = ("description", "display_name", "kv_heads", "v_head_dim", "ffn_matrices", "layers", "causal", "window", "dtype", "vocab",
              "sources")
 
 
@@ -44,6 +44,11 @@ class ModelPreset:
     vocab: int | None = None  # vocabulary size: the embedding and the LM head of whole-model estimates
     description: str = ""
     sources: tuple[str, ...] = ()
+    display_name: str = ""  # what figures call it ("Llama 3 8B"); `label` falls back to name
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
 
     @property
     def key_value_heads(self) -> int:
@@ -172,4 +177,24 @@ def parse_model(document: Any, source: str = "<model>") -> ModelPreset:
         vocab=positive("vocab"),
         description=str(document.get("description", "")),
         sources=tuple(sources),
+        display_name=_display_name(document, fail),
     )
+
+
+def _display_name(document: dict, fail: Any) -> str:
+    value = document.get("display_name", "")
+    if not isinstance(value, str) or ("display_name" in document and not value.strip()):
+        fail("display_name", "a non-empty string (the name figures show)", value)
+    return value.strip()
+
+
+def workload_title(problem: Problem) -> str:
+    """A human title for a workload: 'BERT-base, prefill, 4096 tokens' for a problem a preset made
+    (its name is MODEL/MODE/LENGTH, ModelPreset.problem), else the problem's own name or shape."""
+    parts = (problem.name or "").split("/")
+    if len(parts) == 3 and parts[1] in MODES and parts[2].isdigit() and parts[0] in model_names():
+        model, mode, length = load_model(parts[0]), parts[1], int(parts[2])
+        if mode == "prefill":
+            return f"{model.label}, prefill, {length} tokens, batch {problem.batch}"
+        return f"{model.label}, decode, {length}-token KV cache, batch {problem.batch}"
+    return problem.name or problem.describe()

@@ -16,7 +16,7 @@ from einsim.targets.spec import ARCHITECTURES, COMPUTE_KINDS, DATAFLOWS, OP_KIND
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 _TOP_REQUIRED = ("name", "kind", "clock", "word_size", "parallel_units", "compute", "memory")
-_TOP_OPTIONAL = ("description", "default_dtype", "launch_overhead", "dataflow", "architecture", "sources")
+_TOP_OPTIONAL = ("description", "display_name", "default_dtype", "launch_overhead", "dataflow", "architecture", "sources")
 _PARALLEL_KEYS = ("name", "count")
 _UNIT_REQUIRED = ("kind",)
 _UNIT_OPTIONAL = ("count", "shape", "ops_per_cycle", "via", "ops_per_exp", "datasheet_peak", "measured_peak", "energy_per_op", "energy_per_op_kind", "notes")
@@ -106,6 +106,7 @@ def parse_target(document: Any, source: str = "<target>") -> Target:
     if not isinstance(sources_doc, list) or not all(isinstance(s, str) for s in sources_doc):
         check.fail("sources", "a list of strings (citations)", sources_doc)
     description = check.string(top.get("description", ""), "description", allow_empty=True)
+    display_name = check.string(top["display_name"], "display_name").strip() if "display_name" in top else ""
     dataflow = check.choice(top["dataflow"], "dataflow", DATAFLOWS) if "dataflow" in top else None
     architecture = check.choice(top["architecture"], "architecture", ARCHITECTURES) if "architecture" in top else None
     if architecture is not None and kind != "gpu":
@@ -122,6 +123,7 @@ def parse_target(document: Any, source: str = "<target>") -> Target:
         compute_units=compute,
         memory_levels=levels,
         description=description,
+        display_name=display_name,
         default_dtype=default_dtype,
         launch_overhead_s=launch_overhead,
         dataflow=dataflow,

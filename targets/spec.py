@@ -87,6 +87,7 @@ class Target:
     compute_units: Mapping[str, ComputeUnit]
     memory_levels: tuple[MemoryLevel, ...]  # innermost -> outermost; the last one is off-chip
     description: str = ""
+    display_name: str = ""  # what figures and reports call it ("NVIDIA H100 SXM"); `label` falls back to name
     default_dtype: str = "bf16"
     launch_overhead_s: float = 0.0  # fixed cost per kernel launch (GPU) or per invocation
     dataflow: str | None = None  # spatial designs: "unfused" | "flat" | "fusemax" (None: derived by the model)
@@ -96,6 +97,11 @@ class Target:
 
     def __hash__(self) -> int:
         return hash((self.name, self.kind, self.source_path))
+
+    @property
+    def label(self) -> str:
+        """The human name for titles and legends: `display_name`, else the file's `name`."""
+        return self.display_name or self.name
 
     # --- lookups the models use ---------------------------------------------------------------
     def memory(self, name: str) -> MemoryLevel:
