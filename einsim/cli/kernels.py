@@ -57,7 +57,8 @@ def _list(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         print(render_table(["name", "cascade", "pass", "config", "knobs", "description"],
-                           [list(r.values()) for r in rows], shrink=["description"], drop=["config", "knobs"]))
+                           [list(r.values()) for r in rows], shrink=["description", "cascade"],
+                           drop=["config", "knobs"]))
         print("(einsim kernels show NAME: one kernel's knobs, default config and search space)")
     return 0
 
