@@ -53,7 +53,7 @@ def test_passes_have_distinct_colours():
 
 def test_three_pass_graph_renders_a_legend_entry_per_pass():
     figure = plot_pass_graph(pass_graph("attention-3pass"))
-    labels = [t.get_text() for t in figure.get_axes()[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in figure.legends[0].get_texts()]  # one legend under the graph
     assert labels[:4] == ["input", "pass 1", "pass 2", "pass 3"]
 
 
@@ -97,8 +97,9 @@ def test_traffic_plot_draws_a_step_curve_per_cascade():
     axis = plot_traffic_vs_buffer(data).get_axes()[0]
     assert axis.get_xscale() == "log" and "Off-chip traffic" in axis.get_ylabel()
     curves = {line.get_label(): line for line in axis.get_lines()}
-    assert list(curves["3pass (3 passes)"].get_ydata()) == [3 * compulsory / 1e9] * 2 + [compulsory / 1e9]
-    assert [t.get_text() for t in axis.texts] == ["3x → 1x at 16 KiB"]
+    gib = 2.0**30  # sizes and traffic in binary units, as the CLI prints them
+    assert list(curves["3pass (3 passes)"].get_ydata()) == [3 * compulsory / gib] * 2 + [compulsory / gib]
+    assert [t.get_text() for t in axis.texts] == ["3x → 1x\nat 16 KiB"]
 
 
 # --- the commands --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from einsim.simulator import EinsumEstimate, Estimate
 from einsim.plots.roofline_data import OperationMix, cascade_roofs, operation_mix, roofline_data, roofline_for
 from einsim.plots.roofs import attention_flops, merge_roofs, target_roofs
 from einsim.plots.figure import save_figure
+from einsim.units import format_rate
 from einsim.plots.measured import load_benchmark_csv, load_tuning_db, parse_problem_tag
 from einsim.plots.roofline import plot_roofline
 from einsim.targets import load_target
@@ -225,12 +226,19 @@ def test_rooflines_render_headless_one_panel_per_target(tmp_path):
     assert len(axes) == 2
     for axis, panel in zip(axes, panels):
         assert axis.get_xscale() == "log" and axis.get_yscale() == "log"
-        assert "FLOP per off-chip byte" in axis.get_xlabel() and "TFLOP/s" in axis.get_ylabel()
-        labels = [t.get_text() for t in axis.get_legend().get_texts()]
+        assert "FLOP per off-chip byte" in axis.get_xlabel()
+        assert "TFLOP/s" in axis.get_ylabel() or axis is not axes[0]  # shared y: labelled once, at the left
+        # Every roof is labelled on its line with its peak (decimal prefixes for rates).
+        labels = [t.get_text() for t in axis.texts]
         for roof in panel.roofs:
-            assert any(label.startswith(roof.label) for label in labels)
+            peak = roof.peak if roof.kind == "memory" else roof.flops_per_s
+            assert any(label.endswith(format_rate(peak, "B/s" if roof.kind == "memory" else "FLOP/s"))
+                       for label in labels), roof.label
         matmul = panel.roof("matmul")
         assert any(math.isclose(line.get_ydata()[0], matmul.flops_per_s / 1e12) for line in axis.get_lines())
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]  # one legend for both panels
+    assert legend == ["fusemax, simulated"]
+    assert axes[0].get_shared_y_axes().joined(axes[0], axes[1])  # panels that compare share axes
     for suffix in ("png", "svg", "pdf"):
         path = save_figure(figure, tmp_path / f"roofline.{suffix}")
         assert path.stat().st_size > 1000

@@ -106,15 +106,15 @@ def _traffic(args: argparse.Namespace) -> int:
 
     def table() -> None:
         for d in data:
-            print(f"{d.target}, {d.problem.name}: compulsory traffic {d.compulsory_bytes / 1e9:.4g} GB")
-            print(render_table(["cascade", "buffer", "traffic GB", "x compulsory", "passes", "fits"],
-                               [[p.cascade, format_bytes(p.buffer_capacity_bytes), p.traffic_bytes / 1e9,
+            print(f"{d.target}, {d.problem.name}: compulsory traffic {format_bytes(d.compulsory_bytes)}")
+            print(render_table(["cascade", "buffer", "traffic", "x compulsory", "passes", "fits"],
+                               [[p.cascade, format_bytes(p.buffer_capacity_bytes), format_bytes(p.traffic_bytes),
                                  p.traffic_ratio, p.passes, p.fits] for p in d.points]))
             for note in d.notes:
                 print(f"note: {note}")
             print()
 
-    return emit(args, data, rows, lambda: plot_traffic_vs_buffer(data), table)
+    return emit(args, data, rows, lambda: plot_traffic_vs_buffer(data, style=args.style), table)
 
 
 def _speedup(args: argparse.Namespace) -> int:
@@ -135,7 +135,7 @@ def _speedup(args: argparse.Namespace) -> int:
                                                f"{data.geomean(d.label, 'energy_ratio'):.3g} energy"
                                                for d in designs), "  "))
 
-    return emit(args, data, rows, lambda: plot_speedup(data, log_speedup=not args.linear), table)
+    return emit(args, data, rows, lambda: plot_speedup(data, log_speedup=not args.linear, style=args.style), table)
 
 
 def _layer(args: argparse.Namespace) -> int:
@@ -156,7 +156,7 @@ def _layer(args: argparse.Namespace) -> int:
     cost = estimate_model(model, args.seq_len, target, args.mode, args.batch, args.kernel_style)
     roofs = gpu_roofs(target, model.dtype)
     data = layer_json(cost)
-    return emit(args, data, data["operators"], lambda: plot_layer(cost, roofs.matmul_flops, roofs.hbm_bytes_per_s),
+    return emit(args, data, data["operators"], lambda: plot_layer(cost, roofs.matmul_flops, roofs.hbm_bytes_per_s, style=args.style),
                 lambda: print(layer_report(cost)))
 
 
@@ -171,4 +171,4 @@ def _passes(args: argparse.Namespace) -> int:
         print(render_table(["node", "kind", "pass", "colour", "Einsum"],
                            [[n.name, n.kind, n.pass_index or "-", n.color, n.text] for n in data.nodes]))
 
-    return emit(args, data, data.rows(), lambda: plot_pass_graph(data, show_text=not args.no_text), table)
+    return emit(args, data, data.rows(), lambda: plot_pass_graph(data, show_text=not args.no_text, style=args.style), table)

@@ -45,7 +45,10 @@ def add_target_cascade_arguments(parser: argparse.ArgumentParser, cascade_defaul
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", metavar="FIG", help="write the figure: .png, .svg or .pdf")
+    parser.add_argument("-o", "--output", metavar="FIG", help="write the figure: .png, .svg or .pdf (vector)")
+    parser.add_argument("--style", choices=("screen", "paper"), default="screen",
+                        help="figure sizes: screen (default) or paper (one column of a two-column page per "
+                        "panel, at most the text width, 7-8 pt text, PNG at 300 dpi)")
     parser.add_argument("--csv", metavar="FILE", help="write the data behind the figure as CSV ('-': stdout)")
     parser.add_argument("--json", action="store_true", help="print the data behind the figure as JSON")
     add_wide_argument(parser)
@@ -100,4 +103,4 @@ def run(args: argparse.Namespace) -> int:
                 print(f"note: {note}")
             print()
 
-    return emit(args, panels, rows, lambda: plot_roofline(panels), table)
+    return emit(args, panels, rows, lambda: plot_roofline(panels, style=args.style), table)

@@ -39,6 +39,7 @@ class RooflineData:
     points: tuple[RooflinePoint, ...]
     work: str = WORK_CONVENTION
     notes: tuple[str, ...] = ()
+    target_label: str = ""  # the target's display name, for titles (the target's name when empty)
 
     def roof(self, role: str, cascade: str | None = None, level: str | None = None) -> Roof:
         """The roof of a role ("matmul", "exp", ...); for exp/vector roofs, the cascade's."""
@@ -202,7 +203,7 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
             notes.append(skipped)
     return RooflineData(
         target=target.name, description=target.description, kind=target.kind, dtype=dtype,
-        problem=problem, roofs=tuple(roofs), points=tuple(points), notes=tuple(notes))
+        problem=problem, roofs=tuple(roofs), points=tuple(points), notes=tuple(notes), target_label=target.label)
 
 
 def _predicted_point(target: Any, roofs: Sequence[Roof], estimate: Estimate, einsum: str | None, flops: float,

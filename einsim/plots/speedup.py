@@ -9,8 +9,9 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from einsim.plots.speedup_data import Design, PAPER_DESIGNS, SpeedupData, speedup_data
-from einsim.plots.figure import new_figure, series_color
+from einsim.plots.figure import drawing, new_figure, series_color
+from einsim.plots.speedup_data import PAPER_DESIGNS, Design, SpeedupData, speedup_data
+from einsim.plots.style import Style, resolve_style
 
 
 def length_text(n: int) -> str:
@@ -22,10 +23,19 @@ def length_text(n: int) -> str:
     return str(n)
 
 
-def plot_speedup(data: SpeedupData, *, log_speedup: bool = True) -> Figure:
+def plot_speedup(data: SpeedupData, *, log_speedup: bool = True, style: Style | str | None = None) -> Figure:
+    """Speedup (top) and energy (bottom) bars per design, model and length, sharing the x axis."""
+    style = resolve_style(style)
+    with drawing(style):
+        return _draw(data, log_speedup, style)
+
+
+def _draw(data: SpeedupData, log_speedup: bool, style: Style) -> Figure:
     groups = data.groups()
     designs = [d.label for d in data.designs]
-    figure = new_figure(min(14.0, max(6.5, 1.5 + 0.15 * (len(groups) + 1) * max(2, len(designs)))), 5.6)
+    per_bar = 0.15 if style.name == "screen" else 0.07
+    width = min(style.max_width, max(style.panel_width, 1.5 + per_bar * (len(groups) + 1) * max(2, len(designs))))
+    figure = new_figure(width, style.panel_height * 1.3, style)
     top, bottom = figure.subplots(2, 1, sharex=True)
     width = 0.8 / len(designs)
     positions = list(range(len(groups) + 1))  # the last slot is the geometric mean
@@ -46,13 +56,15 @@ def plot_speedup(data: SpeedupData, *, log_speedup: bool = True) -> Figure:
         top.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     top.set_ylabel(f"Speedup over {data.baseline}")
     bottom.set_ylabel(f"Energy / {data.baseline}")
-    bottom.set_xticks(positions, [length_text(n) for _, n in groups] + ["geomean"], fontsize=8)
+    bottom.set_xticks(positions, [length_text(n) for _, n in groups] + ["geo-\nmean"], fontsize=style.tiny)
     # Model names under each model's run of sequence lengths.
     models = list(dict.fromkeys(model for model, _ in groups))
     for model in models:
         where = [i for i, (m, _) in enumerate(groups) if m == model]
         bottom.annotate(model, ((where[0] + where[-1]) / 2, 0), xycoords=("data", "axes fraction"),
-                        xytext=(0, -26), textcoords="offset points", ha="center", fontsize=9, fontweight="bold")
+                        xytext=(0, -(5.5 + 2.6 * style.tiny)), textcoords="offset points", ha="center", va="top",
+                        fontsize=style.small,
+                        fontweight="bold")
         if where[0] > 0:
             for axis in (top, bottom):
                 axis.axvline(where[0] - 0.5, color="#BBBBBB", linewidth=0.8)
@@ -61,9 +73,10 @@ def plot_speedup(data: SpeedupData, *, log_speedup: bool = True) -> Figure:
     for j, design in enumerate(designs):  # the geometric means, written out
         offset = (j - (len(designs) - 1) / 2) * width
         top.annotate(f"{data.geomean(design):.3g}x", (len(groups) + offset, data.geomean(design)), xytext=(0, 2),
-                     textcoords="offset points", ha="center", va="bottom", fontsize=7)
-    top.legend(fontsize=8, ncol=len(designs), loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    top.set_title(f"Attention {data.mode}, simulated", fontsize=10, loc="left")
+                     textcoords="offset points", ha="center", va="bottom", fontsize=style.tiny)
+    figure.legend(handles=top.get_legend_handles_labels()[0], labels=designs, ncol=min(len(designs), 4),
+                  loc="outside upper right", frameon=False)
+    figure.suptitle(f"Attention {data.mode}, simulated", x=0.02, ha="left")
     return figure
 
 

@@ -41,6 +41,7 @@ class TrafficSteps:
     points: tuple[TrafficPoint, ...]
     steps: Mapping[str, tuple[tuple[float, float, float], ...]]
     notes: tuple[str, ...] = ()
+    target_label: str = ""  # the target's display name, for titles (the target's name when empty)
 
     def curve(self, cascade: str) -> list[TrafficPoint]:
         return sorted((p for p in self.points if p.cascade == cascade), key=lambda p: p.buffer_capacity_bytes)
@@ -82,4 +83,5 @@ def traffic_steps(cascades: Sequence[Any], problem: Problem, target: Any,
         steps[name] = tuple((b.buffer_capacity_bytes, a.traffic_bytes, b.traffic_bytes)
                             for a, b in zip(curve, curve[1:]) if b.traffic_bytes < a.traffic_bytes * 0.99)
     return TrafficSteps(target=target.name, level=target.memory_levels[-2].name, problem=problem,
-                        compulsory_bytes=compulsory, points=tuple(points), steps=steps, notes=tuple(notes))
+                        compulsory_bytes=compulsory, points=tuple(points), steps=steps, notes=tuple(notes),
+                        target_label=target.label)
