@@ -10,8 +10,8 @@ from matplotlib.figure import Figure
 
 from einsim.plots.figure import drawing, new_figure, series_color
 from einsim.plots.layout import place_labels
+from einsim.plots.names import model_label
 from einsim.plots.style import Style, resolve_style
-from einsim.simulator.models import load_model, model_names
 from einsim.simulator.simulate import resolve_target
 from einsim.units import format_rate
 
@@ -64,12 +64,8 @@ def _draw(cost: Any, matmul_flops: float, hbm_bytes_per_s: float, style: Style) 
     share.set_xlabel("time (ms)")
     share.tick_params(axis="y", labelsize=style.tiny)
     share.set_title(f"one layer: {layer.time_s * 1e3:.3g} ms")
-    figure.suptitle(f"{_model_label(layer.model)} on {resolve_target(layer.target).label}, {layer.mode}, batch {layer.batch}, "
+    figure.suptitle(f"{model_label(layer.model)} on {resolve_target(layer.target).label}, {layer.mode}, batch {layer.batch}, "
                     f"{'sequence' if layer.mode == 'prefill' else 'KV cache'} {layer.seq_len}")
     place_labels(figure, labels)  # once the layout is final
     return figure
 
-
-def _model_label(name: str) -> str:
-    """A preset's display name ('Llama 3 8B'), else the name as given."""
-    return load_model(name).label if name in model_names() else name

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from einsim.problem import Problem
+from einsim.simulator.models import load_model, model_names, workload_title
+from einsim.simulator.simulate import resolve_target
 
 # Backends of the benchmark CSVs (benchmarks/bench_attention.py, benchmarks/data/*.csv).
 BACKEND_NAMES = {
@@ -24,9 +26,12 @@ BACKEND_NAMES = {
 
 def target_label(target: Any) -> str:
     """'NVIDIA H100 SXM' for h100-sxm: the target's display name, else its name."""
-    from einsim.simulator.simulate import resolve_target
-
     return resolve_target(target).label
+
+
+def model_label(name: str) -> str:
+    """'Llama 3 8B' for llama3-8b: a model preset's display name, else the name as given."""
+    return load_model(name).label if name in model_names() else name
 
 
 def backend_label(backend: str) -> str:
@@ -43,8 +48,6 @@ def workload_label(problem: Problem | None) -> str:
     """'BERT-base, prefill, 4096 tokens, batch 64' for a preset's workload, else its shape."""
     if problem is None:
         return ""
-    from einsim.simulator.models import workload_title
-
     return workload_title(problem)
 
 

@@ -11,6 +11,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from einsim.plots.figure import drawing, new_figure, series_color
 from einsim.plots.speedup_data import PAPER_DESIGNS, Design, SpeedupData, speedup_data
+from einsim.plots.names import model_label
 from einsim.plots.style import Style, resolve_style
 
 
@@ -61,7 +62,7 @@ def _draw(data: SpeedupData, log_speedup: bool, style: Style) -> Figure:
     models = list(dict.fromkeys(model for model, _ in groups))
     for model in models:
         where = [i for i, (m, _) in enumerate(groups) if m == model]
-        bottom.annotate(model, ((where[0] + where[-1]) / 2, 0), xycoords=("data", "axes fraction"),
+        bottom.annotate(model_label(model), ((where[0] + where[-1]) / 2, 0), xycoords=("data", "axes fraction"),
                         xytext=(0, -(5.5 + 2.6 * style.tiny)), textcoords="offset points", ha="center", va="top",
                         fontsize=style.small,
                         fontweight="bold")
