@@ -84,6 +84,96 @@ def dependency_graph(cascade: Cascade) -> nx.DiGraph:
     return graph
 
 
+class _RankView:
+    """The analysed rank's family (the rank and its partition parts) in the cascade's iteration
+    space: which parts enclose which, and how much of the rank's current traversal a value
+    depends on (NONE < POINT < TILE < PREFIX < FULL)."""
+
+    def __init__(self, cascade: Cascade, rank: str):
+        self.cascade = cascade
+        self.space = cascade.space
+        self.family = self.space.family(rank)
+        self.order = _leaf_order(self.space, rank)
+
+    def span(self, r: str) -> tuple[int, int]:
+        leaves = [self.order[leaf] for leaf in _leaves(self.space, r)]
+        return min(leaves), max(leaves)
+
+    def encloses(self, outer: str, inner: str) -> bool:
+        return self.span(outer)[1] < self.span(inner)[0]
+
+    def access_level(self, access: Access, producer: Einsum, level: int) -> int:
+        """What the consumer sees of the producer's dependence through this access."""
+        if level == NONE:
+            return NONE
+        reads = resolve_access(self.space, self.cascade.tensors[access.tensor], access)
+        iterated = [r.source for r in reads if r.kind in ("coord", "part") and r.source in self.family]
+        for read in reads:
+            if read.rank not in self.family:
+                continue
+            if read.kind == "const" and read.rank == producer.iterative_rank and read.value == 0:
+                return NONE  # the initial state
+            if read.kind == "final":
+                # the last state of a running value: the whole traversal, unless the consumer
+                # stays inside an enclosing tile (a chunk's final state, read per chunk)
+                if not any(self.encloses(v, read.rank) for v in iterated):
+                    return FULL
+                level = max(level, TILE)
+        return level
+
+    def introduced(self, einsum: Einsum) -> int:
+        """The dependence an Einsum's own iteration of the rank introduces."""
+        if not set(einsum.iteration_ranks) & self.family:
+            return NONE
+        if einsum.iterative_rank in self.family:
+            return PREFIX
+        kept = [r for r in einsum.output_ranks if r in self.family]
+        reduced = [r for r in einsum.reduced_ranks if r in self.family]
+        if not reduced:
+            return POINT
+        if all(any(self.encloses(k, r) for k in kept) for r in reduced):
+            return TILE
+        return FULL
+
+    def seen(self, graph: nx.DiGraph, producer_name: str, name: str, level: dict[str, int]) -> int:
+        """How much of the traversal `name` sees of its producer's dependence (over all reads)."""
+        producer = graph.nodes[producer_name]["einsum"]
+        return max(self.access_level(a, producer, level[producer_name])
+                   for a in graph.edges[producer_name, name]["accesses"])
+
+
+def _assign_passes(cascade: Cascade, graph: nx.DiGraph, view: _RankView) -> dict[str, int]:
+    """Einsum output -> pass, over the strongly connected components in topological order."""
+    einsum_pass: dict[str, int] = {}
+    level: dict[str, int] = {}
+    condensed = nx.condensation(graph)
+    for component in nx.topological_sort(condensed):
+        members = sorted(condensed.nodes[component]["members"], key=lambda n: _position(cascade, n))
+        # the pass: after every producer outside the component, one later if the read needs a
+        # finished traversal and this Einsum traverses the rank again
+        current = 1
+        for name in members:
+            traverses = bool(set(graph.nodes[name]["einsum"].iteration_ranks) & view.family)
+            for producer_name in graph.predecessors(name):
+                if producer_name not in members:
+                    full = traverses and view.seen(graph, producer_name, name, level) == FULL
+                    current = max(current, einsum_pass[producer_name] + (1 if full else 0))
+        for name in members:
+            einsum_pass[name] = current
+            level[name] = view.introduced(graph.nodes[name]["einsum"])
+        # dependence on the current traversal: introduced by iterating the rank, carried from
+        # producers of the same pass; iterate inside the component until it settles
+        changed = True
+        while changed:
+            changed = False
+            for name in members:
+                new = max([level[name]] + [view.seen(graph, p, name, level) for p in graph.predecessors(name)
+                                           if einsum_pass[p] == current])
+                if new != level[name]:
+                    level[name], changed = new, True
+    return einsum_pass
+
+
 def analyze_passes(cascade: Cascade, rank: str = "M") -> PassReport:
     """The lower bound on passes over `rank` and the pass of every Einsum.
 
@@ -97,101 +187,19 @@ def analyze_passes(cascade: Cascade, rank: str = "M") -> PassReport:
         raise SpecError(f"analyze_passes: expected a Cascade (einsim.load_cascade(name or path)), got {brief(cascade)}")
     if rank not in cascade.ranks:
         raise SpecError(f"{cascade.name}: unknown rank {brief(rank)}; ranks: {', '.join(cascade.ranks)}")
-    space = cascade.space
-    family = space.family(rank)
-    order = _leaf_order(space, rank)
-    graph = dependency_graph(cascade)
-
-    def span(r: str) -> tuple[int, int]:
-        leaves = [order[leaf] for leaf in _leaves(space, r)]
-        return min(leaves), max(leaves)
-
-    def encloses(outer: str, inner: str) -> bool:
-        return span(outer)[1] < span(inner)[0]
-
-    def access_level(access: Access, producer: Einsum, level: int) -> int:
-        """What the consumer sees of the producer's dependence through this access."""
-        if level == NONE:
-            return NONE
-        reads = resolve_access(space, cascade.tensors[access.tensor], access)
-        iterated = [r.source for r in reads if r.kind in ("coord", "part") and r.source in family]
-        for read in reads:
-            if read.rank not in family:
-                continue
-            if read.kind == "const" and read.rank == producer.iterative_rank and read.value == 0:
-                return NONE  # the initial state
-            if read.kind == "final":
-                # the last state of a running value: the whole traversal, unless the consumer
-                # stays inside an enclosing tile (a chunk's final state, read per chunk)
-                if not any(encloses(v, read.rank) for v in iterated):
-                    return FULL
-                level = max(level, TILE)
-        return level
-
-    def introduced(einsum: Einsum) -> int:
-        ranks = set(einsum.iteration_ranks) & family
-        if not ranks:
-            return NONE
-        if einsum.iterative_rank in family:
-            return PREFIX
-        kept = [r for r in einsum.output_ranks if r in family]
-        reduced = [r for r in einsum.reduced_ranks if r in family]
-        if not reduced:
-            return POINT
-        if all(any(encloses(k, r) for k in kept) for r in reduced):
-            return TILE
-        return FULL
-
-    einsum_pass: dict[str, int] = {}
-    level: dict[str, int] = {}
-    condensed = nx.condensation(graph)
-    for component in nx.topological_sort(condensed):
-        members = sorted(condensed.nodes[component]["members"], key=lambda n: _position(cascade, n))
-        # the pass: after every producer outside the component, one later if the read needs a
-        # finished traversal and this Einsum traverses the rank again
-        current = 1
-        for name in members:
-            einsum = graph.nodes[name]["einsum"]
-            traverses = bool(set(einsum.iteration_ranks) & family)
-            for producer_name in graph.predecessors(name):
-                if producer_name in members:
-                    continue
-                data = graph.edges[producer_name, name]
-                producer = graph.nodes[producer_name]["einsum"]
-                seen = max(access_level(a, producer, level[producer_name]) for a in data["accesses"])
-                current = max(current, einsum_pass[producer_name] + (1 if traverses and seen == FULL else 0))
-        for name in members:
-            einsum_pass[name] = current
-        # dependence on the current traversal: introduced by iterating the rank, carried from
-        # producers of the same pass; iterate inside the component until it settles
-        for name in members:
-            level[name] = introduced(graph.nodes[name]["einsum"])
-        changed = True
-        while changed:
-            changed = False
-            for name in members:
-                new = level[name]
-                for producer_name in graph.predecessors(name):
-                    if einsum_pass[producer_name] != current:
-                        continue
-                    data = graph.edges[producer_name, name]
-                    producer = graph.nodes[producer_name]["einsum"]
-                    new = max(new, max(access_level(a, producer, level[producer_name]) for a in data["accesses"]))
-                if new != level[name]:
-                    level[name], changed = new, True
-
+    view = _RankView(cascade, rank)
+    family = view.family
+    einsum_pass = _assign_passes(cascade, dependency_graph(cascade), view)
     passes = max(einsum_pass.values(), default=1)
     iterates = {e.output: bool(set(e.iteration_ranks) & family) for e in cascade.einsums}
     live = _live_tensors(cascade, einsum_pass, family, rank)
-    within = {}
-    for part in sorted(family - {rank}):
-        if part in space.partitions:
-            within[part] = analyze_passes(cascade, part).passes
+    within = {part: analyze_passes(cascade, part).passes
+              for part in sorted(family - {rank}) if part in view.space.partitions}
     return PassReport(
         cascade=cascade.name, rank=rank, passes=passes,
         einsum_pass={e.output: einsum_pass[e.output] for e in cascade.einsums},
         live_across_passes=live, iterates_rank=iterates, passes_within=within,
-        family=tuple(sorted(family, key=lambda r: (span(r)[0], -span(r)[1]))),
+        family=tuple(sorted(family, key=lambda r: (view.span(r)[0], -view.span(r)[1]))),
     )
 
 
