@@ -10,6 +10,7 @@ difference, ...), never by tensor names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from einsim.einsum_cascades.expr import Access, Binary, Call, Index, transform
@@ -183,11 +184,75 @@ def reassociate(cascade: Cascade, tile_symbol: str = "block_m", tile: int = 64) 
     return parse_cascade(text, source=f"{cascade.source} (reassociated)")
 
 
+class _Tiled:
+    """How the rewrite spells accesses once the key rank `key` is cut into tiles (outer, inner)."""
+
+    def __init__(self, key: str):
+        self.key, self.outer, self.inner = key, f"{key}1", f"{key}0"
+
+    def spelled(self, ranks) -> list[str]:
+        out = []
+        for rank in ranks:
+            out += [self.outer, self.inner] if rank == self.key else [rank]
+        return out
+
+    def access(self, tensor: str, ranks, state: str = "") -> str:
+        """tensor read at the point's own coordinates; `state` "next"/"final" for a running
+        state at [m1+1] / [M1]."""
+        indices = []
+        for rank in ranks:
+            if rank == self.outer and state == "next":
+                indices.append(f"{index_var(self.outer)}+1")
+            elif rank == self.outer and state == "final":
+                indices.append(self.outer)
+            else:
+                indices.append(index_var(rank))
+        return f"{tensor}[{','.join(indices)}]"
+
+    def with_tile(self, ranks, like) -> list[str]:
+        """`ranks` with the tile index inserted after the leading ranks that precede the key in
+        the score `like` (RM[b,h,m1,p] for GM[b,h,p] and QK[b,h,m,p])."""
+        before = like[:like.index(self.key)]
+        position = 0
+        while position < len(ranks) and ranks[position] in before:
+            position += 1
+        return list(ranks[:position]) + [self.outer] + list(ranks[position:])
+
+
+def _running_softmax(found: Softmax, tensors: Mapping[str, tuple[str, ...]], new: Mapping[str, str],
+                     t: _Tiled) -> list[str]:
+    """The 1-pass softmax's Einsums: tile max, running max, numerators and sums corrected by
+    exp(RM - RM'), running numerator times V, one division at the end."""
+    a = t.access
+    score_ranks = tensors[found.score]
+    x = t.spelled(score_ranks)
+    stat = t.with_tile(tensors[found.maximum.output], score_ranks)  # LM, RM, SLD, PRM, SPD, RD
+    numer = t.spelled(tensors[found.numerator.output])  # SLN
+    out_ranks = tensors[found.output.output]
+    acc = t.with_tile(out_ranks, score_ranks)  # SLNV, SPNV, RNV
+    value = _expand(found.value, t.key, t.outer, t.inner)
+    X, O = found.score, found.output.output
+    LM, RM, SLN, SLD, PRM, SPD, RD, SLNV, SPNV, RNV = (new[n] for n in NEW_TENSORS)
+    return [
+        f"{a(LM, stat)} = max({index_var(t.inner)}) {a(X, x)}",
+        f"{a(RM, stat, 'next')} = max({a(RM, stat)}, {a(LM, stat)})",
+        f"{a(SLN, numer)} = exp({a(X, x)} - {a(RM, stat, 'next')})",
+        f"{a(SLD, stat)} = {a(SLN, numer)}",
+        f"{a(PRM, stat)} = exp({a(RM, stat)} - {a(RM, stat, 'next')})",
+        f"{a(SPD, stat)} = {a(PRM, stat)} * {a(RD, stat)}",
+        f"{a(RD, stat, 'next')} = {a(SPD, stat)} + {a(SLD, stat)}",
+        f"{a(SLNV, acc)} = {a(SLN, numer)} * {value}",
+        f"{a(SPNV, acc)} = {a(PRM, stat)} * {a(RNV, acc)}",
+        f"{a(RNV, acc, 'next')} = {a(SPNV, acc)} + {a(SLNV, acc)}",
+        f"{a(O, out_ranks)} = {a(RNV, acc, 'final')} / {a(RD, stat, 'final')}",
+    ]
+
+
 def reassociated_yaml(cascade: Cascade, tile_symbol: str = "block_m", tile: int = 64) -> str:
     """The reassociated cascade as YAML text (what `reassociate` parses)."""
     found = find_softmax(cascade)
-    key = found.key
-    outer, inner = f"{key}1", f"{key}0"
+    t = _Tiled(found.key)
+    key, outer, inner = t.key, t.outer, t.inner
     for rank in (outer, inner):
         if rank in cascade.ranks:
             raise SpecError(f"{cascade.source}: {cascade.name}: rank {rank} exists; the rewrite needs it for the tiles of {key}")
@@ -196,65 +261,12 @@ def reassociated_yaml(cascade: Cascade, tile_symbol: str = "block_m", tile: int 
         symbols[tile_symbol] = tile
     taken = set(cascade.tensors)
     new = {name: _fresh(name, taken) for name in NEW_TENSORS}
-    space = cascade.space
-    tensors = cascade.tensors
-
-    def spelled(ranks) -> list[str]:
-        out = []
-        for rank in ranks:
-            out += [outer, inner] if rank == key else [rank]
-        return out
-
-    def access(tensor: str, ranks, state: str = "") -> str:
-        """tensor read at the point's own coordinates; `state` "next"/"final" for a running
-        state at [m1+1] / [M1]."""
-        indices = []
-        for rank in ranks:
-            if rank == outer and state == "next":
-                indices.append(f"{index_var(outer)}+1")
-            elif rank == outer and state == "final":
-                indices.append(outer)
-            else:
-                indices.append(index_var(rank))
-        return f"{tensor}[{','.join(indices)}]"
-
-    def with_tile(ranks, like) -> list[str]:
-        """`ranks` with the tile index inserted after the leading ranks that precede the key in
-        the score `like` (RM[b,h,m1,p] for GM[b,h,p] and QK[b,h,m,p])."""
-        before = like[:like.index(key)]
-        position = 0
-        while position < len(ranks) and ranks[position] in before:
-            position += 1
-        return list(ranks[:position]) + [outer] + list(ranks[position:])
-
-    score_ranks = tensors[found.score]
-    x = spelled(score_ranks)
-    stat = with_tile(tensors[found.maximum.output], score_ranks)  # LM, RM, SLD, PRM, SPD, RD
-    numer = spelled(tensors[found.numerator.output])  # SLN
-    out_ranks = tensors[found.output.output]
-    acc = with_tile(out_ranks, score_ranks)  # SLNV, SPNV, RNV
-    value = _expand(found.value, key, outer, inner)
-    lines = []
     softmax = {found.maximum.output, found.numerator.output, found.denominator.output, found.weights.output,
                found.output.output}
-    for einsum in cascade.einsums:
-        if einsum.output not in softmax:
-            lines.append(_rewritten(cascade, einsum, key, outer, inner))
-    X, O = found.score, found.output.output
-    LM, RM, SLN, SLD, PRM, SPD, RD, SLNV, SPNV, RNV = (new[n] for n in NEW_TENSORS)
-    lines += [
-        f"{access(LM, stat)} = max({index_var(inner)}) {access(X, x)}",
-        f"{access(RM, stat, 'next')} = max({access(RM, stat)}, {access(LM, stat)})",
-        f"{access(SLN, numer)} = exp({access(X, x)} - {access(RM, stat, 'next')})",
-        f"{access(SLD, stat)} = {access(SLN, numer)}",
-        f"{access(PRM, stat)} = exp({access(RM, stat)} - {access(RM, stat, 'next')})",
-        f"{access(SPD, stat)} = {access(PRM, stat)} * {access(RD, stat)}",
-        f"{access(RD, stat, 'next')} = {access(SPD, stat)} + {access(SLD, stat)}",
-        f"{access(SLNV, acc)} = {access(SLN, numer)} * {value}",
-        f"{access(SPNV, acc)} = {access(PRM, stat)} * {access(RNV, acc)}",
-        f"{access(RNV, acc, 'next')} = {access(SPNV, acc)} + {access(SLNV, acc)}",
-        f"{access(O, out_ranks)} = {access(RNV, acc, 'final')} / {access(RD, stat, 'final')}",
-    ]
+    lines = [_rewritten(cascade, einsum, key, outer, inner) for einsum in cascade.einsums
+             if einsum.output not in softmax]
+    lines += _running_softmax(found, cascade.tensors, new, t)
+    RM, RD, RNV = new["RM"], new["RD"], new["RNV"]
     ranks = {**{r: v for r, v in cascade.ranks.items() if not _derived_by_partition(cascade, r)}, inner: tile_symbol}
     partitions = {**{p: list(parts) for p, parts in cascade.partitions.items()}, key: [outer, inner]}
     return "\n".join([
@@ -270,7 +282,7 @@ def reassociated_yaml(cascade: Cascade, tile_symbol: str = "block_m", tile: int 
         ("filters:\n" + "\n".join(f"  - {_quoted(f.text)}" for f in cascade.filters)) if cascade.filters else "",
         "einsums:",
         *[f"  - {_quoted(line)}" for line in lines],
-        f"outputs: [{O}]",
+        f"outputs: [{found.output.output}]",
         "",
     ]).replace("\n\n", "\n")
 
