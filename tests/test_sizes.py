@@ -22,7 +22,6 @@ MARKER = "# size:"
 PENDING = {
     "einsum_cascades/expr.py": "notation stream (the Einsum text parser and its expression nodes)",
     "einsum_cascades/loader.py": "notation stream (the cascade YAML loader)",
-    "simulator/spatial/staging.py::evaluate_staged": "spatial stream",
     "kernels/compiler/frontend.py": "compiler stream",
     "kernels/compiler/frontend.py::recognise": "compiler stream",
     "kernels/compiler/launch.py": "compiler stream",

@@ -183,57 +183,52 @@ def plane_accesses(design, group) -> tuple[dict[str, list[tuple[str, str]]], dic
     return accesses, {t: nodes[t].unit for t in accesses}
 
 
-def evaluate_staged(design, group, plan: StagingPlan, block, capacity, buffering: int):
-    """DRAM and buffer accesses (elements, whole workload), buffer need and overbooking of one
-    FLAT group at each query block (docs/simulator.md §5.6). Returns arrays over `block`."""
-    block = np.asarray(block, dtype=float)
+def _operand_traffic(design, group, plan: StagingPlan, block, planes) -> tuple[dict, dict, dict, list]:
+    """Per Einsum: DRAM accesses, buffer accesses of staged tensors (before overbooking) and the
+    DRAM <-> buffer transfers of staged inputs/outputs, for the contractions' operands and
+    outputs (planes apart) and the inputs no contraction reads; and the contractions."""
     zeros = np.zeros(block.shape)
     tensors, nodes = design.tensors, design.node_by_name
-    heads, query_len, key_len = float(design.heads_total), float(design.query_len), float(design.key_len)
-    density = design.tile_density
+    heads, query_len = float(design.heads_total), float(design.query_len)
     dram = {n: zeros.copy() for n in group.einsums}
-    buffer_reads = {n: zeros.copy() for n in group.einsums}  # staged-tensor accesses, before overbooking
-    staged_loads = {n: zeros.copy() for n in group.einsums}  # DRAM <-> buffer transfers of staged inputs/outputs
-
-    def per_head(tensor: str) -> float:
-        info = tensors[tensor]
-        return info.elements / heads
-
-    # the contractions' operands and outputs (planes are counted below)
+    buffer_reads = {n: zeros.copy() for n in group.einsums}
+    staged_loads = {n: zeros.copy() for n in group.einsums}
     cons = contractions(design, group)
-    planes = plane_accesses(design, group)[0]
     for c in cons:
         trips, spread = loop_nest(c, plan.stationarity.get(c.output, "output"), block, query_len, design.rows, design.cols)
         for tensor in (c.query_operand, c.key_operand, c.output):
             if tensor in planes:
-                continue  # counted with the planes below
+                continue  # counted with the planes
+            count = heads * design.tile_density * fetches(trips, spread, c.tensor_ranks(tensor))
             if tensors[tensor].role == "plane":  # a plane from DRAM (a group input): streamed
-                dram[c.output] += heads * density * fetches(trips, spread, c.tensor_ranks(tensor))
+                dram[c.output] += count
                 continue
-            count = heads * density * fetches(trips, spread, c.tensor_ranks(tensor))
-            size = per_head(tensor) * heads * (tensors[tensor].kv_scale if tensors[tensor].role == "key" else 1.0)
-            is_output = tensor == c.output
-            partial_reads = np.maximum(count - heads * per_head(tensor), 0.0) if is_output else zeros
+            per_head = tensors[tensor].elements / heads
+            size = per_head * heads * (tensors[tensor].kv_scale if tensors[tensor].role == "key" else 1.0)
+            partial_reads = np.maximum(count - heads * per_head, 0.0) if tensor == c.output else zeros
             if plan.staged(tensor):
                 staged_loads[c.output] += size
                 buffer_reads[c.output] += count + partial_reads
             else:
                 dram[c.output] += count + partial_reads
-
     # inputs no contraction reads (none in the library's cascades) come in once
     read_by_contraction = {t for c in cons for t in (c.query_operand, c.key_operand)}
     for tensor in group.inputs:
         if tensors[tensor].role != "plane" and tensor not in read_by_contraction:
             reader = next(n for n in group.einsums if tensor in nodes[n].operands)
             dram[reader] += tensors[tensor].elements * tensors[tensor].kv_scale
+    return dram, buffer_reads, staged_loads, cons
 
-    # plane tensors: staged, every access is a buffer access; streamed, a plane crosses between
-    # the arrays through DRAM (written once, read once per other array that reads it) and what
-    # one array reuses within a row goes through a row buffer (the softmax works row by row)
-    accesses, producer_unit = plane_accesses(design, group)
+
+def _plane_traffic(design, group, plan: StagingPlan, accesses, producer_unit, dram, buffer_reads, zeros) -> dict:
+    """Plane tensors: staged, every access is a buffer access; streamed, a plane crosses between
+    the arrays through DRAM (written once, read once per other array that reads it) and what one
+    array reuses within a row goes through a row buffer (the softmax works row by row). Adds to
+    `dram` and `buffer_reads`; returns the row buffer's accesses per Einsum."""
+    tensors, nodes = design.tensors, design.node_by_name
     row_buffer = {n: zeros.copy() for n in group.einsums}
     for tensor, touches in accesses.items():
-        elements = tensors[tensor].elements * density
+        elements = tensors[tensor].elements * design.tile_density
         if plan.staged(tensor):
             for _, einsum in touches:
                 buffer_reads[einsum] += elements
@@ -250,28 +245,45 @@ def evaluate_staged(design, group, plan: StagingPlan, block, capacity, buffering
                 loaded.add(unit)
             else:
                 row_buffer[einsum] += elements
+    return row_buffer
+
+
+def _tiles_and_staged_inputs(design, group, plan: StagingPlan, block, cons, buffering: int):
+    """The first contraction's output tile and operand tiles (operands times `buffering`), and
+    the staged inputs' elements (before `buffering`)."""
+    tiles = 0.0
+    if cons:
+        tiles = design.rows * design.cols + buffering * (design.rows + design.cols) * cons[0].reduced_extent
+    staged_inputs = np.zeros(block.shape)
+    for tensor in group.inputs:
+        info = design.tensors[tensor]
+        if plan.staged(tensor) and info.role == "query":
+            staged_inputs = staged_inputs + info.per_query * np.minimum(block, float(design.query_len))
+        elif plan.staged(tensor) and info.role == "key":
+            staged_inputs = staged_inputs + info.per_key * float(design.key_len)
+    return tiles, staged_inputs
+
+
+def evaluate_staged(design, group, plan: StagingPlan, block, capacity, buffering: int):
+    """DRAM and buffer accesses (elements, whole workload), buffer need and overbooking of one
+    FLAT group at each query block (docs/simulator.md §5.6). Returns arrays over `block`."""
+    block = np.asarray(block, dtype=float)
+    zeros = np.zeros(block.shape)
+    accesses, producer_unit = plane_accesses(design, group)
+    dram, buffer_reads, staged_loads, cons = _operand_traffic(design, group, plan, block, accesses)
+    row_buffer = _plane_traffic(design, group, plan, accesses, producer_unit, dram, buffer_reads, zeros)
 
     # buffer need (§5.6): the block's plane rows (one plane: SN and A overwrite QK in place), the
     # first contraction's output tile and operand tiles, and the staged inputs, the last two
     # times `buffering` (2: the next tile loads while this one is used)
     fused = any(plan.staged(t) for t in accesses)
-    live = block * key_len * design.live_fraction if fused else zeros
-    tiles = 0.0
-    if cons:
-        first = cons[0]
-        tiles = design.rows * design.cols + buffering * (design.rows + design.cols) * first.reduced_extent
-    staged_inputs = zeros.copy()
-    for tensor in group.inputs:
-        info = tensors[tensor]
-        if plan.staged(tensor) and info.role == "query":
-            staged_inputs = staged_inputs + info.per_query * np.minimum(block, query_len)
-        elif plan.staged(tensor) and info.role == "key":
-            staged_inputs = staged_inputs + info.per_key * key_len
+    live = block * float(design.key_len) * design.live_fraction if fused else zeros
+    tiles, staged_inputs = _tiles_and_staged_inputs(design, group, plan, block, cons, buffering)
     word = design.word
     need = word * (live + tiles + buffering * staged_inputs)
     overbooked = overbooked_fraction(need, capacity)
     # the softmax of streamed planes works a row at a time beside the staged tensors
-    row_need = word * (key_len + tiles + buffering * staged_inputs)
+    row_need = word * (float(design.key_len) + tiles + buffering * staged_inputs)
     row_spill = zeros if fused or not any(np.any(v) for v in row_buffer.values()) else overbooked_fraction(row_need, capacity)
     einsum_dram = {}
     einsum_buffer = {}
