@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from einsim.autotune.predict import predict_kernel
 from einsim.autotune.result import TuningResult, load_result
-from einsim.autotune.study import FatalTuningError, default_budget, tune
+from einsim.autotune.study import FatalTuningError, TuningInterrupted, default_budget, tune
 from einsim.errors import ConfigError
 from einsim.kernels.registry import get_kernel
 from einsim.kernels.tuned import shape_bucket
@@ -35,6 +36,7 @@ DECODE_KERNELS = ("decode", "decode-paged")
 DEFAULT_KERNELS = ("attention-fwd", "decode")
 MAX_KV_GIB = 24.0  # decode shapes whose K+V cache (plus the reference's fp32 copy) exceed this are skipped
 MIN_SHAPE_S = 5.0  # do not start a shape with less time than this left
+WORKER_STOP_S = 10.0  # after an interrupt, how long workers get to end their trial
 
 
 @dataclass(frozen=True)
@@ -110,38 +112,108 @@ def prioritise(shapes: Sequence[tuple[str, Problem, str]], target) -> list[Fleet
 @dataclass
 class FleetOutcome:
     shape: FleetShape
-    status: str  # tuned | partial | not reached | failed: <reason>
+    status: str  # tuned | partial | interrupted | not reached [(why)] | failed: <reason>
     result: TuningResult | None = None
 
 
 def run_shapes(shapes: Sequence[FleetShape], *, target, storage: str | None, trials: int | None,
                deadline: float, dry_run: bool = False, seed: int | None = None,
-               evaluator_factory=None) -> list[FleetOutcome]:
+               evaluator_factory=None,
+               report: Callable[[int, FleetOutcome], None] | None = None,
+               worker: tuple[int, int] | None = None) -> list[FleetOutcome]:
     """Tune each shape in order until `deadline` (time.time()); each study resumes if the
-    storage already has it. evaluator_factory(kernel, problem) -> evaluator (tests, replays)."""
-    outcomes = []
-    for shape in shapes:
+    storage already has it. evaluator_factory(kernel, problem) -> evaluator (tests, replays).
+    report(index, outcome) is called as each shape ends (a run cut short still said what it
+    did). An interrupt (Ctrl-C, or SIGTERM under `interrupt_on_sigterm`) ends the run: the
+    shape under way is 'interrupted' (its finished trials are in the storage), the rest 'not
+    reached', and the outcomes so far are returned.
+
+    worker=(index, count): one of `count` processes sharing the storage walks its own shapes
+    first (every count-th, from its index: the `count` most valuable run at once), then the
+    others', skipping a study another worker has finished (no second retest of it). Outcomes
+    come back in the order of `shapes` whatever the walk."""
+    order = worker_order(len(shapes), *(worker or (0, 1)))
+    found: dict[int, FleetOutcome] = {}
+
+    def done(index: int, outcome: FleetOutcome) -> None:
+        found[index] = outcome
+        if report is not None:
+            report(index, outcome)
+
+    def give_up(why: str) -> None:
+        for index in order:
+            if index not in found:
+                done(index, FleetOutcome(shapes[index], f"not reached ({why}: rerun to resume)"))
+
+    for index in order:
+        shape = shapes[index]
+        if _stop_requested:  # a SIGTERM whose KeyboardInterrupt Python swallowed (in a __del__)
+            give_up("interrupted")
+            break
         left = deadline - time.time()
         if left < MIN_SHAPE_S:
-            outcomes.append(FleetOutcome(shape, "not reached"))
+            done(index, FleetOutcome(shape, "not reached"))
             continue
+        if worker is not None and worker[1] > 1 and index % worker[1] != worker[0]:
+            finished = _finished_elsewhere(shape, target, storage, trials, dry_run)
+            if finished is not None:
+                done(index, FleetOutcome(shape, "tuned (by another worker)", finished))
+                continue
         try:
             evaluator = evaluator_factory(shape.kernel, shape.problem) if evaluator_factory else None
             result = tune(shape.kernel, shape.problem, target, trials=trials, storage=storage,
                           dry_run=dry_run, seed=seed, timeout_s=left, evaluator=evaluator)
         except FatalTuningError as error:  # the GPU context is gone: nothing more runs here
-            outcomes.append(FleetOutcome(shape, f"failed: {error}"))
-            lost = "not reached (GPU context lost: rerun to resume)"
-            outcomes += [FleetOutcome(s, lost) for s in shapes[len(outcomes):]]
+            done(index, FleetOutcome(shape, f"failed: {error}"))
+            give_up("GPU context lost")
+            break
+        except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: say what was done, stop
+            done(index, FleetOutcome(shape, "interrupted",
+                                     interrupt.result if isinstance(interrupt, TuningInterrupted) else None))
+            give_up("interrupted")
             break
         except Exception as error:  # noqa: BLE001 - out of memory, a config error: next shape
-            outcomes.append(FleetOutcome(shape, f"failed: {type(error).__name__}: "
-                                                f"{str(error).splitlines()[0][:200] if str(error) else ''}"))
+            done(index, FleetOutcome(shape, f"failed: {type(error).__name__}: "
+                                            f"{str(error).splitlines()[0][:200] if str(error) else ''}"))
             _free_gpu_memory()
             continue
-        done = len(result.evaluated) >= result.budget
-        outcomes.append(FleetOutcome(shape, "tuned" if done else "partial", result))
-    return outcomes
+        complete = len(result.evaluated) >= result.budget
+        done(index, FleetOutcome(shape, "tuned" if complete else "partial", result))
+    return [found[index] for index in range(len(shapes)) if index in found]
+
+
+def worker_order(count: int, index: int, workers: int) -> list[int]:
+    """The order worker `index` of `workers` walks `count` shapes: its own (every workers-th,
+    from index) first, then the rest, each part most valuable first."""
+    own = list(range(index, count, workers))
+    return own + [i for i in range(count) if i % workers != index]
+
+
+def _finished_elsewhere(shape: FleetShape, target, storage, trials, dry_run) -> TuningResult | None:
+    """The study of `shape` if another worker has run its whole budget, else None."""
+    try:
+        result = load_result(shape.kernel, shape.problem, target, storage=storage, dry_run=dry_run)
+    except (ConfigError, KeyError, ValueError):
+        return None
+    result.budget = min(result.space_size, trials or default_budget(result.space_size))
+    return result if result.best is not None and len(result.evaluated) >= result.budget else None
+
+
+_stop_requested = False
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (a job's `timeout`, a scheduler's stop) a KeyboardInterrupt in the main
+    thread, so a fleet run cut short reports what it finished instead of dying silently
+    (the W3 smoke run, killed at 12 s, printed nothing). The flag covers the interrupt Python
+    drops when it lands in a finaliser: no new shape starts after it."""
+    def handler(signum, frame):
+        global _stop_requested
+        _stop_requested = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _free_gpu_memory() -> None:
@@ -186,15 +258,27 @@ def spawn_workers(argv: Sequence[str], count: int, gpus: Sequence[str] | None,
                                            "--worker", str(index)], env=env))
     deadline = time.monotonic() + timeout_s
     codes = []
-    for process in processes:
-        try:
-            codes.append(process.wait(timeout=max(1.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            codes.append(process.wait())
+    try:
+        for process in processes:
+            try:
+                codes.append(process.wait(timeout=max(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes.append(process.wait())
+    except KeyboardInterrupt:  # stop the workers (each reports and ends its trial), then collect
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        codes = []
+        for process in processes:
+            try:
+                codes.append(process.wait(timeout=WORKER_STOP_S))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes.append(process.wait())
     return codes
 
 
 
 __all__ = ["DECODE_BATCHES", "DECODE_CACHES", "FleetOutcome", "FleetShape", "PREFILL_LENGTHS",
-           "collect", "model_shapes", "prioritise", "run_shapes", "spawn_workers"]
+           "collect", "interrupt_on_sigterm", "model_shapes", "prioritise", "run_shapes", "spawn_workers", "worker_order"]

@@ -97,3 +97,45 @@ def test_a_shape_that_fails_does_not_stop_the_others():
     outcomes = fleet.run_shapes(ordered, target="h200", storage=":memory:", trials=2,
                                 deadline=time.time() + 600, dry_run=True, evaluator_factory=factory)
     assert outcomes[0].status.startswith("failed: MemoryError") and outcomes[1].status == "tuned"
+
+
+def test_a_sigterm_ends_the_run_with_what_it_finished():
+    """A job's time limit (SIGTERM) stops the run between or inside shapes: every shape is
+    reported as it ends, the one under way is 'interrupted', the rest 'not reached'."""
+    import os
+    import signal
+
+    model = load_model("llama3-8b")
+    shapes, _ = fleet.model_shapes(model, ("decode",), decode_batches=(1,), decode_caches=(4096, 8192, 16384))
+    ordered = fleet.prioritise(shapes, "h200")
+
+    def factory(kernel, problem):
+        evaluator = PredictionEvaluator(build_space(kernel, problem, "h200"))
+        if problem.kv_len != ordered[1].problem.kv_len:
+            return evaluator
+
+        def evaluate(config):
+            os.kill(os.getpid(), signal.SIGTERM)  # the signal lands inside the second shape's trial
+            return evaluator(config)
+        return evaluate
+
+    reported = []
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        fleet.interrupt_on_sigterm()
+        outcomes = fleet.run_shapes(ordered, target="h200", storage=":memory:", trials=2,
+                                    deadline=time.time() + 600, dry_run=True, evaluator_factory=factory,
+                                    report=lambda index, outcome: reported.append((index, outcome.status)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        fleet._stop_requested = False
+    assert [o.status for o in outcomes] == ["tuned", "interrupted", "not reached (interrupted: rerun to resume)"]
+    assert reported == [(i, o.status) for i, o in enumerate(outcomes)]
+
+
+def test_workers_walk_their_own_shapes_first():
+    """Worker i of n starts with every n-th shape from i (the n most valuable run at once),
+    then walks the others' (skipping what they finished)."""
+    assert fleet.worker_order(5, 0, 1) == [0, 1, 2, 3, 4]
+    assert fleet.worker_order(5, 1, 2) == [1, 3, 0, 2, 4]
+    assert sorted(fleet.worker_order(7, 2, 3)) == list(range(7))

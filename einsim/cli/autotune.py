@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "(default: one per --gpus entry, else 1)")
     fleet.add_argument("--gpus", help="comma-separated GPU indices, one worker process each (CUDA_VISIBLE_DEVICES)")
     fleet.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set for spawned workers
+    fleet.add_argument("--worker-count", type=int, help=argparse.SUPPRESS)  # how many were spawned
     fleet.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # shared by spawned workers
     parser.set_defaults(handler=run)
 

@@ -22,12 +22,13 @@ def _lists(args):
                 decode_caches=parse_lengths(args.decode_caches, "--decode-caches"))
 
 
-def worker_argv(args, kernels, deadline: float) -> list[str]:
+def worker_argv(args, kernels, deadline: float, workers: int) -> list[str]:
     """The options a spawned worker needs to walk the same shapes in the same studies."""
     argv = ["--model", args.model, "--all-shapes", "--kernel", ",".join(kernels), "--target", args.target,
             "--storage", args.storage, "--prefill-lengths", args.prefill_lengths,
             "--decode-batches", args.decode_batches, "--decode-caches", args.decode_caches,
-            "--max-kv-gib", str(args.max_kv_gib), "--deadline", repr(deadline), "--no-progress"]
+            "--max-kv-gib", str(args.max_kv_gib), "--deadline", repr(deadline), "--no-progress",
+            "--worker-count", str(workers)]
     if args.trials:
         argv += ["--trials", str(args.trials)]
     if args.dry_run:
@@ -59,6 +60,7 @@ def run_fleet(args: argparse.Namespace) -> int:
     if args.cascade:
         raise ConfigError("--all-shapes tunes the built-in kernels; --cascade tunes one problem at a time")
     kernels = tuple(k.strip() for k in args.kernel.split(",")) if args.kernel else fleet.DEFAULT_KERNELS
+    started = time.time()  # the budget counts from here: imports, warm-up and compiles included
     if not (math.isfinite(args.max_kv_gib) and args.max_kv_gib > 0):  # NaN compared false: no shape was skipped
         raise ConfigError(f"--max-kv-gib must be a positive number of GiB, got {args.max_kv_gib}")
     if args.deadline is not None and not math.isfinite(args.deadline):
@@ -69,34 +71,38 @@ def run_fleet(args: argparse.Namespace) -> int:
     budget = args.time_budget if args.time_budget is not None else math.inf
     if not budget > 0:  # NaN too
         raise ConfigError(f"--time-budget must be positive, got {args.time_budget}")
-    deadline = args.deadline if args.deadline is not None else time.time() + min(budget, 10 * 365 * 86400)
+    deadline = args.deadline if args.deadline is not None else started + min(budget, 10 * 365 * 86400)
     from einsim.cli.autotune import announce_created, default_storage_file
 
     created = None if args.worker is not None else default_storage_file(args.storage)
     args.storage = resolve_storage_url(args.storage)
     seed = None if args.seed is None else args.seed + (args.worker or 0)
-    if args.worker is not None:  # a spawned worker: tune, leave reporting to the parent
+    fleet.interrupt_on_sigterm()
+    report = progress_line(len(ordered), args.worker, started)
+    if args.worker is not None:  # a spawned worker: tune, leave the table to the parent
         fleet.run_shapes(ordered, target=args.target, storage=args.storage, trials=args.trials,
-                         deadline=deadline, dry_run=args.dry_run, seed=seed)
+                         deadline=deadline, dry_run=args.dry_run, seed=seed, report=report,
+                         worker=(args.worker, args.worker_count or 1))
         return 0
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     workers = args.workers or (len(gpus) if gpus else 1)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
-    started = time.time()
+    print(f"{model.name}: {len(ordered)} shapes, most valuable first, on {workers} worker(s)"
+          + (f", {budget:g} s budget" if math.isfinite(budget) else ""), file=sys.stderr, flush=True)
     if workers > 1 or gpus:
         if args.storage == ":memory:":
             raise ConfigError("--workers/--gpus share studies through --storage: give a SQLite file or a "
                               "PostgreSQL URL, not :memory:")
         wait_s = (deadline - time.time()) + 300 if math.isfinite(budget) else 7 * 86400
-        codes = fleet.spawn_workers(worker_argv(args, kernels, deadline), workers, gpus, wait_s)
+        codes = fleet.spawn_workers(worker_argv(args, kernels, deadline, workers), workers, gpus, wait_s)
         if any(codes):
             print(f"workers exited with {codes}; the studies keep every finished trial", file=sys.stderr)
         outcomes = fleet.collect(ordered, target=args.target, storage=args.storage, trials=args.trials,
                                  dry_run=args.dry_run)
     else:
         outcomes = fleet.run_shapes(ordered, target=args.target, storage=args.storage, trials=args.trials,
-                                    deadline=deadline, dry_run=args.dry_run, seed=seed)
+                                    deadline=deadline, dry_run=args.dry_run, seed=seed, report=report)
     wall_s = time.time() - started
     announce_created(created)
     exported = export(outcomes, args) if not args.dry_run and not args.no_export else []
@@ -105,6 +111,24 @@ def run_fleet(args: argparse.Namespace) -> int:
     else:
         print_fleet(outcomes, skipped, model.name, workers, wall_s, exported, args.dry_run)
     return 0
+
+
+def progress_line(total: int, worker: int | None, started: float):
+    """report(index, outcome) for run_shapes: one line per shape on stderr as it ends, so a run
+    cut short (a job's time limit) has said what it finished; stdout keeps the table/JSON."""
+    who = "" if worker is None else f" worker {worker}"
+
+    def report(index: int, outcome) -> None:
+        if (outcome.status.startswith("not reached") and outcome.result is None) or "another worker" in outcome.status:
+            return
+        r = outcome.result
+        line = f"[fleet{who}] {index + 1}/{total} {outcome.shape.label}: {outcome.status}"
+        if r is not None:
+            best = _measured(r, "best") if r.best is not None else None
+            default = _measured(r, "default") if r.default is not None else None
+            line += f", {len(r.evaluated)} configs, best {_us(best)} us, default {_us(default)} us"
+        print(f"{line} ({time.time() - started:.1f} s)", file=sys.stderr, flush=True)
+    return report
 
 
 def _measured(result, label: str):
