@@ -103,6 +103,12 @@ SPLITKV_VARIANTS = {  # --variants: changes to the split-KV decode's default con
     "tma": dict(USE_TMA=True),
     "s4": dict(num_stages=4),
     "w8": dict(num_warps=8),
+    # 64-key tiles: half the shared memory per stage, two programs per SM instead of one (at
+    # batch 64 x 8 KV heads the 512 programs of 128-key tiles run one per SM, 3.9 waves)
+    "n64-s3": dict(BLOCK_N=64, num_stages=3),
+    "n64-s4": dict(BLOCK_N=64, num_stages=4),
+    "tma-n64-s4": dict(USE_TMA=True, BLOCK_N=64, num_stages=4),
+    "splits2": dict(NUM_SPLITS=2),
 }
 
 

@@ -140,6 +140,8 @@ def cases(device: str, dtype, stub: bool):
         # where forward+backward's time goes: autograd alone, our forward under autograd, our
         # backward called directly
         ("autograd only", "torch", lambda: torch.autograd.grad(qg * 1.0, (qg,), do)),
+        # the same with a Python autograd.Function (what any Triton kernel's backward runs in)
+        ("autograd, Python Fn", "torch", lambda: torch.autograd.grad(Scale.apply(qg), (qg,), do)),
         ("forward, grad on", "einsim", lambda: attention(qg, kg, vg)),
         ("backward direct", "einsim", lambda: flash_backward(do, q, k, v, out, lse)),
         ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
@@ -154,6 +156,18 @@ def cases(device: str, dtype, stub: bool):
         check("forward", attention(q, k, v), q, k, v, failures)
         check("decode", decode_attention(dq, *dkv)[0], dq, *dkv, failures)
     return rows, failures
+
+
+class Scale(torch.autograd.Function):
+    """x * 1.0 with its backward in Python: the autograd engine's cost of a Python backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 1.0
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 1.0
 
 
 def stub_launches() -> None:
@@ -190,7 +204,7 @@ def main(argv=None) -> int:
         except Exception as error:  # a backend that cannot run this shape: say so, go on
             print(f"  {row}/{backend} skipped: {type(error).__name__}: {str(error).splitlines()[0][:160]}")
             continue
-        print(f"  {row:18s}{backend:12s}{us:8.1f} us", flush=True)  # seen even if killed later
+        print(f"  {row:20s}{backend:12s}{us:8.1f} us", flush=True)  # seen even if killed later
         results.append((row, backend, us))
     direct = [plan.launch.fast for cache in launch.PLAN_CACHES.values()
               for plan in cache._plans.values() if getattr(plan, "launch", None) is not None]
@@ -212,7 +226,7 @@ def main(argv=None) -> int:
             writer.writerows(table)
     print(f"host wall time per call, {mode}, {name}, torch {torch.__version__}; direct launches: "
           f"{sum(direct)} of {len(direct)} plans")
-    widths = [18, 14, 12, 13]
+    widths = [20, 14, 12, 13]
     print("".join(h.ljust(w) for h, w in zip(header, widths)))
     for line in table:
         print("".join(str(x).ljust(w) for x, w in zip(line, widths)))

@@ -180,3 +180,15 @@ def test_tuned_configs_are_read_from_the_cache(tmp_path, monkeypatch):
     assert spec.resolve_config(None, other) == spec.default_config(other)
     explicit = flash.FlashConfig(128, 64, 8, 3)
     assert spec.resolve_config(explicit, problem) == explicit
+
+
+def test_host_bound_backward_defaults_to_one_launch():
+    """Below HOST_BOUND_FLOPS the host sets the pace: attention-bwd's default runs dK/dV and dQ
+    in one grid (a launch fewer per call); above it, two launches as tuned. The compiled
+    cascades' default (no one-launch grid) is unchanged."""
+    tiny = Problem(batch=1, q_heads=1, kv_heads=1, q_len=128, kv_len=128, head_dim=64)
+    large = Problem(batch=4, q_heads=32, kv_heads=8, q_len=8192, kv_len=8192, head_dim=128, causal=True)
+    spec = get_kernel("attention-bwd")
+    assert tiny.backward_flops() < flash.HOST_BOUND_FLOPS < large.backward_flops()
+    assert spec.default_config(tiny).one_launch and not spec.default_config(large).one_launch
+    assert not flash.backward_default_config(tiny).one_launch

@@ -7,6 +7,7 @@ Shared memory is modelled as the tiles Triton's software pipeline keeps resident
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from einsim.kernel_rules import SHARED_MEMORY_OVERHEAD, attention_shared_memory, padded_head_dim
@@ -196,6 +197,22 @@ def backward_default_config(problem: Problem) -> FlashBackwardConfig:
                                num_warps=8, num_stages=1)
 
 
+# Below this much backward work (about 20 us of tensor-core time on an H100/H200) the host sets
+# the pace of a backward call, and each launch costs host time: the fused backward's default
+# runs its dK/dV and dQ programs in one grid (one_launch), one launch fewer per call.
+HOST_BOUND_FLOPS = 1e10
+
+
+def fused_backward_default_config(problem: Problem) -> FlashBackwardConfig:
+    """`attention-bwd`'s default: backward_default_config, in one launch when the problem is
+    host-bound (HOST_BOUND_FLOPS). The compiled cascades' backward, which has no one-launch
+    grid, keeps backward_default_config."""
+    config = backward_default_config(problem)
+    if problem.backward_flops() < HOST_BOUND_FLOPS:
+        config = dataclasses.replace(config, one_launch=True)
+    return config
+
+
 def backward_search_space(problem: Problem,
                           limits: DeviceLimits | None = None) -> list[FlashBackwardConfig]:
     configs = [
@@ -240,7 +257,7 @@ BACKWARD = register(KernelSpec(
     name="attention-bwd",
     cascade="fusemax",
     config_type=FlashBackwardConfig,
-    default_config=backward_default_config,
+    default_config=fused_backward_default_config,
     search_space=backward_search_space,
     check_config=backward_check_config,
     shared_memory_bytes=backward_shared_memory_bytes,
