@@ -11,11 +11,13 @@ stopped. Exporting the winners is left to one process (the caller), after the wo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +38,8 @@ DECODE_KERNELS = ("decode", "decode-paged")
 DEFAULT_KERNELS = ("attention-fwd", "decode")
 MAX_KV_GIB = 24.0  # decode shapes whose K+V cache (plus the reference's fp32 copy) exceed this are skipped
 MIN_SHAPE_S = 5.0  # do not start a shape with less time than this left
-WORKER_STOP_S = 10.0  # after an interrupt, how long workers get to end their trial
+WORKER_GRACE_S = 5.0  # after an interrupt, how long workers get to stop on their own signal
+WORKER_STOP_S = 10.0  # then, after our SIGTERM, how long they get to end their trial
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,30 @@ def interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def sigterm_handling():
+    """The SIGTERM handler as it was before the block, whatever the block installed (a fleet run
+    called in-process, as the tests do, leaves the caller's handler alone)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        global _stop_requested
+        _stop_requested = False
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def finish_without_interrupts() -> None:
+    """After the tuning: SIGTERM ignored while the (bounded) reading back, export and table run,
+    so a stop that lands there does not lose the report of what was done."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _free_gpu_memory() -> None:
@@ -266,19 +292,30 @@ def spawn_workers(argv: Sequence[str], count: int, gpus: Sequence[str] | None,
                 process.kill()
                 codes.append(process.wait())
     except KeyboardInterrupt:  # stop the workers (each reports and ends its trial), then collect
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        codes = []
-        for process in processes:
-            try:
-                codes.append(process.wait(timeout=WORKER_STOP_S))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                codes.append(process.wait())
+        codes = _stop_workers(processes)
+    return codes
+
+
+def _stop_workers(processes) -> list[int]:
+    """After an interrupt: a `timeout` signals the whole process group, so the workers may be
+    stopping already: a short grace, then SIGTERM to the rest (a second one would kill a worker
+    before it reports), then SIGKILL."""
+    grace = time.monotonic() + WORKER_GRACE_S
+    while time.monotonic() < grace and any(p.poll() is None for p in processes):
+        time.sleep(0.1)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=WORKER_STOP_S))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
     return codes
 
 
 
 __all__ = ["DECODE_BATCHES", "DECODE_CACHES", "FleetOutcome", "FleetShape", "PREFILL_LENGTHS",
-           "collect", "interrupt_on_sigterm", "model_shapes", "prioritise", "run_shapes", "spawn_workers", "worker_order"]
+           "collect", "finish_without_interrupts", "interrupt_on_sigterm", "model_shapes", "sigterm_handling", "prioritise", "run_shapes", "spawn_workers", "worker_order"]

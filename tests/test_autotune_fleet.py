@@ -121,14 +121,12 @@ def test_a_sigterm_ends_the_run_with_what_it_finished():
 
     reported = []
     previous = signal.getsignal(signal.SIGTERM)
-    try:
+    with fleet.sigterm_handling():
         fleet.interrupt_on_sigterm()
         outcomes = fleet.run_shapes(ordered, target="h200", storage=":memory:", trials=2,
                                     deadline=time.time() + 600, dry_run=True, evaluator_factory=factory,
                                     report=lambda index, outcome: reported.append((index, outcome.status)))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        fleet._stop_requested = False
+    assert signal.getsignal(signal.SIGTERM) is previous
     assert [o.status for o in outcomes] == ["tuned", "interrupted", "not reached (interrupted: rerun to resume)"]
     assert reported == [(i, o.status) for i, o in enumerate(outcomes)]
 

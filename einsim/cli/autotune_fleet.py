@@ -51,6 +51,12 @@ def provenance() -> dict:
 
 def run_fleet(args: argparse.Namespace) -> int:
     from einsim.autotune import fleet
+
+    with fleet.sigterm_handling():
+        return _run_fleet(args, fleet)
+
+
+def _run_fleet(args: argparse.Namespace, fleet) -> int:
     from einsim.autotune.storage import resolve_storage_url
     from einsim.errors import ConfigError
     from einsim.simulator.models import load_model
@@ -98,11 +104,13 @@ def run_fleet(args: argparse.Namespace) -> int:
         codes = fleet.spawn_workers(worker_argv(args, kernels, deadline, workers), workers, gpus, wait_s)
         if any(codes):
             print(f"workers exited with {codes}; the studies keep every finished trial", file=sys.stderr)
+        fleet.finish_without_interrupts()
         outcomes = fleet.collect(ordered, target=args.target, storage=args.storage, trials=args.trials,
                                  dry_run=args.dry_run)
     else:
         outcomes = fleet.run_shapes(ordered, target=args.target, storage=args.storage, trials=args.trials,
                                     deadline=deadline, dry_run=args.dry_run, seed=seed, report=report)
+        fleet.finish_without_interrupts()
     wall_s = time.time() - started
     announce_created(created)
     exported = export(outcomes, args) if not args.dry_run and not args.no_export else []
