@@ -6,6 +6,7 @@ the kernels run in Triton's interpreter at tiny shapes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 
@@ -326,8 +327,9 @@ def test_compiled_cascade_registers_a_forward_and_a_backward_kernel():
     grads = backward.launch(SMALL_BWD, inputs)
     for got, want in zip(grads, backward.reference(inputs)):
         assert (got.float() - want).abs().max() <= GRADIENT_TOLERANCE[torch.float16] * want.abs().max()
-    # a dQ reduce-add config is the hand-written kernel's knob, not the template's
-    assert backward.config_reasons(FlashBackwardConfig(dq_atomic=True), problem)
+    # the template has every knob of the fused backward: dQ reduce-added, one launch
+    assert not backward.config_reasons(FlashBackwardConfig(dq_atomic=True), problem)
+    assert not backward.config_reasons(FlashBackwardConfig(one_launch=True), problem)
     causal = compile_cascade("attention-causal")
     assert causal.visible_pairs(Problem(batch=1, q_heads=1, q_len=130, kv_len=130, head_dim=64)) == 130 * 131 // 2
 
@@ -371,6 +373,17 @@ def test_gradients_of_float_extra_inputs_equal_the_executor(case):
         f"d{name}: {analytic} vs executor {numeric}"
 
 
+def test_a_dq_reduce_add_config_refuses_gradients_of_extra_inputs():
+    """Their gradients are summed by the dQ kernel, which a dq_atomic config does not run."""
+    f = compile_cascade("alibi")
+    q, k, v = make_qkv(1, 2, 2, 5, 5, 16, torch.float16)
+    slope = torch.rand(2).requires_grad_(True)
+    config = dataclasses.replace(SMALL_BWD, dq_atomic=True)
+    out = f(q, k, v, config=SMALL, backward_config=config, SLOPE=slope)
+    with pytest.raises(ConfigError, match="dq_atomic"):
+        out.sum().backward()
+
+
 def test_a_block_mask_is_built_once_and_reused_across_calls():
     f = compile_cascade(parse_cascade(VARIANTS["band-block-mask"][0], source="<band>"))
     q, k, v = make_qkv(1, 2, 2, 37, 45, 32)
@@ -400,8 +413,10 @@ from einsim.kernels import compile as compile_cascade
 
 f = compile_cascade(parse_cascade(sys.stdin.read(), source="<everything>"))
 module = f.module
-pointers = {n: "*bf16" for n in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV")}
+pointers = {n: "*bf16" for n in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV", "Q1", "K1", "V1",
+                                 "DO1", "Q2", "K2", "V2", "DO2")}
 pointers.update({"Lse": "*fp32", "Lse2": "*fp32", "Delta": "*fp32", "Lists": "*i32",
+                 "Lists1": "*i32", "Lists2": "*i32",
                  "Any": "*i8", "Full": "*i8", "x_BIAS": "*fp32", "dx_0": "*fp32"})
 floats = {"scale", "qk_scale", "grad_scale"}
 common = dict(USE_TMA=False, DOT_FP32=False, IO_DTYPE=tl.bfloat16, BLOCK_D=64, BLOCK_DV=64)
@@ -409,8 +424,11 @@ target = GPUTarget("cuda", 90, 32)
 backend = make_backend(target)
 for fn, constexprs in (
         (module.forward_kernel, dict(common, WARP_SPECIALIZE=False, EXP_SPLIT=2, BLOCK_M=64, BLOCK_N=64)),
-        (module.backward_dkdv_kernel, dict(common, BLOCK_M=32, BLOCK_N=64)),
+        (module.backward_dkdv_kernel, dict(common, BLOCK_M=32, BLOCK_N=64, DQ_ATOMIC=True,
+                                           DQ_TMA=False)),
         (module.backward_dq_kernel, dict(common, BLOCK_M=64, BLOCK_N=32, EXTRA_GRADS=True)),
+        (module.backward_one_launch_kernel, dict(common, BLOCK_M=32, BLOCK_N=64, BLOCK_M_DQ=64,
+                                                 BLOCK_N_DQ=32, EXTRA_GRADS=True)),
         (module.block_classes_kernel, dict(BLOCK_M=64, BLOCK_N=64))):
     signature = {n: "constexpr" if n in constexprs else pointers.get(n, "fp32" if n in floats else "i32")
                  for n in fn.arg_names}
@@ -445,7 +463,7 @@ def test_generated_kernels_pass_tritons_compiler_front_end(tmp_path):
     if "No module named" in result.stderr and "triton" in result.stderr:  # pragma: no cover
         pytest.skip("Triton's compiler is not importable here")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("front end ok") == 4
+    assert result.stdout.count("front end ok") == 5
 
 
 def test_autotune_a_cascade_with_the_simulator(tmp_path, capsys):

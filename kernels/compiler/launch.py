@@ -59,15 +59,15 @@ def forward_reasons(config, problem: Problem, limits=None) -> list[str]:
 
 
 def backward_reasons(config, problem: Problem, limits=None) -> list[str]:
-    """Why a FlashBackwardConfig cannot run the compiled backward (its limits, and the knobs the
-    template does not have: the dQ reduce-add and the one-launch grid)."""
-    reasons = backward_check_config(config, problem, limits)
-    if isinstance(config, FlashBackwardConfig):
-        if config.dq_atomic:
-            reasons.append("dq_atomic=True: compiled kernels compute dQ in their own kernel")
-        if config.one_launch:
-            reasons.append("one_launch=True: compiled kernels use two launches")
-    return reasons
+    """Why a FlashBackwardConfig cannot run the compiled backward (the fused kernels' limits:
+    the template has their every knob)."""
+    return backward_check_config(config, problem, limits)
+
+
+def _interpreting() -> bool:
+    from einsim.kernels.runtime import interpreting
+
+    return interpreting()
 
 
 def _is_compiling() -> bool:
@@ -433,53 +433,85 @@ class CompiledAttention:
                  extra_grads: bool = False, block_mask=None):
         """(dq, dk, dv) from the forward's out and lse and dO = dL/dout (any strides); with
         extra_grads, (dq, dk, dv, {input name: gradient}) for the inputs the score is
-        differentiable in (accumulated in fp32 by the dQ kernel, returned in their dtypes)."""
+        differentiable in (accumulated in fp32 by the dQ kernel, returned in their dtypes).
+
+        The config picks how dQ is made: by its own kernel (default; P and dP recomputed, 7
+        matmuls a tile pair, deterministic), reduce-added into an fp32 buffer by the dK/dV
+        kernel (dq_atomic: 5 matmuls, summation order not fixed), or by dQ programs in the
+        dK/dV kernel's grid (one_launch)."""
         import torch
 
         problem, config = plan.problem, plan.backward_config
+        if extra_grads and config.dq_atomic:
+            raise ConfigError(f"{self.name}: a backward config with dq_atomic=True makes no dQ "
+                              "kernel, which is where the gradients of extra inputs are summed; "
+                              "use dq_atomic=False to differentiate in them")
         # dO as the plan's launches were built for: contiguous and 16-byte aligned
         if not do.is_contiguous() or do.data_ptr() % 16:
             do = do.contiguous() if not do.is_contiguous() else do.clone()
+        device = q.device
         rows = problem.batch * problem.q_heads
-        delta = torch.empty((rows, problem.q_len), dtype=torch.float32, device=q.device)
+        delta = torch.empty((rows, problem.q_len), dtype=torch.float32, device=device)
         lse2 = torch.empty_like(delta)
         dq = torch.empty_like(q, memory_format=torch.contiguous_format)
         dk = torch.empty_like(k, memory_format=torch.contiguous_format)
         dv = torch.empty_like(v, memory_format=torch.contiguous_format)
         launches = plan.launches
         if "preprocess" not in launches:
-            self._backward_launches(plan, do, q, k, v, out, lse, delta, lse2, dq, dk, dv, extras)
+            launches["preprocess"] = self._preprocess_launch(plan, out, do, lse, delta, lse2)
         launches["preprocess"](out, do, lse, delta, lse2)
         blocks = self.generated.mask_mode == "blocks"
-        bd, bdv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
-        if plan.backward_tma:
-            bm, bn = config.BLOCK_M, config.BLOCK_N
-            args = (self._descriptor(plan, "q", q, bm, bd), self._descriptor(plan, "k", k, bn, bd),
-                    self._descriptor(plan, "v", v, bn, bdv), self._descriptor(plan, "do", do, bm, bdv),
-                    self._descriptor(plan, "dk", dk, bn, bd), self._descriptor(plan, "dv", dv, bn, bdv))
+        bm, bn, bmq, bnq = config.BLOCK_M, config.BLOCK_N, config.BLOCK_M_DQ, config.BLOCK_N_DQ
+        lists_kv = (self.tile_lists(plan, extras, bm, bn, by_key=True, device=device,
+                                    block_mask=block_mask) if blocks else (delta, 0, 0, 0, 0))
+        lists_q = (self.tile_lists(plan, extras, bmq, bnq, device=device, block_mask=block_mask)
+                   if blocks else (delta, 0, 0, 0, 0))
+        buffers, slots = self._grad_buffers(plan, extras, None if extra_grads else delta)
+        bd, bdv = plan.block_d, plan.block_dv
+
+        def arg(role, tensor, block, cols):
+            return self._descriptor(plan, role, tensor, block, cols) if plan.backward_tma else tensor
+
+        if config.one_launch and not config.dq_atomic:
+            tensors = (arg("q", q, bm, bd), arg("k", k, bn, bd), arg("v", v, bn, bdv),
+                       arg("do", do, bm, bdv), arg("q", q, bmq, bd), arg("k", k, bnq, bd),
+                       arg("v", v, bnq, bdv), arg("do", do, bmq, bdv), arg("dk", dk, bn, bd),
+                       arg("dv", dv, bn, bdv), arg("dq", dq, bmq, bd), lse2, delta,
+                       lists_kv[0], lists_q[0], *extras, *slots)
+            role = "one-launch-grads" if extra_grads else "one-launch"
+            if role not in launches:
+                launches[role] = self._one_launch(plan, q, k, v, do, dq, dk, dv, tensors,
+                                                  lists_kv, lists_q, extras, slots, extra_grads)
+            launches[role](*tensors)
         else:
-            args = (q, k, v, do, dk, dv)
-        lists = (self.tile_lists(plan, extras, config.BLOCK_M, config.BLOCK_N, by_key=True,
-                                 device=q.device, block_mask=block_mask)[0] if blocks else delta)
-        launches["dkdv"](*args, lse2, delta, lists, *extras)
-        if plan.backward_tma:
-            bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
-            args = (self._descriptor(plan, "q", q, bm, bd), self._descriptor(plan, "k", k, bn, bd),
-                    self._descriptor(plan, "v", v, bn, bdv), self._descriptor(plan, "do", do, bm, bdv),
-                    self._descriptor(plan, "dq", dq, bm, bd))
-        else:
-            args = (q, k, v, do, dq)
-        lists = (self.tile_lists(plan, extras, config.BLOCK_M_DQ, config.BLOCK_N_DQ,
-                                 device=q.device, block_mask=block_mask)[0] if blocks else delta)
+            dq_acc = None
+            dq_target = dq
+            if config.dq_atomic:
+                dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=device)
+                # Triton's interpreter has no descriptor reduce: element-wise atomics there
+                dq_target = (self._descriptor(plan, "dq_acc", dq_acc, bm, bd)
+                             if plan.backward_tma and not _interpreting() else dq_acc)
+            tensors = (arg("q", q, bm, bd), arg("k", k, bn, bd), arg("v", v, bn, bdv),
+                       arg("do", do, bm, bdv), arg("dk", dk, bn, bd), arg("dv", dv, bn, bdv),
+                       dq_target, lse2, delta, lists_kv[0], *extras)
+            if "dkdv" not in launches:
+                launches["dkdv"] = self._dkdv_launch(plan, q, k, v, do, dk, dv,
+                                                     dq_acc if dq_acc is not None else dq,
+                                                     tensors, lists_kv, extras)
+            launches["dkdv"](*tensors)
+            if dq_acc is not None:
+                dq.copy_(dq_acc)
+            else:
+                tensors = (arg("q", q, bmq, bd), arg("k", k, bnq, bd), arg("v", v, bnq, bdv),
+                           arg("do", do, bmq, bdv), arg("dq", dq, bmq, bd), lse2, delta,
+                           lists_q[0], *extras, *slots)
+                role = "dq-grads" if extra_grads else "dq"
+                if role not in launches:
+                    launches[role] = self._dq_launch(plan, q, k, v, do, dq, tensors, lists_q,
+                                                     extras, slots, extra_grads)
+                launches[role](*tensors)
         if not extra_grads:
-            launches["dq"](*args, lse2, delta, lists, *extras,
-                           *self._grad_buffers(plan, extras, delta)[1])
             return dq, dk, dv
-        buffers, slots = self._grad_buffers(plan, extras, None)
-        if "dq-grads" not in launches:
-            launches["dq-grads"] = self._dq_launch(plan, q, k, v, do, dq, lse2, delta, extras,
-                                                   slots, True)
-        launches["dq-grads"](*args, lse2, delta, lists, *extras, *slots)
         by_name = dict(zip(plan.tensor_names, extras))
         return dq, dk, dv, {name: buffer.to(by_name[name].dtype) for name, buffer in buffers.items()}
 
@@ -501,87 +533,107 @@ class CompiledAttention:
             slots.append(buffers[name])
         return buffers, slots
 
-    def _backward_launches(self, plan, do, q, k, v, out, lse, delta, lse2, dq, dk, dv, extras):
+    def _grad_args(self, slots, extra_grads: bool) -> list:
+        """Per access: its gradient buffer and strides (a dummy and zeros when not computed)."""
+        found = []
+        for slot, name in zip(slots, self.generated.grad_accesses):
+            axes = len(self.cascade.inputs[name])
+            found += [slot] + (list(slot.stride()) if extra_grads else [0] * axes)
+        return found
+
+    def _backward_common(self, plan, q) -> dict:
+        from einsim.kernels.flash.forward import io_dtype
+        from einsim.kernels.runtime import interpreter_needs_fp32_dots, patch_interpreter
+
+        if _interpreting():
+            patch_interpreter()
+        config = plan.backward_config
+        return dict(USE_TMA=plan.backward_tma,
+                    DOT_FP32=interpreter_needs_fp32_dots(plan.problem.dtype), IO_DTYPE=io_dtype(q),
+                    BLOCK_D=plan.block_d, BLOCK_DV=plan.block_dv, num_warps=config.num_warps,
+                    num_stages=config.num_stages)
+
+    def _grad_scale(self, plan) -> float:
+        grad_constant = self.generated.grad_constant
+        return plan.scale * (grad_constant if grad_constant is not None else 1.0)
+
+    def _preprocess_launch(self, plan, out, do, lse, delta, lse2):
         import triton
 
-        from einsim.kernels.flash.backward import _backward_preprocess
-        from einsim.kernels.flash.forward import io_dtype, remember_launch
-        from einsim.kernels.runtime import interpreter_needs_fp32_dots, interpreting, patch_interpreter
+        from einsim.kernels.compiler.lib import backward_preprocess
 
-        if interpreting():
-            patch_interpreter()
-        problem, config = plan.problem, plan.backward_config
-        block_d, block_dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
-        rows = problem.batch * problem.q_heads
-        pre_block = 64 if block_dv <= 128 else 32
-        plan.launches["preprocess"] = TritonLaunch(
-            _backward_preprocess, (triton.cdiv(problem.q_len, pre_block), rows),
+        problem = plan.problem
+        pre_block = 64 if plan.block_dv <= 128 else 32
+        return TritonLaunch(
+            backward_preprocess, (triton.cdiv(problem.q_len, pre_block), problem.batch * problem.q_heads),
             out, do, lse, delta, lse2, *out.stride(), *do.stride(),
             problem.q_heads, problem.q_len, problem.v_head_dim,
-            BLOCK_M=pre_block, BLOCK_DV=block_dv, num_warps=4)
-        grad_constant = self.generated.grad_constant
-        grad_scale = plan.scale * (grad_constant if grad_constant is not None else 1.0)
-        common = dict(USE_TMA=plan.backward_tma, DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
-                      IO_DTYPE=io_dtype(q), BLOCK_D=block_d, BLOCK_DV=block_dv,
-                      num_warps=config.num_warps, num_stages=config.num_stages)
-        blocks = self.generated.mask_mode == "blocks"
-        extra = self._extra_args(plan, extras)
+            BLOCK_M=pre_block, BLOCK_DV=plan.block_dv, num_warps=4)
 
-        def arg(role, tensor, rows_, cols):
-            return self._descriptor(plan, role, tensor, rows_, cols) if plan.backward_tma else tensor
-
-        bm, bn = config.BLOCK_M, config.BLOCK_N
-        lists = (self.tile_lists(plan, extras, bm, bn, by_key=True, device=q.device) if blocks
-                 else (delta, 0, 0, 0, 0))
-        plan.launches["dkdv"] = TritonLaunch(
-            self.module.backward_dkdv_kernel,
-            (triton.cdiv(problem.kv_len, bn), problem.batch * problem.kv_heads),
-            arg("q", q, bm, block_d), arg("k", k, bn, block_d), arg("v", v, bn, block_dv),
-            arg("do", do, bm, block_dv), arg("dk", dk, bn, block_d), arg("dv", dv, bn, block_dv),
-            lse2, delta,
-            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-            problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
-            problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, grad_scale,
-            *lists, *extra, BLOCK_M=bm, BLOCK_N=bn, **common,
-            on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-dkdv", compiled))
-        plan.launches["dq"] = self._dq_launch(plan, q, k, v, do, dq, lse2, delta, extras,
-                                              self._grad_buffers(plan, extras, delta)[1], False)
-
-    def _dq_launch(self, plan, q, k, v, do, dq, lse2, delta, extras, grad_slots, extra_grads):
+    def _dkdv_launch(self, plan, q, k, v, do, dk, dv, dq, tensors, lists, extras):
         import triton
 
-        from einsim.kernels.flash.forward import io_dtype, remember_launch
-        from einsim.kernels.runtime import interpreter_needs_fp32_dots
+        from einsim.kernels.flash.forward import remember_launch
 
         problem, config = plan.problem, plan.backward_config
-        block_d, block_dv = padded_head_dim(problem.head_dim), padded_head_dim(problem.v_head_dim)
-        grad_constant = self.generated.grad_constant
-        grad_scale = plan.scale * (grad_constant if grad_constant is not None else 1.0)
+        bm, bn = config.BLOCK_M, config.BLOCK_N
+        return TritonLaunch(
+            self.module.backward_dkdv_kernel,
+            (triton.cdiv(problem.kv_len, bn), problem.batch * problem.kv_heads),
+            *tensors[:9],
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+            *dq.stride(),
+            problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
+            problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E,
+            self._grad_scale(plan), *lists, *self._extra_args(plan, extras),
+            DQ_ATOMIC=bool(config.dq_atomic),
+            DQ_TMA=bool(config.dq_atomic) and plan.backward_tma and not _interpreting(),
+            BLOCK_M=bm, BLOCK_N=bn, **self._backward_common(plan, q),
+            on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-dkdv", compiled))
+
+    def _dq_launch(self, plan, q, k, v, do, dq, tensors, lists, extras, slots, extra_grads):
+        import triton
+
+        from einsim.kernels.flash.forward import remember_launch
+
+        problem, config = plan.problem, plan.backward_config
         bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
         num_m_tiles = triton.cdiv(problem.q_len, bm)
-        lists = (self.tile_lists(plan, extras, bm, bn, device=q.device)
-                 if self.generated.mask_mode == "blocks" else (delta, 0, 0, 0, 0))
-
-        def arg(role, tensor, rows_, cols):
-            return self._descriptor(plan, role, tensor, rows_, cols) if plan.backward_tma else tensor
-
-        gargs = []  # per access: its buffer and strides (a dummy and zeros when not computed)
-        for slot, name in zip(grad_slots, self.generated.grad_accesses):
-            axes = len(self.cascade.inputs[name])
-            gargs += [slot] + (list(slot.stride()) if extra_grads else [0] * axes)
         return TritonLaunch(
             self.module.backward_dq_kernel, (num_m_tiles, problem.batch * problem.q_heads),
-            arg("q", q, bm, block_d), arg("k", k, bn, block_d), arg("v", v, bn, block_dv),
-            arg("do", do, bm, block_dv), arg("dq", dq, bm, block_d), lse2, delta,
+            *tensors[:7],
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
             problem.q_heads, problem.group_size, problem.q_len, problem.kv_len,
-            problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E, grad_scale,
-            num_m_tiles, *lists, *self._extra_args(plan, extras), *gargs,
-            USE_TMA=plan.backward_tma, DOT_FP32=interpreter_needs_fp32_dots(problem.dtype),
-            IO_DTYPE=io_dtype(q), BLOCK_D=block_d, BLOCK_DV=block_dv,
-            num_warps=config.num_warps, num_stages=config.num_stages,
-            BLOCK_M=bm, BLOCK_N=bn, EXTRA_GRADS=extra_grads,
+            problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E,
+            self._grad_scale(plan), num_m_tiles, *lists, *self._extra_args(plan, extras),
+            *self._grad_args(slots, extra_grads), BLOCK_M=bm, BLOCK_N=bn,
+            EXTRA_GRADS=extra_grads, **self._backward_common(plan, q),
             on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-dq", compiled))
+
+    def _one_launch(self, plan, q, k, v, do, dq, dk, dv, tensors, lists_kv, lists_q, extras,
+                    slots, extra_grads):
+        import triton
+
+        from einsim.kernels.flash.forward import remember_launch
+
+        problem, config = plan.problem, plan.backward_config
+        num_key_tiles = triton.cdiv(problem.kv_len, config.BLOCK_N)
+        num_m_tiles = triton.cdiv(problem.q_len, config.BLOCK_M_DQ)
+        dkdv_programs = num_key_tiles * problem.batch * problem.kv_heads
+        return TritonLaunch(
+            self.module.backward_one_launch_kernel,
+            (dkdv_programs + num_m_tiles * problem.batch * problem.q_heads,),
+            *tensors[:13], *lists_kv, *lists_q,
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+            *dq.stride(),
+            problem.q_heads, problem.kv_heads, problem.group_size, problem.q_len, problem.kv_len,
+            problem.head_dim, problem.v_head_dim, plan.scale, plan.scale * LOG2_E,
+            self._grad_scale(plan), num_key_tiles, num_m_tiles, dkdv_programs,
+            *self._extra_args(plan, extras), *self._grad_args(slots, extra_grads),
+            EXTRA_GRADS=extra_grads, BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N,
+            BLOCK_M_DQ=config.BLOCK_M_DQ, BLOCK_N_DQ=config.BLOCK_N_DQ,
+            **self._backward_common(plan, q),
+            on_compile=lambda compiled: remember_launch(f"{self.name}-bwd-one-launch", compiled))
 
 
 class BlockMask:

@@ -179,15 +179,18 @@ $FORWARD_VISITS
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, lo, hi, Idx,
-                q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+def _dkdv_tiles(dk, dv, k, v, Q, DO, DQ, Lse2, Delta, batch, head, kv_head, bh, cols, lo, hi, Idx,
+                q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,
                 stride_qb, stride_qh, stride_qm, stride_qd,
-                stride_gb, stride_gh, stride_gm, stride_gd$XARGS,
+                stride_gb, stride_gh, stride_gm, stride_gd,
+                stride_dqb, stride_dqh, stride_dqm, stride_dqd$XARGS,
                 MASKED: tl.constexpr, INDEXED: tl.constexpr, USE_TMA: tl.constexpr,
-                DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+                DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr, DQ_ATOMIC: tl.constexpr,
+                DQ_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                BLOCK_DV: tl.constexpr):
     """Query tiles from lo to hi (INDEXED: entries of the tile list Idx) of one query head
-    against the resident key tile (scores as Kᵀ·Q)."""
+    against the resident key tile (scores as Kᵀ·Q). With DQ_ATOMIC, also dQ[tile] += dS·K,
+    reduced into the fp32 buffer DQ (TMA reduce-add on the GPU, atomics in the interpreter)."""
     offs_m = tl.arange(0, BLOCK_M)
     M_ = cols[:, None]
     for it in tl.range(lo, hi, 1 if INDEXED else BLOCK_M):
@@ -228,30 +231,42 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols
             grad = score_grad(qk_t * scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
             ds_t = tl.where(p_t > 0.0, ds_t * grad, 0.0)
         if DOT_FP32:
-            dk = tl.dot(ds_t.to(IO_DTYPE).to(tl.float32), q, dk)
+            ds_io = ds_t.to(IO_DTYPE).to(tl.float32)
         else:
-            dk = tl.dot(ds_t.to(IO_DTYPE), q, dk)
+            ds_io = ds_t.to(IO_DTYPE)
+        dk = tl.dot(ds_io, q, dk)
+        if DQ_ATOMIC:
+            dq = tl.dot(tl.trans(ds_io), k) * grad_scale
+            if DQ_TMA:
+                DQ.atomic_add([batch, head, start_m, 0], dq.reshape([1, 1, BLOCK_M, BLOCK_D]))
+            else:
+                offs_d = tl.arange(0, BLOCK_D)
+                base = DQ + batch.to(tl.int64) * stride_dqb + head.to(tl.int64) * stride_dqh
+                tl.atomic_add(base + rows[:, None] * stride_dqm + offs_d[None, :] * stride_dqd, dq,
+                              mask=(rows[:, None] < q_len) & (offs_d[None, :] < head_dim),
+                              sem="relaxed")
     return dk, dv
 
 
 @triton.jit
-def backward_dkdv_kernel(
-    Q, K, V, DO, DK, DV, Lse2, Delta,
+def _dkdv_program(
+    pid_n, bkh, Q, K, V, DO, DK, DV, DQ, Lse2, Delta, Lists, ls_b, ls_h, ls_o, ls_k,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_gb, stride_gh, stride_gm, stride_gd,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
-    grad_scale, Lists, ls_b, ls_h, ls_o, ls_k$XARGS,
+    grad_scale$XARGS,
     USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
+    DQ_ATOMIC: tl.constexpr, DQ_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    """dK, dV of one key tile of one key/value head, summed over its GQA group of query heads
-    (one program per key tile: no atomics)."""
-    start_n = tl.program_id(0) * BLOCK_N
-    bkh = tl.program_id(1)
+    """dK, dV of the key tile pid_n of batch x key/value head bkh, summed over its GQA group of
+    query heads (one program per key tile: no atomics for dK, dV)."""
+    start_n = pid_n * BLOCK_N
     batch = bkh // kv_heads
     kv_head = bkh % kv_heads
     cols = start_n + tl.arange(0, BLOCK_N)
@@ -273,6 +288,35 @@ $DKDV_VISITS
                    stride_dkb, stride_dkh, stride_dkn, stride_dkd, BLOCK_N, BLOCK_D, USE_TMA)
     lib.store_tile(DV, dv.to(IO_DTYPE), batch, kv_head, start_n, kv_len, v_head_dim,
                    stride_dvb, stride_dvh, stride_dvn, stride_dvd, BLOCK_N, BLOCK_DV, USE_TMA)
+
+
+@triton.jit
+def backward_dkdv_kernel(
+    Q, K, V, DO, DK, DV, DQ, Lse2, Delta,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+    grad_scale, Lists, ls_b, ls_h, ls_o, ls_k$XARGS,
+    USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
+    DQ_ATOMIC: tl.constexpr, DQ_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    """dK, dV per (key tile, batch x key/value head); DQ_ATOMIC: dQ reduce-added as well."""
+    _dkdv_program(
+        tl.program_id(0), tl.program_id(1), Q, K, V, DO, DK, DV, DQ, Lse2, Delta,
+        Lists, ls_b, ls_h, ls_o, ls_k,
+        stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd, stride_gb, stride_gh, stride_gm, stride_gd,
+        stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn,
+        stride_dvd, stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+        q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+        grad_scale$XARGS, USE_TMA, DOT_FP32, IO_DTYPE, DQ_ATOMIC, DQ_TMA,
+        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
 
 
 @triton.jit
@@ -324,23 +368,23 @@ $DQ_EXTRA_GRADS
 
 
 @triton.jit
-def backward_dq_kernel(
-    Q, K, V, DO, DQ, Lse2, Delta,
+def _dq_program(
+    pid_m, bh, Q, K, V, DO, DQ, Lse2, Delta, Lists, ls_b, ls_h, ls_o, ls_k,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_gb, stride_gh, stride_gm, stride_gd,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,
-    num_m_tiles, Lists, ls_b, ls_h, ls_o, ls_k$XARGS$GARGS,
+    num_m_tiles$XARGS$GARGS,
     USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     EXTRA_GRADS: tl.constexpr,
 ):
-    """dQ of one query tile (the longest first) of one query head (EXTRA_GRADS: and its share
-    of the gradients of the score's extra inputs, by atomic adds into fp32 buffers)."""
-    start_m = (num_m_tiles - 1 - tl.program_id(0)) * BLOCK_M
-    bh = tl.program_id(1)
+    """dQ of the query tile pid_m (counted from the end: the longest first) of batch x query
+    head bh (EXTRA_GRADS: and its share of the gradients of the score's extra inputs, by
+    atomic adds into fp32 buffers)."""
+    start_m = (num_m_tiles - 1 - pid_m) * BLOCK_M
     batch = bh // q_heads
     head = bh % q_heads
     kv_head = head // group
@@ -360,6 +404,78 @@ $DQ_VISITS
     dq = dq * grad_scale
     lib.store_tile(DQ, dq.to(IO_DTYPE), batch, head, start_m, q_len, head_dim,
                    stride_dqb, stride_dqh, stride_dqm, stride_dqd, BLOCK_M, BLOCK_D, USE_TMA)
+
+
+@triton.jit
+def backward_dq_kernel(
+    Q, K, V, DO, DQ, Lse2, Delta,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,
+    num_m_tiles, Lists, ls_b, ls_h, ls_o, ls_k$XARGS$GARGS,
+    USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    EXTRA_GRADS: tl.constexpr,
+):
+    """dQ per (query tile, batch x query head)."""
+    _dq_program(
+        tl.program_id(0), tl.program_id(1), Q, K, V, DO, DQ, Lse2, Delta,
+        Lists, ls_b, ls_h, ls_o, ls_k,
+        stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd, stride_gb, stride_gh, stride_gm, stride_gd,
+        stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+        q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,
+        num_m_tiles$XARGS$GARGS, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_N, BLOCK_D,
+        BLOCK_DV, EXTRA_GRADS)
+
+
+@triton.jit
+def backward_one_launch_kernel(
+    Q1, K1, V1, DO1, Q2, K2, V2, DO2, DK, DV, DQ, Lse2, Delta,
+    Lists1, ls1_b, ls1_h, ls1_o, ls1_k, Lists2, ls2_b, ls2_h, ls2_o, ls2_k,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,
+    num_key_tiles, num_m_tiles, dkdv_programs$XARGS$GARGS,
+    USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, IO_DTYPE: tl.constexpr,
+    EXTRA_GRADS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M_DQ: tl.constexpr, BLOCK_N_DQ: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+):
+    """dK/dV programs, then dQ programs, in one grid: the dQ programs fill the SMs the last
+    wave of dK/dV programs leaves idle. Q1..DO1 and Lists1 serve the dK/dV tiles, Q2..DO2 and
+    Lists2 the dQ tiles (descriptors fix their tile shapes)."""
+    pid = tl.program_id(0)
+    if pid < dkdv_programs:
+        _dkdv_program(
+            pid % num_key_tiles, pid // num_key_tiles, Q1, K1, V1, DO1, DK, DV, DQ, Lse2, Delta,
+            Lists1, ls1_b, ls1_h, ls1_o, ls1_k,
+            stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn,
+            stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_gb, stride_gh,
+            stride_gm, stride_gd, stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb,
+            stride_dvh, stride_dvn, stride_dvd, stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+            q_heads, kv_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,
+            grad_scale$XARGS, USE_TMA, DOT_FP32, IO_DTYPE, False, False,
+            BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
+    else:
+        pid = pid - dkdv_programs
+        _dq_program(
+            pid % num_m_tiles, pid // num_m_tiles, Q2, K2, V2, DO2, DQ, Lse2, Delta,
+            Lists2, ls2_b, ls2_h, ls2_o, ls2_k,
+            stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn,
+            stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_gb, stride_gh,
+            stride_gm, stride_gd, stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+            q_heads, group, q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,
+            num_m_tiles$XARGS$GARGS, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M_DQ, BLOCK_N_DQ,
+            BLOCK_D, BLOCK_DV, EXTRA_GRADS)
 '''
 
 
@@ -374,9 +490,9 @@ def visits(block_mask: bool) -> dict[str, str]:
     dq_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,\n"
                "                   stride_kb, stride_kh, stride_kn, stride_kd,\n"
                "                   stride_vb, stride_vh, stride_vn, stride_vd$XARGS$GARGS,\n                   ")
-    dkdv_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale,\n"
+    dkdv_args = ("q_len, kv_len, head_dim, v_head_dim, scale, qk_scale, grad_scale,\n"
                  "            stride_qb, stride_qh, stride_qm, stride_qd, stride_gb, stride_gh, stride_gm,\n"
-                 "            stride_gd$XARGS, ")
+                 "            stride_gd, stride_dqb, stride_dqh, stride_dqm, stride_dqd$XARGS, ")
 
     def forward_call(lo, hi, idx, masked, indexed):
         flags = (f"True, {indexed}, USE_TMA, DOT_FP32, False, IO_DTYPE, 1," if masked else
@@ -393,9 +509,10 @@ def visits(block_mask: bool) -> dict[str, str]:
 
     def dkdv_call(lo, hi, idx, masked, indexed):
         return ["        dk, dv = _dkdv_tiles(",
-                f"            dk, dv, k, v, Q, DO, Lse2, Delta, batch, head, kv_head, bh, cols, {lo}, {hi}, {idx},",
+                f"            dk, dv, k, v, Q, DO, DQ, Lse2, Delta, batch, head, kv_head, bh, cols, {lo}, {hi}, {idx},",
                 "            " + dkdv_args
-                + f"{masked}, {indexed}, USE_TMA, DOT_FP32, IO_DTYPE, BLOCK_M, BLOCK_D, BLOCK_DV)"]
+                + f"{masked}, {indexed}, USE_TMA, DOT_FP32, IO_DTYPE, DQ_ATOMIC, DQ_TMA,\n"
+                "            BLOCK_M, BLOCK_D, BLOCK_DV)"]
 
     if block_mask:
         def lists(indent, tile):

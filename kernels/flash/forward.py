@@ -8,7 +8,7 @@ softmax with deferred normalisation, as FlashAttention-2); normalise once at the
 the output and the log-sum-exp. Scores are kept in base-2 units (log2(e) folded into the scale,
 exp2 on the MUFU). Fully masked key tiles are never visited; the tiles on a causal or window
 edge are masked, the tiles between them run without any mask (docs/kernels.md § Forward). This
-module keeps the launch plan, the checks and the FMA exponential the template uses.
+module keeps the checks, the config resolution and the launch plan.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import triton
 import triton.language as tl
 
 from einsim.kernels.flash.config import FlashConfig
-from einsim.kernels.flash.tiles import LOG2_E
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
 from einsim.kernels.limits import padded_head_dim
 from einsim.kernels.registry import KERNELS
@@ -28,40 +27,7 @@ from einsim.kernels.runtime import (check_attention_inputs, device_limits,
                                     interpreter_needs_fp32_dots, interpreting, patch_interpreter,
                                     tma_compatible)
 
-
-@triton.jit
-def exp2_fma(x):
-    """2**x (x <= 0) on the FMA/ALU pipes instead of the MUFU: Cody-Waite range reduction and a
-    degree-3 polynomial for 2**f on [0, 1) (relative error < 1e-4, below bf16's and fp16's
-    rounding of P). Lets part of the exponentials run beside the MUFU's 16 per clock per SM."""
-    x = tl.maximum(x, -127.0)
-    j = tl.floor(x)
-    f = x - j
-    p = 1.0 + f * (0.69512331 + f * (0.22764372 + f * 0.07705975))
-    bits = p.to(tl.int32, bitcast=True) + (j.to(tl.int32) << 23)
-    return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def exp2_split(x, EXP_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """exp2 of a [BLOCK_M, BLOCK_N] score tile with 1/EXP_SPLIT of it on the FMA units (1: all
-    on the MUFU). The halves are taken along column bits each thread already holds in the MMA
-    accumulator layout (upper/lower half, even/odd column), so no data moves between threads."""
-    if EXP_SPLIT == 1:
-        p = tl.math.exp2(x)
-    else:
-        halves = tl.permute(tl.reshape(x, [BLOCK_M, 2, BLOCK_N // 2]), (0, 2, 1))
-        low, high = tl.split(halves)
-        if EXP_SPLIT == 2:
-            p_low = tl.math.exp2(low)
-            p_high = exp2_fma(high)
-        else:
-            even, odd = tl.split(tl.reshape(high, [BLOCK_M, BLOCK_N // 4, 2]))
-            p_low = tl.math.exp2(low)
-            p_high = tl.reshape(tl.join(tl.math.exp2(even), exp2_fma(odd)),
-                                [BLOCK_M, BLOCK_N // 2])
-        p = tl.reshape(tl.permute(tl.join(p_low, p_high), (0, 2, 1)), [BLOCK_M, BLOCK_N])
-    return p
+LOG2_E = 1.4426950408889634
 
 
 def io_dtype(tensor):
