@@ -68,6 +68,7 @@ class Variant:
     plain: tuple | None = None
     prebuilt_mask: bool = False  # time with f.block_mask(...) built once (FlexAttention's way)
     causal: bool = False  # the mask includes the causal one (for the roofline CSV's problem)
+    group: int = 1  # query heads per key/value head (GQA)
 
 
 def _causal(b, h, q_idx, kv_idx):
@@ -138,6 +139,8 @@ def _sinks_mods(sinks: int, window: int):
 VARIANTS = [
     Variant("full", "fusemax", _no_mods, plain=(False, None)),
     Variant("causal", "attention-causal", _causal_mods, plain=(True, None), causal=True),
+    # GQA 4 (16 query heads, 4 key/value heads, as Llama 3 8B's 32/8)
+    Variant("gqa", "gqa", _no_mods, plain=(False, None), group=4),
     Variant("window-256", "attention-window", _window_mods(255),
             symbols={"window_left": 255, "window_right": 0}, plain=(False, (255, 0))),
     # the library's variants at their default symbols (softcap 50; sinks 4, window 256)
@@ -158,10 +161,12 @@ FORWARD_SWEEP = [
     FlashConfig(128, 128, 8, 3, exp_split=2), FlashConfig(64, 128, 4, 3),
 ]
 BACKWARD_SWEEP = [
+    FlashBackwardConfig(64, 128, 128, 64, 8, 3, one_launch=True),
     FlashBackwardConfig(64, 128, 128, 64, 8, 2), FlashBackwardConfig(32, 128, 128, 64, 8, 3),
     FlashBackwardConfig(64, 128, 64, 64, 8, 3), FlashBackwardConfig(64, 64, 64, 64, 4, 2),
+    FlashBackwardConfig(64, 128, 128, 64, 8, 3, dq_atomic=True),
 ]
-OPTIONS = {"peers": ("flex", "einsim-handwritten", "cudnn"), "sweep": ()}
+OPTIONS = {"peers": ("flex", "einsim-handwritten", "cudnn"), "sweep": (), "profile": ()}
 
 
 # -- inputs, references, timing ---------------------------------------------------------------------
@@ -230,6 +235,25 @@ def backward_timer(forward: Callable, q, k, v, do) -> Callable[[], object]:
     return lambda: torch.autograd.grad(out, leaves, do, retain_graph=True)
 
 
+def kernel_times(fn: Callable[[], object], calls: int = 5) -> list[tuple[str, float]]:
+    """(kernel name, device ms per call) of what `fn` launches, longest first (torch.profiler
+    over `calls` calls after one warm-up): which kernel of a backward costs what."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        synchronize()
+    found = []
+    for event in prof.key_averages():
+        total = getattr(event, "device_time_total", 0) or getattr(event, "cuda_time_total", 0)
+        if total > 0:
+            found.append((event.key, total / calls / 1000.0))
+    return sorted(found, key=lambda item: -item[1])
+
+
 def relative_error(got, want) -> float:
     got, want = got.float(), want.float()
     return ((got - want).norm() / want.norm().clamp_min(1e-6)).item()
@@ -259,12 +283,14 @@ def flex_call(score_mod, mask_mod, problem: Problem):
                                  enable_gqa=gqa)
 
 
-def cudnn_call(causal: bool):
+def cudnn_call(causal: bool, gqa: bool = False):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     def run(q, k, v):
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            if gqa:  # cuDNN reads the key/value heads in place (no repeat)
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     return run
 
@@ -274,7 +300,8 @@ def executor_check(variant: Variant, generator) -> str:
     """The compiled kernel on the GPU against the float64 executor at a small shape."""
     f = compile_cascade(variant.cascade)
     # head dim as the benchmark's, so that the check compiles no kernel the timing does not use
-    problem = Problem(batch=1, q_heads=2, q_len=200, kv_len=200, head_dim=HEAD_DIM, dtype="bf16")
+    problem = Problem(batch=1, q_heads=2 * variant.group, kv_heads=2, q_len=200, kv_len=200,
+                      head_dim=HEAD_DIM, dtype="bf16")
     q, k, v = make_qkv(problem, generator)
     extras = variant.extras(problem, generator)
     out = f(q, k, v, **extras, **variant.symbols).float().cpu().numpy()
@@ -302,7 +329,8 @@ def twin_check(variant: Variant, problem: Problem, generator) -> str:
     n = problem.q_len
     rows = torch.cat([torch.arange(0, min(n, 512)), torch.arange(max(0, n - 512), n)]).unique().to(DEVICE)
     error = relative_error(out[:, :, rows], twin_reference(q, k, v, score_mod, mask_mod, rows))
-    small = Problem(batch=1, q_heads=4, q_len=min(n, 1024), kv_len=min(n, 1024),
+    small = Problem(batch=1, q_heads=4, kv_heads=4 // variant.group, q_len=min(n, 1024),
+                    kv_len=min(n, 1024),
                     head_dim=problem.head_dim, dtype="bf16")
     qs, ks, vs = (t.requires_grad_(True) for t in make_qkv(small, generator))
     extras_s = variant.extras(small, generator)
@@ -328,7 +356,8 @@ def synchronize():
 def host_us(variant: Variant, generator, calls: int = 200) -> float:
     """Host wall time per call of the compiled kernel at a tiny shape (launch-bound)."""
     f = compile_cascade(variant.cascade)
-    problem = Problem(batch=1, q_heads=2, q_len=64, kv_len=64, head_dim=HEAD_DIM, dtype="bf16")
+    problem = Problem(batch=1, q_heads=2 * variant.group, kv_heads=2, q_len=64, kv_len=64,
+                      head_dim=HEAD_DIM, dtype="bf16")
     q, k, v = make_qkv(problem, generator)
     extras = variant.extras(problem, generator)
     f(q, k, v, **extras, **variant.symbols)
@@ -375,10 +404,12 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
         if time.time() > DEADLINE[0]:
             print("  (time budget spent)")
             return
-        problem = Problem(batch=max(1, TOKENS // n), q_heads=HIDDEN // HEAD_DIM, q_len=n,
-                          kv_len=n, head_dim=HEAD_DIM, dtype="bf16")
+        problem = Problem(batch=max(1, TOKENS // n), q_heads=HIDDEN // HEAD_DIM,
+                          kv_heads=HIDDEN // HEAD_DIM // variant.group, q_len=n, kv_len=n,
+                          head_dim=HEAD_DIM, dtype="bf16")
         if SMOKE[0]:
-            problem = Problem(batch=1, q_heads=2, q_len=n, kv_len=n, head_dim=32, dtype="bf16")
+            problem = Problem(batch=1, q_heads=2 * variant.group, kv_heads=2, q_len=n, kv_len=n,
+                              head_dim=32, dtype="bf16")
         try:
             print(f"  {variant.name} N={n}: {twin_check(variant, problem, generator)}", flush=True)
         except Exception as error:  # noqa: BLE001
@@ -409,7 +440,7 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
                 backends["einsim-handwritten"] = (
                     lambda q_, k_, v_: attention(q_, k_, v_, causal=causal, window=window))
             if window is None and "cudnn" in peers:
-                backends["cudnn"] = cudnn_call(causal)
+                backends["cudnn"] = cudnn_call(causal, variant.group > 1)
         for kind in ("fwd", "bwd"):
             times = {}
             for backend, call in backends.items():
@@ -426,7 +457,18 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
                           f"{str(error)[:300]}")
                     continue
                 times[backend] = ms
-            sweep = (FORWARD_SWEEP if kind == "fwd" else BACKWARD_SWEEP) if kind in OPTIONS["sweep"] else []
+                if variant.name in OPTIONS["profile"]:
+                    try:
+                        fn = (lambda: call(q, k, v)) if kind == "fwd" else backward_timer(call, q, k, v, do)
+                        for name, kernel_ms in kernel_times(fn)[:6]:
+                            print(f"    profile {variant.name} N={n} {kind} {backend}: {kernel_ms:8.4f} ms  {name[:90]}")
+                            rows.append(dict(variant=variant.name, N=n, kind=f"profile-{kind}",
+                                             backend=backend, ms=kernel_ms, tflops=0, ratio=0,
+                                             note=name[:200]))
+                    except Exception as error:  # noqa: BLE001 - the profile is a diagnostic
+                        print(f"    profile {variant.name} {backend}: {type(error).__name__}: {error}")
+            swept = kind in OPTIONS["sweep"] or f"{variant.name}:{kind}" in OPTIONS["sweep"]
+            sweep = (FORWARD_SWEEP if kind == "fwd" else BACKWARD_SWEEP) if swept else []
             for config in sweep:
                 if time.time() > DEADLINE[0]:
                     break
@@ -493,7 +535,10 @@ def main(argv=None) -> int:
                         help="peers to time beside the compiled kernels (default all: "
                              "flex,einsim-handwritten,cudnn; '' for none)")
     parser.add_argument("--sweep", default="", help="fwd,bwd: also time candidate configs of "
-                        "the compiled kernels (FORWARD_SWEEP, BACKWARD_SWEEP)")
+                        "the compiled kernels (FORWARD_SWEEP, BACKWARD_SWEEP); VARIANT:bwd for "
+                        "one variant only")
+    parser.add_argument("--profile", default="", help="variants whose every timed call is also "
+                        "profiled (torch.profiler: device ms per kernel, the 6 longest)")
     parser.add_argument("--length-major", action="store_true",
                         help="loop over lengths outside variants (every variant at the first "
                              "length before any at the second)")
@@ -507,6 +552,7 @@ def main(argv=None) -> int:
     SMOKE[0] = args.smoke
     OPTIONS["peers"] = tuple(p for p in args.peers.split(",") if p)
     OPTIONS["sweep"] = tuple(k for k in args.sweep.split(",") if k)
+    OPTIONS["profile"] = tuple(k for k in args.profile.split(",") if k)
     if DEVICE != "cuda" and not args.smoke:
         print("bench_variants needs a CUDA GPU (or --smoke under TRITON_INTERPRET=1)")
         return 2

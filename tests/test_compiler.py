@@ -245,6 +245,27 @@ def test_variant_source_shows_the_score_and_its_derivative():
     assert "SCORE_IS_QK = tl.constexpr(True)" in identity.source
 
 
+
+def test_separable_score_terms_cost_one_operation_per_element():
+    """ALiBi's SLOPE[h] * (p + M - P - m): the slope is distributed over the distance, the
+    query part summed as a column and the key part as a row, added once per element (not an
+    integer subtraction, a conversion and a multiply over the whole tile)."""
+    alibi = compile_cascade("alibi").source
+    slope = "(lib.as_value(tl.load(x_SLOPE + head.to(tl.int64) * x_SLOPE_s0)) * 1.4426950408889634)"
+    assert f"return (qk2 + (({slope} * ((q_len - kv_len) - P_)) + ({slope} * M_)))" in alibi
+    assert "SCORE_FINITE = tl.constexpr(True)" in alibi
+
+
+def test_scores_that_may_be_infinite_keep_the_explicit_row_guard():
+    from einsim.kernels.compiler.generate import score_is_finite
+
+    def score(text):
+        return compile_cascade(parse_cascade(variant("s", text), source="<s>")).form.score
+
+    assert score_is_finite(score("S[b,h,m1,m0,p] = 30 * tanh(QK[b,h,m1,m0,p] / 30)"))
+    assert not score_is_finite(score("S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] + log(p + 1)"))
+    assert not score_is_finite(score("S[b,h,m1,m0,p] = QK[b,h,m1,m0,p] / (p + 1)"))
+
 # -- what the compiler refuses ------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["ffn", "linear-attention", "attention-2pass"])
 def test_cascades_that_are_not_one_pass_softmax_are_refused_naming_the_einsum(name):

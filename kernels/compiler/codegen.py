@@ -11,6 +11,7 @@ backward's transposed [keys, queries] tiles: only the shapes of P_ and M_ differ
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from einsim.einsum_cascades.expr import Access, Binary, Call, Compare, Name, Number, Unary
@@ -27,6 +28,40 @@ FUNCTIONS = {
     "sign": "lib.sign", "where": "tl.where",
 }
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+_QK = re.compile(r"\bqk2?\b")
+
+
+def tile_kind(code: str) -> str:
+    """What an emitted expression varies along: 'tile' (query and key: [rows, cols], one value
+    per element), 'row' (query coordinates only), 'col' (key coordinates only) or 'uniform'
+    (one value per tile)."""
+    if _QK.search(code):
+        return "tile"
+    rows, cols = "P_" in code, "M_" in code
+    return "tile" if rows and cols else "row" if rows else "col" if cols else "uniform"
+
+
+def _signed_sum(items: list[tuple[int, str | None, str]]) -> str | None:
+    """'a + f * (b - c)' of (sign, factor, code) items: the items of one factor summed first
+    and multiplied once, a positive item first where there is one."""
+    if not items:
+        return None
+    by_factor: dict = {}
+    for sign, factor, code in items:
+        by_factor.setdefault(factor, []).append((sign, code))
+    items = list(by_factor.pop(None, []))
+    for factor, group in by_factor.items():
+        items.append((1, f"({factor} * {_plain_sum(group)})"))
+    return _plain_sum(items)
+
+
+def _plain_sum(items: list[tuple[int, str]]) -> str:
+    items = sorted(items, key=lambda item: item[0] < 0)  # stable: positives first
+    sign, code = items[0]
+    text = code if sign > 0 else f"(-{code})"
+    for sign, code in items[1:]:
+        text = f"({text} {'+' if sign > 0 else '-'} {code})"
+    return text
 
 
 @dataclass
@@ -157,6 +192,57 @@ class Emitter:
             return f"lib.as_value(tl.load(x_{name} + {offset}, mask={mask}, other=0))"
         return f"lib.as_value(tl.load(x_{name} + {offset}))"
 
+    # sums, regrouped so that a tile pays one operation per element for its separable terms
+    def _terms(self, node, sign: int, factor: str | None, out: list) -> None:
+        """The signed terms (sign, code) of a sum. A product of a one-per-tile factor and a sum
+        whose terms each vary along queries or keys only is distributed: f*(p - m) becomes
+        f*p - f*m, a column of rows and a row of columns, added once per element, instead
+        of an integer subtraction, a conversion and a multiply on the whole tile."""
+        if isinstance(node, Binary) and node.op in "+-":
+            self._terms(node.left, sign, factor, out)
+            self._terms(node.right, sign if node.op == "+" else -sign, factor, out)
+            return
+        if isinstance(node, Unary) and node.op == "-":
+            self._terms(node.operand, -sign, factor, out)
+            return
+        if isinstance(node, Binary) and node.op == "*":
+            for one, other in ((node.left, node.right), (node.right, node.left)):
+                if not (isinstance(other, (Binary, Unary)) and getattr(other, "op", "") in "+-"):
+                    continue
+                code = self.expr(one)
+                if tile_kind(code) != "uniform":
+                    continue
+                inner: list = []
+                self._terms(other, 1, None, inner)
+                kinds = {tile_kind(c) for _, _, c in inner}
+                if "tile" in kinds or not kinds & {"row", "col"}:
+                    continue
+                scale = code if factor is None else f"({factor} * {code})"
+                out.extend((sign * s, scale if f is None else f"({scale} * {f})", c)
+                           for s, f, c in inner)
+                return
+        out.append((sign, factor, self.expr(node)))
+
+    def additive(self, node) -> str:
+        """A sum as (terms on the whole tile) + ((rows' terms) + (columns' terms)), the
+        one-per-tile terms folded into the rows' (else the columns', else kept apart)."""
+        terms: list = []
+        self._terms(node, 1, None, terms)
+        groups: dict[str, list] = {"tile": [], "row": [], "col": [], "uniform": []}
+        for sign, factor, code in terms:
+            groups[tile_kind(code)].append((sign, factor, code))
+        if groups["row"]:
+            groups["row"] = groups["uniform"] + groups["row"]
+        elif groups["col"]:
+            groups["col"] = groups["uniform"] + groups["col"]
+        else:
+            groups["row"] = groups["uniform"]
+        parts = [p for p in (_signed_sum(groups["tile"]), _signed_sum(groups["row"]),
+                             _signed_sum(groups["col"])) if p is not None]
+        if len(parts) == 3:
+            return f"({parts[0]} + ({parts[1]} + {parts[2]}))"
+        return parts[0] if len(parts) == 1 else f"({parts[0]} + {parts[1]})"
+
     # expressions
     def expr(self, node) -> str:
         if isinstance(node, QKLeaf):
@@ -175,7 +261,9 @@ class Emitter:
         if isinstance(node, Access):
             return self.access(node)
         if isinstance(node, Unary) and node.op == "-":
-            return f"(-{self.expr(node.operand)})"
+            return self.additive(node)
+        if isinstance(node, Binary) and node.op in "+-":
+            return self.additive(node)
         if isinstance(node, Binary):
             left, right = self.expr(node.left), self.expr(node.right)
             if node.op == "/" and "P_" not in right and "M_" not in right:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import re
 from dataclasses import dataclass
 
-from einsim.einsum_cascades.expr import Access, Number
+from einsim.einsum_cascades.expr import Access, Binary, Call, Number
 from einsim.kernels.compiler import template
-import re
 
 from einsim.kernels.compiler.bounds import is_affine, mask_terms, range_function
 from einsim.kernels.compiler.codegen import Emitter, KernelArgs, condition_nodes
@@ -18,6 +19,31 @@ from einsim.kernels.compiler.frontend import QKLeaf, SoftmaxAttention, nodes
 
 
 LOG2_E = 1.4426950408889634
+# Functions that are finite wherever their arguments are (and bounded or monotone where they are
+# not needed to be): a score built from them, +, -, *, division by a number, coordinates and
+# input reads is finite on rows past the end too (their reads load 0).
+FINITE_FUNCTIONS = frozenset({"abs", "max", "min", "floor", "ceil", "relu", "sign", "tanh",
+                              "sigmoid", "erf", "silu", "gelu", "elu1", "where"})
+
+
+def score_is_finite(score) -> bool:
+    """True when the score cannot be inf or NaN where QK and the inputs are finite: no
+    infinite constant, no function outside FINITE_FUNCTIONS, no division by anything but a
+    number (an input read as 0 past the end would divide by zero)."""
+    for node in nodes(score):
+        if isinstance(node, Number) and not math.isfinite(node.value):
+            return False
+        if isinstance(node, Call) and node.func not in FINITE_FUNCTIONS:
+            return False
+        if isinstance(node, Binary) and node.op == "/" and not isinstance(node.right, Number):
+            return False
+    return True
+
+
+def index_ahead() -> bool:
+    """Tile-list loops read the next list entry one iteration ahead (EINSIM_INDEX_AHEAD=0 turns
+    it off, to measure both on the GPU: the generated source, hence its cache file, differs)."""
+    return os.environ.get("EINSIM_INDEX_AHEAD", "1") != "0"
 
 
 @dataclass(frozen=True)
@@ -64,6 +90,8 @@ def _emit(form: SoftmaxAttention, args: KernelArgs):
         # A score that can itself be -inf (a where() to -inf) needs the row-safe softmax
         # everywhere, not only in masked tiles.
         "SAFE_SOFTMAX": str(any(isinstance(n, Number) and math.isinf(n.value) for n in nodes(score))),
+        "SCORE_FINITE": str(score_is_finite(score)),
+        "INDEX_AHEAD": str(index_ahead()),
         "SCORE2_CODE": emitter.expr(scaled(score, LOG2_E)),
         "GRAD_CODE": emitter.expr(grad) if not isinstance(grad, Number) else "qk * 0 + 1.0",
     }

@@ -31,6 +31,12 @@ LOG2E = tl.constexpr(1.4426950408889634)
 SCORE_IS_QK = tl.constexpr($SCORE_IS_QK)
 GRAD_IS_CONST = tl.constexpr($GRAD_IS_CONST)
 SAFE_SOFTMAX = tl.constexpr($SAFE_SOFTMAX)
+# The score is finite wherever QK and the inputs are (no log, division by a value, ...): rows
+# past the end need no explicit zeroing in the dK/dV kernel (their lse is +inf, hence P = 0).
+SCORE_FINITE = tl.constexpr($SCORE_FINITE)
+# Tile-list loops read the next entry one iteration ahead, so the tile loads never wait on the
+# list's load (a scalar load that Triton's software pipeliner does not schedule ahead).
+INDEX_AHEAD = tl.constexpr($INDEX_AHEAD)
 
 
 @triton.jit
@@ -93,9 +99,15 @@ def _forward_tiles(acc, l_i, m_i, q, K, V, batch, head, kv_head, rows, lo, hi, I
     mask): update the running max (m_i), denominator (l_i) and numerator (acc)."""
     offs_n = tl.arange(0, BLOCK_N)
     P_ = rows[:, None]
+    if INDEXED and INDEX_AHEAD:
+        ahead = tl.load(Idx + lo, mask=lo < hi, other=0)
     for it in tl.range(lo, hi, 1 if INDEXED else BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         if INDEXED:
-            start_n = tl.load(Idx + it) * BLOCK_N
+            if INDEX_AHEAD:
+                start_n = ahead * BLOCK_N
+                ahead = tl.load(Idx + it + 1, mask=it + 1 < hi, other=0)
+            else:
+                start_n = tl.load(Idx + it) * BLOCK_N
         else:
             start_n = it
         start_n = tl.multiple_of(start_n, BLOCK_N)
@@ -193,9 +205,15 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, DQ, Lse2, Delta, batch, head, kv_head, bh, 
     reduced into the fp32 buffer DQ (TMA reduce-add on the GPU, atomics in the interpreter)."""
     offs_m = tl.arange(0, BLOCK_M)
     M_ = cols[:, None]
+    if INDEXED and INDEX_AHEAD:
+        ahead = tl.load(Idx + lo, mask=lo < hi, other=0)
     for it in tl.range(lo, hi, 1 if INDEXED else BLOCK_M):
         if INDEXED:
-            start_m = tl.load(Idx + it) * BLOCK_M
+            if INDEX_AHEAD:
+                start_m = ahead * BLOCK_M
+                ahead = tl.load(Idx + it + 1, mask=it + 1 < hi, other=0)
+            else:
+                start_m = tl.load(Idx + it) * BLOCK_M
         else:
             start_m = it
         start_m = tl.multiple_of(start_m, BLOCK_M)
@@ -217,8 +235,11 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, DQ, Lse2, Delta, batch, head, kv_head, bh, 
             p_t = tl.math.exp2(qk_t * qk_scale - m[None, :])
         else:
             s_t = score2(qk_t, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
-            # A general score may be inf or NaN on rows past the end: drop them explicitly.
-            p_t = tl.where(P_ < q_len, tl.math.exp2(s_t - m[None, :]), 0.0)
+            if SCORE_FINITE or MASKED:  # (a masked tile's keep() drops those rows)
+                p_t = tl.math.exp2(s_t - m[None, :])
+            else:
+                # A general score may be inf or NaN on rows past the end: drop them explicitly.
+                p_t = tl.where(P_ < q_len, tl.math.exp2(s_t - m[None, :]), 0.0)
         if MASKED:
             p_t = tl.where(keep(P_, M_, batch, head, kv_head, q_len, kv_len$XARGS), p_t, 0.0)
         if DOT_FP32:
@@ -329,9 +350,15 @@ def _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, lo, hi, Idx
               BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, EXTRA_GRADS: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
     P_ = rows[:, None]
+    if INDEXED and INDEX_AHEAD:
+        ahead = tl.load(Idx + lo, mask=lo < hi, other=0)
     for it in tl.range(lo, hi, 1 if INDEXED else BLOCK_N):
         if INDEXED:
-            start_n = tl.load(Idx + it) * BLOCK_N
+            if INDEX_AHEAD:
+                start_n = ahead * BLOCK_N
+                ahead = tl.load(Idx + it + 1, mask=it + 1 < hi, other=0)
+            else:
+                start_n = tl.load(Idx + it) * BLOCK_N
         else:
             start_n = it
         start_n = tl.multiple_of(start_n, BLOCK_N)
