@@ -28,7 +28,6 @@ PENDING = {
     "kernels/compiler/ops.py::operators": "compiler stream",
     "kernels/compiler/template.py": "compiler stream",
     "kernels/decode/config.py": "ops stream",
-    "kernels/flash/backward.py": "ops stream",
     "kernels/linear/chunk.py": "linear stream",
     "kernels/linear/chunk.py::_chunk_walk": "linear stream (a Triton kernel body)",
     "kernels/linear/config.py": "linear stream",

@@ -484,36 +484,49 @@ class CompiledAttention:
                                                   lists_kv, lists_q, extras, slots, extra_grads)
             launches[role](*tensors)
         else:
-            dq_acc = None
-            dq_target = dq
-            if config.dq_atomic:
-                dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=device)
-                # Triton's interpreter has no descriptor reduce: element-wise atomics there
-                dq_target = (self._descriptor(plan, "dq_acc", dq_acc, bm, bd)
-                             if plan.backward_tma and not _interpreting() else dq_acc)
-            tensors = (arg("q", q, bm, bd), arg("k", k, bn, bd), arg("v", v, bn, bdv),
-                       arg("do", do, bm, bdv), arg("dk", dk, bn, bd), arg("dv", dv, bn, bdv),
-                       dq_target, lse2, delta, lists_kv[0], *extras)
-            if "dkdv" not in launches:
-                launches["dkdv"] = self._dkdv_launch(plan, q, k, v, do, dk, dv,
-                                                     dq_acc if dq_acc is not None else dq,
-                                                     tensors, lists_kv, extras)
-            launches["dkdv"](*tensors)
-            if dq_acc is not None:
-                dq.copy_(dq_acc)
-            else:
-                tensors = (arg("q", q, bmq, bd), arg("k", k, bnq, bd), arg("v", v, bnq, bdv),
-                           arg("do", do, bmq, bdv), arg("dq", dq, bmq, bd), lse2, delta,
-                           lists_q[0], *extras, *slots)
-                role = "dq-grads" if extra_grads else "dq"
-                if role not in launches:
-                    launches[role] = self._dq_launch(plan, q, k, v, do, dq, tensors, lists_q,
-                                                     extras, slots, extra_grads)
-                launches[role](*tensors)
+            self._dkdv_then_dq(plan, arg, q, k, v, do, dq, dk, dv, lse2, delta, lists_kv, lists_q,
+                               extras, slots, extra_grads)
         if not extra_grads:
             return dq, dk, dv
         by_name = dict(zip(plan.tensor_names, extras))
         return dq, dk, dv, {name: buffer.to(by_name[name].dtype) for name, buffer in buffers.items()}
+
+    def _dkdv_then_dq(self, plan, arg, q, k, v, do, dq, dk, dv, lse2, delta, lists_kv, lists_q,
+                      extras, slots, extra_grads):
+        """The dK/dV launch, then the dQ launch (or, dq_atomic, dQ reduce-added into an fp32
+        buffer by the dK/dV kernel and cast into dq)."""
+        import torch
+
+        config = plan.backward_config
+        bm, bn, bmq, bnq = config.BLOCK_M, config.BLOCK_N, config.BLOCK_M_DQ, config.BLOCK_N_DQ
+        bd, bdv = plan.block_d, plan.block_dv
+        launches = plan.launches
+        dq_acc = None
+        dq_target = dq
+        if config.dq_atomic:
+            dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+            # Triton's interpreter has no descriptor reduce: element-wise atomics there
+            dq_target = (self._descriptor(plan, "dq_acc", dq_acc, bm, bd)
+                         if plan.backward_tma and not _interpreting() else dq_acc)
+        tensors = (arg("q", q, bm, bd), arg("k", k, bn, bd), arg("v", v, bn, bdv),
+                   arg("do", do, bm, bdv), arg("dk", dk, bn, bd), arg("dv", dv, bn, bdv),
+                   dq_target, lse2, delta, lists_kv[0], *extras)
+        if "dkdv" not in launches:
+            launches["dkdv"] = self._dkdv_launch(plan, q, k, v, do, dk, dv,
+                                                 dq_acc if dq_acc is not None else dq,
+                                                 tensors, lists_kv, extras)
+        launches["dkdv"](*tensors)
+        if dq_acc is not None:
+            dq.copy_(dq_acc)
+            return
+        tensors = (arg("q", q, bmq, bd), arg("k", k, bnq, bd), arg("v", v, bnq, bdv),
+                   arg("do", do, bmq, bdv), arg("dq", dq, bmq, bd), lse2, delta,
+                   lists_q[0], *extras, *slots)
+        role = "dq-grads" if extra_grads else "dq"
+        if role not in launches:
+            launches[role] = self._dq_launch(plan, q, k, v, do, dq, tensors, lists_q,
+                                             extras, slots, extra_grads)
+        launches[role](*tensors)
 
     def _grad_buffers(self, plan: LaunchPlan, extras: tuple, dummy) -> tuple[dict, list]:
         """fp32 gradient buffers of the inputs the score is differentiable in, and the dq
