@@ -43,6 +43,7 @@ HIDDEN = 2048
 TOKENS = 16384
 HEAD_DIM = 128
 DEADLINE = [float("inf")]
+START = [time.time()]  # the log's [elapsed] stamps: where a GPU window's seconds go
 # --smoke: the checks and the host timing at tiny shapes, no timing of kernels (on the CPU under
 # TRITON_INTERPRET=1 too), so a GPU window is never spent finding a typo.
 SMOKE = [False]
@@ -388,7 +389,8 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
         try:
             note = executor_check(variant, generator)
             host = host_us(variant, generator, calls=3 if SMOKE[0] else 200)
-            print(f"{variant.name}: {note}; host {host:.1f} us/call", flush=True)
+            print(f"[{time.time() - START[0]:5.1f}s] {variant.name}: {note}; host {host:.1f} us/call",
+                  flush=True)
             rows.append(dict(variant=variant.name, N=0, kind="host", backend="einsim-compiled",
                              ms=host / 1000, tflops=0, ratio=0, note=note))
             CHECKED[variant.name] = True
@@ -411,7 +413,8 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
             problem = Problem(batch=1, q_heads=2 * variant.group, kv_heads=2, q_len=n, kv_len=n,
                               head_dim=32, dtype="bf16")
         try:
-            print(f"  {variant.name} N={n}: {twin_check(variant, problem, generator)}", flush=True)
+            print(f"[{time.time() - START[0]:5.1f}s]   {variant.name} N={n}: "
+                  f"{twin_check(variant, problem, generator)}", flush=True)
         except Exception as error:  # noqa: BLE001
             print(f"  {variant.name} N={n}: FAILED twin check: {type(error).__name__}: {error}")
             rows.append(dict(variant=variant.name, N=n, kind="check", backend="einsim-compiled",
@@ -490,7 +493,8 @@ def run_variant(variant: Variant, lengths, rows: list[dict]) -> None:
                 rows.append(dict(variant=variant.name, N=n, kind=kind, backend=backend, ms=ms,
                                  tflops=tflops, ratio=ratio, note=f"pairs={pairs}",
                                  batch=problem.batch, heads=problem.q_heads,
-                                 causal=int(variant.causal)))
+                                 kv_heads=problem.kv_heads, causal=int(variant.causal),
+                                 cascade=f.cascade.name))
                 write_csv(rows)
                 print(f"  {variant.name:12s} N={n:6d} {kind} {backend:20s} {ms:9.3f} ms "
                       f"{tflops:7.1f} TFLOP/s  {'peer/compiled ' + format(ratio, '.3f') if backend != 'einsim-compiled' else ''}",
@@ -503,7 +507,9 @@ CSV_PATH = [None]
 def write_csv(rows: list[dict]) -> None:
     """Rewrite the CSV after every measurement, so a run killed at its time limit keeps all;
     beside it `<name>-roofline.csv` in the measured-runs format of `einsim roofline --measured`
-    (kind, backend, N, D, causal, ms, tflops, tbps, batch, heads), backend '<variant> <backend>'."""
+    (kind, backend, N, D, causal, ms, tflops, tbps, batch, heads, kv_heads, cascade), backend
+    '<variant> <backend>', cascade the compiled cascade's name (roofline places a row only
+    beside its cascade)."""
     if not CSV_PATH[0] or not rows:
         return
     fields = ["variant", "N", "kind", "backend", "ms", "tflops", "ratio", "note"]
@@ -514,7 +520,7 @@ def write_csv(rows: list[dict]) -> None:
     roofline = str(CSV_PATH[0]).removesuffix(".csv") + "-roofline.csv"
     with open(roofline, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["kind", "backend", "N", "D", "causal", "ms", "tflops",
-                                                   "tbps", "batch", "heads"])
+                                                   "tbps", "batch", "heads", "kv_heads", "cascade"])
         writer.writeheader()
         for row in rows:
             if row["kind"] in ("fwd", "bwd"):
@@ -522,7 +528,9 @@ def write_csv(rows: list[dict]) -> None:
                                      backend=f"{row['variant']} {row['backend']}", N=row["N"],
                                      D=HEAD_DIM, causal=row.get("causal", 0), ms=row["ms"],
                                      tflops=row["tflops"], tbps=0, batch=row.get("batch", 1),
-                                     heads=row.get("heads", 1)))
+                                     heads=row.get("heads", 1),
+                                     kv_heads=row.get("kv_heads", row.get("heads", 1)),
+                                     cascade=row.get("cascade", "")))
 
 
 def main(argv=None) -> int:
@@ -548,6 +556,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=float("inf"),
                         help="stop starting new measurements after this many seconds")
     args = parser.parse_args(argv)
+    START[0] = time.time()
     DEADLINE[0] = time.time() + args.budget_s
     SMOKE[0] = args.smoke
     OPTIONS["peers"] = tuple(p for p in args.peers.split(",") if p)

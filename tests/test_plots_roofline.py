@@ -176,6 +176,26 @@ def test_measured_runs_sit_at_their_compulsory_intensity(tmp_path):
     assert not [p for p in spatial.points if p.origin == "measured"]
 
 
+def test_a_compiled_variants_runs_sit_only_beside_their_cascade(tmp_path):
+    """bench_variants' roofline CSV names each row's cascade: a user's variant is drawn with its
+    own measured runs (and plain-attention rows, which name none), not with other variants'."""
+    path = tmp_path / "variants.csv"
+    p = SMALL
+    base = {"kind": "prefill", "N": p.kv_len, "D": p.head_dim, "causal": int(p.causal), "ms": 0.5,
+            "tflops": 300, "tbps": 0}
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(base) + ["backend", "cascade"])
+        writer.writeheader()
+        writer.writerow(dict(base, backend="alibi einsim-compiled", cascade="alibi"))
+        writer.writerow(dict(base, backend="softcap einsim-compiled", cascade="softcap"))
+        writer.writerow(dict(base, backend="cudnn", cascade=""))
+    runs = load_benchmark_csv(path)
+    assert [r.cascade for r in runs] == ["alibi", "softcap", None]
+    data = roofline_data("h100-sxm", [estimate("h100-sxm", cascade="alibi")], measured=runs)
+    assert sorted(p.name for p in data.points if p.origin == "measured") == ["alibi einsim-compiled", "cudnn"]
+    assert any("the cascade when the run names one" in note for note in data.notes)
+
+
 def test_a_benchmark_csv_without_the_columns_is_refused(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("backend,ms\nflash,1\n")

@@ -42,6 +42,9 @@ class MeasuredRun:
     traffic_bytes: float  # compulsory bytes of the problem
     flops: float
     target: str | None = None  # the device it ran on, when the source says
+    # the cascade it ran, when the source says (a compiled variant: benchmarks/bench_variants.py);
+    # None for plain attention, shown beside any cascade of the same problem
+    cascade: str | None = None
 
     @property
     def intensity(self) -> float:
@@ -77,7 +80,8 @@ def _column(row: dict[str, str], *names: str) -> str | None:
 def load_benchmark_csv(path: str | Path) -> list[MeasuredRun]:
     """Rows of a benchmark CSV with columns kind, backend, N, D, causal, ms, tflops, tbps (the format
     of benchmarks/bench_attention.py and benchmarks/data/h100-peers.csv). Optional columns:
-    batch (B), heads (H), kv_heads, q_len, target. `ceiling` rows (copy, matmul) are not attention
+    batch (B), heads (H), kv_heads, q_len, target, cascade (the cascade a compiled variant ran:
+    its rows are placed only on that cascade's roofline). `ceiling` rows (copy, matmul) are not attention
     runs and are skipped; a row needs a positive ms and tflops or tbps."""
     path = Path(path)
     if is_folder(path):
@@ -133,7 +137,7 @@ def _read_benchmark_rows(path: Path, handle: Any) -> list[MeasuredRun]:
         runs.append(MeasuredRun(
             origin="measured", source=str(path), kind=phase, backend=row["backend"], problem=problem,
             time_s=ms / 1e3, flops_per_s=rate, traffic_bytes=traffic, flops=flops,
-            target=_column(row, "target", "gpu")))
+            target=_column(row, "target", "gpu"), cascade=_column(row, "cascade")))
     return runs
 
 
@@ -228,9 +232,10 @@ def matches(run: MeasuredRun, problem: Problem, match: str = "shape") -> bool:
 
 
 def measured_points(runs: Sequence[MeasuredRun], problem: Problem, target: Any, roofs: Sequence[Any],
-                    match: str = "shape") -> tuple[list[Any], str]:
+                    match: str = "shape", cascades: Sequence[str] | None = None) -> tuple[list[Any], str]:
     """RooflinePoints of the runs that belong on `target`'s roofline for `workload`, and a note
-    naming how many were left out (empty when none were)."""
+    naming how many were left out (empty when none were). A run of a named cascade (a compiled
+    variant) belongs only beside that cascade (`cascades`: the names on the figure)."""
 
     if not runs:
         return [], ""
@@ -241,6 +246,8 @@ def measured_points(runs: Sequence[MeasuredRun], problem: Problem, target: Any, 
         if not run.target and target.kind != "gpu":
             continue  # a benchmark file without a target column holds GPU runs
         if not matches(run, problem, match):
+            continue
+        if run.cascade and cascades is not None and run.cascade not in cascades:
             continue
         attainable, limiting = lowest_roof(roofs, run.intensity, None)
         p = run.problem
@@ -255,5 +262,6 @@ def measured_points(runs: Sequence[MeasuredRun], problem: Problem, target: Any, 
     note = ""
     if left > 0 and target.kind == "gpu":
         note = (f"{left} measured run(s) left out: not {problem.name or 'this workload'}'s problem "
-                f"(match={match}: same phase, head dim, mask" + (", lengths)" if match == "shape" else ")"))
+                f"(match={match}: same phase, head dim, mask" + (", lengths" if match == "shape" else "")
+                + ", and the cascade when the run names one)")
     return points, note

@@ -197,7 +197,8 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
                 points.append(_predicted_point(target, roofs, estimate, row.einsum, flops, row.traffic_bytes,
                                                row.latency_s, row.unit))
     if problem is not None:
-        found, skipped = measured_points(measured, problem, target, roofs, match=measured_match)
+        found, skipped = measured_points(measured, problem, target, roofs, match=measured_match,
+                                         cascades=[e.cascade for e in estimates])
         points += found
         if skipped:
             notes.append(skipped)
