@@ -44,12 +44,6 @@ def descriptor(tensor, block_rows: int, block_cols: int):
                             [1, 1, block_rows, block_cols])
 
 
-def window_args(window) -> tuple[bool, int, int]:
-    if window is None:
-        return False, 0, 0
-    return True, int(window[0]), int(window[1])
-
-
 def resolve_config(kernel: str, config, problem, device):
     spec = KERNELS[kernel]
     limits = device_limits(device)
