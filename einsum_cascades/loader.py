@@ -13,12 +13,13 @@ import networkx as nx
 import yaml
 
 from einsim.einsum_cascades.expr import (
-    KEYWORDS, SIZE_ONLY_FUNCTIONS, Access, Binary, Call, Coordinate, Location, Name, Number, ParsedEinsum, Unary,
-    parse_condition, parse_einsum_text,
-    parse_size, transform, walk,
+    SIZE_ONLY_FUNCTIONS, Access, Binary, Call, Coordinate, Name, Number, Unary, transform, walk,
 )
 from einsim.einsum_cascades.ir import (
     Cascade, Einsum, Filter, accesses, coordinates, map_operations, resolve_access,
+)
+from einsim.einsum_cascades.parser import (
+    KEYWORDS, Location, ParsedEinsum, parse_condition, parse_einsum_text, parse_size,
 )
 from einsim.einsum_cascades.space import Space, index_var
 from einsim.errors import SpecError, brief, did_you_mean

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from einsim.einsum_cascades import execute, parse_cascade
-from einsim.einsum_cascades.expr import Coordinate, Logical, Not, parse_condition
+from einsim.einsum_cascades.expr import Coordinate, Logical, Not
+from einsim.einsum_cascades.parser import parse_condition
 from einsim.errors import SpecError
 
 
