@@ -1,6 +1,8 @@
 """Cascade YAML -> Cascade: the one loader, which checks every field and every Einsum and names the
 file, line and column (syntax) or the Einsum (meaning) of whatever is wrong."""
 
+# size: one class, _Builder, turns one YAML document into a Cascade; its readers and checks share the
+# document's ranks, symbols and error locations (file:line:column), so they stay together (~470 lines)
 from __future__ import annotations
 
 import math

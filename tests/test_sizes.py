@@ -20,7 +20,6 @@ MARKER = "# size:"
 # the code is under the limit or carries its `# size:` reason; test_pending_entries_still_apply
 # says when.
 PENDING = {
-    "einsum_cascades/loader.py": "notation stream (the cascade YAML loader)",
     "kernels/compiler/frontend.py": "compiler stream",
     "kernels/compiler/frontend.py::recognise": "compiler stream",
     "kernels/compiler/launch.py": "compiler stream",
