@@ -13,7 +13,7 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -241,14 +241,15 @@ def graph_replays(files: tuple[str, ...] = REPLAY_FILES) -> dict[tuple, tuple[fl
     return found
 
 
-def h200_sweep(path: Path = DATA / "h200_attention.csv") -> list[Measurement]:
+def h200_sweep(path: Path = DATA / "h200_attention.csv", replay_files: tuple[str, ...] = REPLAY_FILES,
+               held_out: bool = False) -> list[Measurement]:
     """benchmarks/measure_gpu_model.py's attention sweep (N = 128..16k), when it has been run.
     A point that a later window replayed as a CUDA graph (`graph_replays`) is measured by the
     replay: the GPU's time without the host's launch path, which is what the model predicts (W1
     timed every point eagerly; at short N a call's host path can set its pace)."""
     if not path.is_file():
         return []
-    replays = graph_replays()
+    replays = graph_replays(replay_files)
     found = []
     for row in _read(path):
         n, d, causal = int(row["N"]), int(row["D"]), row["causal"] == "1"
@@ -260,7 +261,7 @@ def h200_sweep(path: Path = DATA / "h200_attention.csv") -> list[Measurement]:
             seconds, label = replay[0], f"{label} (graph, {replay[1].removeprefix('h200_attention_').removesuffix('.csv').upper()})"
         m = _measurement(path.name, "h200", row["backend"], row["kind"], problem, seconds, label)
         if m is not None:
-            found.append(m)
+            found.append(replace(m, held_out=True) if held_out else m)
     return found
 
 
@@ -328,7 +329,19 @@ def _layer_cost(name: str, mode: str, batch: int, length: int, target: str, mode
     return layer_cost(_model(name), length, _target(target), mode, batch, LAYER_ATTENTION_STYLE, fit=model)
 
 
-LOADERS = (h100_peers, h100_kernels_v4, h200_peers, h100_autotune_configs, h100_ours_multipass_decode, h200_sweep)
+# measured after the last fit, at lengths and head dims no fit has seen (768, 3072; D = 96): held
+# out whole; a row at N <= 1k is measured by its own CUDA-graph replay (benchmarks/data/README.md)
+VALIDATION_FILES = ("h200_attention_w5.csv",)
+
+
+def h200_validation() -> list[Measurement]:
+    """The validation-only sweeps (VALIDATION_FILES), every row held out."""
+    return [m for name in VALIDATION_FILES
+            for m in h200_sweep(DATA / name, replay_files=(name,), held_out=True)]
+
+
+LOADERS = (h100_peers, h100_kernels_v4, h200_peers, h100_autotune_configs, h100_ours_multipass_decode, h200_sweep,
+           h200_validation)
 
 
 @lru_cache(maxsize=1)

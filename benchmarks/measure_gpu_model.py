@@ -365,7 +365,7 @@ def attention_rows(rows: list[dict], flex_budget_s: float) -> None:
     except Exception as error:  # Flex missing is a result, not a crash
         print(f"flex unavailable: {type(error).__name__}: {error}")
     for n in LENGTHS_ARG or LENGTHS:
-        for d in (64, 128):
+        for d in HEAD_DIMS_ARG or (64, 128):
             for causal in (False, True):
                 if out_of_time():
                     print("(time budget spent: the rest of the sweep is skipped)")
@@ -560,6 +560,7 @@ def graph_ms(fn) -> float:
 
 LAYER_CASES_ARG: list[tuple[str, int, int]] = []  # --layer-cases
 KINDS_ARG: list[str] = []  # --kinds
+HEAD_DIMS_ARG: list[int] = []  # --head-dims
 LAYER_CASES = (  # (mode, batch, tokens per row (prefill) or cached keys (decode))
     ("prefill", 1, 512), ("prefill", 1, 2048), ("prefill", 1, 8192), ("prefill", 4, 4096),
     ("decode", 1, 4096), ("decode", 16, 4096), ("decode", 64, 4096), ("decode", 1, 32768),
@@ -639,6 +640,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lengths", type=int, nargs="*", default=[], help="attention sweep lengths (default all)")
     parser.add_argument("--layer-cases", default="", help="mode:batch:length,... (default the built-in cases)")
     parser.add_argument("--kinds", default="", help="attention kinds, e.g. backward (default prefill,backward)")
+    parser.add_argument("--head-dims", type=int, nargs="*", default=[],
+                        help="attention sweep head dims (default 64 128; heads = 2048 // D)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("measure_gpu_model: needs a CUDA GPU", file=sys.stderr)
@@ -646,6 +649,7 @@ def main(argv=None) -> int:
     started = time.time()
     DEADLINE[0] = started + args.budget_s
     LENGTHS_ARG[:] = args.lengths
+    HEAD_DIMS_ARG[:] = args.head_dims
     KINDS_ARG[:] = [k for k in args.kinds.split(",") if k]
     if args.layer_cases:
         LAYER_CASES_ARG[:] = [(m, int(b), int(n)) for m, b, n in (c.split(":") for c in args.layer_cases.split(","))]

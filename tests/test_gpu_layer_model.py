@@ -73,3 +73,18 @@ def test_the_layer_roofline_is_drawn(tmp_path):
     assert main(["plot", "layer", "--target", "h200", "--model", "llama3-8b", "--seq-len", "1024", "-o",
                  str(path)]) == 0
     assert path.stat().st_size > 10_000
+
+
+def test_an_ffn_cascade_on_a_gpu_prices_its_matmuls_as_the_layer_does():
+    """`simulate --cascade ffn-swiglu` on a GPU: the model preset's hidden and FFN sizes bind D and
+    S (the headline's sizes are the simulated ones), and each matmul is the layer model's GEMM."""
+    from einsim.simulator.simulate import simulate
+
+    estimate = simulate("ffn-swiglu", LLAMA.problem(512), "h200")
+    assert estimate.rank_sizes["D"] == 4096 and estimate.rank_sizes["S"] == 14336
+    gate = next(row for row in estimate.per_einsum if row.einsum == "G")
+    assert gate.compute_ops["mac"] == pytest.approx(512 * 4096 * 14336)
+    layer = estimate_model(LLAMA, 512, H200, "prefill", 1).layer
+    assert gate.latency_s == pytest.approx(layer.operator("gate_proj").time_s)
+    # an FFN has no key rank: the GPU path never asks for one (it named 'M' as unknown before)
+    assert simulate("ffn", LLAMA.problem(4096), "h100-sxm").latency_s > 0

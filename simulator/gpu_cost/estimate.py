@@ -11,7 +11,7 @@ import numpy as np
 
 from einsim.problem import Problem
 from einsim.simulator.estimate import EinsumEstimate, Estimate
-from einsim.simulator.gpu_cost.cascade_plan import pass_plan
+from einsim.simulator.gpu_cost.cascade_plan import is_attention
 from einsim.simulator.gpu_cost.mapping import GpuMapping, gpu_mapping
 from einsim.simulator.gpu_cost.model import KernelCost, kernel_cost
 from einsim.simulator.gpu_cost.roofs import gpu_levels
@@ -28,7 +28,7 @@ def simulate_gpu(cascade: Any, problem: Problem, target: Any, mapping: Any = Non
     if is_chunked_linear(cascade):
         return _linear_estimate(cascade, problem, target, kernel_cost(cascade, problem, target, mapping))
     plan = gpu_mapping(mapping).for_target(target.architecture)
-    if not pass_plan(cascade).is_attention:
+    if not is_attention(cascade):  # (before any pass analysis over M: an FFN has no M)
         return simulate_unfused(cascade, problem, target, plan)
     cost = kernel_cost(cascade, problem, target, plan)
     searched = None

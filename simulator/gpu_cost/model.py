@@ -9,7 +9,7 @@ from typing import Any
 
 from einsim.errors import ConfigError
 from einsim.simulator.gpu_cost.attention import KernelLaunches, backward_launches, forward_launches
-from einsim.simulator.gpu_cost.cascade_plan import pass_plan
+from einsim.simulator.gpu_cost.cascade_plan import is_attention
 from einsim.simulator.gpu_cost.engine import LaunchTime, launch_time
 from einsim.simulator.gpu_cost.linear import is_chunked_linear, is_recurrent_linear, linear_launches
 from einsim.simulator.gpu_cost.mapping import GpuMapping, gpu_mapping
@@ -59,7 +59,7 @@ def kernel_cost(cascade: Any, problem: Any, target: Any, mapping: Any = None, di
         raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     # before the softmax test: a decayed linear score is an exp over the key and query ranks too
     linear = is_chunked_linear(cascade) or (is_recurrent_linear(cascade) and problem.q_len == 1)
-    if not linear and not pass_plan(cascade).is_attention:
+    if not linear and not is_attention(cascade):
         raise ConfigError(f"{cascade.source}: the fused-kernel GPU model takes a softmax-attention "
                           "cascade (an exp over the key and query ranks, inputs streamed along the key rank) or a "
                           "chunked linear-attention cascade (a running state carried from chunk to chunk)")

@@ -1,26 +1,43 @@
 """Cascades without softmax-attention structure (GEMM, FFN, linear attention) on a GPU: one kernel
-per Einsum, each reading its operands from HBM and writing its output there, timed as the
-slower of its compute and its bytes plus a launch (docs/simulator.md § GPU cost model, "Other
-cascades")."""
+per Einsum, each reading its operands from HBM and writing its output there: a matmul as the
+layer model's cuBLAS GEMM (gemm.py), any other Einsum as the slower of its compute and its bytes
+plus a launch (docs/simulator.md § GPU cost model, "Other cascades")."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from einsim.einsum_cascades.passes import analyze_passes
 from einsim.problem import Problem
 from einsim.simulator.estimate import EinsumEstimate, Estimate
 from einsim.simulator.gpu_cost.cascade_plan import is_matmul
+from einsim.simulator.gpu_cost.gemm import gemm_cost
 from einsim.simulator.gpu_cost.mapping import GpuMapping
 from einsim.simulator.gpu_cost.model import bound_by
 from einsim.simulator.gpu_cost.roofs import gpu_levels, gpu_roofs
+from einsim.simulator.gpu_cost.styles import fitted
 from einsim.simulator.gpu_cost.work import einsum_ops, unit_split
+
+
+def gemm_shape(cascade: Any, einsum: Any, sizes: dict[str, int]) -> tuple[int, int, int, int]:
+    """(batch, M, N, K) of a matmul Einsum: output ranks both operands carry are batch, those of
+    the first operand only M, of the second only N; the summed ranks K."""
+    first, second = (set(cascade.tensors[t]) for t in einsum.operand_tensors)
+
+    def size(ranks: list[str] | tuple[str, ...]) -> int:
+        return math.prod(sizes[r] for r in ranks)
+    out = einsum.output_ranks
+    return (size([r for r in out if r in first and r in second]), size([r for r in out if r in first and r not in second]),
+            size([r for r in out if r in second and r not in first]), size(einsum.reduced_ranks))
 
 
 def simulate_unfused(cascade: Any, problem: Problem, target: Any, plan: GpuMapping) -> Estimate:
     """One launch per Einsum at the roofs of the problem's dtype."""
     roofs = gpu_roofs(target, problem.dtype, plan.roofs)
-    sizes = cascade.bind({rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks})
+    # every size the problem has, its symbols too (a model's hidden and FFN sizes bind an FFN's D and S):
+    # the sizes the report's headline shows (simulate.cascade_facts binds the same)
+    sizes = cascade.bind(problem.rank_sizes())
     passes = analyze_passes(cascade, rank="M").passes if "M" in cascade.ranks else 1
     word = problem.dtype_bytes
     efficiency = plan.matmul_efficiency if plan.matmul_efficiency is not None else 1.0
@@ -42,6 +59,10 @@ def simulate_unfused(cascade: Any, problem: Problem, target: Any, plan: GpuMappi
         t_soft = sfu / roofs.exp_per_s + fma / roofs.vector_ops_per_s
         t_mem = traffic / roofs.hbm_bytes_per_s
         t = roofs.launch_overhead_s + max(t_tc + t_soft, t_mem)
+        if is_matmul(einsum) and plan.matmul_efficiency is None:
+            # a matmul is a cuBLAS GEMM: the layer model's tiles, waves and fitted efficiency (gemm.py)
+            batch, m, n, k = gemm_shape(cascade, einsum, sizes)
+            t = gemm_cost(m, n, k, word, roofs, fitted(), batch).time_s
         latency += t
         hbm_total += traffic
         for key, value in (("mac", macs), ("exp", sfu), ("vector", fma)):
