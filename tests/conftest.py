@@ -27,3 +27,18 @@ def fast_tmp_path(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Every scratch and output buffer the multi-pass and decode kernels allocate starts as NaN
+    (kernels/multipass/inputs.py's two allocators): an element a kernel never writes shows up."""
+    import torch
+
+    from einsim.kernels.multipass import inputs
+
+    def nan_buffer(shape, device, dtype=None):
+        return torch.full(shape, float("nan"), device=device, dtype=dtype or torch.float32)
+
+    monkeypatch.setattr(inputs, "scratch", nan_buffer)
+    monkeypatch.setattr(inputs, "empty_output", nan_buffer)

@@ -18,19 +18,9 @@ from einsim.einsum_cascades.reference import attention_reference_torch  # noqa: 
 from einsim.errors import ConfigError, ShapeError  # noqa: E402
 from einsim.kernels.decode import config as cfg  # noqa: E402
 from einsim.kernels.decode.forward import decode_paged  # noqa: E402
-from einsim.kernels.multipass import inputs  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and not os.environ.get("TRITON_INTERPRET") else "cpu"
-
-
-@pytest.fixture
-def poisoned(monkeypatch):
-    def nan_buffer(shape, device, dtype=None):
-        return torch.full(shape, float("nan"), device=device, dtype=dtype or torch.float32)
-
-    monkeypatch.setattr(inputs, "scratch", nan_buffer)
-    monkeypatch.setattr(inputs, "empty_output", nan_buffer)
 
 
 def serving_inputs(batch, q_heads, kv_heads, q_len, capacity, head_dim, lengths, causal,

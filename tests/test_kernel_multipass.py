@@ -47,19 +47,6 @@ def assert_matches_reference(out, lse, q, k, v, *, causal=False, window=None):
     np.testing.assert_allclose(lse[finite], ref_lse[finite], atol=1e-3, rtol=0)
 
 
-@pytest.fixture
-def poisoned(monkeypatch):
-    """Every scratch and output buffer starts as NaN: an element never written shows up."""
-    def nan_scratch(shape, device):
-        return torch.full(shape, float("nan"), device=device, dtype=torch.float32)
-
-    def nan_output(shape, device, dtype=None):
-        return torch.full(shape, float("nan"), device=device, dtype=dtype or torch.float32)
-
-    monkeypatch.setattr(inputs, "scratch", nan_scratch)
-    monkeypatch.setattr(inputs, "empty_output", nan_output)
-
-
 # (batch, q_heads, kv_heads, q_len, kv_len, head_dim, causal, window, dtype)
 CASES = [
     pytest.param(1, 4, 1, 17, 17, 80, True, None, "fp16", id="gqa4-causal-17-d80"),
