@@ -30,9 +30,20 @@ class TileCounts:
     full: np.ndarray  # of which every row sees every key
     first_key: np.ndarray  # key position where each query tile's visit starts (a tile boundary)
     last_key: np.ndarray  # the last key any row of the query tile sees (first_key - 1 when none)
-    exact_pairs: float  # (query, key) pairs the mask keeps, one head
+    exact_pairs: float  # (query, key) pairs the mask keeps, one head (the mean head when copies > 1)
     kv_lo: int  # keys [kv_lo, kv_hi) some query sees
     kv_hi: int
+    # A mask that differs per batch element or head (a filter reading document ids or a block
+    # mask): the arrays hold `copies` heads' query tiles one after another, and every per-head
+    # figure below is their mean. `kv_seen` is then the mean share of a head's key tiles that
+    # some query tile visits (what K/V traffic reads); None: [kv_lo, kv_hi) in whole tiles.
+    copies: int = 1
+    kv_seen: float | None = None
+
+    @property
+    def query_tiles(self) -> int:
+        """Query tiles of one head."""
+        return self.visited.size // max(1, self.copies)
 
     @property
     def partial(self) -> np.ndarray:
@@ -40,20 +51,20 @@ class TileCounts:
 
     @property
     def visited_pairs(self) -> float:
-        """(query tile, key tile) pairs visited, one head."""
-        return float(self.visited.sum())
+        """(query tile, key tile) pairs visited, one head (the mean head when copies > 1)."""
+        return float(self.visited.sum()) / self.copies
 
     @property
     def row_tile_pairs(self) -> float:
         """Sum over query tiles of valid rows x visited key tiles (per-tile state of one head)."""
-        return float(np.dot(self.rows, self.visited))
+        return float(np.dot(self.rows, self.visited)) / self.copies
 
     @property
     def row_key_pairs(self) -> float:
         """Sum over query tiles of valid rows x keys from the visit's start to the last visible
         key (scores a kernel computes and may write, one head)."""
         span = np.clip(self.last_key + 1 - self.first_key, 0, None)
-        return float(np.dot(self.rows, span))
+        return float(np.dot(self.rows, span)) / self.copies
 
 
 @lru_cache(maxsize=4096)

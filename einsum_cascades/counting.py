@@ -12,7 +12,7 @@ import numpy as np
 
 from einsim.einsum_cascades.expr import Compare, Coordinate, Logical, Name
 from einsim.einsum_cascades.space import Space
-from einsim.einsum_cascades.tiles import TensorValues, choose_tiles, classify_grid
+from einsim.einsum_cascades.tile_grid import TensorValues, choose_tiles, classify_grid
 from einsim.einsum_cascades.values import holds
 from einsim.errors import ShapeError
 

@@ -15,8 +15,10 @@ CAUSAL_16K = Problem(batch=1, q_heads=32, kv_heads=8, q_len=16384, kv_len=16384,
 def test_causal_and_window_cascades_keep_the_problems_own_mask():
     assert isinstance(tile_mask(load_cascade("attention-causal"), CAUSAL_16K), Problem)
     assert isinstance(tile_mask(load_cascade("fusemax"), CAUSAL_16K), Problem)
-    # a filter that reads document ids: the model is not given them, the problem's mask stands
-    assert isinstance(tile_mask(load_cascade("packed-documents"), CAUSAL_16K), Problem)
+    # a filter that reads document ids without their values: its other terms (causal) stand for it
+    documents = tile_mask(load_cascade("packed-documents"), CAUSAL_16K)
+    assert isinstance(documents, FilterMask) and documents.drop_reads
+    np.testing.assert_array_equal(documents.tile_counts(128, 128).visited, CAUSAL_16K.tile_counts(128, 128).visited)
 
 
 def test_sinks_and_window_visit_only_their_tiles_and_cost_a_fraction_of_causal():

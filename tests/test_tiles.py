@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from einsim.einsum_cascades import counting, load_cascade, parse_cascade
-from einsim.einsum_cascades.tiles import EMPTY, FULL, PARTIAL, classify_tiles
+from einsim.einsum_cascades.tile_grid import EMPTY, FULL, PARTIAL
+from einsim.einsum_cascades.tiles import classify_tiles
 from einsim.errors import ShapeError
 
 TERMS = ["m", "p", "p + M - P", "2 * m - p", "floor(m / 3)", "mod(p, 4)", "abs(m - p)", "max(m, p) - 3",

@@ -1,6 +1,7 @@
 """The command-line face of einsim.shapes: the options every subcommand that takes one attention
 problem shares (`--model/--seq-len/--mode/--batch` or `--shape B,H,N,D`, with `--kv-heads`,
-`--q-len`, `--causal`, `--window L[,R]`, `--dtype`), turned into a Problem. Argparse lives here
+`--q-len`, `--causal`, `--window L[,R]`, `--dtype`, `--tensors` for the values a cascade's
+filters read), turned into a Problem. Argparse lives here
 only; the grammar itself is einsim.shapes.
 """
 
@@ -11,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from einsim.errors import ShapeError
+from einsim.filter_inputs import DESCRIPTION_HELP, FilterInputs
 from einsim.problem import DTYPE_BYTES, Problem
 from einsim.shapes import parse_shape, parse_size, parse_window
 
@@ -31,6 +33,10 @@ def add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--window", help="sliding window: LEFT (a causal window of LEFT keys back) or LEFT,RIGHT")
     group.add_argument("--dtype", choices=tuple(DTYPE_BYTES),
                        help="element type (default: the model's, else bf16)")
+    group.add_argument("--tensors", action="append", default=None, metavar="FILE.npz|DESCRIPTION",
+                       help="the values of the tensors the cascade's filters read (packed-documents' DQ, DK; "
+                            "block-sparse's BLOCKS), so the simulators price the tiles they empty: an .npz of "
+                            f"arrays by name, or {DESCRIPTION_HELP}; repeatable")
 
 
 def problem_from_args(args: argparse.Namespace, *, default_model: str | None = None,
@@ -39,6 +45,13 @@ def problem_from_args(args: argparse.Namespace, *, default_model: str | None = N
     """The Problem the arguments of add_problem_arguments describe (ShapeError on conflicts).
     Neither --model nor --shape: `default_model` at `default_seq_len`, else `default_shape`.
     `decode`: the command runs a decode kernel, so B,H,N,D means one query against N keys."""
+    problem = _problem(args, default_model, default_shape, default_seq_len, decode)
+    tensors = _given(args, "tensors")
+    return replace(problem, filter_inputs=FilterInputs.of(list(tensors))) if tensors else problem
+
+
+def _problem(args: argparse.Namespace, default_model: str | None, default_shape: str | None,
+             default_seq_len: int, decode: bool) -> Problem:
     shape, model = _given(args, "shape"), _given(args, "model")
     if shape and model:
         raise ShapeError("give either --model (with --seq-len) or --shape, not both")

@@ -13,6 +13,7 @@ import numpy as np
 
 from einsim.kernel_rules import attention_shared_memory, padded_head_dim
 from einsim.simulator.gpu_cost.cascade_plan import PassPlan, bind, cascade_mask, is_matmul, pass_plan, tile_mask
+from einsim.simulator.gpu_cost.data_mask import DataMask, build_launches, lane_ops_per_pair
 from einsim.simulator.gpu_cost.engine import Launch, ProgramGroup, TileWork
 from einsim.simulator.gpu_cost.mapping import GpuMapping
 from einsim.simulator.gpu_cost.resources import Residency, residency
@@ -88,11 +89,11 @@ def forward_layout(cascade: Any, problem: Any, mapping: GpuMapping, roofs: GpuRo
         q_per_tile = min(tiles.block_m, problem.q_len)
         rows, heads = q_per_tile, problem.q_heads
     counts = tile_mask(cascade, problem).tile_counts(q_per_tile, tiles.block_n)
-    base = problem.batch * heads * counts.visited.size
+    base = problem.batch * heads * counts.query_tiles
     most = int(counts.visited.max()) if counts.visited.size else 0
     splits = mapping.kv_splits
     if splits is None:
-        splits = choose_splits(base, most, slots) if counts.visited.size == 1 else 1
+        splits = choose_splits(base, most, slots) if counts.query_tiles == 1 else 1
     splits = max(1, min(splits, max(1, most)))
     return ForwardLayout(tiles, rows, q_per_tile, heads, packed, splits, counts)
 
@@ -107,7 +108,7 @@ def forward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gpu
     layout = forward_layout(cascade, problem, mapping, roofs, slots)
     plan = pass_plan(cascade, mapping.multipass)
     works = pass_work(plan, _padded_problem(problem, kernel), tiles.block_m, tiles.block_n)
-    reread = l2_reread_factor(problem, layout.counts.visited.size, layout.heads_of_programs, slots, roofs.llc_bytes)
+    reread = l2_reread_factor(problem, layout.counts.query_tiles, layout.heads_of_programs, slots, roofs.llc_bytes)
     causal, window = cascade_mask(cascade, problem)
     sizes = bind(cascade, problem, tiles.block_n, layout.splits, window)
     traffic = attention_traffic(plan, problem, sizes, layout.counts, layout.heads_of_programs, layout.splits,
@@ -128,22 +129,45 @@ def forward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gpu
         hbm = traffic.pass_bytes(k) + (traffic.split_bytes / 2 if k == plan.passes else 0.0)
         launches.append(Launch(f"pass {k}" if plan.passes > 1 else "forward", (group,), hbm,
                                fit.programs_per_sm, warpgroups, tiles.num_stages, fit.spilled_fraction,
-                               hbm_load_fraction=min(1.0, reread / layout.counts.visited.size)))
+                               hbm_load_fraction=min(1.0, reread / layout.counts.query_tiles)))
     if layout.splits > 1:
         launches.append(Launch("split-KV merge", (), traffic.split_bytes / 2 + 0.0, memory_only=True))
+    launches = list(_mask_build(cascade, problem, mapping, model, ((layout.q_per_tile, tiles.block_n),))) + launches
     overlap = kernel.fit.softmax_overlap if mapping.softmax_overlap is None else mapping.softmax_overlap
     return KernelLaunches(tuple(launches), fit, kernel, overlap, layout, traffic, works)
+
+
+def _mask_build(cascade: Any, problem: Any, mapping: GpuMapping, model: FittedModel,
+                shapes: tuple[tuple[int, int], ...]) -> tuple[Launch, ...]:
+    """einsim's compiled kernels build the block mask of a mask that reads data on every call
+    (one set of tile lists per tile shape; `block_mask=` builds it once instead): its launches.
+    Other styles take a prebuilt mask (FlexAttention's BlockMask), as do masks of coordinates."""
+    mask = tile_mask(cascade, problem)
+    if not isinstance(mask, DataMask) or mapping.kernel_style != "einsim":
+        return ()
+    ops = lane_ops_per_pair(cascade)
+    return tuple(launch for block_m, block_n in shapes for launch in build_launches(mask, block_m, block_n, ops))
 
 
 def _forward_group(layout: ForwardLayout, problem: Any, full: TileWork, partial: TileWork, prologue: TileWork,
                    longest_first: bool) -> ProgramGroup:
     """Programs in grid order: query tiles fastest (longest first when the kernel says), then
-    batch x heads; a split program takes its share of the query tile's key tiles."""
-    visited = layout.counts.visited.astype(float) / layout.splits
-    full_tiles = layout.counts.full.astype(float) / layout.splits
+    batch x heads; a split program takes its share of the query tile's key tiles. A mask that
+    differs per batch element or head (counts.copies > 1) lays each copy's query tiles in turn;
+    when GQA packs a group's heads into one program and the mask differs per head, the mean
+    head stands for them."""
+    counts = layout.counts
+    copies, q_tiles = counts.copies, counts.query_tiles
+    visited = counts.visited.astype(float).reshape(copies, q_tiles) / layout.splits
+    full_tiles = counts.full.astype(float).reshape(copies, q_tiles) / layout.splits
+    programs = problem.batch * layout.heads_of_programs
+    if programs % copies:
+        visited, full_tiles, copies = visited.mean(axis=0, keepdims=True), full_tiles.mean(axis=0, keepdims=True), 1
+    tile_order = np.arange(q_tiles)[::-1] if longest_first else np.arange(q_tiles)
+    order = (np.arange(copies)[:, None] * q_tiles + tile_order[None, :]).reshape(-1)
+    visited, full_tiles = visited.reshape(-1), full_tiles.reshape(-1)
     partial_tiles = visited - full_tiles
-    order = np.arange(visited.size)[::-1] if longest_first else np.arange(visited.size)
-    heads = problem.batch * layout.heads_of_programs * layout.splits
+    heads = programs // copies * layout.splits
     if np.all(visited == visited[0]) and np.all(full_tiles == full_tiles[0]):
         return ProgramGroup(full_tiles[:1], partial_tiles[:1], heads * visited.size, full, partial, prologue, "forward")
     return ProgramGroup(full_tiles[order], partial_tiles[order], heads, full, partial, prologue, "forward")
@@ -239,8 +263,7 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
     preprocess = Launch("backward preprocess", (), q_rows * (2 * F * s + 2 * LSE_BYTES), memory_only=True)
     # dK/dV: per key tile of dkdv.block_n keys, query tiles of dkdv.block_m rows
     mask = tile_mask(cascade, problem)
-    visited, full = mask.key_tile_counts(dkdv.block_m, dkdv.block_n)
-    group = problem.group_size
+    visited, full, key_copies = _key_walks(mask, problem, dkdv.block_m, dkdv.block_n)
     pair = float(dkdv.block_m * dkdv.block_n)
     macs = pair * (2 * E + 2 * F + (E if mode == "atomic" else 0))
     dq_bytes = dkdv.block_m * e * 4 if mode == "atomic" else 0.0
@@ -248,8 +271,8 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
                     dkdv.block_m * ((e + f) * s + 2 * LSE_BYTES) + dq_bytes)
     masked = TileWork(tile.macs, efficiency, tile.sfu_ops, tile.fma_ops + pair * kernel.fit.mask_fma_per_score, tile.load_bytes)
     prologue = TileWork(load_bytes=dkdv.block_n * (e + f) * s * 2)
-    dkdv_group = _key_group(visited * group, full * group, B * G, tile, masked, prologue)
-    reread = l2_reread_factor(problem, visited.size, G, roofs.sm_count, roofs.llc_bytes)
+    dkdv_group = _key_group(visited, full, key_copies, tile, masked, prologue)
+    reread = l2_reread_factor(problem, visited.size * key_copies // (B * G), G, roofs.sm_count, roofs.llc_bytes)
     kv_bytes = kv_rows * (e + f) * s * 2  # read K, V; write dK, dV
     q_side = q_rows * ((e + f) * s + 2 * LSE_BYTES) * reread
     # a dK/dV program holds its key tile (and dK, dV) and streams query tiles: the forward's
@@ -257,7 +280,8 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
     fit = _resources(kernel, Tiles(0, dkdv.block_n, dkdv.block_m, dkdv.num_warps, dkdv.num_stages),
                      problem, mapping, roofs, model)
     warpgroups = kernel.warpgroups if kernel.mma != "triton" else max(1, dkdv.num_warps // 4)
-    launches = [preprocess]
+    launches = [preprocess, *_mask_build(cascade, problem, mapping, model, ((dkdv.block_m, dkdv.block_n),) + (
+        ((dq.block_m, dq.block_n),) if mode != "atomic" else ()))]
     groups = [dkdv_group]
     dkdv_hbm = kv_bytes + q_side
     if mode == "atomic":
@@ -269,10 +293,10 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
                           dq.block_n * (e + f) * s)
         masked_q = TileWork(tile_q.macs, efficiency, tile_q.sfu_ops,
                             tile_q.fma_ops + pair_q * kernel.fit.mask_fma_per_score, tile_q.load_bytes)
-        dq_group = _key_group(counts.visited, counts.full, B * H, tile_q, masked_q,
+        dq_group = _key_group(counts.visited, counts.full, B * H // counts.copies, tile_q, masked_q,
                               TileWork(load_bytes=dq.block_m * ((e + f) * s + 2 * LSE_BYTES)))
         dq_hbm = q_rows * ((2 * e + f) * s + 2 * LSE_BYTES) + B * G * M * (e + f) * s * l2_reread_factor(
-            problem, counts.visited.size, H, roofs.sm_count, roofs.llc_bytes)
+            problem, counts.query_tiles, H, roofs.sm_count, roofs.llc_bytes)
         if mode == "one_launch":
             groups.append(dq_group)
             dkdv_hbm += dq_hbm
@@ -290,6 +314,31 @@ def backward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gp
         launches.append(Launch("backward dQ conversion", (), q_rows * e * (4 + s), memory_only=True))
     overlap = kernel.fit.softmax_overlap if mapping.softmax_overlap is None else mapping.softmax_overlap
     return KernelLaunches(tuple(launches), fit, kernel, overlap)
+
+
+def _key_walks(mask: Any, problem: Any, block_m: int, block_n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per dK/dV program (a key tile of one K/V head): the query tiles it walks over its GQA
+    group's heads and how many need no mask, in grid order, and how many times that pattern
+    repeats over batch x K/V heads. A mask that differs per head sums its group's own heads."""
+    group, programs = problem.group_size, problem.batch * problem.kv_heads
+    visited, full = mask.key_tile_counts(block_m, block_n)
+    if not isinstance(mask, DataMask):
+        return visited * group, full * group, programs
+    copies = mask.key_copies(block_m, block_n)
+    axis = mask.heads_axis(block_m, block_n)
+    if axis is not None and group > 1:  # copies over (..., H, ...): sum each K/V head's group
+        shape = mask.classification(block_m, block_n).state.shape[:-2]
+        split = shape[:axis] + (shape[axis] // group, group) + shape[axis + 1:]
+        visited = visited.reshape(split + (-1,)).sum(axis=axis + 1).reshape(-1)
+        full = full.reshape(split + (-1,)).sum(axis=axis + 1).reshape(-1)
+        copies //= group
+    elif axis is None:
+        visited, full = visited * group, full * group
+    if programs % copies:  # the mean copy stands for a layout the copies do not tile
+        visited = visited.reshape(copies, -1).mean(axis=0)
+        full = full.reshape(copies, -1).mean(axis=0)
+        copies = 1
+    return visited, full, programs // copies
 
 
 def _key_group(visited: np.ndarray, full: np.ndarray, copies: int, tile: TileWork, masked: TileWork,

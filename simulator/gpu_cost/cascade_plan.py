@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from einsim.einsum_cascades.passes import PassReport, analyze_passes
 from einsim.einsum_cascades.tiles import classify_tiles
+from einsim.simulator.gpu_cost.data_mask import DataMask
 from einsim.tiling import TileCounts
 from einsim.simulator.binding import WINDOW_SYMBOLS, window_binding
 
@@ -74,12 +75,20 @@ def tile_mask(cascade: Any, problem: Any) -> Any:
     (cascade_mask) when those are all the filters it has; otherwise the notation's exact tile
     classification (einsum_cascades.tiles) of the cascade's filters and-ed with the problem's
     mask, so sinks + window, prefix-LM or a 2-D neighbourhood visit only the tiles they keep.
-    A filter that reads tensors (document ids, a block mask) depends on data the model is not
-    given: the problem's mask stands for it (an upper bound on the tiles visited)."""
+    A filter that reads tensors (document ids, a block mask) is classified from the values the
+    problem carries (Problem.filter_inputs: arrays or a statistical description; a DataMask);
+    without them the filters' terms that read no data stand for them, and-ed with the problem's
+    mask (an upper bound on the tiles visited: packed documents without ids price as causal)."""
     causal, window = cascade_mask(cascade, problem)
     masked = replace(problem, causal=causal, window=window)
     filters = tuple(cascade.filters)
-    if any(f.tensors for f in filters) or all(f.text.replace(" ", "") in _PROBLEM_MASK_FILTERS for f in filters):
+    if any(f.tensors for f in filters):
+        if problem.filter_inputs is None:
+            return FilterMask(cascade, masked, drop_reads=True)
+        sizes = {rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks}
+        sizes.update(window_binding(cascade, problem))
+        return DataMask(cascade, masked, tuple(sorted(cascade.bind(sizes).items())))
+    if all(f.text.replace(" ", "") in _PROBLEM_MASK_FILTERS for f in filters):
         return masked
     return FilterMask(cascade, masked)
 
@@ -90,19 +99,20 @@ class FilterMask:
 
     cascade: Any
     problem: Any
+    drop_reads: bool = False  # leave out the terms that read tensors (their values are not given)
 
     def tile_counts(self, block_m: int, block_n: int) -> TileCounts:
-        return _classified(self.cascade, self.problem, block_m, block_n).tile_counts()
+        return _classified(self.cascade, self.problem, block_m, block_n, self.drop_reads).tile_counts()
 
     def key_tile_counts(self, block_m: int, block_n: int) -> tuple[Any, Any]:
-        return _classified(self.cascade, self.problem, block_m, block_n).key_tile_counts()
+        return _classified(self.cascade, self.problem, block_m, block_n, self.drop_reads).key_tile_counts()
 
 
 @lru_cache(maxsize=256)
-def _classified(cascade: Any, problem: Any, block_m: int, block_n: int):
+def _classified(cascade: Any, problem: Any, block_m: int, block_n: int, drop_reads: bool = False):
     sizes = {rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks}
     sizes.update(window_binding(cascade, problem))
-    return classify_tiles(cascade, sizes, block_m, block_n, problem=problem)
+    return classify_tiles(cascade, sizes, block_m, block_n, problem=problem, drop_reads=drop_reads)
 
 
 def bind(cascade: Any, problem: Any, block_n: int, splits: int = 1, window: tuple[int, int] | None = None,
@@ -184,9 +194,12 @@ class PassPlan:
         return self.inputs_by_pass
 
     def _inputs_per_pass(self) -> dict[int, dict[str, str]]:
+        """Operands, and the tensors the filters read (document ids, a block mask: every pass
+        evaluates the mask), attributed to the pass's first Einsum."""
         per_pass: dict[int, dict[str, str]] = {}
+        mask_reads = [t for f in getattr(self.cascade, "filters", ()) for t in f.tensors]
         for k, einsum in self.runs():
-            for tensor in einsum.operand_tensors:
+            for tensor in tuple(einsum.operand_tensors) + tuple(mask_reads):
                 if tensor in self.cascade.inputs:
                     per_pass.setdefault(k, {}).setdefault(tensor, einsum.output)
         return per_pass

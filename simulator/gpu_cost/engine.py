@@ -83,6 +83,7 @@ class Launch:
     hbm_load_fraction: float = 0.0  # of the tile loads, the fraction that miss L2 (decode: all of them)
     hbm_efficiency: float = 1.0  # fraction of the HBM roof this kernel's streams reach (GEMV: fitted)
     program_latency_s: float | None = None  # this launch's fixed cost per program (None: the kernel style's)
+    kernels: int = 1  # memory_only: that many back-to-back kernels share the bytes (a torch op sequence)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def launch_time(launch: Launch, roofs: GpuRoofs, overlap: float, constants: Engi
     kernel style's fraction of softmax hidden under the matmuls for one instruction stream."""
     hbm_s = launch.hbm_bytes / (roofs.hbm_bytes_per_s * launch.hbm_efficiency)
     if launch.memory_only or not launch.groups:
-        return memory_launch_time(launch.name, launch.hbm_bytes, 1, roofs, constants)
+        return memory_launch_time(launch.name, launch.hbm_bytes, launch.kernels, roofs, constants)
     if launch.program_latency_s is not None:
         program_latency_s = launch.program_latency_s
     sms = roofs.sm_count

@@ -121,7 +121,10 @@ def _attention_traffic(plan: PassPlan, problem: Any, sizes: dict[str, int], tile
 
 
 def _kv_visited_fraction(tiles: TileCounts, kv_len: int) -> float:
-    """Fraction of K/V positions some query reads, in whole key tiles."""
+    """Fraction of K/V positions some query reads, in whole key tiles (a mask that differs per
+    head: the mean head's key tiles that some query tile visits)."""
+    if tiles.kv_seen is not None:
+        return tiles.kv_seen
     if tiles.kv_hi <= tiles.kv_lo:
         return 0.0
     bn = tiles.block_n

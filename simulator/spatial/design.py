@@ -81,12 +81,15 @@ class Design:
         # tile) tiles the hardware skips: no work, no K/V reads, no live rows
         plane_keys = {self.key_rank} | ({self.key_inner} if self.key_inner else set())
         self.filtered = None
-        # filters that read input values (document ids, a block mask) keep tiles that depend on
-        # data the simulator does not have: their tiles are counted as visited (a note says so)
+        # filters that read input values (document ids, a block mask) keep the tiles their values
+        # keep (Problem.filter_inputs); without values their tiles count as visited (a note says so)
         self.data_dependent_filters = reads_tensors(cascade, plane_keys, self.query_family)
-        if plane_condition(cascade, plane_keys, self.query_family) is not None:
+        reads = bool(self.data_dependent_filters) and problem.filter_inputs is not None
+        if plane_condition(cascade, plane_keys, self.query_family, keep_reads=reads) is not None:
+            given_sizes = {k: v for k, v in given.items() if k != self.key_inner and k != cascade.ranks.get(self.key_inner)}
             self.filtered = visibility(cascade, problem, self.sizes, self.key_tile_rows, min(mapping.query_tile, problem.q_len),
-                                       self.key_rank, query_rank, plane_keys, self.query_family)
+                                       self.key_rank, query_rank, plane_keys, self.query_family,
+                                       data_sizes=cascade.bind(given_sizes) if reads else None)
         self.masked = problem.causal or problem.window is not None or self.filtered is not None
         self.tile_density = self.filtered.fraction if self.filtered is not None else (
             visible_tile_fraction(problem, self.key_tile_rows, min(mapping.query_tile, problem.q_len)) if self.masked else 1.0)
@@ -309,7 +312,7 @@ class Design:
             if ranks & self.key_family and not ranks & self.query_family:
                 return 1.0
         if self.filtered is not None:
-            return float(self.filtered.visited.any(axis=0).mean())
+            return self.filtered.key_share
         return 1.0
 
     @property

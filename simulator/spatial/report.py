@@ -61,8 +61,7 @@ def build_estimate(design, choices: list[dict[str, Any]]) -> Estimate:
                      f"{design.filtered.query_tile} x {design.filtered.key_tile} tiles to compute; a row keeps at most "
                      f"{design.live_fraction:.1%} of the keys live")
     if design.data_dependent_filters:
-        notes.append(f"the filters read {', '.join(design.data_dependent_filters)}: which tiles those terms keep depends "
-                     f"on their values, so they are counted as keeping every tile")
+        notes.append(data_filter_note(design))
     spill = one(r["spill_fraction"])
     if spill > 0:
         share = f"{spill:.0%}" if spill >= 0.01 else f"{spill:.2%}"
@@ -157,3 +156,12 @@ def describe_plan(plan) -> str:
     parts = [f"{', '.join(staged) or 'nothing'} in the buffer", f"{', '.join(streamed) or 'nothing'} streamed"]
     parts += [f"{', '.join(names)} {kind}-stationary" for kind, names in kinds.items()]
     return "; ".join(parts)
+
+
+def data_filter_note(design) -> str:
+    """What the report says of filters that read input values (document ids, a block mask)."""
+    read = ", ".join(design.data_dependent_filters)
+    if design.problem.filter_inputs is not None:
+        return f"the filters read {read}: tiles classified from {design.problem.filter_inputs.describe()}"
+    return (f"the filters read {read}: which tiles those terms keep depends on their values, so they are counted "
+            "as keeping every tile")
