@@ -50,9 +50,31 @@ def simulate(cascade: Cascade | str | Path, problem: Problem, target: Any, mappi
 
         estimate = simulate_spatial(cascade, problem, target, load_mapping(mapping))
     estimate = replace(estimate, **cascade_facts(cascade, problem, estimate.passes))
+    overridden = mask_and_filters_note(cascade, problem)
+    if overridden:
+        estimate = replace(estimate, notes=tuple(estimate.notes) + (overridden,))
     if strict:
         check_runs(estimate, target.kind, mapping)
     return estimate
+
+
+_CAUSAL_TERM = "m<=p+M-P"
+
+
+def mask_and_filters_note(cascade: Cascade, problem: Problem) -> str | None:
+    """Both models price the problem's causal mask and-ed with the cascade's own filters (the
+    workload's mask and the cascade's are both honoured). When the filters do not contain the
+    causal term themselves (prefix-LM's `m < prefix or m <= p + M - P`), the and removes points
+    they keep (the prefix past the diagonal): say so, and how to price the filters alone."""
+    filters = tuple(getattr(cascade, "filters", ()))
+    if not problem.causal or not filters:
+        return None
+    terms = {str(term).replace(" ", "") for f in filters for term in f.conditions}
+    if _CAUSAL_TERM in terms or {f.text.replace(" ", "") for f in filters} <= {_CAUSAL_TERM}:
+        return None
+    text = " and ".join(f.text for f in filters)
+    return (f"the problem's causal mask is and-ed with {cascade.name}'s filter ({text}): points the filter keeps "
+            "past the diagonal are masked too; without --causal (causal=False) the filter alone is the mask")
 
 
 def cascade_facts(cascade: Cascade, problem: Problem, passes: int) -> dict[str, Any]:

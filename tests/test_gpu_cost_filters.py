@@ -1,7 +1,10 @@
 """The GPU cost model visits the tiles a cascade's own filters keep (einsum_cascades.tiles): a
 sinks + window or 2-D neighbourhood cascade is not priced as the problem's causal mask."""
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from einsim.einsum_cascades import load_cascade
 from einsim.einsum_cascades.tiles import classify_tiles
@@ -32,3 +35,19 @@ def test_sinks_and_window_visit_only_their_tiles_and_cost_a_fraction_of_causal()
     window = simulate(cascade, CAUSAL_16K, "h100-sxm").latency_s
     causal = simulate("attention-causal", CAUSAL_16K, "h100-sxm").latency_s
     assert window < causal / 10
+
+
+def test_prefix_lm_prices_its_prefix_and_says_when_a_causal_problem_masks_it():
+    problem = Problem(batch=1, q_heads=4, q_len=8192, kv_len=8192, head_dim=128, symbols={"prefix": 4096})
+    prefix = simulate("prefix-lm", problem, "h200")
+    causal = simulate("attention-causal", replace(problem, causal=True), "h200")
+    # the problem's prefix (not the YAML's 256) is classified: the first query tile sees the 32 prefix tiles
+    counts = tile_mask(load_cascade("prefix-lm"), problem).tile_counts(128, 128)
+    assert counts.visited[0] == 32 and counts.visited[-1] == 64
+    # query tiles 0..31 visit the 32 prefix tiles, 32..63 their causal 33..64: 2576 tiles, causal 2080
+    assert prefix.compute_ops["mac"] == pytest.approx(causal.compute_ops["mac"] * 2576 / 2080)
+    assert prefix.latency_s >= causal.latency_s
+    assert not any("and-ed" in note for note in prefix.notes)
+    on_causal = simulate("prefix-lm", replace(problem, causal=True), "h200")
+    assert on_causal.latency_s == causal.latency_s
+    assert any("causal mask is and-ed with prefix-lm's filter" in note for note in on_causal.notes)

@@ -85,7 +85,7 @@ def tile_mask(cascade: Any, problem: Any) -> Any:
     if any(f.tensors for f in filters):
         if problem.filter_inputs is None:
             return FilterMask(cascade, masked, drop_reads=True)
-        sizes = {rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks}
+        sizes = _filter_sizes(cascade, problem)
         sizes.update(window_binding(cascade, problem))
         return DataMask(cascade, masked, tuple(sorted(cascade.bind(sizes).items())))
     if all(f.text.replace(" ", "") in _PROBLEM_MASK_FILTERS for f in filters):
@@ -110,9 +110,16 @@ class FilterMask:
 
 @lru_cache(maxsize=256)
 def _classified(cascade: Any, problem: Any, block_m: int, block_n: int, drop_reads: bool = False):
-    sizes = {rank: size for rank, size in problem.rank_sizes().items() if rank in cascade.ranks}
+    sizes = _filter_sizes(cascade, problem)
     sizes.update(window_binding(cascade, problem))
     return classify_tiles(cascade, sizes, block_m, block_n, problem=problem, drop_reads=drop_reads)
+
+
+def _filter_sizes(cascade: Any, problem: Any) -> dict[str, int]:
+    """The problem's sizes of the cascade's ranks and the values of its symbols the problem sets
+    (prefix-LM's `prefix`): what its filters are classified at."""
+    symbols = getattr(cascade, "symbols", {}) or {}
+    return {name: size for name, size in problem.rank_sizes().items() if name in cascade.ranks or name in symbols}
 
 
 def bind(cascade: Any, problem: Any, block_n: int, splits: int = 1, window: tuple[int, int] | None = None,
