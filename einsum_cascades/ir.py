@@ -12,6 +12,7 @@ from einsim.einsum_cascades.expr import (
     Access, Binary, Call, Compare, Condition, Coordinate, Expr, Index, Logical, Name, Not, Unary, conjuncts, walk,
 )
 from einsim.einsum_cascades.counting import count_points
+from einsim.einsum_cascades.tile_grid import EMPTY, classify_grid
 from einsim.einsum_cascades.space import AxisRead, Space, index_var, resolve_access  # noqa: F401 (re-exported)
 from einsim.einsum_cascades.values import Reader, holds
 from einsim.errors import SpecError
@@ -21,6 +22,9 @@ from einsim.errors import SpecError
 _BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 _CALL_OPS = {"exp": "exp", "max": "max", "min": "min", "relu": "max", "where": "select"}
 _REDUCE_OPS = {"sum": "add", "max": "max", "min": "min"}
+# An operation reading some of the ranks a filter reads counts the points of its own ranks that
+# a kept point projects to, found by bounds over one tile per such point, up to this many tiles.
+_PROJECTION_TILES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -106,21 +110,81 @@ class Einsum:
         return count_points(self.space, self.iteration_ranks, self.filters, sizes, tensors)
 
     def operation_counts(self, sizes: Mapping[str, int], tensors: Mapping | None = None) -> dict[str, int]:
-        """Operations by kind (mul, add, sub, div, exp, max, ...), counted after filters.
+        """Operations by kind (mul, add, sub, div, exp, max, ...), counted after filters and by
+        dependence (`operation_ranks`): an operation whose operands read only some of the
+        iteration ranks is counted once per point of those ranks (`exp(-SLOPE[h])` H times, not
+        at every (m, e, f) point of every head); the others once per point.
 
-        Each point applies the map once and, when reducing, one reduction operation
-        (sum: "add", max: "max"), so Q[e,p]*K[e,m] summed over e counts E*M*P adds, not
-        (E-1)*M*P: accumulation starts from the identity (0 or -inf).
+        Each point applies the reduction once (sum: "add", max: "max"), so Q[e,p]*K[e,m] summed
+        over e counts E*M*P adds, not (E-1)*M*P: accumulation starts from the identity.
         """
         points = self.iteration_points(sizes, tensors)
-        return {kind: count * points for kind, count in self.operations_per_point().items()}
+        counts: Counter[str] = Counter()
+        for kind, ranks in self.operation_ranks():
+            counts[kind] += self._points_over(ranks, points, sizes, tensors)
+        if self.reduce_op is not None:
+            counts[_REDUCE_OPS[self.reduce_op]] += points
+        return dict(counts)
 
-    def operations_per_point(self) -> dict[str, int]:
-        """The operations one point applies: its map's, and one for the reduction."""
+    def operation_ranks(self) -> tuple[tuple[str, frozenset[str]], ...]:
+        """Every map operation with the iteration ranks its operands depend on: the index
+        variables of the accesses beneath it and the ranks of the coordinates it reads (a
+        constant part, `M - P`, is no operation at all: map_operations)."""
+        variables = {index_var(rank): rank for rank in self.iteration_ranks}
+        return map_operation_ranks(self.expression, variables, self.space, self.iteration_ranks)
+
+    def _points_over(self, ranks: frozenset[str], points: int, sizes: Mapping[str, int],
+                     tensors: Mapping | None) -> int:
+        """How many times an operation depending on `ranks` runs: at every point when it reads
+        every iteration rank; else once per point of its ranks (each such point is needed when
+        the filters read none of them; otherwise the points of its ranks and the filters', an
+        upper bound, and never more than the Einsum's points)."""
+        if not points or ranks >= set(self.iteration_ranks):
+            return points
+        bound = self.space.bound(sizes)
+        filter_ranks = {r for f in self.filters for r in f.ranks}
+        related = {r for r in self.iteration_ranks
+                   if any(self.space.root(r) == self.space.root(f) for f in filter_ranks)}
+        free = math.prod(bound[r] for r in ranks - related)  # ranks no filter reads: all needed
+        own = ranks & related
+        if not own:
+            return int(free)
+        over = tuple(r for r in self.iteration_ranks if r in related)
+        filtered = count_points(self.space, over, self.filters, sizes, tensors)
+        if own == related or any(f.tensors for f in self.filters) or math.prod(bound[r] for r in own) > _PROJECTION_TILES:
+            return min(points, int(free * filtered))
+        # the points of its own ranks that some kept point projects to: one tile per such point
+        # spanning the filters' other ranks, kept unless the bounds prove it empty (an upper bound)
+        tiles = {r: (1 if r in own else bound[r]) for r in over}
+        condition = self.filters[0].condition if len(self.filters) == 1 else Logical(
+            "and", tuple(f.condition for f in self.filters))
+        grid = classify_grid(condition, self.space, bound, tiles, bounds_only=True)
+        return min(points, int(free * int((grid.state != EMPTY).sum())))
+
+    def operations_per_point(self, sizes: Mapping[str, int] | None = None) -> dict[str, float]:
+        """The operations one point applies: its map's, and one for the reduction. With `sizes`,
+        by dependence: an operation that reads only some of the iteration ranks is spread over
+        the points (its operation_counts over the Einsum's points: `exp(-SLOPE[h])` adds
+        1 / (M·E·F) exp per point of linear-attention-decay-recurrent's state update). Filters that
+        read tensor values take the dense share (their kept points are not known here)."""
         counts: Counter[str] = Counter(self.map_ops)
         if self.reduce_op is not None:
             counts[_REDUCE_OPS[self.reduce_op]] += 1
-        return dict(counts)
+        if sizes is None or all(ranks >= set(self.iteration_ranks) for _, ranks in self.operation_ranks()):
+            return dict(counts)
+        bound = self.space.bound(sizes)
+        if any(f.tensors for f in self.filters):
+            dense = math.prod(bound[r] for r in self.iteration_ranks)
+            spread: Counter[str] = Counter()
+            for kind, ranks in self.operation_ranks():
+                spread[kind] += math.prod(bound[r] for r in ranks) / dense if not ranks >= set(self.iteration_ranks) else 1
+            if self.reduce_op is not None:
+                spread[_REDUCE_OPS[self.reduce_op]] += 1
+            return dict(spread)
+        points = self.iteration_points(bound)
+        if not points:
+            return dict(counts)
+        return {kind: count / points for kind, count in self.operation_counts(bound).items()}
 
     def __str__(self) -> str:
         return self.text
@@ -209,6 +273,48 @@ class Cascade:
 
     def __str__(self) -> str:
         return "\n".join(e.text for e in self.einsums)
+
+
+def map_operation_ranks(expr: Expr, variables: Mapping[str, str], space: Space,
+                        iteration_ranks: tuple[str, ...]) -> tuple[tuple[str, frozenset[str]], ...]:
+    """map_operations' operations, each with the iteration ranks its subtree reads: index
+    variables (`variables`: m1 -> M1) of its accesses, and the iteration ranks of the family of
+    each coordinate it reads as a value (`m` of a partitioned M reads M1 and M0)."""
+    found: list[tuple[str, frozenset[str]]] = []
+
+    def ranks_of(node) -> frozenset[str]:
+        ranks: set[str] = set()
+        for part in walk(node):
+            if isinstance(part, Access):
+                ranks |= {variables[i.name] for i in part.indices if i.kind == "var" and i.name in variables}
+            elif isinstance(part, Coordinate):
+                family = space.family(part.rank)
+                ranks |= {r for r in iteration_ranks if r in family}
+        return frozenset(ranks)
+
+    def visit(node) -> None:
+        if is_constant(node):
+            return
+        ranks = ranks_of(node)
+        if isinstance(node, Binary) and node.op == "/" and is_constant(node.right):
+            found.append(("mul", ranks))
+        elif isinstance(node, Binary):
+            found.append((_BINARY_OPS[node.op], ranks))
+        elif isinstance(node, Unary):
+            found.append(("sub", ranks))
+        elif isinstance(node, Call):
+            found.append((_CALL_OPS.get(node.func, node.func), ranks))
+        elif isinstance(node, Compare):
+            found.append(("cmp", ranks))
+        elif isinstance(node, Logical):
+            found.extend([(node.op, ranks)] * (len(node.operands) - 1))
+        elif isinstance(node, Not):
+            found.append(("not", ranks))
+        for child in _children(node):
+            visit(child)
+
+    visit(expr)
+    return tuple(reversed(found))
 
 
 def map_operations(expr: Expr) -> tuple[str, ...]:

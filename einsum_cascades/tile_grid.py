@@ -119,12 +119,13 @@ class GridClassification:
 
 
 def classify_grid(condition, space: Space, sizes: Mapping[str, int], tiles: Mapping[str, int],
-                  values: TensorValues | None = None, *, valid=None) -> GridClassification:
+                  values: TensorValues | None = None, *, valid=None, bounds_only: bool = False) -> GridClassification:
     """Classify the tiles of `tiles` (rank -> tile size; tiles start at 0, the last may be short)
     under `condition` (None: every point passes), exactly: interval arithmetic decides most
     tiles, the rest are enumerated. `valid`, a condition too, marks which points exist at all
     (a partitioned rank's tail: m1*M0 + m0 < M); points outside it are neither counted nor
-    make a tile partial."""
+    make a tile partial. `bounds_only`: no enumeration; a tile the bounds do not decide is
+    PARTIAL with every point counted (an upper bound)."""
     ranks = tuple(tiles)
     k = len(ranks)
     counts_per_axis = [-(-sizes[r] // tiles[r]) for r in ranks]
@@ -154,6 +155,10 @@ def classify_grid(condition, space: Space, sizes: Mapping[str, int], tiles: Mapp
         decided_false |= np.broadcast_to(none_exist, grid_shape)
     state = np.where(decided_true, FULL, np.where(decided_false, EMPTY, _UNDECIDED)).astype(np.int8)
     count = np.where(state == FULL, volume, 0).astype(np.int64)
+    if bounds_only:
+        open_tiles = state == _UNDECIDED
+        state[open_tiles], count[open_tiles] = PARTIAL, np.broadcast_to(volume, grid_shape)[open_tiles]
+        return GridClassification(ranks, dict(tiles), state, count, np.asarray(volume))
     undecided = np.argwhere(state == _UNDECIDED)
     per_tile = math.prod(tiles[r] for r in ranks)
     halved = {r: t // 2 if t % 2 == 0 else t for r, t in tiles.items()}

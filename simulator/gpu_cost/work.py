@@ -54,10 +54,15 @@ def einsum_ops(einsum: Any, points: float, sizes: dict[str, int], intermediates:
             ops["convert"] = points / contracted(einsum, sizes) * CONVERT_OPS_PER_ELEMENT
         return "tensor_core", ops
     unit, ops = "cuda_core", {}
-    kinds = list(einsum.map_ops) + ([{"sum": "add", "max": "max", "min": "min"}[einsum.reduce_op]]
-                                    if einsum.reduce_op else [])
-    for kind in kinds:
-        ops[kind] = ops.get(kind, 0.0) + points
+    dense = float(math.prod(sizes[r] for r in einsum.iteration_ranks)) or 1.0
+    # by dependence (docs/simulator.md §3.4): an operation reading some of the ranks runs once per
+    # point of those (ALiBi's p + M - P once per query row of the tile, not per score)
+    counted = [(kind, points * math.prod(sizes[r] for r in ranks) / dense if not ranks >= set(einsum.iteration_ranks)
+                else points) for kind, ranks in einsum.operation_ranks()]
+    if einsum.reduce_op:
+        counted.append(({"sum": "add", "max": "max", "min": "min"}[einsum.reduce_op], points))
+    for kind, count in counted:
+        ops[kind] = ops.get(kind, 0.0) + count
         if kind == "exp" or kind not in BASIC_OPS:
             unit = "sfu"
     return unit, ops

@@ -151,7 +151,8 @@ class Design:
             else:
                 points = float(einsum.iteration_points(self.sizes)) * self.head_factor
             per_point = {k: 0.0 for k in PRIMITIVES}
-            per_point.update(primitive_counts(einsum.operations_per_point()))  # §3.3 functions as primitives
+            # §3.3 functions as primitives; an operation reading only some ranks spread over the points
+            per_point.update(primitive_counts(einsum.operations_per_point(self.sizes)))
             ops = {k: v * points for k, v in per_point.items() if v}
             if per_point["div"] and unit == "pe_2d":
                 raise ConfigError(f"{name} divides but is bound to pe_2d: the 2D array's PEs have no divider; bind it to pe_1d")
