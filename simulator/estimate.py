@@ -60,6 +60,9 @@ class Estimate:
     attention: bool = True
     live_state_grows: bool | None = None
     rank_sizes: dict[str, int] = field(default_factory=dict)
+    # (query, key) pairs the problem's mask and the cascade's own filters keep, every batch
+    # element and head (the roofline credits these); None: the problem's mask alone decides
+    visible_pairs: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON shape of `einsim simulate --json` (docs/simulator.md)."""

@@ -83,7 +83,31 @@ def cascade_facts(cascade: Cascade, problem: Problem, passes: int) -> dict[str, 
     bound = cascade.bind(problem.rank_sizes())
     grows = _live_state_grows(cascade) if passes > 1 and "M" in cascade.ranks else None
     return {"attention": {"M", "P"} <= set(cascade.ranks), "live_state_grows": grows,
-            "rank_sizes": {rank: bound[rank] for rank in cascade.ranks}}
+            "rank_sizes": {rank: bound[rank] for rank in cascade.ranks},
+            "visible_pairs": filtered_pairs(cascade, problem)}
+
+
+@lru_cache(maxsize=256)
+def filtered_pairs(cascade: Cascade, problem: Problem) -> float | None:
+    """(query, key) pairs the problem's mask and-ed with the cascade-wide filters keep, over
+    every batch element and head, exactly (einsum_cascades.tiles; the filters' tensors from
+    problem.filter_inputs, or without them the terms that read none); None for a cascade
+    without filters or without both attention ranks, and for ragged caches (kv_lens)."""
+    from einsim.einsum_cascades.filter_values import filter_values
+    from einsim.einsum_cascades.tiles import classify_tiles
+
+    if not cascade.filters or not {"M", "P"} <= set(cascade.ranks) or problem.kv_lens is not None:
+        return None
+    symbols = cascade.symbols or {}
+    sizes = {k: v for k, v in problem.rank_sizes().items() if k in cascade.ranks or k in symbols}
+    sizes.update(window_binding(cascade, problem))
+    bound = cascade.bind(sizes)
+    reads = any(f.tensors for f in cascade.filters)
+    values = filter_values(cascade, bound, problem.filter_inputs, causal=problem.causal) if (
+        reads and problem.filter_inputs is not None) else None
+    found = classify_tiles(cascade, bound, 128, 128, values, problem=problem, drop_reads=reads and values is None)
+    copies = math.prod(found.state.shape[:-2])
+    return float(found.visible_pairs) * problem.batch * problem.q_heads / copies
 
 
 @lru_cache(maxsize=64)

@@ -143,3 +143,17 @@ def test_filter_inputs_travel_as_a_problem_field():
     problem = replace(PROBLEM, filter_inputs="documents:512")
     assert isinstance(problem.filter_inputs, FilterInputs)
     assert Problem.from_dict(problem.to_dict()) == problem
+
+
+def test_estimates_carry_the_pairs_the_filters_keep_and_the_roofline_credits_them():
+    from einsim.plots.roofs import attention_flops
+
+    problem = Problem(batch=2, q_heads=3, q_len=512, kv_len=512, head_dim=64, symbols={"sinks": 4, "window": 64})
+    p, m = np.meshgrid(np.arange(512), np.arange(512), indexing="ij")
+    kept = (m <= p) & ((m < 4) | (m > p - 64))
+    estimate = simulate("sinks-window", problem, "h200")
+    assert estimate.visible_pairs == 2 * 3 * kept.sum()
+    assert attention_flops(problem, estimate.visible_pairs) == 2 * 3 * kept.sum() * 2 * 128
+    documents = simulate("packed-documents", replace(problem, filter_inputs=Documents(128, lengths="fixed")), "h200")
+    assert documents.visible_pairs == 2 * 3 * 4 * 128 * 129 / 2
+    assert simulate("fusemax", problem, "h200").visible_pairs is None  # the problem's mask alone

@@ -173,11 +173,12 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
             raise ConfigError(f"estimate of {estimate.cascade} is for target {estimate.target}, not {target.name}")
     dtype = problem.dtype if problem else target.default_dtype
     roofs = target_roofs(target, dtype, source)
-    work = attention_flops(problem) if problem else 0.0
+    works = {e.cascade: attention_flops(problem, getattr(e, "visible_pairs", None)) if problem else 0.0
+             for e in estimates}
     mixes = {e.cascade: operation_mix(e, target) for e in estimates}
     extra: list[Roof] = []
     for estimate in estimates:
-        extra += cascade_roofs(target, dtype, mixes[estimate.cascade], work, estimate.cascade, source)
+        extra += cascade_roofs(target, dtype, mixes[estimate.cascade], works[estimate.cascade], estimate.cascade, source)
     roofs += merge_roofs(extra)
     notes = []
     if target.kind == "spatial" and any(m.array_ops for m in mixes.values()):
@@ -186,6 +187,7 @@ def roofline_data(target: Any, estimates: Sequence[Estimate], *, source: str = "
 
     points: list[RooflinePoint] = []
     for estimate in estimates:
+        work = works[estimate.cascade]
         points.append(_predicted_point(target, roofs, estimate, None, work, estimate.traffic_bytes, estimate.latency_s))
         if per_einsum:
             mix = mixes[estimate.cascade]

@@ -17,13 +17,18 @@ from einsim.units import format_rate
 # What the y axis counts (docs/plots.md § Roofline). Shown in every figure's JSON.
 WORK_CONVENTION = (
     "attention FLOPs: 2·(E+F) FLOP per visible (query, key) pair (QKᵀ and P·V as FlashAttention "
-    "counts them), the same work for every cascade of a workload; exp and vector roofs are that "
+    "counts them; visible under the problem's mask and the cascade's own filters), the same work for "
+    "every cascade of a workload with the same mask; exp and vector roofs are that "
     "work divided by the time the unit alone needs for the cascade's exps / vector operations"
 )
 
 
-def attention_flops(problem: Problem) -> float:
-    """The work every roofline point of this workload is credited with (WORK_CONVENTION)."""
+def attention_flops(problem: Problem, visible_pairs: float | None = None) -> float:
+    """The work a roofline point of this workload is credited with (WORK_CONVENTION): the
+    problem's visible pairs, or the pairs a cascade's own filters keep with it (an Estimate's
+    `visible_pairs`: sinks + window, packed documents, a block mask)."""
+    if visible_pairs is not None:
+        return float(visible_pairs) * 2 * (problem.head_dim + problem.v_head_dim)
     return problem.forward_flops()
 
 
