@@ -157,3 +157,12 @@ def test_estimates_carry_the_pairs_the_filters_keep_and_the_roofline_credits_the
     documents = simulate("packed-documents", replace(problem, filter_inputs=Documents(128, lengths="fixed")), "h200")
     assert documents.visible_pairs == 2 * 3 * 4 * 128 * 129 / 2
     assert simulate("fusemax", problem, "h200").visible_pairs is None  # the problem's mask alone
+
+
+def test_cascades_tiles_takes_a_description_too(capsys):
+    from einsim.cli import main
+
+    assert main(["cascades", "tiles", "packed-documents", "--set", "q_len=1024", "--set", "kv_len=1024",
+                 "--tensors", "documents:mean=256,lengths=fixed", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"visible_pairs": 131584' in out  # four causal documents of 256: 4 x 256 x 257 / 2

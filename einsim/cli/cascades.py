@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tiles.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="a size or symbol, e.g. --set kv_len=4096 --set window=256 (repeatable)")
     tiles.add_argument("--block", default="128x128", help="query x key tile, default 128x128")
-    tiles.add_argument("--tensors", default=None, help=".npz file with the inputs the filters read (DQ, DK, BLOCKS)")
+    tiles.add_argument("--tensors", default=None, help="the inputs the filters read (DQ, DK, BLOCKS): an .npz file of "
+                       "arrays by name, or a description: documents:MEAN or blocks:DENSITY (docs/simulator.md)")
     tiles.add_argument("--json", action="store_true", help="print JSON")
     add_wide_argument(tiles)
     tiles.set_defaults(handler=_tiles)
@@ -194,15 +195,12 @@ def _tiles(args: argparse.Namespace) -> int:
     read = sorted({t for f in cascade.filters for t in f.tensors})
     if read and not args.tensors:
         raise ShapeError(f"{cascade.name}: its filters read {', '.join(read)}; give their values with --tensors FILE.npz "
-                         f"(arrays named {', '.join(read)})")
-    if args.tensors:
-        import numpy as np
+                         f"(arrays named {', '.join(read)}) or a description (documents:1024, blocks:0.25)")
+    if args.tensors:  # an .npz of arrays or a description (documents:MEAN, blocks:DENSITY)
+        from einsim.einsum_cascades.filter_values import filter_values
+        from einsim.filter_inputs import FilterInputs
 
-        try:
-            with np.load(args.tensors) as found:
-                tensors = {name: found[name] for name in found.files}
-        except (OSError, ValueError) as error:
-            raise ShapeError(f"--tensors {args.tensors}: cannot read it as an .npz file ({error})") from None
+        tensors = filter_values(cascade, cascade.bind(sizes), FilterInputs.of(args.tensors))
     result = classify_tiles(cascade, sizes, block_q, block_k, tensors)
     summary = result.summary()
     if args.json:
