@@ -66,7 +66,7 @@ def mask_and_filters_note(cascade: Cascade, problem: Problem) -> str | None:
     workload's mask and the cascade's are both honoured). When the filters do not contain the
     causal term themselves (prefix-LM's `m < prefix or m <= p + M - P`), the and removes points
     they keep (the prefix past the diagonal): say so, and how to price the filters alone."""
-    filters = tuple(getattr(cascade, "filters", ()))
+    filters = tuple(cascade.filters)
     if not problem.causal or not filters:
         return None
     terms = {str(term).replace(" ", "") for f in filters for term in f.conditions}

@@ -118,7 +118,7 @@ def _classified(cascade: Any, problem: Any, block_m: int, block_n: int, drop_rea
 def _filter_sizes(cascade: Any, problem: Any) -> dict[str, int]:
     """The problem's sizes of the cascade's ranks and the values of its symbols the problem sets
     (prefix-LM's `prefix`): what its filters are classified at."""
-    symbols = getattr(cascade, "symbols", {}) or {}
+    symbols = cascade.symbols
     return {name: size for name, size in problem.rank_sizes().items() if name in cascade.ranks or name in symbols}
 
 
@@ -204,7 +204,7 @@ class PassPlan:
         """Operands, and the tensors the filters read (document ids, a block mask: every pass
         evaluates the mask), attributed to the pass's first Einsum."""
         per_pass: dict[int, dict[str, str]] = {}
-        mask_reads = [t for f in getattr(self.cascade, "filters", ()) for t in f.tensors]
+        mask_reads = [t for f in self.cascade.filters for t in f.tensors]
         for k, einsum in self.runs():
             for tensor in tuple(einsum.operand_tensors) + tuple(mask_reads):
                 if tensor in self.cascade.inputs:

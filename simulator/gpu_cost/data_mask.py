@@ -108,17 +108,12 @@ def stacked_counts(found: TileClassification) -> TileCounts:
                       kv_seen=float(key_seen.mean()) if key_seen.size else 0.0)
 
 
-def reads_data(cascade: Any) -> bool:
-    """Whether the cascade-wide filters read input tensors."""
-    return any(f.tensors for f in getattr(cascade, "filters", ()))
-
-
 def lane_ops_per_pair(cascade: Any) -> float:
     """Lane operations the block mask's build spends on each (query, key) pair: one per
     comparison, arithmetic and logical node of the filters (tensor reads are per row or per
     column, loads), plus the bounds check and the two reductions (any, all) of the tile."""
     ops = 0
-    for flt in getattr(cascade, "filters", ()):
+    for flt in cascade.filters:
         for condition in flt.conditions:
             ops += sum(isinstance(node, (Compare, Logical, Not, Binary, Unary)) for node in walk(condition)
                        if not isinstance(node, Access))
@@ -131,14 +126,9 @@ def filter_tensor_bytes(cascade: Any, problem: Any, sizes: dict[str, int]) -> fl
     int32 ids — for those a description fills)."""
     total = 0.0
     inputs = problem.filter_inputs
-    for flt in getattr(cascade, "filters", ()):
+    for flt in cascade.filters:
         for name, ranks in flt.tensor_ranks.items():
-            itemsize = 4
-            if inputs is not None and name in inputs.names:
-                try:
-                    itemsize = inputs.values(name).itemsize
-                except Exception:  # noqa: BLE001 - known by digest only: the default size
-                    itemsize = 4
+            itemsize = inputs.values(name).itemsize if inputs is not None and name in inputs.names else 4
             total += float(math.prod(sizes[r] for r in ranks)) * itemsize
     return total
 
