@@ -16,7 +16,8 @@ from einsim.plots.roofline_data import OperationMix, cascade_roofs, operation_mi
 from einsim.plots.roofs import attention_flops, merge_roofs, target_roofs
 from einsim.plots.figure import save_figure
 from einsim.units import format_rate
-from einsim.plots.measured import load_benchmark_csv, load_tuning_db, parse_problem_tag
+from einsim.autotune.naming import problem_from_tag
+from einsim.plots.measured import load_benchmark_csv, load_tuning_db
 from einsim.plots.roofline import plot_roofline
 from einsim.targets import load_target
 
@@ -211,7 +212,7 @@ def test_problem_tags_of_the_autotuner_parse_back():
 
     for problem in (Problem(batch=4, q_heads=16, kv_heads=16, q_len=4096, kv_len=4096, head_dim=128, causal=True),
                     Problem(batch=2, q_heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128, window=(256, 0), v_head_dim=64)):
-        assert parse_problem_tag(problem_tag(problem)) == problem
+        assert problem_from_tag(problem_tag(problem)) == problem
 
 
 def test_tuning_database_gives_the_best_measured_trial(tmp_path):

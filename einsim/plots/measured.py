@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,33 +140,14 @@ def _read_benchmark_rows(path: Path, handle: Any) -> list[MeasuredRun]:
     return runs
 
 
-_TAG = re.compile(
-    r"B(?P<batch>\d+)-H(?P<heads>\d+)(?:-KV(?P<kv>\d+))?(?:-Q(?P<q>\d+))?-N(?P<n>\d+)-D(?P<d>\d+)"
-    r"(?:-DV(?P<dv>\d+))?-(?P<mask>full|causal)(?:-w(?P<left>\d+)\.(?P<right>\d+))?-(?P<dtype>\w+)$")
-
-
-def parse_problem_tag(tag: str) -> Any:
-    """The Problem of einsim.autotune.naming.problem_tag (B4-H16-N4096-D128-causal-bf16)."""
-    match = _TAG.match(tag)
-    if not match:
-        raise ConfigError(f"not an einsim problem tag: {tag!r}")
-    g = match.groupdict()
-    n = int(g["n"])
-    return Problem(
-        batch=int(g["batch"]), q_heads=int(g["heads"]), kv_heads=int(g["kv"] or g["heads"]),
-        q_len=int(g["q"] or n), kv_len=n, head_dim=int(g["d"]), causal=g["mask"] == "causal",
-        window=(int(g["left"]), int(g["right"])) if g["left"] is not None else None, dtype=g["dtype"],
-        v_head_dim=int(g["dv"]) if g["dv"] else None)
-
-
 def load_tuning_db(storage: str) -> list[MeasuredRun]:
     """The best measured trial of every study in an Optuna storage written by `einsim autotune`
     (studies whose objective was the simulator, dry runs, are skipped)."""
     import optuna
 
-    from einsim.kernels.registry import get_kernel
-
+    from einsim.autotune.naming import problem_from_tag
     from einsim.autotune.storage import open_storage, redact_url, resolve_storage_url
+    from einsim.kernels.registry import get_kernel
 
     url = resolve_storage_url(storage)
     if url.startswith("sqlite:///") and not is_file(url.removeprefix("sqlite:///")):
@@ -193,7 +173,7 @@ def load_tuning_db(storage: str) -> list[MeasuredRun]:
             continue
         try:
             spec = get_kernel(str(kernel))
-            problem = parse_problem_tag(str(tag))
+            problem = problem_from_tag(str(tag))
         except (EinsimError, KeyError):
             continue
         phase = "backward" if kernel.endswith("-bwd") else ("decode" if problem.q_len == 1 else "prefill")
