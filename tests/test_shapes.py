@@ -88,3 +88,29 @@ def test_kernels_show_reads_shapes_like_simulate(capsys):
     assert "Nq=1 Nk=8192" in capsys.readouterr().out
     assert main(["kernels", "show", "attention-fwd", "--shape", "1,2,64,64", "--dtype", "fp32"]) == 2
     assert "--dtype fp32: einsim's kernels take bf16 or fp16" in capsys.readouterr().err
+
+
+def _subcommands(parser, path=()):
+    """(command path, parser) of every sub-command, depth first."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _subcommands(sub, (*path, name))
+
+
+def test_every_command_that_takes_a_shape_takes_the_whole_grammar():
+    """One grammar for every command (issue 10): whoever accepts --shape accepts all of
+    add_problem_arguments' options, so no command grows a private parser again."""
+    from einsim.cli import build_parser
+
+    options = {"--shape", "--model", "--seq-len", "--kv-heads", "--q-len", "--causal", "--window", "--dtype"}
+    taking = {}
+    for path, sub in _subcommands(build_parser()):
+        given = {o for action in sub._actions for o in action.option_strings}
+        if "--shape" in given:
+            taking[" ".join(path)] = options - given
+    assert {"simulate", "roofline", "autotune", "kernels show"} <= set(taking), sorted(taking)
+    assert not {cmd: missing for cmd, missing in taking.items() if missing}
