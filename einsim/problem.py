@@ -136,7 +136,9 @@ class Problem:
 
     def rank_sizes(self) -> dict[str, int]:
         """Sizes for the paper's rank names (B, H, G, E, F, M, P), the library's size symbols
-        (q_len, kv_len) and this problem's extra `symbols`: what `Cascade.bind` takes."""
+        (batch, heads, kv_heads, head_dim, v_head_dim, q_len, kv_len: what its YAML declares the
+        ranks with, and a user's expressions may name) and this problem's extra `symbols`: what
+        `Cascade.bind` takes, the one mapping from a Problem to a cascade's sizes."""
         return {
             "B": self.batch,
             "H": self.q_heads,
@@ -145,6 +147,11 @@ class Problem:
             "F": self.v_head_dim,
             "M": self.kv_len,
             "P": self.q_len,
+            "batch": self.batch,
+            "heads": self.q_heads,
+            "kv_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "v_head_dim": self.v_head_dim,
             "kv_len": self.kv_len,
             "q_len": self.q_len,
             **dict(self.symbols),

@@ -34,7 +34,14 @@ def test_rank_sizes_bind_the_papers_ranks_and_the_problems_symbols():
     p = Problem(batch=2, q_heads=32, kv_heads=8, q_len=1, kv_len=4096, head_dim=128, v_head_dim=64,
                 symbols={"hidden": 4096, "ffn_dim": 14336})
     assert p.rank_sizes() == {"B": 2, "H": 32, "G": 8, "E": 128, "F": 64, "M": 4096, "P": 1,
+                              "batch": 2, "heads": 32, "kv_heads": 8, "head_dim": 128, "v_head_dim": 64,
                               "kv_len": 4096, "q_len": 1, "hidden": 4096, "ffn_dim": 14336}
+    # a symbol a cascade names outside its rank declarations binds to the problem's size, not
+    # to the YAML's example value (the spatial model used to add these four by hand)
+    from einsim.einsum_cascades import load_cascade
+
+    bound = load_cascade("gqa").bind(p.rank_sizes())
+    assert (bound["heads"], bound["kv_heads"], bound["head_dim"], bound["v_head_dim"]) == (32, 8, 128, 64)
     # however the symbols are given, the problem is the same (and hashable)
     assert p == replace(p, symbols=(("hidden", 4096), ("ffn_dim", 14336)))
     assert len({p, replace(p, symbols=[("ffn_dim", 14336), ("hidden", 4096)])}) == 1

@@ -56,8 +56,6 @@ class Design:
         self.key_inner = key_leaf(cascade, self.key_rank)
 
         given = dict(problem.rank_sizes())
-        given.update({"batch": problem.batch, "heads": problem.q_heads, "head_dim": problem.head_dim,
-                      "v_head_dim": problem.v_head_dim})
         given.update(window_binding(cascade, problem))  # the problem's window, or a named error
         given.update(sizes or {})
         if self.key_inner is not None:
