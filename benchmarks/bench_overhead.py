@@ -155,7 +155,20 @@ def cases(device: str, dtype, stub: bool):
     if not stub:
         check("forward", attention(q, k, v), q, k, v, failures)
         check("decode", decode_attention(dq, *dkv)[0], dq, *dkv, failures)
+        check_gradients(qg, kg, vg, do, failures)
     return rows, failures
+
+
+def check_gradients(q, k, v, do, failures) -> None:
+    """einsim's gradients (the host-bound one-launch backward at this size) against autograd
+    through the fp32 torch twin of the oracle."""
+    grads = torch.autograd.grad(attention(q, k, v), (q, k, v), do)
+    ref_inputs = [t.detach().float().requires_grad_(True) for t in (q, k, v)]
+    ref, _ = attention_reference_torch(*ref_inputs, dtype=torch.float32)
+    for name, got, want in zip(("dq", "dk", "dv"), grads, torch.autograd.grad(ref, ref_inputs, do.float())):
+        error = (got.float() - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
+        if not error <= 3e-2:
+            failures.append(f"forward+backward {name}: relative error {error:.3g}")
 
 
 class Scale(torch.autograd.Function):
