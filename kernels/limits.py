@@ -10,11 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Re-exported only for kernels/flash/forward.py, kernels/flash/backward.py and
-# kernels/compiler/launch.py, whose imports the compiler stream's rework of those files changes:
-# they import it from einsim.kernel_rules (its one home) once that rework is on main.
-from einsim.kernel_rules import padded_head_dim  # noqa: F401
-
 
 @dataclass(frozen=True)
 class DeviceLimits:

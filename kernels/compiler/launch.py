@@ -13,7 +13,7 @@ from einsim.kernels.compiler.generate import GeneratedKernel
 from einsim.kernels.flash.config import (FlashBackwardConfig, FlashConfig, backward_check_config,
                                          backward_default_config, check_config, default_config)
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
-from einsim.kernels.limits import padded_head_dim
+from einsim.kernel_rules import padded_head_dim
 from einsim.problem import Problem
 
 LOG2_E = 1.4426950408889634

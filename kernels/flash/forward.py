@@ -21,7 +21,7 @@ import triton.language as tl
 
 from einsim.kernels.flash.config import FlashConfig
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
-from einsim.kernels.limits import padded_head_dim
+from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, device_limits,
                                     interpreter_needs_fp32_dots, interpreting, patch_interpreter,
