@@ -7,6 +7,9 @@ tests/test_layers.py.)
   swallows what a refactor breaks (a renamed sibling, a missing field) and falls back silently;
   so does `getattr(x, "field", default)` / `hasattr(x, "field")` on one of our own types, whose
   fields always exist. Each one is a reason away from being a bug.
+- Silent broad catches: an `except Exception` / `except BaseException` / bare `except:` must
+  re-raise, keep the error (use the name it binds: a recorded failure, a named error) or say on
+  its own line, in a comment, why dropping it is right.
 - Dead code: a module-level function or class, or a method, whose name appears nowhere in the
   repository but its own definition (code, docs, YAML, launcher strings all count as a use).
 """
@@ -142,6 +145,31 @@ def unused_definitions() -> dict[str, int]:
     return found
 
 
+def silent_broad_catches(path: Path) -> list[int]:
+    """Lines of broad handlers that neither re-raise, nor use the error they bind, nor carry a
+    `#` reason on the `except` line."""
+    text = path.read_text()
+    lines = text.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if not isinstance(node, ast.ExceptHandler):
+            continue
+        if node.type is not None and getattr(node.type, "id", None) not in ("Exception", "BaseException"):
+            continue
+        body = [n for stmt in node.body for n in ast.walk(stmt)]
+        reraises = any(isinstance(n, ast.Raise) for n in body)
+        uses_error = node.name is not None and any(isinstance(n, ast.Name) and n.id == node.name for n in body)
+        if not (reraises or uses_error or "#" in lines[node.lineno - 1]):
+            found.append(node.lineno)
+    return found
+
+
+def test_broad_catches_are_never_silent():
+    bad = [f"{path.relative_to(REPO)}:{line}" for path in sources() for line in silent_broad_catches(path)]
+    assert not bad, ("a broad except that drops the error: re-raise it, keep it, or write why on the "
+                     "except line:\n" + "\n".join(bad))
+
+
 def test_no_hedging_catches():
     catches, _ = scan()
     bad = [f"{key} (line {line})" for key, line in catches.items() if key not in ALLOWED_CATCHES]
@@ -182,3 +210,11 @@ def test_the_checks_see_what_they_look_for(tmp_path, monkeypatch):
         scan.cache_clear()
     assert catches == {"einsim/probe.py::f": 4}
     assert lookups == {"einsim/probe.py::f::cascade.symbols": 3, "einsim/probe.py::f::cascade.filters": 5}
+
+
+def test_a_silent_broad_catch_is_seen(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    try:\n        g()\n    except Exception:\n        return 0\n"
+                     "    try:\n        g()\n    except Exception:  # why: ...\n        return 0\n"
+                     "    try:\n        g()\n    except Exception as error:\n        return str(error)\n")
+    assert silent_broad_catches(probe) == [4]
