@@ -58,7 +58,8 @@ def read_measured(paths) -> dict:
     found = {}
     for path in paths:
         with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
+            lines = [line for line in handle if not line.startswith("#")]  # provenance header lines
+            for row in csv.DictReader(lines):
                 if row.get("kind") in ("fwd", "bwd") and row.get("ms"):
                     direction = "forward" if row["kind"] == "fwd" else "backward"
                     found[(row["backend"], direction, int(row["N"]))] = float(row["ms"]) * 1e-3

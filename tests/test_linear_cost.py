@@ -76,3 +76,19 @@ def test_a_decode_step_moves_the_state_twice(h200):
     state = 4 * 64 * 16 * 128 * 128
     assert cost.fits and cost.hbm_bytes >= 2 * state
     assert cost.time_s >= 2 * state / (5e12)
+
+
+def test_a_walk_waits_for_its_chunk_chain_and_programs_sharing_an_sm_overlap_theirs(h200, monkeypatch):
+    """Each chunk step of a walk program waits for the state's dependent chain
+    (WALK_STEP_LATENCY_S): with one 8-warp program per SM the walk takes at least its chunk steps
+    per SM times that latency; two 4-warp programs per SM overlap their chains (about half)."""
+    from einsim.simulator.gpu_cost import linear as model
+
+    monkeypatch.setattr(model, "WALK_STEP_LATENCY_S", 20e-6)  # far above any throughput time
+    cascade, problem = load_cascade("linear-attention-identity"), tokens(65536)
+    eight = kernel_cost(cascade, problem, h200, {"num_warps": 8, "segment": 4096}).time_s
+    four = kernel_cost(cascade, problem, h200, {"num_warps": 4, "segment": 4096}).time_s
+    programs = 2 * 16 * 16  # column blocks x segments x heads, 64 chunks each
+    steps_per_sm = -(-programs // 132) * 64  # the H200's 132 SMs, one 8-warp program each
+    assert eight >= 0.95 * steps_per_sm * 20e-6
+    assert 0.4 < four / eight < 0.65

@@ -84,6 +84,9 @@ class Launch:
     hbm_efficiency: float = 1.0  # fraction of the HBM roof this kernel's streams reach (GEMV: fitted)
     program_latency_s: float | None = None  # this launch's fixed cost per program (None: the kernel style's)
     kernels: int = 1  # memory_only: that many back-to-back kernels share the bytes (a torch op sequence)
+    # a dependent chain every tile step waits for whatever else runs (linear attention's state,
+    # carried from chunk to chunk through dependent MMAs); programs sharing an SM overlap theirs
+    step_latency_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -172,14 +175,17 @@ def _tile_times(work: TileWork, roofs: GpuRoofs, overlap: float, per_sm: int, la
     t_l2 = work.load_bytes / (roofs.l2_bytes_per_s / sms)
     # the busiest unit, plus the part of the shorter of matmul and softmax that does not overlap
     sm_time = max(t_mma, t_soft, t_l2) + (1.0 - overlap) * min(t_mma, t_soft)
-    if not work.load_bytes:
+    if not work.load_bytes and not launch.step_latency_s:
         return sm_time, per_sm * sm_time
-    # a program keeps num_stages - 1 loads in flight: one tile per latency / (stages - 1) at best
-    in_flight = max(1, launch.num_stages - 1)
-    latency = constants.load_latency_s + launch.hbm_load_fraction * constants.hbm_extra_latency_s
-    latency_per_tile = latency / in_flight
+    latency_per_tile = 0.0
+    if work.load_bytes:
+        # a program keeps num_stages - 1 loads in flight: one tile per latency / (stages - 1) at best
+        in_flight = max(1, launch.num_stages - 1)
+        latency = constants.load_latency_s + launch.hbm_load_fraction * constants.hbm_extra_latency_s
+        latency_per_tile = latency / in_flight
+    floor = max(latency_per_tile, launch.step_latency_s)
     k = constants.latency_softness
-    wall = ((per_sm * sm_time) ** k + latency_per_tile ** k) ** (1.0 / k)
+    wall = ((per_sm * sm_time) ** k + floor ** k) ** (1.0 / k)
     return sm_time, wall
 
 

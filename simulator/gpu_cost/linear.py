@@ -34,6 +34,15 @@ from einsim.simulator.gpu_cost.roofs import GpuRoofs
 from einsim.simulator.gpu_cost.styles import FittedModel, style
 from einsim.simulator.gpu_cost.work import pass_work
 
+COMPILED_MIN_REGISTERS = 180  # the fewest registers per thread of any compiled walk (see _walk_residency)
+# The dependent chain of one chunk step of a walk program: the state S feeds A·S, whose result
+# joins the output, while S + Bᵀ·C must finish before the next chunk reads S (in fp32 registers,
+# converted to a tensor-core operand through shared memory each chunk). No chunk of a program
+# starts before the previous one's chain ends, whatever the SM's throughput; programs sharing an
+# SM overlap their chains (engine.Launch.step_latency_s). Fitted to the H200 measurements of the
+# kernels (benchmarks/fit_linear_walk.py; data and held-out errors: docs/linear-attention.md).
+WALK_STEP_LATENCY_S = 0.0
+
 
 @dataclass(frozen=True)
 class LinearTiles:
@@ -162,6 +171,10 @@ def _walk_residency(tiles: LinearTiles, problem: Any, walk: Walk, mapping: GpuMa
                                                            walk.dim_ab, walk.dim_c, problem.dtype_bytes)
     threads = 32 * tiles.num_warps
     wanted = 40 + (d * tiles.block_c + tiles.chunk * tiles.block_c + tiles.chunk * tiles.chunk) / threads
+    # Triton spends registers well beyond the tiles: every compiled walk used 180 to 255 per thread
+    # (36 configs, 4 and 8 warps, benchmarks/measured/linear_walk_sm90_triton36.csv), so one
+    # 8-warp program or two 4-warp programs fit an SM's 64k registers, whatever the tiles say
+    wanted = max(wanted, COMPILED_MIN_REGISTERS)
     registers = mapping.registers or int(min(256, -(-wanted // 8) * 8))
     spilled = max(0.0, (wanted - 255) / wanted)
     return residency(int(smem), registers, spilled, threads, roofs)
@@ -211,7 +224,7 @@ def _walk_launches(walk: Walk, tiles: LinearTiles, problem: Any, per_sm: int, wo
     launches.append(Launch(walk.name, (ProgramGroup(zeros, per_head, heads, masked, masked, program_work=start,
                                                     label="chunks"),),
                            float(moved + (states_bytes if segments > 1 else 0)), per_sm,
-                           max(1, tiles.num_warps // 4), tiles.num_stages))
+                           max(1, tiles.num_warps // 4), tiles.num_stages, step_latency_s=WALK_STEP_LATENCY_S))
     return launches
 
 
