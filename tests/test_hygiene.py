@@ -10,6 +10,8 @@ tests/test_layers.py.)
 - Silent broad catches: an `except Exception` / `except BaseException` / bare `except:` must
   re-raise, keep the error (use the name it binds: a recorded failure, a named error) or say on
   its own line, in a comment, why dropping it is right.
+- Unused imports: a name a module imports and never mentions again (package `__init__.py`
+  files, which import to export, and `# noqa` lines aside).
 - Dead code: a module-level function or class, or a method, whose name appears nowhere in the
   repository but its own definition (code, docs, YAML, launcher strings all count as a use).
 """
@@ -170,6 +172,40 @@ def test_broad_catches_are_never_silent():
                      "except line:\n" + "\n".join(bad))
 
 
+# "path" -> who removes its unused imports (files another stream is rewriting right now)
+PENDING_IMPORTS = {
+    "kernels/compiler/frontend.py": "compiler stream (its open change rewrites the file)",
+    "kernels/compiler/codegen.py": "compiler stream (its open change rewrites the file)",
+}
+
+
+def unused_imports(path: Path) -> list[str]:
+    """Names imported at module level that the module never mentions again."""
+    text = path.read_text()
+    tree = ast.parse(text)
+    lines = text.splitlines()
+    imported: dict[str, int] = {}
+    spans = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not (isinstance(node, ast.ImportFrom)
+                                                                    and node.module == "__future__"):
+            spans |= set(range(node.lineno, node.end_lineno + 1))
+            if any("noqa" in lines[i - 1] for i in range(node.lineno, node.end_lineno + 1)):
+                continue
+            for alias in node.names:
+                imported[(alias.asname or alias.name).split(".")[0]] = node.lineno
+    rest = "\n".join(line for i, line in enumerate(lines, 1) if i not in spans)
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", rest))
+    return [f"{name} (line {line})" for name, line in imported.items() if name not in words]
+
+
+def test_no_unused_imports():
+    bad = [f"{path.relative_to(REPO)}: {', '.join(names)}" for path in sources()
+           if path.name != "__init__.py" and path.relative_to(REPO).as_posix() not in PENDING_IMPORTS
+           for names in [unused_imports(path)] if names]
+    assert not bad, "imported and never used (delete the import):\n" + "\n".join(bad)
+
+
 def test_no_hedging_catches():
     catches, _ = scan()
     bad = [f"{key} (line {line})" for key, line in catches.items() if key not in ALLOWED_CATCHES]
@@ -192,7 +228,8 @@ def test_no_dead_code():
 def test_allow_lists_only_shrink():
     catches, lookups = scan()
     stale = (sorted(set(ALLOWED_CATCHES) - set(catches)) + sorted(set(ALLOWED_LOOKUPS) - set(lookups))
-             + sorted(set(ALLOWED_UNUSED) - set(unused_definitions())))
+             + sorted(set(ALLOWED_UNUSED) - set(unused_definitions()))
+             + sorted(p for p in PENDING_IMPORTS if not unused_imports(REPO / p)))
     assert not stale, f"tests/test_hygiene.py: these no longer apply, delete them: {stale}"
 
 

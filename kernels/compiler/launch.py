@@ -10,8 +10,7 @@ from typing import Any
 
 from einsim.errors import ConfigError, ShapeError
 from einsim.kernels.compiler.generate import GeneratedKernel
-from einsim.kernels.flash.config import (FlashBackwardConfig, FlashConfig, backward_check_config,
-                                         backward_default_config, check_config, default_config)
+from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig, backward_check_config, check_config
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
 from einsim.kernel_rules import padded_head_dim
 from einsim.problem import Problem
