@@ -44,7 +44,8 @@ class BackwardPlan:
     backward kernels run it (an instance of the cascade compiler's template, like the forward;
     that cascade's own launch plans hold the launches)."""
 
-    __slots__ = ("problem", "config", "scale", "use_tma", "compiled", "symbols", "kernel_config")
+    __slots__ = ("problem", "config", "scale", "use_tma", "compiled", "symbols", "kernel_config",
+                 "launch_plan")
 
     def __init__(self, problem, config: FlashBackwardConfig, scale, use_tma: bool) -> None:
         from einsim.kernels.flash.forward import mask_cascade
@@ -59,10 +60,16 @@ class BackwardPlan:
         # the TMA decision made here (tiny problems skip descriptors) is the kernels' config
         self.kernel_config = (config if bool(config.tma) == use_tma
                               else dataclasses.replace(config, tma=use_tma))
+        self.launch_plan = None  # the compiled cascade's plan, looked up on the first call
 
     def run(self, do, q, k, v, out, lse):
-        """(dq, dk, dv), new tensors."""
-        plan, _ = self.compiled.plan(q, k, v, self.scale, self.symbols, None, self.kernel_config)
+        """(dq, dk, dv), new tensors. This plan's key holds everything the compiled cascade's
+        plan is keyed by (q, k, v as tensor keys, scale, mask, config), so that plan is looked
+        up once, not on every call (host time)."""
+        plan = self.launch_plan
+        if plan is None:
+            plan = self.launch_plan = self.compiled.plan(q, k, v, self.scale, self.symbols, None,
+                                                         self.kernel_config)[0]
         return self.compiled.backward(plan, do, q, k, v, out, lse, ())
 
 
