@@ -31,6 +31,17 @@ COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 _QK = re.compile(r"\bqk2?\b")
 
 
+@dataclass(frozen=True)
+class QueryValue:
+    """A kernel variable that varies along the query axis only (one value per query row), as a
+    leaf of a score tree: emitted as `code`, grouped with the query terms of a sum."""
+
+    code: str  # must contain "P_" (how tile_kind tells query-side code)
+
+    def __str__(self) -> str:
+        return self.code
+
+
 def tile_kind(code: str) -> str:
     """What an emitted expression varies along: 'tile' (query and key: [rows, cols], one value
     per element), 'row' (query coordinates only), 'col' (key coordinates only) or 'uniform'
@@ -249,6 +260,8 @@ class Emitter:
             return "qk"
         if isinstance(node, ScaledQK):
             return "qk2"
+        if isinstance(node, QueryValue):
+            return node.code
         if isinstance(node, Number):
             value = node.value
             if math.isinf(value):
@@ -301,4 +314,4 @@ def condition_nodes(form: SoftmaxAttention) -> list:
     return found
 
 
-__all__ = ["COMPARISONS", "Emitter", "FUNCTIONS", "KernelArgs", "condition_nodes"]
+__all__ = ["COMPARISONS", "Emitter", "FUNCTIONS", "KernelArgs", "QueryValue", "condition_nodes"]

@@ -13,7 +13,7 @@ from einsim.einsum_cascades.expr import Access, Binary, Call, Number
 from einsim.kernels.compiler import template
 
 from einsim.kernels.compiler.bounds import is_affine, mask_terms, range_function
-from einsim.kernels.compiler.codegen import Emitter, KernelArgs, condition_nodes
+from einsim.kernels.compiler.codegen import Emitter, KernelArgs, QueryValue, condition_nodes
 from einsim.kernels.compiler.derivative import derivative, scaled
 from einsim.kernels.compiler.frontend import QKLeaf, SoftmaxAttention, nodes
 
@@ -93,6 +93,7 @@ def _emit(form: SoftmaxAttention, args: KernelArgs):
         "SCORE_FINITE": str(score_is_finite(score)),
         "INDEX_AHEAD": str(index_ahead()),
         "SCORE2_CODE": emitter.expr(scaled(score, LOG2_E)),
+        "SCORE2_LSE_CODE": emitter.expr(Binary("-", scaled(score, LOG2_E), QueryValue("lse_P_"))),
         "GRAD_CODE": emitter.expr(grad) if not isinstance(grad, Number) else "qk * 0 + 1.0",
     }
     keep_lines = [f"    ok = ok & {emitter.expr(c)}  # {c}" for c in condition_nodes(form)]

@@ -49,6 +49,16 @@ def score2(dot, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XAR
 
 
 @triton.jit
+def score2_lse(dot, scale, qk_scale, lse_P_, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS):
+    """S * log2(e) - lse2 (the backward's exponent; lse2 broadcast along the query axis),
+    lse2 summed into the score's query-only terms where it has some: one operation per
+    element less than score2(...) - lse2."""
+    qk = dot * scale
+    qk2 = dot * qk_scale
+    return $SCORE2_LSE_CODE
+
+
+@triton.jit
 def score_grad(qk, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS):
     """dS/dQK at every point of the tile."""
     return $GRAD_CODE
@@ -234,12 +244,11 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, DQ, Lse2, Delta, batch, head, kv_head, bh, 
         if SCORE_IS_QK:
             p_t = tl.math.exp2(qk_t * qk_scale - m[None, :])
         else:
-            s_t = score2(qk_t, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
-            if SCORE_FINITE or MASKED:  # (a masked tile's keep() drops those rows)
-                p_t = tl.math.exp2(s_t - m[None, :])
-            else:
+            p_t = tl.math.exp2(score2_lse(qk_t, scale, qk_scale, m[None, :], P_, M_, batch, head,
+                                          kv_head, q_len, kv_len$XARGS))
+            if not (SCORE_FINITE or MASKED):  # (a masked tile's keep() drops those rows)
                 # A general score may be inf or NaN on rows past the end: drop them explicitly.
-                p_t = tl.where(P_ < q_len, tl.math.exp2(s_t - m[None, :]), 0.0)
+                p_t = tl.where(P_ < q_len, p_t, 0.0)
         if MASKED:
             p_t = tl.where(keep(P_, M_, batch, head, kv_head, q_len, kv_len$XARGS), p_t, 0.0)
         if DOT_FP32:
@@ -374,8 +383,8 @@ def _dq_tiles(dq, q, do, m, delta, K, V, batch, head, kv_head, rows, lo, hi, Idx
         if SCORE_IS_QK:
             p = tl.math.exp2(qk * qk_scale - m[:, None])
         else:
-            s = score2(qk, scale, qk_scale, P_, M_, batch, head, kv_head, q_len, kv_len$XARGS)
-            p = tl.math.exp2(s - m[:, None])
+            p = tl.math.exp2(score2_lse(qk, scale, qk_scale, m[:, None], P_, M_, batch, head,
+                                        kv_head, q_len, kv_len$XARGS))
         if MASKED:
             p = tl.where(keep(P_, M_, batch, head, kv_head, q_len, kv_len$XARGS), p, 0.0)
         dp = tl.dot(do, tl.trans(v))
