@@ -36,7 +36,8 @@ from einsim.einsum_cascades.reference import attention_reference_torch  # noqa: 
 from einsim.errors import ShapeError  # noqa: E402
 from einsim.kernels import attention  # noqa: E402
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig  # noqa: E402
-from einsim.kernels.flash.forward import LAST_LAUNCH, flash_forward  # noqa: E402
+from einsim.kernels.flash.forward import flash_forward  # noqa: E402
+from einsim.kernels.launch import LAST_LAUNCH  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 from einsim.kernels.registry import KERNELS  # noqa: E402
 from einsim.shapes import parse_lengths  # noqa: E402

@@ -37,7 +37,8 @@ import triton  # noqa: E402
 from einsim.einsum_cascades.reference import linear_attention_reference_torch  # noqa: E402
 from einsim.kernels import attention  # noqa: E402
 from einsim.kernels.flash.forward import flash_forward  # noqa: E402
-from einsim.kernels.linear.chunk import LAST_LAUNCH, linear_attention, linear_forward  # noqa: E402
+from einsim.kernels.launch import LAST_LAUNCH  # noqa: E402
+from einsim.kernels.linear.chunk import linear_attention, linear_forward  # noqa: E402
 from einsim.kernels.linear.config import (LinearBackwardConfig, LinearConfig, backward_default_config,  # noqa: E402
                                           backward_flops, default_config, forward_flops, lightning_slopes)
 from einsim.kernels.linear.decode import linear_attention_decode  # noqa: E402

@@ -215,5 +215,20 @@ def _is_tensor(value) -> bool:
     return hasattr(value, "data_ptr") or type(value).__name__ == "TensorDescriptor"
 
 
-__all__ = ["DescriptorFactory", "PLAN_CACHES", "PlanCache", "TritonLaunch", "clear_plans",
-           "plan_cache", "tensor_key"]
+# What the compiler chose for each kernel's first launch of a plan (every family records here).
+LAST_LAUNCH: dict[str, dict] = {}
+
+
+def remember_launch(kernel: str, compiled) -> None:
+    """Keep what the compiler chose for a kernel's first launch of a plan (shared memory,
+    registers, spills), so benchmarks can check the resource model against it."""
+    try:
+        LAST_LAUNCH[kernel] = {"shared": int(compiled.metadata.shared),
+                               "registers": int(getattr(compiled, "n_regs", 0) or 0),
+                               "spills": int(getattr(compiled, "n_spills", 0) or 0)}
+    except (AttributeError, TypeError, ValueError):  # the interpreter compiles nothing
+        LAST_LAUNCH.pop(kernel, None)
+
+
+__all__ = ["DescriptorFactory", "LAST_LAUNCH", "PLAN_CACHES", "PlanCache", "TritonLaunch", "clear_plans",
+           "plan_cache", "remember_launch", "tensor_key"]

@@ -10,7 +10,7 @@ import math
 import operator
 import os
 
-from einsim.errors import ShapeError, brief
+from einsim.errors import ConfigError, ShapeError, brief
 from einsim.problem import Problem
 from einsim.kernels.limits import DeviceLimits
 
@@ -160,3 +160,25 @@ def tma_compatible(*tensors) -> bool:
     if device.type == "cuda" and not interpreting():
         return torch.cuda.get_device_capability(device)[0] >= 9
     return interpreting()
+
+
+def raise_if_unfit(reasons: list[str], kernel: str, config, problem: Problem) -> None:
+    """A ConfigError naming the config, the problem and every reason it cannot run (none: returns)."""
+    if reasons:
+        raise ConfigError(f"{kernel}: config {config} cannot run {problem.describe()}: " + "; ".join(reasons))
+
+
+def scratch(shape, device):
+    """fp32 HBM buffer for what one launch hands the next (the multi-pass and decode kernels';
+    tests poison it: every element a launch reads must have been written by the one before)."""
+    import torch
+
+    return torch.empty(shape, device=device, dtype=torch.float32)
+
+
+def empty_output(shape, device, dtype=None):
+    """Output buffer (out, lse) of the multi-pass and decode kernels; tests poison it to catch
+    elements a kernel never writes."""
+    import torch
+
+    return torch.empty(shape, device=device, dtype=dtype or torch.float32)

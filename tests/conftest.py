@@ -32,13 +32,13 @@ def fast_tmp_path(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def poisoned(monkeypatch):
     """Every scratch and output buffer the multi-pass and decode kernels allocate starts as NaN
-    (kernels/multipass/inputs.py's two allocators): an element a kernel never writes shows up."""
+    (kernels/runtime.py's scratch and empty_output): an element a kernel never writes shows up."""
     import torch
 
-    from einsim.kernels.multipass import inputs
+    from einsim.kernels import runtime
 
     def nan_buffer(shape, device, dtype=None):
         return torch.full(shape, float("nan"), device=device, dtype=dtype or torch.float32)
 
-    monkeypatch.setattr(inputs, "scratch", nan_buffer)
-    monkeypatch.setattr(inputs, "empty_output", nan_buffer)
+    monkeypatch.setattr(runtime, "scratch", nan_buffer)
+    monkeypatch.setattr(runtime, "empty_output", nan_buffer)

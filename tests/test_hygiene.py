@@ -47,7 +47,7 @@ ALLOWED_CATCHES = {
                                          "the call's own checks then name what is wrong",
     "kernels/runtime.py::check_attention_inputs": "the user's scale/window arguments: not numbers is a ShapeError",
     "kernels/tuned.py::tuned_config": "a hand-edited tuned config ({'BLOCK_N': 'x'}) is skipped, never a broken launch",
-    "kernels/flash/forward.py::remember_launch": "Triton's compiled-kernel metadata: the interpreter has none",
+    "kernels/launch.py::remember_launch": "Triton's compiled-kernel metadata: the interpreter has none",
     "autotune/storage.py::open_storage": "the PostgreSQL driver (a third-party extra) missing: a ConfigError naming it",
 }
 # "path::function::name.field" -> why the getattr default / hasattr stays.

@@ -18,7 +18,7 @@ from einsim.problem import Problem  # noqa: E402
 from einsim.kernels.limits import DeviceLimits  # noqa: E402
 from einsim.kernels.decode import config as cfg  # noqa: E402
 from einsim.kernels.decode.forward import decode_attention  # noqa: E402
-from einsim.kernels.multipass import inputs  # noqa: E402
+from einsim.kernels import runtime  # noqa: E402
 
 from test_kernel_multipass import DEVICE, assert_matches_reference, make_qkv  # noqa: E402
 
@@ -182,7 +182,7 @@ def test_bad_input_raises_before_launch():
     long_q, k2, v2 = make_qkv(1, 1, 1, 200, 8, 64, "fp16")
     with pytest.raises(ConfigError, match="q_len"):
         decode_attention(long_q, k2, v2)
-    assert inputs.interpreting() or DEVICE == "cuda"
+    assert runtime.interpreting() or DEVICE == "cuda"
 
 
 def test_kernels_show_reads_decode_shapes_as_one_query_against_the_cache(capsys):

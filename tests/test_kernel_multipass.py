@@ -19,10 +19,10 @@ from einsim.einsum_cascades.reference import attention_reference  # noqa: E402
 from einsim.errors import ConfigError, ShapeError  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 from einsim.kernels.multipass import config as cfg  # noqa: E402
-from einsim.kernels.multipass import inputs  # noqa: E402
+from einsim.kernels import runtime  # noqa: E402
 from einsim.kernels.multipass.forward import attention_2pass, attention_3pass  # noqa: E402
 
-DEVICE = "cpu" if inputs.interpreting() or not torch.cuda.is_available() else "cuda"
+DEVICE = "cpu" if runtime.interpreting() or not torch.cuda.is_available() else "cuda"
 KERNELS = {2: attention_2pass, 3: attention_3pass}
 SMALL = cfg.MultipassConfig(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=1)
 WIDE = cfg.MultipassConfig(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=1)  # fewer interpreted tiles

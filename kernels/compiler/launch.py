@@ -11,7 +11,7 @@ from typing import Any
 from einsim.errors import ConfigError, ShapeError
 from einsim.kernels.compiler.generate import GeneratedKernel
 from einsim.kernels.flash.config import FlashBackwardConfig, FlashConfig, backward_check_config, check_config
-from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
+from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, remember_launch, tensor_key
 from einsim.kernel_rules import padded_head_dim
 from einsim.problem import Problem
 
@@ -275,7 +275,6 @@ class CompiledAttention:
         import torch
         import triton
 
-
         generated = self.generated
         key = ("lists", block_m, block_n, by_key)
         if block_mask is not None:
@@ -407,7 +406,7 @@ class CompiledAttention:
     def _forward_launch(self, plan, q, k, v, out, lse, args, lists, extras):
         import triton
 
-        from einsim.kernels.flash.forward import io_dtype, remember_launch
+        from einsim.kernels.flash.forward import io_dtype
         from einsim.kernels.runtime import interpreter_needs_fp32_dots, interpreting, patch_interpreter
 
         if interpreting():
@@ -585,8 +584,6 @@ class CompiledAttention:
     def _dkdv_launch(self, plan, q, k, v, do, dk, dv, dq, tensors, lists, extras):
         import triton
 
-        from einsim.kernels.flash.forward import remember_launch
-
         problem, config = plan.problem, plan.backward_config
         bm, bn = config.BLOCK_M, config.BLOCK_N
         return TritonLaunch(
@@ -606,8 +603,6 @@ class CompiledAttention:
     def _dq_launch(self, plan, q, k, v, do, dq, tensors, lists, extras, slots, extra_grads):
         import triton
 
-        from einsim.kernels.flash.forward import remember_launch
-
         problem, config = plan.problem, plan.backward_config
         bm, bn = config.BLOCK_M_DQ, config.BLOCK_N_DQ
         num_m_tiles = triton.cdiv(problem.q_len, bm)
@@ -625,8 +620,6 @@ class CompiledAttention:
     def _one_launch(self, plan, q, k, v, do, dq, dk, dv, tensors, lists_kv, lists_q, extras,
                     slots, extra_grads):
         import triton
-
-        from einsim.kernels.flash.forward import remember_launch
 
         problem, config = plan.problem, plan.backward_config
         num_key_tiles = triton.cdiv(problem.kv_len, config.BLOCK_N)

@@ -8,8 +8,8 @@ from einsim.kernels import ops
 from einsim.kernels.decode import paged, splitkv
 from einsim.kernels.launch import plan_cache, tensor_key
 from einsim.kernel_rules import padded_head_dim
-from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
-                                             interpreting, patch_interpreter, raise_if_unfit)
+from einsim.kernels.runtime import (check_attention_inputs, device_limits, interpreter_needs_fp32_dots,
+                                    interpreting, patch_interpreter, raise_if_unfit)
 from einsim.kernels.registry import get_kernel
 
 
@@ -26,7 +26,7 @@ class DecodePlan:
         self.config = config
         self.split = split
         self.scale = scale
-        self.dot_fp32 = dot_in_fp32(problem)
+        self.dot_fp32 = interpreter_needs_fp32_dots(problem.dtype)
         self.launches = None
         self.descriptors = None
 
@@ -41,8 +41,8 @@ def decode_plan(q, k, v, causal=False, window=None, scale=None, config=None, lim
     if plan is not None:
         return plan
     spec = get_kernel("decode")
-    problem = check_tensors(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
-    limits = limits or device_limits(q)
+    problem = check_attention_inputs(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
+    limits = limits or device_limits(q.device)
     config = spec.resolve_config(config, problem, limits)
     raise_if_unfit(spec.config_reasons(config, problem, limits), spec.name, config, problem)
     if config.USE_TMA:
@@ -114,7 +114,7 @@ class PagedDecodePlan:
         self.programs = cfg.paged_programs(problem, config, limits)
         self.slots = problem.batch * problem.kv_heads * self.row_tiles + self.programs
         self.out_shape = (problem.batch, problem.q_heads, problem.q_len, problem.v_head_dim)
-        self.dot_fp32 = dot_in_fp32(problem)
+        self.dot_fp32 = interpreter_needs_fp32_dots(problem.dtype)
         self.launches = None
 
 
@@ -197,7 +197,7 @@ def paged_decode_plan(q, k_cache, v_cache, cache_seqlens, block_table=None, caus
     spec = get_kernel("decode-paged")
     problem, page_size = _paged_problem(q, k_cache, v_cache, cache_seqlens, block_table, causal,
                                         scale)
-    limits = limits or device_limits(q)
+    limits = limits or device_limits(q.device)
     config = spec.resolve_config(config, problem, limits)
     raise_if_unfit(spec.config_reasons(config, problem, limits), spec.name, config, problem)
     if interpreting():

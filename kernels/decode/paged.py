@@ -28,7 +28,7 @@ from einsim.kernels.decode.config import MIN_TILES_PER_SPLIT
 from einsim.kernels.decode.softmax import finish, fold_partial, fold_tile
 from einsim.kernels.launch import TritonLaunch
 from einsim.kernel_rules import padded_head_dim
-from einsim.kernels.multipass import inputs
+from einsim.kernels import runtime
 
 LOG2_E = 1.4426950408889634
 
@@ -287,9 +287,9 @@ def _paged_merge(
 
 def run(plan, q, k_cache, v_cache, cache_seqlens, block_table):
     """Split pass then merge of a PagedDecodePlan on checked inputs. Returns (out, lse)."""
-    out = inputs.empty_output(plan.out_shape, q.device, q.dtype)
-    lse = inputs.empty_output(plan.out_shape[:3], q.device)
-    partials = inputs.scratch((plan.slots * plan.block_m * (2 + plan.block_dv),), q.device)
+    out = runtime.empty_output(plan.out_shape, q.device, q.dtype)
+    lse = runtime.empty_output(plan.out_shape[:3], q.device)
+    partials = runtime.scratch((plan.slots * plan.block_m * (2 + plan.block_dv),), q.device)
     table = block_table if block_table is not None else cache_seqlens  # never read unpaged
     split_args = (q, k_cache, v_cache, table, cache_seqlens, partials)
     merge_args = (cache_seqlens, partials, out, lse)

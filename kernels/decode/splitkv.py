@@ -18,7 +18,7 @@ import triton.language as tl
 from einsim.kernels.decode.config import padded_dims
 from einsim.kernels.decode.softmax import fold_partial, fold_tile
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch
-from einsim.kernels.multipass import inputs
+from einsim.kernels import runtime
 
 LOG2_E = 1.4426950408889634
 LN_2 = tl.constexpr(0.6931471805599453)  # a constexpr: jit code may read it
@@ -187,9 +187,9 @@ def run(plan, q, k, v):
     b, hkv, nq = problem.batch, problem.kv_heads, problem.q_len
     rows = problem.group_size * nq
     n_partials = b * hkv * split.num_splits * rows
-    partials = inputs.scratch((n_partials * (2 + problem.v_head_dim),), q.device)
-    out = inputs.empty_output((b, problem.q_heads, nq, problem.v_head_dim), q.device, q.dtype)
-    lse = inputs.empty_output((b, problem.q_heads, nq), q.device)
+    partials = runtime.scratch((n_partials * (2 + problem.v_head_dim),), q.device)
+    out = runtime.empty_output((b, problem.q_heads, nq, problem.v_head_dim), q.device, q.dtype)
+    lse = runtime.empty_output((b, problem.q_heads, nq), q.device)
     if config.USE_TMA:
         factories = plan.descriptors
         if factories is None:

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from einsim.kernels.flash.config import FlashConfig
-from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, tensor_key
+from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, remember_launch, tensor_key
 from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, device_limits,
@@ -192,20 +192,6 @@ def flash_forward(q, k, v, *, causal: bool = False, window=None, scale: float | 
         _check_output("lse", lse, plan.out_shape[:3], torch.float32, q.device)
     plan.run(q, k, v, out, lse)
     return out, lse
-
-
-LAST_LAUNCH: dict[str, dict] = {}
-
-
-def remember_launch(kernel: str, compiled) -> None:
-    """Keep what the compiler chose for a kernel's first launch of a plan (shared memory,
-    registers, spills), so benchmarks can check the resource model against it."""
-    try:
-        LAST_LAUNCH[kernel] = {"shared": int(compiled.metadata.shared),
-                               "registers": int(getattr(compiled, "n_regs", 0) or 0),
-                               "spills": int(getattr(compiled, "n_spills", 0) or 0)}
-    except (AttributeError, TypeError, ValueError):  # the interpreter compiles nothing
-        LAST_LAUNCH.pop(kernel, None)
 
 
 def launch_from_inputs(config: FlashConfig, inputs: dict):

@@ -29,8 +29,7 @@ import triton
 import triton.language as tl
 
 from einsim.errors import ShapeError
-from einsim.kernels.flash.forward import LAST_LAUNCH, remember_launch
-from einsim.kernels.launch import TritonLaunch, name_of, plan_cache, tensor_key
+from einsim.kernels.launch import TritonLaunch, name_of, plan_cache, remember_launch, tensor_key
 from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.linear.config import LinearBackwardConfig, LinearConfig
 from einsim.kernels.registry import KERNELS
@@ -790,5 +789,5 @@ def launch_backward_from_inputs(config: LinearBackwardConfig, inputs: dict):
     return dq, dk, dv
 
 
-__all__ = ["LAST_LAUNCH", "Walk", "forward_plan", "linear_attention", "linear_backward", "linear_forward",
+__all__ = ["Walk", "forward_plan", "linear_attention", "linear_backward", "linear_forward",
            "launch_backward_from_inputs", "launch_forward_from_inputs"]

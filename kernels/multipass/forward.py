@@ -7,8 +7,8 @@ from einsim.kernels.launch import plan_cache, tensor_key
 from einsim.kernels import ops
 from einsim.kernels.multipass import config as cfg
 from einsim.kernels.multipass import three_pass, two_pass
-from einsim.kernels.multipass.inputs import (check_tensors, device_limits, dot_in_fp32,
-                                             interpreting, patch_interpreter, raise_if_unfit)
+from einsim.kernels.runtime import (check_attention_inputs, device_limits, interpreter_needs_fp32_dots,
+                                    interpreting, patch_interpreter, raise_if_unfit)
 from einsim.kernels.registry import get_kernel
 
 
@@ -25,7 +25,7 @@ class MultipassPlan:
         self.problem = problem
         self.config = config
         self.scale = scale
-        self.dot_fp32 = dot_in_fp32(problem)
+        self.dot_fp32 = interpreter_needs_fp32_dots(problem.dtype)
         self.launches = None
 
     def run(self, q, k, v):
@@ -42,8 +42,8 @@ def _run(passes: int, q, k, v, causal, window, scale, config, limits=None):
                                     window, scale, config, limits))
     if plan is None:
         spec = get_kernel(f"attention-{passes}pass-fwd")
-        problem = check_tensors(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
-        limits = limits or device_limits(q)
+        problem = check_attention_inputs(q, k, v, kernel=spec.name, causal=causal, window=window, scale=scale)
+        limits = limits or device_limits(q.device)
         config = spec.resolve_config(config, problem, limits)
         raise_if_unfit(spec.config_reasons(config, problem, limits), spec.name, config, problem)
         if interpreting():

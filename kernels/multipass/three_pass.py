@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 
 from einsim.kernels.launch import TritonLaunch
-from einsim.kernels.multipass import inputs, tiles
+from einsim.kernels import runtime
+from einsim.kernels.multipass import tiles
 from einsim.kernels.multipass.config import padded_dims
 from einsim.kernels.multipass.tiles import LN_2
 
@@ -133,12 +134,12 @@ def run(plan, q, k, v):
     """The three passes of the 3-pass kernel for a MultipassPlan on checked inputs: (out, lse)."""
     problem, config = plan.problem, plan.config
     b, hq, nq, nk = problem.batch, problem.q_heads, problem.q_len, problem.kv_len
-    gm = inputs.scratch((b * hq, nq), q.device)
-    sd = inputs.scratch((b * hq, nq), q.device)
+    gm = runtime.scratch((b * hq, nq), q.device)
+    sd = runtime.scratch((b * hq, nq), q.device)
     # QK, then SN in place; only visited tiles are written and read.
-    scores = inputs.scratch((b * hq, nq, nk), q.device) if config.MATERIALIZE else gm
-    out = inputs.empty_output((b, hq, nq, problem.v_head_dim), q.device, q.dtype)
-    lse = inputs.empty_output((b, hq, nq), q.device)
+    scores = runtime.scratch((b * hq, nq, nk), q.device) if config.MATERIALIZE else gm
+    out = runtime.empty_output((b, hq, nq, problem.v_head_dim), q.device, q.dtype)
+    lse = runtime.empty_output((b, hq, nq), q.device)
     statistics_args = (q, k, gm, sd, scores)
     output_args = (q, k, v, gm, sd, scores, out, lse)
     if plan.launches is None:

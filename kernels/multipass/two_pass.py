@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from einsim.kernels.launch import TritonLaunch
-from einsim.kernels.multipass import inputs, tiles
+from einsim.kernels import runtime
+from einsim.kernels.multipass import tiles
 from einsim.kernels.multipass.config import padded_dims
 from einsim.kernels.multipass.tiles import LN_2
 
@@ -136,15 +137,15 @@ def run(plan, q, k, v):
     problem, config = plan.problem, plan.config
     b, hq, nq, nk = problem.batch, problem.q_heads, problem.q_len, problem.kv_len
     num_key_tiles = triton.cdiv(nk, config.BLOCK_N)
-    gm = inputs.scratch((b * hq, nq), q.device)
+    gm = runtime.scratch((b * hq, nq), q.device)
     if config.MATERIALIZE:
-        lm = inputs.scratch((b * hq, num_key_tiles, nq), q.device)
-        sld = inputs.scratch((b * hq, num_key_tiles, nq), q.device)
-        slnv = inputs.scratch((b * hq, num_key_tiles, nq, problem.v_head_dim), q.device)
+        lm = runtime.scratch((b * hq, num_key_tiles, nq), q.device)
+        sld = runtime.scratch((b * hq, num_key_tiles, nq), q.device)
+        slnv = runtime.scratch((b * hq, num_key_tiles, nq, problem.v_head_dim), q.device)
     else:
         lm = sld = slnv = gm  # never touched
-    out = inputs.empty_output((b, hq, nq, problem.v_head_dim), q.device, q.dtype)
-    lse = inputs.empty_output((b, hq, nq), q.device)
+    out = runtime.empty_output((b, hq, nq, problem.v_head_dim), q.device, q.dtype)
+    lse = runtime.empty_output((b, hq, nq), q.device)
     first_args = (q, k, v, gm, lm, sld, slnv)
     second_args = (q, k, v, gm, lm, sld, slnv, out, lse)
     if plan.launches is None:
