@@ -175,14 +175,16 @@ def _draw_compute_roofs(axis: Any, panel: RooflineData, colors: dict[str, str], 
         label = axis.annotate(f"{roof.role}{owner} {format_rate(roof.flops_per_s, 'FLOP/s')}", (x_high, height),
                               xytext=(-3, 2), textcoords="offset points", ha="right", va="bottom", color=color,
                               fontsize=style.tiny, zorder=6)
-        label.candidates = ROOF_SIDES  # above or below its line: _choose_spots
+        # Above or below its line, at its right end or at its left (the ridge): _choose_spots
+        label.candidates = [(offset, ha, va) for offset, ha, va in ROOF_SIDES] + [
+            ((3, offset[1]), "left", va, (x_start, height)) for offset, _, va in ROOF_SIDES]
         label.roof = True
         labels.append(label)
     return labels
 
 
 def _choose_spots(figure: Figure, labels: Sequence[Any]) -> None:
-    """Each label with `candidates` (offset, ha, va) at the one that meets the fewest labels placed
+    """Each label with `candidates` (offset, ha, va[, xy]) at the one that meets the fewest labels placed
     before it, markers and roof lines: roof labels first (the highest first), then the points'."""
     movable = [label for label in labels if hasattr(label, "candidates")]
     if not movable:
@@ -190,6 +192,7 @@ def _choose_spots(figure: Figure, labels: Sequence[Any]) -> None:
     figure.draw_without_rendering()
     renderer = figure.canvas.get_renderer()
     placed: dict[Any, list] = {}
+    pad = 6 * figure.dpi / 72
     order = sorted(movable, key=lambda lab: (not hasattr(lab, "roof"), -lab.xy[1]))
     for label in order:
         axes = label.axes
@@ -198,18 +201,21 @@ def _choose_spots(figure: Figure, labels: Sequence[Any]) -> None:
         marks = [axes.transData.transform(xy) for xy in getattr(axes, "marks", ())]
         frame = axes.get_window_extent(renderer)
         best = None
-        for offset, ha, va in label.candidates:
+        anchor = label.xy
+        for offset, ha, va, *where in label.candidates:
+            label.xy = where[0] if where else anchor
             label.xyann = offset
             label.set_ha(ha)
             label.set_va(va)
             box = label.get_window_extent(renderer)
             cost = 10 * sum(box.overlaps(other) for other in placed.get(axes, []))
             cost += 20 * (not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)))
-            cost += 3 * sum(1 for x, y in marks if box.x0 - 4 < x < box.x1 + 4 and box.y0 - 4 < y < box.y1 + 4)
+            # A marker under a label hides a result: as bad as text on text. Its radius, in pixels.
+            cost += 12 * sum(1 for x, y in marks if box.x0 - pad < x < box.x1 + pad and box.y0 - pad < y < box.y1 + pad)
             cost += 4 * sum(1 for y in lines if box.y0 < y < box.y1)
             if best is None or cost < best[0]:
-                best = (cost, offset, ha, va, box)
-        _, label.xyann, ha, va, box = best
+                best = (cost, offset, ha, va, box, label.xy)
+        _, label.xyann, ha, va, box, label.xy = best
         label.set_ha(ha)
         label.set_va(va)
         placed.setdefault(axes, []).append(box)
