@@ -3,6 +3,7 @@ failing configs, resuming a killed run from SQLite, the tuning cache and the CLI
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -221,3 +222,24 @@ def test_launchers_take_the_exported_config_for_their_default(tmp_path: Path, mo
     assert spec.resolve_config(None, DECODE, limits) == space.default
     export_best("decode", DECODE, limits.name, tuned, measured_s=1e-4)
     assert spec.resolve_config(None, DECODE, limits) == tuned
+
+
+def test_summary_ties_share_a_rank_in_trial_order_and_say_so() -> None:
+    from types import SimpleNamespace
+
+    from einsim.cli.autotune import print_summary, summary_rows
+
+    def trial(number: int, us: float) -> SimpleNamespace:
+        return SimpleNamespace(number=number, measured_s=us * 1e-6, predicted_s=us * 1e-6,
+                               config={"BLOCK_M": 16 * (number + 1)})
+
+    trials = [trial(3, 90.0), trial(0, 92.5), trial(2, 92.5), trial(1, 92.5)]
+    result = SimpleNamespace(completed=trials, default=trials[1], exhaustive_best_s=None, mode="guided/dry-run",
+                             kernel="decode", problem=DECODE, target="h100-sxm", gpu=None, failures=[],
+                             evaluated=trials, trials=trials, space_size=36, budget=4, rejected=0, study_name="s",
+                             storage="sqlite:///x.db", best=trials[0], retest=None)
+    rows = summary_rows(result)
+    assert [(row[0], row[1]) for row in rows] == [(1, 3), (2, 0), (2, 1), (2, 2)]
+    stream = io.StringIO()
+    print_summary(result, stream)
+    assert "equal times share a rank and are listed in trial order" in stream.getvalue()

@@ -126,7 +126,12 @@ def print_summary(result, stream=None) -> None:
     what = "simulated by the GPU model, nothing run" if _dry(result) else f"measured on GPU {result.gpu}"
     print(fit_text(f"{result.kernel} on {result.problem.describe()}  [{result.mode}: {what}; target "
                    f"{result.target}]", "  "), file=stream)
-    print(render_table(summary_headers(result), summary_rows(result), drop=["predicted us"]), file=stream)
+    rows = summary_rows(result)
+    print(render_table(summary_headers(result), rows, drop=["predicted us"]), file=stream)
+    ranks = [row[0] for row in rows]
+    if len(set(ranks)) < len(ranks):
+        print("(equal times share a rank and are listed in trial order: the default first, then the "
+              "simulator's picks)", file=stream)
     failures: dict[str, int] = {}
     for trial in result.failures:
         failures[trial.failure_kind or "other"] = failures.get(trial.failure_kind or "other", 0) + 1
