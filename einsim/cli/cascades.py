@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from einsim.cli.output import add_wide_argument, print_json, safe_file_stem
+from einsim.cli.output import add_style_argument, add_wide_argument, print_json, safe_file_stem
 from einsim.text import fit_text, render_table
 
 
@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=_show)
     graph = actions.add_parser("graph", help="draw the dependency graph, Einsums coloured by pass")
     graph.add_argument("name", help="library name or path to a cascade YAML")
-    graph.add_argument("-o", "--output", default=None, help="PNG to write (default NAME.png)")
+    graph.add_argument("-o", "--output", default=None, help="figure to write: .png, .svg or .pdf (default NAME.png)")
     graph.add_argument("--rank", default=None, help="rank whose passes colour the graph (default M)")
+    add_style_argument(graph)
     graph.set_defaults(handler=_graph)
     rewrite = actions.add_parser("reassociate", help="derive the 1-pass running-state form of a plain softmax cascade "
                                                      "(the FuseMax reassociation) and print it as YAML")
@@ -143,7 +144,7 @@ def _graph(args: argparse.Namespace) -> int:
     # The default file is named after the cascade, whose name comes from its YAML: keep it a plain
     # file name in the current folder (a name like '../x' or '/tmp/x' wrote there).
     path = args.output or f"{safe_file_stem(cascade.name)}.png"
-    save_figure(plot_pass_graph(pass_graph(cascade, args.rank)), path)
+    save_figure(plot_pass_graph(pass_graph(cascade, args.rank), style=args.style), path)
     print(f"wrote {path}")
     return 0
 

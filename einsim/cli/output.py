@@ -16,6 +16,13 @@ from einsim.files import path_kind
 from einsim.jsonio import dump_json, to_jsonable
 
 
+def add_style_argument(parser: Any) -> None:
+    """`--style screen|paper`: the figure's sizes (einsim.plots.style)."""
+    parser.add_argument("--style", choices=("screen", "paper"), default="screen",
+                        help="figure sizes: screen (default) or paper (one column of a two-column page per "
+                        "panel, at most the text width, 6-8 pt text, PNG at 300 dpi)")
+
+
 def add_wide_argument(parser: Any) -> None:
     """`--wide`: tables with every column, at full width (by default einsim fits its tables and
     prose to einsim.text.TABLE_WIDTH = 100 columns and says what it shortened)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from einsim.cli.output import add_wide_argument, print_json, write_csv
+from einsim.cli.output import add_style_argument, add_wide_argument, print_json, write_csv
 from einsim.text import render_table
 
 
@@ -46,9 +46,7 @@ def add_target_cascade_arguments(parser: argparse.ArgumentParser, cascade_defaul
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FIG", help="write the figure: .png, .svg or .pdf (vector)")
-    parser.add_argument("--style", choices=("screen", "paper"), default="screen",
-                        help="figure sizes: screen (default) or paper (one column of a two-column page per "
-                        "panel, at most the text width, 7-8 pt text, PNG at 300 dpi)")
+    add_style_argument(parser)
     parser.add_argument("--csv", metavar="FILE", help="write the data behind the figure as CSV ('-': stdout)")
     parser.add_argument("--json", action="store_true", help="print the data behind the figure as JSON")
     add_wide_argument(parser)
