@@ -67,8 +67,9 @@ def _draw_panel(axis: Any, data: TrafficSteps, annotate: bool, style: Style, las
         rise = _first_rise(curve)
         if annotate and rise is not None:
             axis.annotate("traffic rises here: at each size the mapping\nis re-chosen for least latency, then traffic",
-                          (rise.buffer_capacity_bytes, rise.traffic_bytes / GIB), xytext=(0, 6),
-                          textcoords="offset points", fontsize=style.tiny, color=color, ha="left", va="bottom")
+                          (rise.buffer_capacity_bytes, rise.traffic_bytes / GIB), xytext=(-4, 16),
+                          textcoords="offset points", fontsize=style.tiny, color=color, ha="left", va="bottom",
+                          arrowprops={"arrowstyle": "->", "color": color, "linewidth": 0.6, "shrinkA": 1, "shrinkB": 2})
     axis.axhline(data.compulsory_bytes / GIB, color="#444444", linestyle=":", linewidth=0.6 * style.line,
                  label=f"compulsory traffic (Q, K, V read, O written once): {format_bytes(data.compulsory_bytes)}")
     target = resolve_target(data.target)
