@@ -74,3 +74,11 @@ def test_commands_fit_100_columns_and_wide_prints_everything(argv: list[str], ca
     assert "--wide shows all" not in wide
     if "--wide shows all" in fitted:
         assert _width(wide) > 100
+
+
+@pytest.mark.parametrize("argv", [["cascades", "tiles", "attention-causal", "--set", "kv_len=2048", "--set",
+                                   "q_len=2048", "--block", "128x128"], ["plot", "passes", "fusemax"]])
+def test_reports_fit_100_columns(argv: list[str], capsys) -> None:
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert _width(out) <= 100, "\n".join(line for line in out.splitlines() if len(line) > 100)

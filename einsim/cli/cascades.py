@@ -209,11 +209,11 @@ def _tiles(args: argparse.Namespace) -> int:
         print_json({"cascade": cascade.name, "block": [block_q, block_k], "batch": list(result.batch), **summary,
                     "key_ranges": [first.tolist(), last.tolist()]})
         return 0
-    print(f"{cascade.name}: {result.state.shape[-2]} query tiles x {result.state.shape[-1]} key tiles of "
-          f"{block_q} x {block_k}" + (f", per {', '.join(result.batch)}" if result.batch else ""))
-    print(f"empty {summary['empty']}, partial {summary['partial']}, full {summary['full']} of {summary['tiles']} tiles; "
-          f"visited {summary['visited_fraction']:.1%}; visible pairs {summary['visible_pairs']} "
-          f"({summary['density']:.2%} of {summary['pairs']})")
+    print(fit_text(f"{cascade.name}: {result.state.shape[-2]} query tiles x {result.state.shape[-1]} key tiles of "
+                   f"{block_q} x {block_k}" + (f", per {', '.join(result.batch)}" if result.batch else ""), "  "))
+    print(fit_text(f"empty {summary['empty']}, partial {summary['partial']}, full {summary['full']} of "
+                   f"{summary['tiles']} tiles; visited {summary['visited_fraction']:.1%}; visible pairs "
+                   f"{summary['visible_pairs']} ({summary['density']:.2%} of {summary['pairs']})", "  "))
     state = result.state.reshape((-1,) + result.state.shape[-2:])[0]
     if state.shape[0] <= 64 and state.shape[1] <= 96:
         print("tiles (rows: query tiles; . empty, + partial, # full)" + (" of the first batch position" if result.batch else ""))
