@@ -5,20 +5,24 @@ the gallery."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation, Text
 
 GAP_PX = 2.0  # pixels between two labels once separated
+LEADER_PT = 15.0  # a label further than this from its point (points) is tied to it by a line
 
 
-def place_labels(figure: Figure, labels: Sequence[Annotation], fixed: Sequence[Annotation] = ()) -> None:
+def place_labels(figure: Figure, labels: Sequence[Annotation], fixed: Sequence[Annotation] = (),
+                 leaders: Sequence[Annotation] = ()) -> None:
     """Move each annotation of `labels` (its offset, in points) the least distance up or down so
     that it lies inside its axes and overlaps no label of the same axes placed before it: the
     `fixed` ones first (they stay where they are), then the others from the bottom up. Labels of
-    different axes never meet, each staying inside its own. Needs annotations whose `textcoords`
-    are offset points."""
+    different axes never meet, each staying inside its own. A label of `leaders` that ends up
+    further than LEADER_PT from its point gets a thin line to it, so it still reads as that
+    point's. Needs annotations whose `textcoords` are offset points."""
     labels = [label for label in labels if label.get_visible() and label.get_text()]
     if not labels:
         return
@@ -40,6 +44,11 @@ def place_labels(figure: Figure, labels: Sequence[Annotation], fixed: Sequence[A
                 x, y = label.xyann
                 label.xyann = (x + dx * scale, y + dy * scale)
                 _shift(box, dx, dy)
+            if label in leaders and math.hypot(*label.xyann) > LEADER_PT:
+                axes.annotate("", xy=label.xy, xycoords=label.xycoords, xytext=label.xyann,
+                              textcoords="offset points", zorder=label.get_zorder(),
+                              arrowprops={"arrowstyle": "-", "color": label.get_color(), "linewidth": 0.5,
+                                          "shrinkA": 0, "shrinkB": 4})
             placed.append(box)
 
 

@@ -63,7 +63,7 @@ def plot_roofline(data: RooflineData | Sequence[RooflineData], *, annotate: bool
         figure.suptitle(title or "; ".join(workloads))
         _align_to_lines(figure, labels)
         _choose_spots(figure, labels)
-        place_labels(figure, labels)
+        place_labels(figure, labels, leaders=[label for label in labels if not hasattr(label, "roof")])
     return figure
 
 
