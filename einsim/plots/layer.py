@@ -66,6 +66,6 @@ def _draw(cost: Any, matmul_flops: float, hbm_bytes_per_s: float, style: Style) 
     share.set_title(f"one layer: {layer.time_s * 1e3:.3g} ms")
     figure.suptitle(f"{model_label(layer.model)} on {resolve_target(layer.target).label}, {layer.mode}, batch {layer.batch}, "
                     f"{'sequence' if layer.mode == 'prefill' else 'KV cache'} {layer.seq_len}")
-    place_labels(figure, labels)  # once the layout is final
+    place_labels(figure, labels, leaders=labels)  # once the layout is final
     return figure
 
