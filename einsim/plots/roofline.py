@@ -31,6 +31,7 @@ POINT_SIDES = (((0, -7), "center", "top"), ((-8, 0), "right", "center"), ((8, 0)
                ((-8, -12), "right", "top"), ((8, -12), "left", "top"))
 EINSUM_SIDES = (((3, 2), "left", "bottom"), ((3, -2), "left", "top"), ((-3, 2), "right", "bottom"),
                 ((-3, -2), "right", "top"))
+DODGE = 1.12  # measured kernels at one intensity sit this factor apart on x (docs/plots.md)
 MEMORY_COLORS = {"off-chip": "#444444", "on-chip": "#999999"}
 MEASURED_MARKERS = ("s", "^", "v", "D", "P", "X", "*", "h", "<", ">")
 MEASURED_COLORS = ("#555555", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#2CA02C", "#D62728")
@@ -224,13 +225,19 @@ def _choose_spots(figure: Figure, labels: Sequence[Any]) -> None:
 def _draw_points(axis: Any, panel: RooflineData, colors: dict[str, str], backends: list[str], style: Style,
                  annotate: bool) -> list:
     """Simulated cascades as open rings (what bounds them written beside), per-Einsum points as
-    small dots, measured kernels as filled markers."""
+    small dots, measured kernels as filled markers. Measured kernels at one intensity (every kernel
+    of a workload has the same compulsory bytes) are spread sideways by DODGE per kernel, centred
+    on it, so none hides another."""
     labels = []
     axis.marks = []  # where markers are, for _choose_spots
+    measured = [p for p in panel.points if p.origin != "predicted" and p.intensity]
     for point in panel.points:
         if point.intensity is None or point.flops_per_s <= 0:
             continue
         x, y = point.intensity, point.flops_per_s / 1e12
+        if point.origin != "predicted":
+            column = [p for p in measured if math.isclose(p.intensity, point.intensity, rel_tol=1e-6)]
+            x *= DODGE ** (column.index(point) - (len(column) - 1) / 2)
         axis.marks.append((x, y))
         if point.origin != "predicted":
             i = backends.index(point.name)
