@@ -4,11 +4,8 @@ identifiers themselves stay in the data (CSV, JSON); only titles and legends use
 
 from __future__ import annotations
 
-from typing import Any
-
 from einsim.problem import Problem
 from einsim.simulator.models import load_model, model_names, workload_title
-from einsim.simulator.simulate import resolve_target
 
 # Backends of the benchmark CSVs (benchmarks/bench_attention.py, benchmarks/data/*.csv).
 BACKEND_NAMES = {
@@ -22,11 +19,6 @@ BACKEND_NAMES = {
     "einsim-compiled": "einsim (compiled cascade)",
     "einsim-handwritten": "einsim (hand-written)",
 }
-
-
-def target_label(target: Any) -> str:
-    """'NVIDIA H100 SXM' for h100-sxm: the target's display name, else its name."""
-    return resolve_target(target).label
 
 
 def model_label(name: str) -> str:
