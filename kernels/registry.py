@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from einsim.errors import ConfigError, brief, did_you_mean
@@ -169,6 +169,30 @@ class KernelSpec:
 
 # (spec, problem, GPU name or None) -> a tuned config or None: what resolve_config consults.
 TunedLookup = Callable[["KernelSpec", Problem, "str | None"], Any]
+
+@dataclass(frozen=True)
+class PassTraffic:
+    """Bytes one pass moves between the SMs and global memory, by tensor."""
+
+    name: str
+    reads: dict[str, int] = field(default_factory=dict)
+    writes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.reads.values()) + sum(self.writes.values())
+
+
+@dataclass(frozen=True)
+class TrafficKernelSpec(KernelSpec):
+    """A KernelSpec that also states the HBM bytes it moves for a config, so the simulator can
+    compare its pass/traffic prediction with the kernel (`hbm_bytes(problem, config, limits)`),
+    and the per-pass breakdown (`pass_traffic(problem, config, limits)`)."""
+
+    hbm_bytes: Callable[..., int] | None = None
+    pass_traffic: Callable[..., tuple] | None = None
+    passes: int = 1
+
 
 KERNELS: dict[str, KernelSpec] = {}
 

@@ -9,11 +9,10 @@ import functools
 import math
 from dataclasses import dataclass
 
-from einsim.kernels.multipass.config import PassTraffic, TrafficKernelSpec
 from einsim.problem import Problem
 from einsim.kernel_rules import next_power_of_two, padded_head_dim
 from einsim.kernels.limits import DeviceLimits, shared_memory_reasons
-from einsim.kernels.registry import KernelSpec, register
+from einsim.kernels.registry import KernelSpec, PassTraffic, TrafficKernelSpec, register
 
 STATS_BYTES = 4  # partial max, sum and numerator are fp32 in HBM
 MIN_TILES_PER_SPLIT = 4  # below this a split spends more on its prologue and partials than on keys

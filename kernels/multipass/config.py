@@ -6,13 +6,12 @@ and the shared-memory model on machines without a GPU stack. docs/kernels.md § 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from einsim.problem import Problem
 from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.limits import DeviceLimits, shared_memory_reasons
-from einsim.kernels.registry import KernelSpec, register
+from einsim.kernels.registry import PassTraffic, TrafficKernelSpec, register
 
 STATS_BYTES = 4  # LM, SLD, GM, SD and lse are fp32 in HBM
 TILE_SIZES = (16, 32, 64, 128)
@@ -34,19 +33,6 @@ class MultipassConfig:
     num_warps: int = 4
     num_stages: int = 2
     MATERIALIZE: bool = False  # intermediates that grow with M through HBM, else recomputed
-
-
-@dataclass(frozen=True)
-class PassTraffic:
-    """Bytes one pass moves between the SMs and global memory, by tensor."""
-
-    name: str
-    reads: dict[str, int] = field(default_factory=dict)
-    writes: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.reads.values()) + sum(self.writes.values())
 
 
 def _query_tiles(problem, config: MultipassConfig):
@@ -208,17 +194,6 @@ def search_space(problem: Problem, limits: DeviceLimits | None = None) -> list[M
         for st in (1, 2, 3, 4)
     ]
     return [c for c in configs if not check_config(c, problem, limits)]
-
-
-@dataclass(frozen=True)
-class TrafficKernelSpec(KernelSpec):
-    """A KernelSpec that also states the HBM bytes it moves for a config, so the simulator can
-    compare its pass/traffic prediction with the kernel (`hbm_bytes(problem, config, limits)`),
-    and the per-pass breakdown (`pass_traffic(problem, config, limits)`)."""
-
-    hbm_bytes: Callable[..., int] | None = None
-    pass_traffic: Callable[..., tuple] | None = None
-    passes: int = 1
 
 
 def _traffic_of(passes: int):
