@@ -12,7 +12,8 @@ from einsim.einsum_cascades import parse_cascade
 from einsim.einsum_cascades.executor import execute
 from einsim.errors import SpecError
 
-ONE_PASS = (Path(__file__).resolve().parent.parent / "einsum_cascades" / "library" / "attention-1pass.yaml").read_text()
+LIBRARY = Path(__file__).resolve().parent.parent / "einsum_cascades" / "library"
+ONE_PASS = (LIBRARY / "attention-1pass.yaml").read_text()
 LAST = "  - AV[b,h,f,p]      = RO[b,h,M1,f,p]"
 
 
@@ -39,3 +40,22 @@ def test_division_by_the_constant_zero_is_an_error(divisor: str) -> None:
 def test_a_cascade_without_outputs_is_an_error() -> None:
     with pytest.raises(SpecError, match=r"x.yaml:\d+:\d+: outputs: expected at least one tensor"):
         parse_cascade(ONE_PASS.replace("outputs: [AV]", "outputs: []"), "x.yaml")
+
+
+@pytest.mark.parametrize("cascade, old, new", [
+    ("fusemax", "K[b,h,e,m1,m0]", "K[b,h,0,m1,m0]"),  # every key's first element only
+    ("alibi", "Q[b,h,e,p]", "Q[b,h,e,0]"),  # the first query for every query
+    ("fusemax", "* V[b,h,f,m1,m0]", "* V[b,h,f,0]"),  # the first value row for every key
+])
+def test_the_compiler_refuses_q_k_v_read_at_other_than_their_own_positions(cascade: str, old: str, new: str) -> None:
+    """The fused kernel reads Q, K and V whole, each element at its own position; a cascade that
+    reads them at a constant or shifted position used to compile to plain attention (found by
+    fuzzing the compiler; a silently wrong answer)."""
+    pytest.importorskip("torch")
+    from einsim.errors import ConfigError
+    from einsim.kernels import compile as compile_cascade
+
+    text = (LIBRARY / f"{cascade}.yaml").read_text()
+    assert old in text
+    with pytest.raises(ConfigError, match="not every element of .* at its own position"):
+        compile_cascade(parse_cascade(text.replace(old, new, 1), "x.yaml"))

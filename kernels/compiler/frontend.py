@@ -476,6 +476,7 @@ class _Recogniser:
         score, q_access, k_access, contraction = self.contraction(score, den_sum)
         roles = self.roles(q_access, k_access, value_access, contraction, key, steps, tile,
                            out_einsum)
+        self.check_plain_reads((q_access.tensor, k_access.tensor, value_access.tensor))
         extra = []
         for node in nodes(score):
             if isinstance(node, (State, Reduce, Masked)):
@@ -520,6 +521,20 @@ class _Recogniser:
         (contracted,) = tuple(node.ranks)
         left, right = node.body.left, node.body.right
         return replaced, left, right, contracted
+
+    def check_plain_reads(self, tensors: tuple[str, ...]) -> None:
+        """The kernel reads Q, K and V whole, each element at its own position (SDPA layout):
+        refuse a cascade that reads one at a constant position (K[b,h,0,m1,m0], V[b,h,f,0]),
+        which would otherwise compile to plain attention, a silently wrong answer."""
+        for einsum in self.cascade.einsums:
+            for access in einsum.operands + einsum.filter_operands:
+                if access.tensor not in tensors:
+                    continue
+                reads = resolve_access(self.cascade.space, self.cascade.inputs[access.tensor], access)
+                if any(r.kind != "coord" or r.source != r.rank or r.offset for r in reads):
+                    raise self.fail(einsum, f"it reads {access}, not every element of {access.tensor} "
+                                            "at its own position, which the fused kernel cannot do "
+                                            "(it reads Q, K and V whole)")
 
     def roles(self, a: Access, b: Access, v: Access, contracted: str, key: str, steps: str,
               tile: str, out_einsum: Einsum) -> RankRoles:

@@ -94,8 +94,9 @@ class _Evaluator:
             for value in values[1:]:
                 result = (result & value) if node.op == "and" else (result | value)
             return result
-        if kind == "Not":
-            return ~self(node.operand)
+        if kind == "Not":  # a condition of sizes alone is a Python bool, whose ~ is -1 or -2
+            value = self(node.operand)
+            return ~value if isinstance(value, torch.Tensor) else not value
         if isinstance(node, Call):
             args = [self(a) for a in node.args]
             tensors = [torch.as_tensor(a, device=self.qk.device) if not isinstance(a, torch.Tensor)
