@@ -70,6 +70,14 @@ def _layer(args: argparse.Namespace) -> int:
     if getattr(args, "shape", None):
         raise ShapeError("--layer needs a model preset (--model NAME --seq-len N), not --shape: a layer has "
                          "projections and an FFN whose widths only a model gives")
+    ignored = [option for option, given in (("--kv-heads", args.kv_heads), ("--q-len", args.q_len),
+                                            ("--causal", args.causal), ("--window", args.window),
+                                            ("--dtype", args.dtype), ("--buffer-sweep", args.buffer_sweep))
+               if given not in (None, False)]
+    if ignored:  # the layer model takes the preset's heads, mask and element type as they are
+        raise ShapeError(f"--layer does not take {', '.join(ignored)}: a layer estimate uses the model "
+                         "preset's heads, mask and element type (give --model, --seq-len, --mode, --batch, "
+                         "--target, --cascade, --mapping), or drop --layer for one attention problem")
     model = load_model(args.model or DEFAULT_MODEL)
     style = gpu_mapping(args.mapping).kernel_style if args.mapping else None
     cost = estimate_model(model, args.seq_len or DEFAULT_SEQ_LEN, args.target, args.mode, args.batch, style,
