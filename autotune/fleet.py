@@ -36,6 +36,7 @@ DECODE_CACHES = (4096, 8192, 16384, 32768, 65536, 131072)
 PREFILL_KERNELS = ("attention-fwd", "attention-bwd")
 DECODE_KERNELS = ("decode", "decode-paged")
 DEFAULT_KERNELS = ("attention-fwd", "decode")
+MAX_WORKERS = 64  # worker processes one command starts on its host (--workers)
 MAX_KV_GIB = 24.0  # decode shapes whose K+V cache (plus the reference's fp32 copy) exceed this are skipped
 MIN_SHAPE_S = 5.0  # do not start a shape with less time than this left
 WORKER_GRACE_S = 5.0  # after an interrupt, how long workers get to stop on their own signal
@@ -276,15 +277,15 @@ def spawn_workers(argv: Sequence[str], count: int, gpus: Sequence[str] | None,
     GPU gpus[i] (CUDA_VISIBLE_DEVICES), wait for all of them (killed after timeout_s), and
     return their exit codes."""
     processes = []
-    for index in range(count):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpus[index % len(gpus)])
-        processes.append(subprocess.Popen([sys.executable, "-m", "einsim", "autotune", *argv,
-                                           "--worker", str(index)], env=env))
-    deadline = time.monotonic() + timeout_s
-    codes = []
     try:
+        for index in range(count):
+            env = dict(os.environ)
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = str(gpus[index % len(gpus)])
+            processes.append(subprocess.Popen([sys.executable, "-m", "einsim", "autotune", *argv,
+                                               "--worker", str(index)], env=env))
+        deadline = time.monotonic() + timeout_s
+        codes = []
         for process in processes:
             try:
                 codes.append(process.wait(timeout=max(1.0, deadline - time.monotonic())))
@@ -293,6 +294,14 @@ def spawn_workers(argv: Sequence[str], count: int, gpus: Sequence[str] | None,
                 codes.append(process.wait())
     except KeyboardInterrupt:  # stop the workers (each reports and ends its trial), then collect
         codes = _stop_workers(processes)
+    finally:  # any other failure (or one while starting them): no worker outlives this command
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                try:
+                    process.wait(timeout=WORKER_STOP_S)  # reaped, not left a zombie
+                except subprocess.TimeoutExpired:
+                    pass
     return codes
 
 

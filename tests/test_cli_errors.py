@@ -55,6 +55,11 @@ def _fails(argv: list[str], capsys, *fragments: str) -> str:
     (["simulate", "--model", "llama3-8x"], ["(did you mean 'llama3-8b'?)"]),
     (["simulate", "--cascade", "fusemx"], ["(did you mean 'fusemax'?)"]),
     (["simulate", "--target", "h10"], ["(did you mean 'h100-sxm'?)"]),
+    # --layer takes the model preset as it is: options it would ignore are named, not dropped
+    (["simulate", "--layer", "--dtype", "fp8"], ["--layer does not take --dtype"]),  # fp16 numbers before
+    (["simulate", "--layer", "--kv-heads", "3", "--window", "100", "--causal"],
+     ["--layer does not take --kv-heads, --causal, --window"]),
+    (["simulate", "--layer", "--buffer-sweep"], ["--layer does not take --buffer-sweep"]),
 ])
 def test_bad_arguments_are_named_errors(argv: list[str], fragments: list[str], capsys) -> None:
     _fails(argv, capsys, *fragments)
@@ -133,3 +138,50 @@ def test_a_command_that_needs_the_gpu_stack_says_what_to_install(monkeypatch, ca
 def test_fleet_numbers_that_cannot_mean_anything(option: str, value: str, capsys) -> None:
     _fails(["autotune", "--model", "llama3-8b", "--all-shapes", "--dry-run", "--storage", ":memory:",
             "--no-progress", "--kernel", "decode", option, value], capsys, option)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--workers", "0", "--workers must be at least 1, got 0"),  # 0 ran one worker, silently
+    ("--workers", "100000", "--workers 100000: at most 64"),  # started processes until killed
+    ("--gpus", "-1", "--gpus '-1': '-1' is not a GPU index"),
+    ("--gpus", "abc", "--gpus 'abc': 'abc' is not a GPU index"),
+    ("--gpus", "0,0", "--gpus '0,0': GPU 0 is given twice"),
+])
+def test_fleet_workers_and_gpus_are_checked_before_any_process_starts(option: str, value: str, message: str,
+                                                                     in_tmp: Path, capsys, monkeypatch) -> None:
+    import einsim.autotune.fleet as fleet
+
+    monkeypatch.setattr(fleet, "spawn_workers", lambda *a, **k: pytest.fail("workers were started"))
+    _fails(["autotune", "--model", "llama3-8b", "--all-shapes", "--dry-run", "--storage", "fleet.db",
+            "--no-progress", "--kernel", "decode", option, value], capsys, message)
+
+
+def test_workers_are_killed_when_waiting_for_them_fails(monkeypatch) -> None:
+    """An error while waiting for the workers (not an interrupt, which stops them gracefully)
+    kills them: none outlives the command."""
+    import subprocess
+
+    import einsim.autotune.fleet as fleet
+
+    started = []
+
+    class Worker:
+        def __init__(self, *args, **kwargs):
+            self.killed = False
+            started.append(self)
+
+        def wait(self, timeout=None):
+            if not self.killed:
+                raise MemoryError("simulated")
+            return -9
+
+        def poll(self):
+            return -9 if self.killed else None
+
+        def kill(self):
+            self.killed = True
+
+    monkeypatch.setattr(subprocess, "Popen", Worker)
+    with pytest.raises(MemoryError):
+        fleet.spawn_workers(["--dry-run"], 3, None, 60)
+    assert len(started) == 3 and all(w.killed for w in started)

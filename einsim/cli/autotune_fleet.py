@@ -71,6 +71,13 @@ def _run_fleet(args: argparse.Namespace, fleet) -> int:
         raise ConfigError(f"--max-kv-gib must be a positive number of GiB, got {args.max_kv_gib}")
     if args.deadline is not None and not math.isfinite(args.deadline):
         raise ConfigError(f"--deadline must be a time in seconds since the epoch, got {args.deadline}")
+    gpus = _gpus(args.gpus)
+    workers = args.workers if args.workers is not None else (len(gpus) if gpus else 1)
+    if workers < 1:  # 0 used to mean the default
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if workers > fleet.MAX_WORKERS:
+        raise ConfigError(f"--workers {workers}: at most {fleet.MAX_WORKERS} worker processes on one host "
+                          "(one per GPU is the point; more hosts share a study through PostgreSQL)")
     model = load_model(args.model)
     shapes, skipped = fleet.model_shapes(model, kernels, max_kv_gib=args.max_kv_gib, **_lists(args))
     ordered = fleet.prioritise(shapes, args.target)
@@ -90,10 +97,6 @@ def _run_fleet(args: argparse.Namespace, fleet) -> int:
                          deadline=deadline, dry_run=args.dry_run, seed=seed, report=report,
                          worker=(args.worker, args.worker_count or 1))
         return 0
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-    workers = args.workers or (len(gpus) if gpus else 1)
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
     print(f"{model.name}: {len(ordered)} shapes, most valuable first, on {workers} worker(s)"
           + (f", {budget:g} s budget" if math.isfinite(budget) else ""), file=sys.stderr, flush=True)
     if workers > 1 or gpus:
@@ -173,6 +176,24 @@ def export(outcomes, args) -> list[str]:
 
 def _us(seconds) -> str:
     return "-" if seconds is None else f"{seconds * 1e6:.1f}"
+
+
+def _gpus(text: str | None) -> list[str] | None:
+    """--gpus as CUDA_VISIBLE_DEVICES entries: indices (0, 1, ...) or UUIDs (GPU-..., MIG-...),
+    each once (two workers on one GPU disturb each other's timings)."""
+    from einsim.errors import ConfigError, brief
+
+    if not text:
+        return None
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    for gpu in gpus:
+        if not (gpu.isdigit() or gpu.startswith(("GPU-", "MIG-"))):
+            raise ConfigError(f"--gpus {brief(text)}: {brief(gpu)} is not a GPU index (0, 1, ...) or UUID "
+                              "(GPU-...; nvidia-smi -L lists them)")
+        if gpus.count(gpu) > 1:
+            raise ConfigError(f"--gpus {brief(text)}: GPU {gpu} is given twice; for several workers per GPU "
+                              "use --workers")
+    return gpus
 
 
 def print_fleet(outcomes, skipped, model: str, workers: int, wall_s: float, exported, dry_run: bool) -> None:
