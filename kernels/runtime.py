@@ -29,6 +29,19 @@ def check_flag(value: object, name: str, kernel: str) -> bool:
     raise ShapeError(f"{kernel}: {name} must be True or False, got {brief(value)}")
 
 
+def check_scale(scale: object, kernel: str) -> None:
+    """None (the kernel's default) or a positive finite number; a ShapeError otherwise (inf gave
+    an all-NaN output; a bool is not a scale)."""
+    if scale is None:
+        return
+    try:
+        ok = not isinstance(scale, bool) and math.isfinite(float(scale)) and float(scale) > 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ShapeError(f"{kernel}: scale must be a positive finite number, got {brief(scale)}")
+
+
 def interpreting() -> bool:
     """True under TRITON_INTERPRET=1 (kernels run on the CPU, tensors on the CPU)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -119,13 +132,7 @@ def check_attention_inputs(q, k, v, *, kernel: str, causal=False, window=None,
     for name, dim in (("head_dim", head_dim), ("v head_dim", v_head_dim)):
         if not 16 <= dim <= 256:
             raise ShapeError(f"{kernel}: {name}={dim} is outside the supported 16..256")
-    if scale is not None:
-        try:  # inf gave an all-NaN output; a bool is not a scale
-            ok = not isinstance(scale, bool) and math.isfinite(float(scale)) and float(scale) > 0
-        except (TypeError, ValueError, OverflowError):
-            ok = False
-        if not ok:
-            raise ShapeError(f"{kernel}: scale must be a positive finite number, got {brief(scale)}")
+    check_scale(scale, kernel)
     if window is not None:
         try:  # operator.index: whole numbers only (int(1.5) silently truncated the window)
             window = tuple(operator.index(w) for w in window if not isinstance(w, bool))

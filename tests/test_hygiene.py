@@ -45,7 +45,8 @@ ALLOWED_CATCHES = {
     "einsim/cli/autotune_fleet.py::provenance": "a third-party library's version, None when it is not installed",
     "kernels/launch.py::PlanCache.find": "the caller's arguments cannot make a cache key (not tensors); "
                                          "the call's own checks then name what is wrong",
-    "kernels/runtime.py::check_attention_inputs": "the user's scale/window arguments: not numbers is a ShapeError",
+    "kernels/runtime.py::check_attention_inputs": "the user's window argument: not whole numbers is a ShapeError",
+    "kernels/runtime.py::check_scale": "the user's scale argument: not a number is a ShapeError",
     "kernels/tuned.py::tuned_config": "a hand-edited tuned config ({'BLOCK_N': 'x'}) is skipped, never a broken launch",
     "kernels/launch.py::remember_launch": "Triton's compiled-kernel metadata: the interpreter has none",
     "autotune/storage.py::open_storage": "the PostgreSQL driver (a third-party extra) missing: a ConfigError naming it",

@@ -51,3 +51,38 @@ def test_numpy_bools_and_whole_window_values_are_fine() -> None:
     reference = attention(q, k, v, causal=True, window=(2, 0))
     again = attention(q, k, v, causal=np.bool_(True), window=(np.int64(2), 0))
     assert torch.equal(reference, again)
+
+
+def _paged():
+    generator = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 2, 1, 16, generator=generator).to(DEVICE, torch.float16)
+    k_cache, v_cache = (torch.randn(4, 16, 2, 16, generator=generator).to(DEVICE, torch.float16) for _ in range(2))
+    lengths = torch.tensor([20, 5], dtype=torch.int32, device=DEVICE)
+    table = torch.tensor([[0, 1], [2, 3]], dtype=torch.int32, device=DEVICE)
+    return q, k_cache, v_cache, lengths, table
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"causal": "no"}, "causal must be True or False, got 'no'"),  # ran a causal mask
+    ({"scale": float("inf")}, "scale must be a positive finite number, got inf"),  # a NaN output
+    ({"scale": float("nan")}, "scale must be a positive finite number"),
+])
+def test_paged_decode_options_are_named_errors(kwargs: dict, message: str) -> None:
+    from einsim.kernels.decode.forward import decode_paged
+
+    with pytest.raises(ShapeError, match=message):
+        decode_paged(*_paged(), **kwargs)
+
+
+def test_linear_attention_options_are_named_errors() -> None:
+    from einsim.kernels.linear.chunk import linear_attention
+    from einsim.kernels.linear.decode import linear_attention_decode
+
+    q, k, v = _qkv()
+    with pytest.raises(ShapeError, match="output_final_state must be True or False, got 'no'"):
+        linear_attention(q, k, v, output_final_state="no")  # returned a state it was told not to
+    state = torch.zeros(1, 1, 16, 16, device=DEVICE)
+    one = [t[:, :, :1] for t in (q, k, v)]
+    for out in (torch.zeros(3, device=DEVICE), torch.zeros(1, 1, 1, 16, device=DEVICE)):  # IndexError before
+        with pytest.raises(ShapeError, match=r"out must be a torch.float16 tensor \[B, Hq, 1, Dv\] = \(1, 1, 1, 16\)"):
+            linear_attention_decode(*one, state, out=out)

@@ -11,6 +11,7 @@ from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.runtime import (check_attention_inputs, device_limits, interpreter_needs_fp32_dots,
                                     interpreting, patch_interpreter, raise_if_unfit)
 from einsim.kernels.registry import get_kernel
+from einsim.kernels.runtime import check_flag, check_scale
 
 
 PLANS = plan_cache("decode")
@@ -177,12 +178,12 @@ def _paged_problem(q, k_cache, v_cache, cache_seqlens, block_table, causal, scal
     if q_heads % kv_heads:
         raise ShapeError(f"{name}: query heads ({q_heads}) must be a multiple of the cache's "
                          f"key/value heads ({kv_heads})")
-    if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
-        raise ShapeError(f"{name}: scale must be a positive number, got {scale!r}")
+    check_scale(scale, name)  # inf gave a NaN output
     v_head_dim = v_cache.shape[3]
     problem = Problem(batch=batch, q_heads=q_heads, kv_heads=kv_heads, q_len=q_len,
                       kv_len=capacity, head_dim=head_dim, v_head_dim=v_head_dim,
-                      causal=bool(causal), dtype="bf16" if q.dtype == torch.bfloat16 else "fp16")
+                      causal=check_flag(causal, "causal", name),  # 'no' was truthy: a causal mask
+                      dtype="bf16" if q.dtype == torch.bfloat16 else "fp16")
     return problem, page_size
 
 

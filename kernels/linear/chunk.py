@@ -33,7 +33,7 @@ from einsim.kernels.launch import TritonLaunch, name_of, plan_cache, remember_la
 from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.linear.config import LinearBackwardConfig, LinearConfig
 from einsim.kernels.registry import KERNELS
-from einsim.kernels.runtime import (check_attention_inputs, device_limits, interpreter_needs_fp32_dots,
+from einsim.kernels.runtime import (check_attention_inputs, check_flag, device_limits, interpreter_needs_fp32_dots,
                                     interpreting, patch_interpreter)
 from einsim.problem import Problem
 
@@ -748,6 +748,7 @@ def linear_attention(q, k, v, *, decay=None, feature_map: str | None = None, sca
     global _FUNCTION
     import torch
 
+    output_final_state = check_flag(output_final_state, "output_final_state", "linear-fwd")  # 'no' was truthy
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v, initial_state))
     if not needs_grad:

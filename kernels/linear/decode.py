@@ -93,8 +93,13 @@ def linear_attention_decode(q, k, v, state, *, decay=None, feature_map: str | No
 
     problem = check_decode_inputs(q, k, v, state, decay=decay, feature_map=feature_map, scale=scale)
     config = _resolve("linear-decode", config, problem, q.device)
+    want = (problem.batch, problem.q_heads, 1, problem.v_head_dim)
     if out is None:
-        out = torch.empty(problem.batch, problem.q_heads, 1, problem.v_head_dim, dtype=q.dtype, device=q.device)
+        out = torch.empty(want, dtype=q.dtype, device=q.device)
+    elif not isinstance(out, torch.Tensor) or tuple(out.shape) != want or out.dtype != q.dtype \
+            or out.device != q.device:  # an IndexError from the launch before
+        raise ShapeError(f"linear-decode: out must be a {q.dtype} tensor [B, Hq, 1, Dv] = {want} on {q.device}; "
+                         f"got {getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
     launch(config, problem, q, k, v, out, state, decay, feature_map, scale)
     return out
 
