@@ -53,6 +53,8 @@ def _headline(estimate: Any) -> str:
     mask = ", causal" if p.causal else ""
     if p.window:
         mask += f", window {p.window[0]},{p.window[1]}"
+    if p.filter_inputs is not None:
+        mask += f", filters read {p.filter_inputs.describe()}"
     return (f"{where} — {p.name or 'problem'}: batch {p.batch}, {heads}, "
             f"{p.q_len} {'query' if p.q_len == 1 else 'queries'} x {p.kv_len} keys, head dim {p.head_dim}{mask}")
 
