@@ -5,6 +5,7 @@ at several densities, to validate the GPU cost model's pricing of the tiles such
     python benchmarks/bench_filters.py                      # the default cases at N = 16k
     python benchmarks/bench_filters.py --cases documents:1024,blocks:0.3 --length 4096
     python benchmarks/bench_filters.py --smoke              # checks only, tiny shapes (CPU: TRITON_INTERPRET=1)
+    python benchmarks/bench_filters.py --cases blocks:0.3 --fwd-config 128,128,8,2   # the forward's tiles
 
 The filter tensors are what einsim's statistical descriptions expand to (einsim.filter_inputs:
 `documents:MEAN` for packed-documents' DQ, DK; `blocks:DENSITY` for block-sparse's BLOCKS), so the
@@ -61,12 +62,12 @@ def qkv(problem: Problem, seed: int = 0):
             randn(problem.kv_heads, problem.kv_len, problem.v_head_dim))
 
 
-def check(compiled, description: str, length: int, head_dim: int) -> str:
+def check(compiled, description: str, length: int, head_dim: int, config=None) -> str:
     """Forward against the cascade's fp32 torch twin at a small shape (rows seeing no key: 0)."""
     problem = Problem(batch=2, q_heads=2, q_len=length, kv_len=length, head_dim=head_dim)
     q, k, v = qkv(problem, seed=1)
     extras = tensors_for(compiled, problem, description)
-    out = compiled(q, k, v, **extras).float()
+    out = compiled(q, k, v, config=config, **extras).float()
     want = compiled.reference(q.float(), k.float(), v.float(), **extras).float()
     error = ((out - want).norm() / want.norm().clamp_min(1e-6)).item()
     if not error < 2e-2:
@@ -84,7 +85,8 @@ def run_case(case: str, args, rows: list[dict], deadline: float) -> None:
     if cascade is None:
         raise SystemExit(f"--cases {case}: expected documents:MEAN or blocks:DENSITY")
     compiled = compile_cascade(cascade)
-    note = check(compiled, case, 300 if not args.smoke else 96, args.head_dim if not args.smoke else 32)
+    launch_config = args.fwd_config
+    note = check(compiled, case, 300 if not args.smoke else 96, args.head_dim if not args.smoke else 32, launch_config)
     print(f"{case}: {note}", flush=True)
     base = dict(case=case, cascade=cascade, inputs=case, D=args.head_dim)
     if args.smoke:
@@ -94,21 +96,21 @@ def run_case(case: str, args, rows: list[dict], deadline: float) -> None:
                       head_dim=args.head_dim)
     q, k, v = qkv(problem)
     extras = tensors_for(compiled, problem, case)
-    plan, ordered = compiled.plan(q, k, v, None, extras)
+    plan, ordered = compiled.plan(q, k, v, None, extras, launch_config)
     config = f"fwd {plan.forward_config} | bwd {plan.backward_config}"
     base.update(N=problem.q_len, batch=problem.batch, heads=problem.q_heads, config=config)
-    mask = compiled.block_mask(q, k, v, **extras)
+    mask = compiled.block_mask(q, k, v, config=launch_config, **extras)
     forward = plan.forward_config
     timings = [
-        ("fwd", lambda: compiled(q, k, v, block_mask=mask, **extras)),
-        ("fwd_build_per_call", lambda: compiled(q, k, v, **extras)),
+        ("fwd", lambda: compiled(q, k, v, config=launch_config, block_mask=mask, **extras)),
+        ("fwd_build_per_call", lambda: compiled(q, k, v, config=launch_config, **extras)),
         ("build_fwd_lists", lambda: compiled.tile_lists(plan, ordered, forward.BLOCK_M, forward.BLOCK_N,
                                                         device=q.device)),
-        ("build_all_lists", lambda: compiled.block_mask(q, k, v, **extras)),
+        ("build_all_lists", lambda: compiled.block_mask(q, k, v, config=launch_config, **extras)),
     ]
     if "bwd" in args.kinds:
         leaves = tuple(t.detach().clone().requires_grad_(True) for t in (q, k, v))
-        out = compiled(*leaves, block_mask=mask, **extras)
+        out = compiled(*leaves, config=launch_config, block_mask=mask, **extras)
         grad = torch.randn_like(out)
         timings.append(("bwd", lambda: torch.autograd.grad(out, leaves, grad, retain_graph=True)))
     for label, fn in timings:
@@ -125,6 +127,18 @@ def run_case(case: str, args, rows: list[dict], deadline: float) -> None:
         rows.append(dict(base, kind=label, ms=ms, note=""))
         write_csv(args.csv, rows)
         print(f"  {case:16s} N={problem.q_len} {label:20s} {ms:8.3f} ms", flush=True)
+
+
+def _forward_config(parser, text):
+    if text is None:
+        return None
+    from einsim.kernels.flash.config import FlashConfig
+
+    try:
+        block_m, block_n, warps, stages = (int(x) for x in text.split(","))
+    except ValueError:
+        parser.error(f"--fwd-config {text}: expected BLOCK_M,BLOCK_N,WARPS,STAGES, e.g. 128,128,8,2")
+    return FlashConfig(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
 
 
 def write_csv(path, rows: list[dict]) -> None:
@@ -147,7 +161,11 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=math.inf, help="start nothing new after this")
     parser.add_argument("--csv", default=None)
     parser.add_argument("--smoke", action="store_true", help="the checks only, at tiny shapes")
+    parser.add_argument("--fwd-config", default=None, metavar="BLOCK_M,BLOCK_N,WARPS,STAGES",
+                        help="the forward's launch config instead of the kernel's default (W4: block-sparse's "
+                             "default overflowed shared memory by 1 KiB on the H200)")
     args = parser.parse_args(argv)
+    args.fwd_config = _forward_config(parser, args.fwd_config)
     args.kinds = tuple(k for k in args.kinds.split(",") if k)
     unknown = sorted(set(args.kinds) - set(KINDS))
     if unknown:
