@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from einsim.autotune.predict import predict_kernel
 from einsim.autotune.result import TuningResult, load_result
+from einsim.autotune.storage import open_storage
 from einsim.autotune.study import FatalTuningError, TuningInterrupted, default_budget, tune
 from einsim.errors import ConfigError
 from einsim.kernels.registry import get_kernel
@@ -182,8 +183,36 @@ def run_shapes(shapes: Sequence[FleetShape], *, target, storage: str | None, tri
             _free_gpu_memory()
             continue
         complete = len(result.evaluated) >= result.budget
+        _keep_retest(result, storage)
         done(index, FleetOutcome(shape, "tuned" if complete else "partial", result))
     return [found[index] for index in range(len(shapes)) if index in found]
+
+
+def _keep_retest(result: TuningResult, storage: str | None) -> None:
+    """Store the worker's interleaved retest of best and default in the study (user attribute
+    'retest'), so the process that collects and exports (another one, with --workers/--gpus)
+    reports the same-conditions ratio, not the trials' own times (W4: a default timed right after
+    its compile read 1.14x slower than the best; the retest said 1.00x)."""
+    if not result.retest or storage == ":memory:":
+        return
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=result.study_name, storage=open_storage(storage))
+        study.set_user_attr("retest", {label: list(times) for label, times in result.retest.items()})
+    except Exception:  # noqa: BLE001 - the report falls back to the trials' own times
+        return
+
+
+def _stored_retest(result: TuningResult, storage: str | None) -> dict[str, list[float]]:
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=result.study_name, storage=open_storage(storage))
+    except Exception:  # noqa: BLE001
+        return {}
+    retest = study.user_attrs.get("retest")
+    return {str(k): [float(t) for t in v] for k, v in retest.items()} if isinstance(retest, dict) else {}
 
 
 def worker_order(count: int, index: int, workers: int) -> list[int]:
@@ -263,6 +292,7 @@ def collect(shapes: Sequence[FleetShape], *, target, storage: str | None, trials
             outcomes.append(FleetOutcome(shape, "not reached"))
             continue
         result.budget = min(result.space_size, trials or default_budget(result.space_size))
+        result.retest = _stored_retest(result, storage)
         if result.best is None:
             outcomes.append(FleetOutcome(shape, "not reached" if not result.trials else "failed: no config ran", result))
             continue

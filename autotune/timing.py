@@ -17,13 +17,14 @@ MAX_LAUNCHES = 64
 _warmed: set[int] = set()
 
 
-def warm_up_gpu(seconds: float = 0.3, device: int | None = None) -> None:
-    """Run dense matmuls for `seconds` once per process and device, so the first config is not
-    timed at idle clocks (the cold first trial issue 12 measured: 1.76x 'over the default')."""
+def warm_up_gpu(seconds: float = 0.3, device: int | None = None, *, again: bool = False) -> None:
+    """Run dense matmuls for `seconds` once per process and device (again=True: whenever
+    called), so the first config is not timed at idle clocks (the cold first trial issue 12
+    measured: 1.76x 'over the default')."""
     import torch
 
     index = torch.cuda.current_device() if device is None else device
-    if index in _warmed:
+    if index in _warmed and not again:
         return
     a = torch.randn(4096, 4096, device=f"cuda:{index}", dtype=torch.bfloat16)
     deadline = time.perf_counter() + seconds

@@ -137,3 +137,24 @@ def test_workers_walk_their_own_shapes_first():
     assert fleet.worker_order(5, 0, 1) == [0, 1, 2, 3, 4]
     assert fleet.worker_order(5, 1, 2) == [1, 3, 0, 2, 4]
     assert sorted(fleet.worker_order(7, 2, 3)) == list(range(7))
+
+
+def test_the_retest_reaches_the_process_that_collects(tmp_path: Path):
+    """With --workers/--gpus the parent collects and exports from the storage: the worker's
+    interleaved retest of best and default is stored in the study and read back, so the export
+    reports the same-conditions ratio (W4: first-trial times said 1.14x, the retest 1.00x)."""
+    model = load_model("llama3-8b")
+    shapes, _ = fleet.model_shapes(model, ("decode",), decode_batches=(1,), decode_caches=(4096,))
+    ordered = fleet.prioritise(shapes, "h200")
+
+    class Retested(PredictionEvaluator):
+        def retest(self, configs, rounds=3):
+            return {label: [1e-5, 1.1e-5, 1.2e-5] for label in configs}
+
+    storage = f"sqlite:///{tmp_path / 'fleet.db'}"
+    factory = lambda kernel, problem: Retested(build_space(kernel, problem, "h200"))  # noqa: E731
+    (ran,) = fleet.run_shapes(ordered, target="h200", storage=storage, trials=3, deadline=time.time() + 600,
+                              dry_run=True, evaluator_factory=factory)
+    assert ran.result.retest
+    (collected,) = fleet.collect(ordered, target="h200", storage=storage, trials=3, dry_run=True)
+    assert collected.result.retest == ran.result.retest
