@@ -46,6 +46,12 @@ def index_ahead() -> bool:
     return os.environ.get("EINSIM_INDEX_AHEAD", "1") != "0"
 
 
+def forced_block_mask() -> bool:
+    """EINSIM_BLOCK_MASK=1: every mask takes a block mask, tile ranges none (to measure both on
+    the GPU for masks that tile ranges can walk: a sliding window's three short loops)."""
+    return os.environ.get("EINSIM_BLOCK_MASK", "0") == "1"
+
+
 @dataclass(frozen=True)
 class GeneratedKernel:
     """A cascade's kernel source and the facts its launcher needs."""
@@ -170,7 +176,8 @@ def generate(form: SoftmaxAttention) -> GeneratedKernel:
     # per term each ran a tile or two behind a software-pipeline prologue, and on the H200 the
     # sinks + window forward ran at 0.90x FlexAttention that way (W2), where 2 lists walk
     # every visited tile in two loops, as Flex does.
-    block_mask = not is_affine(form, Emitter(form, args)) or len(mask_terms(form)) > 1
+    block_mask = (not is_affine(form, Emitter(form, args)) or len(mask_terms(form)) > 1
+                  or (forced_block_mask() and bool(form.mask)))
     values.update(template.visits(block_mask))
     source = template.render(values, ranges)
     keep_code = values["KEEP_CODE"]

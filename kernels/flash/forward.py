@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from einsim.errors import ConfigError
 from einsim.kernels.flash.config import FlashConfig
 from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, remember_launch, tensor_key
 from einsim.kernel_rules import padded_head_dim
@@ -82,6 +83,9 @@ def template_kernels(problem):
 
     name, symbols = mask_cascade(problem)
     compiled = compile_cascade(name)
+    if compiled.generated.mask_mode != "ranges":  # (EINSIM_BLOCK_MASK=1, a measurement knob)
+        raise ConfigError(f"attention-fwd: the fused kernels walk tile ranges; {name} was "
+                          "generated with a block mask (unset EINSIM_BLOCK_MASK)")
     bound = compiled.bind(problem, symbols)
     generated = compiled.generated
     return compiled, [int(bound[r]) for r in generated.sizes] + [int(bound[s]) for s in generated.symbols]
