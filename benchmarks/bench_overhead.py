@@ -134,19 +134,19 @@ def cases(device: str, dtype, stub: bool):
                   lambda: F.scaled_dot_product_attention(dq, *dkv, enable_gqa=gqa))]
     rows += [  # in the order of what matters most, if the run is cut short
         ("forward", "einsim", lambda: attention(q, k, v)),
-        ("forward", "einsim_noTMA", lambda: attention(q, k, v, config=pointers)),
-        ("forward", "einsim_op", lambda: ops.attention_forward(q, k, v)),
         ("forward+backward", "einsim", fwd_bwd(attention)),
-        # where forward+backward's time goes: autograd alone, our forward under autograd, our
-        # backward called directly
+        ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
+        ("decode", "einsim_op", lambda: ops.decode(dq, *dkv)),
+        ("forward", "einsim_op", lambda: ops.attention_forward(q, k, v)),
+        ("decode", "einsim_paged", lambda: decode_paged(dq, *paged)),
+        # where forward+backward's time goes: autograd alone, the same with a Python
+        # autograd.Function (what any Triton kernel's backward runs in), our forward under
+        # autograd, our backward called directly
         ("autograd only", "torch", lambda: torch.autograd.grad(qg * 1.0, (qg,), do)),
-        # the same with a Python autograd.Function (what any Triton kernel's backward runs in)
         ("autograd, Python Fn", "torch", lambda: torch.autograd.grad(Scale.apply(qg), (qg,), do)),
         ("forward, grad on", "einsim", lambda: attention(qg, kg, vg)),
         ("backward direct", "einsim", lambda: flash_backward(do, q, k, v, out, lse)),
-        ("decode", "einsim", lambda: decode_attention(dq, *dkv)),
-        ("decode", "einsim_paged", lambda: decode_paged(dq, *paged)),
-        ("decode", "einsim_op", lambda: ops.decode(dq, *dkv)),
+        ("forward", "einsim_noTMA", lambda: attention(q, k, v, config=pointers)),
         ("backward direct", "einsim_noTMA",
          lambda: flash_backward(do, q, k, v, out, lse, config=backward_pointers)),
         ("forward+backward", "einsim_noTMA", fwd_bwd(
