@@ -40,7 +40,7 @@ UNIT_STRIDES = ("stride_ad", "stride_bd", "stride_cd", "stride_od", "stride_xd",
 
 
 def compile_walk(*, role: str = "forward", decay: bool = False, chunk: int = 64, block_c: int = 64,
-                 head_dim: int = 128, num_warps: int = 8, num_stages: int = 2) -> dict:
+                 head_dim: int = 128, num_warps: int = 4, num_stages: int = 3) -> dict:
     """Compile `_chunk_walk` for one role and config (bf16, head dims a power of two) and return
     {"registers", "spill_bytes", "shared_bytes", "async_copies", "seconds"}."""
     import triton
@@ -90,10 +90,10 @@ def _resource_usage(cubin: bytes) -> tuple[int, int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--roles", default="forward,dv")
-    parser.add_argument("--warps", default="8")
+    parser.add_argument("--warps", default="4")
     parser.add_argument("--block-c", default="64")
     parser.add_argument("--chunk", default="64")
-    parser.add_argument("--stages", default="2")
+    parser.add_argument("--stages", default="3")
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--decay", action="store_true", help="also the decay variant of every role")
     parser.add_argument("--csv", default=None)

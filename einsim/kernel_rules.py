@@ -14,17 +14,22 @@ from __future__ import annotations
 SHARED_MEMORY_OVERHEAD = 1024
 MIN_TILE_DIM = 16  # tl.dot's smallest operand dimension
 
-# The chunked linear-attention walk's default launch (kernels/linear, docs/linear-attention.md):
-# 64-token chunks (fla's too), 64 state columns, 8 warps (4 spill with decay at D=128,
-# benchmarks/compile_linear.py), 2 stages; long sequences cut into segments until there are
-# LINEAR_TARGET_PROGRAMS programs (two waves of an H100/H200's 132 SMs keep every SM busy while
-# one wave's walks finish at different times), never shorter than LINEAR_MIN_SEGMENT_CHUNKS
-# chunks (a shorter segment spends more on its scan than it saves).
+# The chunked linear-attention walk's default launch (kernels/linear, docs/linear-attention.md),
+# the fastest of the configs timed on the H200 in window W4 (64k tokens, H=16, D=128, bf16,
+# Triton 3.6; benchmarks/data/h200_linear_w4.csv): 64-token chunks (fla's too), 64 state
+# columns, 4 warps (one warpgroup: 8 warps split every 64-row dot in two and took 1.28 ms where
+# 4 took 0.86-0.94), 3 stages for the forward (the third hides a chunk's loads behind the
+# previous chunk: 0.862 vs 0.962 ms at 8192-token segments) and 2 for the backward (the fastest
+# measured: 2.49 ms); long sequences cut into segments until there are LINEAR_TARGET_PROGRAMS
+# programs (about two waves of 132 SMs at one program per SM: 8192-token segments at 64k, the
+# fastest measured), never shorter than LINEAR_MIN_SEGMENT_CHUNKS chunks (a shorter segment
+# spends more on its scan than it saves).
 LINEAR_CHUNK = 64
 LINEAR_STATE_COLUMNS = 64
-LINEAR_WARPS = 8
-LINEAR_STAGES = 2
-LINEAR_TARGET_PROGRAMS = 264
+LINEAR_WARPS = 4
+LINEAR_STAGES = 3
+LINEAR_BACKWARD_STAGES = 2
+LINEAR_TARGET_PROGRAMS = 256
 LINEAR_MIN_SEGMENT_CHUNKS = 4
 LINEAR_STATE_BYTES = 4  # states between launches (segment starts, final state, its gradient) are fp32
 

@@ -18,7 +18,7 @@ def test_shared_memory_matches_the_compiled_kernels():
 
 def test_the_linear_walk_is_cut_into_segments_only_when_the_grid_is_short():
     assert linear_default_segment(8, 32, 65536, 64, 64, 128) == 0  # 512 programs: one walk each
-    segment = linear_default_segment(1, 4, 65536, 64, 64, 128)  # 8 programs: cut to reach 264
+    segment = linear_default_segment(1, 4, 65536, 64, 64, 128)  # 8 programs: cut to reach 256
     assert segment % 64 == 0 and segment // 64 >= LINEAR_MIN_SEGMENT_CHUNKS
-    assert 1 * 4 * 2 * -(-65536 // segment) >= 264
+    assert 1 * 4 * 2 * -(-65536 // segment) >= 256
     assert linear_default_segment(1, 1, 128, 64, 64, 64) == 0  # too short to cut

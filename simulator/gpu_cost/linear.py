@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from einsim.kernel_rules import (LINEAR_CHUNK, LINEAR_STAGES, LINEAR_STATE_BYTES, LINEAR_STATE_COLUMNS, LINEAR_WARPS,
-                                 linear_default_segment, linear_walk_shared_memory, padded_head_dim)
+from einsim.kernel_rules import (LINEAR_BACKWARD_STAGES, LINEAR_CHUNK, LINEAR_STAGES, LINEAR_STATE_BYTES,
+                                 LINEAR_STATE_COLUMNS, LINEAR_WARPS, linear_default_segment, linear_walk_shared_memory,
+                                 padded_head_dim)
 from einsim.simulator.gpu_cost.attention import KernelLaunches, _padded_problem
 from einsim.simulator.gpu_cost.cascade_plan import family, pass_plan
 from einsim.simulator.gpu_cost.engine import Launch, ProgramGroup, TileWork
@@ -95,15 +96,15 @@ def has_decay(cascade: Any) -> bool:
                for node in walk(update.expression))
 
 
-def linear_tiles(mapping: GpuMapping, problem: Any, columns: int) -> LinearTiles:
+def linear_tiles(mapping: GpuMapping, problem: Any, columns: int, direction: str = "forward") -> LinearTiles:
     """The mapping's walk (block_n is the chunk, state_columns BLOCK_C, segment SEGMENT), the
-    kernels' defaults for what it leaves open."""
+    kernels' defaults (the forward's or the backward's) for what it leaves open."""
     chunk = mapping.block_n or LINEAR_CHUNK
     block_c = min(mapping.state_columns or LINEAR_STATE_COLUMNS, padded_head_dim(columns))
     segment = (mapping.segment if mapping.segment is not None
                else linear_default_segment(problem.batch, problem.q_heads, problem.q_len, chunk, block_c, columns))
-    return LinearTiles(chunk, block_c, segment, mapping.num_warps or LINEAR_WARPS,
-                       mapping.num_stages or LINEAR_STAGES)
+    stages = LINEAR_STAGES if direction == "forward" else LINEAR_BACKWARD_STAGES
+    return LinearTiles(chunk, block_c, segment, mapping.num_warps or LINEAR_WARPS, mapping.num_stages or stages)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def linear_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: GpuR
     launches: list[Launch] = []
     fits, works, notes = [], None, []
     for walk in walks:
-        tiles = linear_tiles(mapping, problem, walk.dim_c)
+        tiles = linear_tiles(mapping, problem, walk.dim_c, direction)
         # the chunk's work as the cascade states it, at the walk's head dims and its program's columns
         at = replace(problem, head_dim=walk.dim_ab, v_head_dim=tiles.block_c)
         walk_works = pass_work(plan, _padded_problem(at, kernel), tiles.chunk, tiles.chunk)
