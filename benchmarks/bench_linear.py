@@ -42,6 +42,8 @@ from einsim.kernels.linear.chunk import linear_attention, linear_forward  # noqa
 from einsim.kernels.linear.config import (LinearBackwardConfig, LinearConfig, backward_default_config,  # noqa: E402
                                           backward_flops, default_config, forward_flops, lightning_slopes)
 from einsim.kernels.linear.decode import linear_attention_decode  # noqa: E402
+from einsim.kernels.registry import KERNELS  # noqa: E402
+from einsim.kernels.runtime import device_limits  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 from einsim.shapes import parse_lengths  # noqa: E402
 
@@ -319,6 +321,9 @@ def time_case(case: Case, rows: list[dict], names: list[str], skip: set = frozen
                 row["tflops"] = work / (row["ms"] * 1e-3) / 1e12
                 if name.startswith("einsim-linear") and "_chunk_walk" in LAST_LAUNCH:
                     row.update({f"walk_{key}": value for key, value in LAST_LAUNCH["_chunk_walk"].items()})
+                if name.startswith("einsim-linear"):  # the config the call resolved (default or tuned)
+                    kernel = "linear-fwd" if direction == "fwd" else "linear-bwd"
+                    row["config"] = repr(KERNELS[kernel].resolve_config(None, case.problem, device_limits(case.q.device)))
             except Exception as error:
                 row["failure"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
             rows.append(row)
