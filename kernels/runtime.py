@@ -169,6 +169,15 @@ def tma_compatible(*tensors) -> bool:
     return interpreting()
 
 
+def io_dtype(tensor):
+    """The Triton element type a kernel reads and writes for `tensor`: bf16 for bf16, else fp16
+    (the kernels take only these two; the input checks refuse the rest)."""
+    import torch
+    import triton.language as tl
+
+    return tl.bfloat16 if tensor.dtype == torch.bfloat16 else tl.float16
+
+
 def raise_if_unfit(reasons: list[str], kernel: str, config, problem: Problem) -> None:
     """A ConfigError naming the config, the problem and every reason it cannot run (none: returns)."""
     if reasons:

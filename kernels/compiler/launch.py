@@ -406,8 +406,7 @@ class CompiledAttention:
     def _forward_launch(self, plan, q, k, v, out, lse, args, lists, extras):
         import triton
 
-        from einsim.kernels.flash.forward import io_dtype
-        from einsim.kernels.runtime import interpreter_needs_fp32_dots, interpreting, patch_interpreter
+        from einsim.kernels.runtime import interpreter_needs_fp32_dots, interpreting, io_dtype, patch_interpreter
 
         if interpreting():
             patch_interpreter()
@@ -553,8 +552,7 @@ class CompiledAttention:
         return found
 
     def _backward_common(self, plan, q) -> dict:
-        from einsim.kernels.flash.forward import io_dtype
-        from einsim.kernels.runtime import interpreter_needs_fp32_dots, patch_interpreter
+        from einsim.kernels.runtime import interpreter_needs_fp32_dots, io_dtype, patch_interpreter
 
         if _interpreting():
             patch_interpreter()

@@ -17,7 +17,6 @@ import math
 
 import torch
 import triton
-import triton.language as tl
 
 from einsim.errors import ConfigError
 from einsim.kernels.flash.config import FlashConfig
@@ -25,16 +24,10 @@ from einsim.kernels.launch import DescriptorFactory, TritonLaunch, plan_cache, r
 from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, device_limits,
-                                    interpreter_needs_fp32_dots, interpreting, patch_interpreter,
+                                    interpreter_needs_fp32_dots, interpreting, io_dtype, patch_interpreter,
                                     tma_compatible)
 
 LOG2_E = 1.4426950408889634
-
-
-def io_dtype(tensor):
-    import torch
-
-    return tl.bfloat16 if tensor.dtype == torch.bfloat16 else tl.float16
 
 
 def descriptor(tensor, block_rows: int, block_cols: int):

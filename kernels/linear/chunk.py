@@ -34,7 +34,7 @@ from einsim.kernel_rules import padded_head_dim
 from einsim.kernels.linear.config import LinearBackwardConfig, LinearConfig
 from einsim.kernels.registry import KERNELS
 from einsim.kernels.runtime import (check_attention_inputs, check_flag, device_limits, interpreter_needs_fp32_dots,
-                                    interpreting, patch_interpreter)
+                                    interpreting, io_dtype, patch_interpreter)
 from einsim.problem import Problem
 
 LOG2_E = 1.4426950408889634
@@ -345,12 +345,6 @@ def _segment_scan(
 
 
 # -- launchers --------------------------------------------------------------------------------------------
-def _io_dtype(tensor):
-    import torch
-
-    return tl.bfloat16 if tensor.dtype == torch.bfloat16 else tl.float16
-
-
 _DUMMIES: dict = {}
 
 
@@ -450,7 +444,7 @@ class Walk:
         block_c = min(config.BLOCK_C, padded_head_dim(dim_c))
         column_blocks = triton.cdiv(dim_c, block_c)
         decay = slope is not None
-        io_dtype = _io_dtype(a)
+        element_type = io_dtype(a)
         dot_fp32 = interpreter_needs_fp32_dots("bf16" if a.dtype == torch.bfloat16 else "fp16")
         dummy = out  # a pointer for arguments the constexpr flags never read
         state_dummy = _fp32_dummy(a.device)  # for state pointers the runtime flags leave unread
@@ -465,7 +459,7 @@ class Walk:
                 *b.stride(), *c.stride(), *starts.stride(),
                 heads, groups[1], groups[2], length, dim_ab, dim_c, self.segment_chunks,
                 REVERSE=self.reverse, HAS_DECAY=decay, FEATURE_B=self.features[1], FEATURE_C=self.features[2],
-                IO_DTYPE=io_dtype, DOT_FP32=dot_fp32, EVEN_AB=dim_ab == block_ab, EVEN_C=dim_c % block_c == 0,
+                IO_DTYPE=element_type, DOT_FP32=dot_fp32, EVEN_AB=dim_ab == block_ab, EVEN_C=dim_c % block_c == 0,
                 CHUNK=config.CHUNK, BLOCK_AB=block_ab, BLOCK_C=block_c,
                 num_warps=config.num_warps, num_stages=config.num_stages)
             self._launch(
@@ -496,7 +490,7 @@ class Walk:
             self.scale_a * self.scale_b, 1.0 if segments > 1 else 1.0 / self.scale_b, self.scale_b,
             self.segment_chunks, int(state_in is not None),
             REVERSE=self.reverse, HAS_DECAY=decay, FEATURE_A=self.features[0], FEATURE_B=self.features[1],
-            FEATURE_C=self.features[2], FEATURE_GRAD=grad_x is not None, IO_DTYPE=io_dtype, DOT_FP32=dot_fp32,
+            FEATURE_C=self.features[2], FEATURE_GRAD=grad_x is not None, IO_DTYPE=element_type, DOT_FP32=dot_fp32,
             EVEN_AB=dim_ab == block_ab, EVEN_C=dim_c % block_c == 0,
             CHUNK=config.CHUNK, BLOCK_AB=block_ab, BLOCK_C=block_c,
             num_warps=config.num_warps, num_stages=config.num_stages)
