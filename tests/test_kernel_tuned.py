@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from einsim.kernels import tuned
 from einsim.kernels.limits import DeviceLimits
 from einsim.kernels.registry import get_kernel
 from einsim.kernels.tuned import export_best, shape_bucket, tuned_config
@@ -59,3 +60,32 @@ def test_the_caller_hands_the_lookup_to_resolve_config(tmp_path: Path, monkeypat
     # a looked-up config that cannot run here is passed over for the default
     too_big = SPEC.config_type(**{**default.__dict__, "BLOCK_N": 4096})
     assert SPEC.resolve_config(None, DECODE, limits, lookup=lambda *_: too_big) == default
+
+
+def test_shipped_h200_configs_are_used_by_default_on_an_h200(tmp_path: Path, monkeypatch) -> None:
+    """kernels/tuned/ ships configs tuned on the H200 by `einsim autotune --model ... --all-shapes`
+    (with their GPU, date, versions and measured times); a launcher on an H200 (a fake device
+    name here) resolves them with no cache of its own; another GPU family keeps the default."""
+    import dataclasses
+
+    monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))  # the user's caches: empty
+    tuned.reload()
+    shipped = sorted(tuned.TUNED_DIR.glob("*.json"))
+    assert shipped, "kernels/tuned/ holds the H200's tuned configs"
+    h200 = dataclasses.replace(DeviceLimits.h100(), name="NVIDIA H200")
+    a100 = dataclasses.replace(DeviceLimits.h100(), name="NVIDIA A100-SXM4-80GB")
+    checked = 0
+    for path in shipped:
+        data = json.loads(path.read_text())
+        spec = get_kernel(data["kernel"])
+        for entry in data["entries"]:
+            assert entry["gpu"] == "h200" and entry["measured_s"] > 0 and entry["default_s"] > 0
+            assert entry["provenance"]["torch"] and entry["provenance"]["triton"] and entry["tuned_at"]
+            problem = Problem.from_dict(entry["problem"])
+            assert tuned.shape_bucket(problem) == entry["bucket"]
+            config = spec.resolve_config(None, problem, h200)
+            assert dataclasses.asdict(config) == entry["config"]
+            assert spec.resolve_config(None, problem, a100) == spec.default_config(problem)
+            checked += 1
+    assert checked
+    tuned.reload()

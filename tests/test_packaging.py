@@ -67,7 +67,7 @@ def test_regular_install_imports_every_subpackage_from_any_directory(regular_ins
 def test_package_data_is_installed(regular_install: tuple[Path, str]) -> None:
     target, _ = regular_install
     for folder, pattern in (("einsum_cascades/library", "*.yaml"), ("targets/presets", "*.yaml"),
-                            ("simulator/models", "*.yaml")):
+                            ("simulator/models", "*.yaml"), ("kernels/tuned", "*.json")):
         shipped = sorted(p.name for p in (REPO / folder).glob(pattern))
         assert shipped, f"no {pattern} under {folder}"
         installed = sorted(p.name for p in (target / "einsim" / folder).glob(pattern))
