@@ -284,14 +284,14 @@ def check(run, q, k, v, do, causal: bool, kind: str) -> float:
                for g, w in zip(got_grads, want_grads))
 
 
-GRAPH_FAILURES: list[str] = []  # after one failed capture of a kind, the others are not tried
+GRAPH_FAILURES: set[tuple[str, str]] = set()  # (kind, backend) whose capture failed once: not tried again
 
 
-def graphed(run, q, k, v, do, causal: bool, kind: str) -> float | None:
+def graphed(run, q, k, v, do, causal: bool, kind: str, backend: str = "") -> float | None:
     """Median time of one call replayed as a CUDA graph: the GPU's time without the host's
     launch path (what the cost model predicts). The backward's forward runs on the capture stream
     too, so autograd replays its kernels there (the legacy stream cannot join a capture)."""
-    if kind in GRAPH_FAILURES:
+    if (kind, backend) in GRAPH_FAILURES:
         return None
     try:
         if kind == "prefill":
@@ -313,9 +313,9 @@ def graphed(run, q, k, v, do, causal: bool, kind: str) -> float | None:
         torch.cuda.synchronize()
         return time_ms(graph.replay)
     except Exception as error:  # a capture that fails leaves the timing eager-only, and says why once
-        GRAPH_FAILURES.append(kind)
-        print(f"  CUDA-graph capture of {kind} failed ({type(error).__name__}: {str(error)[:200]}); "
-              f"{kind} rows keep their eager times only")
+        GRAPH_FAILURES.add((kind, backend))
+        print(f"  CUDA-graph capture of {backend} {kind} failed ({type(error).__name__}: {str(error)[:200]}); "
+              f"its {kind} rows keep their eager times only")
         torch.cuda.synchronize()
         return None
 
@@ -389,7 +389,7 @@ def attention_rows(rows: list[dict], flex_budget_s: float) -> None:
                                 raise AssertionError(f"check failed: error {error:.3g} > {TOLERANCE[kind]}")
                             ms = timed(run, q, k, v, do, causal, kind)
                             if n <= GRAPH_MAX_LENGTH:  # short sequences: GPU time and host time apart
-                                replay = graphed(run, q, k, v, do, causal, kind)
+                                replay = graphed(run, q, k, v, do, causal, kind, backend)
                                 note = ((f"graph_ms={replay:.5f} " if replay is not None else "")
                                         + f"wall_ms={host_wall_ms(run, q, k, v, do, causal, kind):.5f}")
                         except Exception as exc:
