@@ -61,6 +61,8 @@ def test_titles_and_legends_use_display_names_not_ids() -> None:
     assert "Off-chip traffic (GiB)" in traffic and not any(t.endswith(" GB") for t in traffic)
     # The 3-pass curve's rise at small buffers is explained on the figure itself.
     assert any("re-chosen for least latency" in t for t in traffic)
+    speedup = _texts(drawn["speedup.png"]())
+    assert "Transformer-XL" in speedup and any(t.startswith("FuseMax: ") and t.endswith("(geomean)") for t in speedup)
 
 
 def test_every_preset_has_a_display_name() -> None:

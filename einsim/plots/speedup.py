@@ -71,12 +71,11 @@ def _draw(data: SpeedupData, log_speedup: bool, style: Style) -> Figure:
                 axis.axvline(where[0] - 0.5, color="#BBBBBB", linewidth=0.8)
     for axis in (top, bottom):
         axis.axvline(len(groups) - 0.5, color="#888888", linewidth=0.8)
-    for j, design in enumerate(designs):  # the geometric means, written out
-        offset = (j - (len(designs) - 1) / 2) * width
-        top.annotate(f"{data.geomean(design):.3g}x", (len(groups) + offset, data.geomean(design)), xytext=(0, 2),
-                     textcoords="offset points", ha="center", va="bottom", fontsize=style.tiny)
-    figure.legend(handles=top.get_legend_handles_labels()[0], labels=designs, ncol=min(len(designs), 4),
-                  loc="outside upper right", frameon=False)
+    # The geometric means, written out in the legend (beside the last group they crowd the bars).
+    means = [f"{design}: {data.geomean(design):.3g}x, energy {data.geomean(design, 'energy_ratio'):.3g} (geomean)"
+             for design in designs]
+    figure.legend(handles=top.get_legend_handles_labels()[0], labels=means,
+                  ncol=1 if style.name == "paper" else min(len(designs), 3), loc="outside upper right", frameon=False)
     figure.suptitle(f"Attention {data.mode}, simulated", x=0.02, ha="left")
     return figure
 
