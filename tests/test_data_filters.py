@@ -94,6 +94,9 @@ def test_the_compiled_kernels_build_their_block_mask_per_call_and_other_styles_d
     assert not any(launch.name.startswith("block mask") for launch in flex.launches)
     backward = kernel_cost(cascade, problem, target, {"kernel_style": "einsim"}, "backward")
     assert sum(launch.name == "block mask: tile classes" for launch in backward.launches) == 2  # dK/dV's, dQ's
+    prebuilt = kernel_cost(cascade, problem, target, {"kernel_style": "einsim", "block_mask": "prebuilt"})
+    assert [launch.name for launch in prebuilt.launches] == names[2:]
+    assert prebuilt.time_s == pytest.approx(sum(t.time_s for t in ours.launches[2:]))
 
 
 def test_a_block_mask_finer_than_the_tiles_is_classified_through_halves(monkeypatch):

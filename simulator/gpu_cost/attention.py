@@ -140,10 +140,11 @@ def forward_launches(cascade: Any, problem: Any, mapping: GpuMapping, roofs: Gpu
 def _mask_build(cascade: Any, problem: Any, mapping: GpuMapping, model: FittedModel,
                 shapes: tuple[tuple[int, int], ...]) -> tuple[Launch, ...]:
     """einsim's compiled kernels build the block mask of a mask that reads data on every call
-    (one set of tile lists per tile shape; `block_mask=` builds it once instead): its launches.
+    (one set of tile lists per tile shape; `block_mask=` builds it once instead, the mapping's
+    block_mask: prebuilt): its launches.
     Other styles take a prebuilt mask (FlexAttention's BlockMask), as do masks of coordinates."""
     mask = tile_mask(cascade, problem)
-    if not isinstance(mask, DataMask) or mapping.kernel_style != "einsim":
+    if not isinstance(mask, DataMask) or mapping.kernel_style != "einsim" or mapping.block_mask == "prebuilt":
         return ()
     ops = lane_ops_per_pair(cascade)
     return tuple(launch for block_m, block_n in shapes for launch in build_launches(mask, block_m, block_n, ops))

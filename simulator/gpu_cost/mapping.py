@@ -44,6 +44,10 @@ class GpuMapping:
     dq_block_m: int | None = None
     dq_block_n: int | None = None
     dq: str | None = None  # "separate" | "one_launch" | "atomic"
+    # a mask that reads data (packed documents, a block mask): einsim's compiled kernels build its
+    # block mask on every call ("per_call", their default) or are given one built once ("prebuilt":
+    # CompiledAttention.block_mask, as FlexAttention's BlockMask)
+    block_mask: str = "per_call"
     # linear attention's chunk walks (gpu_cost/linear.py; block_n is the chunk): state columns per
     # program (BLOCK_C), tokens per segment (SEGMENT, 0: one walk), whether the backward reuses
     # the forward's segment starts
@@ -79,6 +83,8 @@ class GpuMapping:
             raise ConfigError(f"GPU mapping roofs must be 'measured' or 'datasheet', got {self.roofs!r}")
         if not isinstance(self.search, bool):
             raise ConfigError(f"GPU mapping search must be true or false, got {self.search!r}")
+        if self.block_mask not in ("per_call", "prebuilt"):
+            raise ConfigError(f"GPU mapping block_mask must be 'per_call' or 'prebuilt', got {self.block_mask!r}")
         if self.dq is not None and self.dq not in DQ_MODES:
             raise ConfigError(f"GPU mapping dq must be one of {', '.join(DQ_MODES)}, got {self.dq!r}")
         for name in ("softmax_overlap", "matmul_efficiency"):
