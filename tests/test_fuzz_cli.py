@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,16 @@ from hypothesis import given, strategies as st  # noqa: E402
 
 from fuzz_support import FUZZ, HOSTILE_TEXT, REPO, populate, run_cli  # noqa: E402
 
+# `einsim kernels compile` and `autotune --cascade` write generated kernels here, not in ~/.cache
+os.environ.setdefault("EINSIM_COMPILE_DIR", tempfile.mkdtemp(prefix="einsim-fuzz-compiled-"))
+
 TARGETS = ("h100-sxm", "h200", "a100-80gb", "fusemax-cloud", "flat-edge", "unfused-cloud", "target.yaml",
            "spatial.yaml")
 CASCADES = ("fusemax", "attention-3pass", "attention-causal", "decode-splitkv", "flat", "gemm", "cascade.yaml")
 MODELS = ("BERT", "TrXL", "llama3-8b", "model.yaml")
 KERNELS = ("attention-fwd", "attention-bwd", "decode", "attention-2pass-fwd", "linear-fwd", "linear-decode")
+SOFTMAX = ("fusemax", "attention-causal", "softcap", "sinks-window", "packed-documents", "linear-attention", "gemm",
+           "cascade.yaml")  # for the compiler (the last three it must refuse by name)
 SHAPES = ("1,8,1024,64", "2,4,128,128", "1,1,67,80", "1,32,4k,128", "1,8,1,130,96", "8,32,8192,128")
 FILES = ("target.yaml", "cascade.yaml", "model.yaml", "mapping.yaml", "bomb.yaml", "dup.yaml", "utf16.yaml",
          "empty.yaml", "list.yaml", "folder.yaml", "missing.yaml", "measured.csv", "bad.csv")
@@ -43,6 +49,11 @@ COMMANDS: dict[str, tuple[list[str], dict]] = {
     "simulate": (["simulate"], {"--cascade": values(*CASCADES), "--target": values(*TARGETS),
                                 "--mapping": values("mapping.yaml"), "--json": None, "--buffer-sweep": None,
                                 "--csv": values("out.csv", "sub/out.csv")}),
+    "layer": (["simulate", "--layer"], {"--model": values(*MODELS), "--seq-len": values("1k", "67"),
+                                        "--mode": values("prefill", "decode"), "--batch": values("1", "8"),
+                                        "--target": values("h100-sxm", "h200", "fusemax-cloud"),
+                                        "--cascade": values("fusemax", "linear-attention"), "--json": None,
+                                        "--dtype": values("bf16")}),
     "sweep": (["sweep", "--no-progress"], {"--targets": values("fusemax-cloud", "h100-sxm,flat-cloud"),
                                            "--cascades": values("fusemax", "fusemax,attention-3pass"),
                                            "--models": values("BERT", "BERT,T5"), "--seq-lens": values("1k", "1k,4k"),
@@ -73,12 +84,23 @@ COMMANDS: dict[str, tuple[list[str], dict]] = {
                   "--trials": values("2", "3"), "--storage": values(":memory:", "tune.db", "sqlite:///tune.db"),
                   "--study": values("mine"), "--seed": values("0", "1"), "--seeds": values("0", "1", "2"),
                   "--timeout": values("20"), "--json": None}),
+    "compile": (["kernels", "compile"], {"--json": None, "--show-source": None}),
+    "autotune-cascade": (["autotune", "--dry-run", "--no-progress", "--no-export", "--storage", ":memory:"],
+                         {"--cascade": values(*SOFTMAX), "--backward": None, "--trials": values("2"),
+                          "--target": values("h100-sxm", "h200"), "--seed": values("0"), "--json": None}),
+    "all-shapes": (["autotune", "--all-shapes", "--dry-run", "--no-progress", "--no-export", "--time-budget", "3",
+                    "--prefill-lengths", "1k", "--decode-batches", "1"],
+                   {"--model": values("llama3-8b", "model.yaml"), "--kernel": values("decode", "attention-fwd"),
+                    "--decode-caches": values("4k"), "--storage": values(":memory:", "fleet.db"),
+                    "--max-kv-gib": values("24"), "--trials": values("2"), "--workers": values("1"),
+                    "--json": None}),  # --gpus would start real worker processes: test_cli_errors checks it
 }
 # Options always given (each drawn from its values like the rest), so runs get past argparse.
-REQUIRED = {"roofline": ("--target",), "traffic": ("--target",), "autotune": ("--kernel",)}
-TAKES_PROBLEM = {"simulate", "roofline", "traffic", "kernels", "autotune"}
+REQUIRED = {"roofline": ("--target",), "traffic": ("--target",), "autotune": ("--kernel",),
+            "autotune-cascade": ("--cascade",), "all-shapes": ("--model",)}
+TAKES_PROBLEM = {"simulate", "roofline", "traffic", "kernels", "autotune", "autotune-cascade"}
 POSITIONAL = {"passes-plot": CASCADES, "cascades": CASCADES, "passes": CASCADES, "targets": TARGETS,
-              "kernels": KERNELS}
+              "kernels": KERNELS, "compile": SOFTMAX}
 
 
 @st.composite
@@ -133,6 +155,10 @@ test_fuzz_passes = _fuzz("passes", 15)
 test_fuzz_targets_show = _fuzz("targets", 15)
 test_fuzz_kernels_show = _fuzz("kernels", 25)
 test_fuzz_autotune = _fuzz("autotune", 12)
+test_fuzz_simulate_layer = _fuzz("layer", 12)
+test_fuzz_kernels_compile = _fuzz("compile", 10)
+test_fuzz_autotune_cascade = _fuzz("autotune-cascade", 10)
+test_fuzz_autotune_all_shapes = _fuzz("all-shapes", 6)
 
 
 @hypothesis.settings(FUZZ, max_examples=40)
