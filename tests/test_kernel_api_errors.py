@@ -86,3 +86,14 @@ def test_linear_attention_options_are_named_errors() -> None:
     for out in (torch.zeros(3, device=DEVICE), torch.zeros(1, 1, 1, 16, device=DEVICE)):  # IndexError before
         with pytest.raises(ShapeError, match=r"out must be a torch.float16 tensor \[B, Hq, 1, Dv\] = \(1, 1, 1, 16\)"):
             linear_attention_decode(*one, state, out=out)
+
+
+@pytest.mark.parametrize("value", [10**30, -(2**31)])
+def test_a_compiled_cascades_symbol_beyond_32_bits_is_a_named_error(value: int, tmp_path, monkeypatch) -> None:
+    """window_left=10**30 was an OverflowError from Triton's argument specialisation."""
+    monkeypatch.setenv("EINSIM_COMPILE_DIR", str(tmp_path))
+    from einsim.kernels import compile as compile_cascade
+
+    q, k, v = _qkv()
+    with pytest.raises(ShapeError, match="symbol window_left must be an integer of at most 31 bits"):
+        compile_cascade("attention-window")(q, k, v, window_left=value, window_right=0)

@@ -162,6 +162,9 @@ class CompiledAttention:
             elif name in self.cascade.symbols:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ShapeError(f"{self.name}: symbol {name} must be an integer, got {value!r}")
+                if not -(2**31) < value < 2**31:  # an OverflowError from Triton's specialisation
+                    raise ShapeError(f"{self.name}: symbol {name} must be an integer of at most 31 bits "
+                                     f"(|{name}| < 2**31, beyond any position), got {value:.3g}")
                 symbols[name] = value
             else:
                 accepted = list(self.extra_inputs) + sorted(set(self.cascade.symbols) - self._role_symbols)
