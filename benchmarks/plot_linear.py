@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fit_linear_walk  # noqa: E402  (benchmarks/: reads the CSVs' rows with their configs)
 from einsim.einsum_cascades import load_cascade  # noqa: E402
 from einsim.problem import Problem  # noqa: E402
 from einsim.simulator.gpu_cost import kernel_cost  # noqa: E402
@@ -41,15 +43,28 @@ def problem(length: int, tokens: int, heads: int, head_dim: int) -> Problem:
                    causal=True)
 
 
-def predict(lengths, tokens: int, heads: int, head_dim: int, target) -> dict:
-    """{(series, direction, N): seconds} from the cost model."""
+def predict(lengths, tokens: int, heads: int, head_dim: int, target, launch: dict | None = None) -> dict:
+    """{(series, direction, N): seconds} from the cost model; `launch` ({direction: {num_warps,
+    num_stages}}) fixes the linear walks' launch (else the kernels' defaults of today)."""
     found = {}
     cascades = {name: load_cascade(cascade) for name, (cascade, _, _) in SERIES.items()}
     for name, (_, mapping, _) in SERIES.items():
         for direction in ("forward", "backward"):
+            given = mapping if mapping is not None or not launch else launch.get(direction)
             for length in lengths:
-                cost = kernel_cost(cascades[name], problem(length, tokens, heads, head_dim), target, mapping, direction)
+                cost = kernel_cost(cascades[name], problem(length, tokens, heads, head_dim), target, given, direction)
                 found[(name, direction, length)] = cost.time_s
+    return found
+
+
+def measured_launch(paths) -> dict:
+    """{direction: {num_warps, num_stages}} of the linear kernels' timed rows (fwd/bwd) in the
+    CSVs, when they ran one launch shape (the last file's wins), so the curves and the predicted
+    crossover are the model's for what was measured."""
+    found: dict = {}
+    for row in fit_linear_walk.read_rows(paths):
+        if row["source_kind"] in ("fwd", "bwd"):
+            found[row["direction"]] = {"num_warps": row["config"].num_warps, "num_stages": row["config"].num_stages}
     return found
 
 
@@ -93,8 +108,18 @@ def main(argv=None) -> int:
     measured = read_measured(args.measured)
     grid = sorted({int(round(2 ** (k / 4))) for k in range(4 * 7, 4 * 16 + 1)})  # 128 .. 65536, 4 per octave
     measured_lengths = sorted({n for (_, _, n) in measured})
-    predicted = predict(sorted(set(grid) | set(measured_lengths)), args.tokens, args.heads, args.head_dim, target)
+    launch = measured_launch(args.measured) if args.measured else None
+    if launch:
+        print(f"the linear curves at the launch measured: {launch}")
+    predicted = predict(sorted(set(grid) | set(measured_lengths)), args.tokens, args.heads, args.head_dim, target,
+                        launch)
 
+    # a measured linear point is predicted at the config it ran (the CSV's `config`), not today's default
+    at_config = {}
+    for row in fit_linear_walk.read_rows(args.measured):
+        if row["source_kind"] in ("fwd", "bwd"):
+            backend = "einsim-linear" if row["decay"] == "none" else "einsim-linear-decay"
+            at_config[(backend, row["direction"], row["problem"].q_len)] = fit_linear_walk.predict(row, target)
     print(f"{'direction':9s} {'series':13s} {'N':>6s} {'measured ms':>12s} {'predicted ms':>13s} {'error':>8s}")
     for direction in ("forward", "backward"):
         for name, (_, _, backend) in SERIES.items():
@@ -102,7 +127,7 @@ def main(argv=None) -> int:
                 got = measured.get((backend, direction, length))
                 if got is None:
                     continue
-                want = predicted[(name, direction, length)]
+                want = at_config.get((backend, direction, length), predicted[(name, direction, length)])
                 print(f"{direction:9s} {name:13s} {length:6d} {got * 1e3:12.3f} {want * 1e3:13.3f} "
                       f"{(want - got) / got:+8.1%}")
     for direction in ("forward", "backward"):

@@ -92,3 +92,32 @@ def test_a_walk_waits_for_its_chunk_chain_and_programs_sharing_an_sm_overlap_the
     steps_per_sm = -(-programs // 132) * 64  # the H200's 132 SMs, one 8-warp program each
     assert eight >= 0.95 * steps_per_sm * 20e-6
     assert 0.4 < four / eight < 0.65
+
+
+def test_the_walk_constants_reproduce_the_h200_measurements(h200):
+    """WALK_MMA_EFFICIENCY and WALK_STEP_LATENCY_S as fitted (benchmarks/fit_linear_walk.py) on
+    W4's H200 measurements: mean |error| of the fitted rows and of the held-out N=2048 rows as
+    docs/linear-attention.md reports them (a change to the model that makes them worse fails)."""
+    import math
+    import sys
+    from pathlib import Path
+
+    from einsim.simulator.gpu_cost import linear as model
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    import fit_linear_walk
+
+    assert (model.WALK_MMA_EFFICIENCY, model.WALK_STEP_LATENCY_S) == (0.203, 1.13e-6)
+    rows = [r for r in fit_linear_walk.read_rows([root / "benchmarks/data/h200_linear_w4.csv"])
+            if r["config"].BLOCK_C <= 64]
+    held = [r for r in rows if r["problem"].q_len in fit_linear_walk.HELD_OUT_LENGTHS]
+    fitted = [r for r in rows if r not in held]
+    params = (model.WALK_MMA_EFFICIENCY, model.WALK_STEP_LATENCY_S)
+
+    def mean_error(group):
+        return sum(abs(math.exp(e) - 1) for e in fit_linear_walk.errors_at(params, group, h200)) / len(group)
+
+    assert len(fitted) == 60 and len(held) == 2
+    assert mean_error(fitted) < 0.11  # 10.5 %
+    assert mean_error(held) < 0.04  # 2.9 %

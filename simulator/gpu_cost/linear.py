@@ -36,13 +36,18 @@ from einsim.simulator.gpu_cost.styles import FittedModel, style
 from einsim.simulator.gpu_cost.work import pass_work
 
 COMPILED_MIN_REGISTERS = 180  # the fewest registers per thread of any compiled walk (see _walk_residency)
-# The dependent chain of one chunk step of a walk program: the state S feeds A·S, whose result
-# joins the output, while S + Bᵀ·C must finish before the next chunk reads S (in fp32 registers,
-# converted to a tensor-core operand through shared memory each chunk). No chunk of a program
-# starts before the previous one's chain ends, whatever the SM's throughput; programs sharing an
-# SM overlap their chains (engine.Launch.step_latency_s). Fitted to the H200 measurements of the
-# kernels (benchmarks/fit_linear_walk.py; data and held-out errors: docs/linear-attention.md).
-WALK_STEP_LATENCY_S = 0.0
+# Two constants particular to the walk, fitted to the kernels' measured times on the H200
+# (benchmarks/fit_linear_walk.py on benchmarks/data/h200_linear_w4.csv; errors, held-out rows and
+# what the fit misses: docs/linear-attention.md § Cost model):
+# - WALK_MMA_EFFICIENCY: the fraction of the measured matmul roof a chunk's four small dependent
+#   dots reach (64-row wgmma each followed by its wait, the state converted to a bf16 operand in
+#   shared memory every chunk) — far below a long GEMM's or the fused softmax kernels';
+# - WALK_STEP_LATENCY_S: with 2 stages the pipeliner issues a chunk's loads after the previous
+#   chunk's dots and waits for them at the top of the next step (the compiled TTGIR), so each step
+#   waits about one load round trip whatever the SM's throughput; programs sharing an SM overlap
+#   those waits (engine.Launch.step_latency_s); 3 stages or more prefetch a chunk ahead (no wait).
+WALK_MMA_EFFICIENCY = 0.203
+WALK_STEP_LATENCY_S = 1.13e-6
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ def _walk_launches(walk: Walk, tiles: LinearTiles, problem: Any, per_sm: int, wo
     step = TileWork()
     for work in works.values():
         for scope in (work.tile, work.program):
-            step = step.plus(TileWork(scope.macs, efficiency, scope.sfu, scope.fma, scope.input_bytes))
+            step = step.plus(TileWork(scope.macs, WALK_MMA_EFFICIENCY, scope.sfu, scope.fma, scope.input_bytes))
     scores = float(c * c)
     # every chunk is the causal diagonal of its own quadratic term: a masked tile
     masked = TileWork(step.macs, step.mma_efficiency, step.sfu_ops,
@@ -225,7 +230,8 @@ def _walk_launches(walk: Walk, tiles: LinearTiles, problem: Any, per_sm: int, wo
     launches.append(Launch(walk.name, (ProgramGroup(zeros, per_head, heads, masked, masked, program_work=start,
                                                     label="chunks"),),
                            float(moved + (states_bytes if segments > 1 else 0)), per_sm,
-                           max(1, tiles.num_warps // 4), tiles.num_stages, step_latency_s=WALK_STEP_LATENCY_S))
+                           max(1, tiles.num_warps // 4), tiles.num_stages,
+                           step_latency_s=WALK_STEP_LATENCY_S if tiles.num_stages <= 2 else 0.0))
     return launches
 
 
