@@ -112,6 +112,12 @@ ERRORS = {  # (file, style, kind, part) -> (rows, mean |error|, max |error|)
     ('h200_attention.csv', 'fa2', 'prefill', 'fit'): (24, 0.0481, 0.1252),
     ('h200_attention.csv', 'fa2', 'prefill', 'held-out'): (8, 0.0206, 0.0371),
     ('h200_attention.csv', 'flex', 'prefill', 'fit'): (8, 0.0654, 0.1353),
+    ('h200_attention_w5.csv', 'cudnn', 'backward', 'held-out'): (12, 0.0851, 0.1341),
+    ('h200_attention_w5.csv', 'cudnn', 'prefill', 'held-out'): (12, 0.0701, 0.1392),
+    ('h200_attention_w5.csv', 'einsim', 'backward', 'held-out'): (12, 0.0561, 0.0939),
+    ('h200_attention_w5.csv', 'einsim', 'prefill', 'held-out'): (12, 0.0532, 0.0976),
+    ('h200_attention_w5.csv', 'fa2', 'backward', 'held-out'): (12, 0.0443, 0.0868),
+    ('h200_attention_w5.csv', 'fa2', 'prefill', 'held-out'): (12, 0.0418, 0.1240),
 }
 LAYER_ERRORS = {  # (what, part) -> (rows, mean |error|) of whole layers, h200_layer.csv
     ('layer', 'fit'): (6, 0.0380),
@@ -177,7 +183,9 @@ def test_held_out_rows_never_enter_the_fit():
     data = _data_module()
     rows = data.measurements()
     held = [m for m in rows if m.held_out]
-    assert held and all(m.problem.q_len in (2048, 8192) or m.problem.kv_len in (2048, 8192) for m in held)
+    assert held and all(m.problem.q_len in (2048, 8192) or m.problem.kv_len in (2048, 8192)
+                        or m.source in data.VALIDATION_FILES for m in held)  # measured after the fit
+    assert all(m.held_out for m in rows if m.source in data.VALIDATION_FILES)
     # the fit selects exactly the rows that are not held out (fit_gpu_model.main)
     assert "fitted_rows = [m for m in rows if not m.held_out]" in (REPO / "benchmarks" / "fit_gpu_model.py").read_text()
 
