@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from einsim.errors import EinsimWarning
 from einsim.kernels import tuned
 from einsim.kernels.limits import DeviceLimits
 from einsim.kernels.registry import get_kernel
@@ -40,7 +43,8 @@ def test_round_trip_by_bucket_and_gpu(tmp_path: Path, monkeypatch) -> None:
 def test_unreadable_files_are_ignored(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("EINSIM_TUNED_DIR", str(tmp_path))
     (tmp_path / "decode.json").write_text("{not json")
-    assert tuned_config(SPEC, DECODE, "h100") is None
+    with pytest.warns(EinsimWarning, match="not a tuning-cache file"):
+        assert tuned_config(SPEC, DECODE, "h100") is None
 
 
 def test_the_caller_hands_the_lookup_to_resolve_config(tmp_path: Path, monkeypatch) -> None:
